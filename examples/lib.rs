@@ -1,0 +1,1 @@
+//! Helpers shared by Shield examples (none yet; the examples are in this folder).

@@ -1,0 +1,1 @@
+//! shield-bin: the daemon and CLI live in src/bin.

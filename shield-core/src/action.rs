@@ -1,0 +1,153 @@
+//! [`Action`]: the imperative verbs a [`crate::Decision`] asks the driver to perform, in order.
+//!
+//! Execution contract (what every driver, the daemon and the simulator alike, must do):
+//! - Actions run in the order given. DCS, VIP and watchdog actions are quick and synchronous,
+//!   each bounded by `retry_timeout`.
+//! - [`Action::StopDb`] with [`StopMode::Immediate`] is synchronous: fencing never waits, and it
+//!   cancels a background task that is still running.
+//! - [`Action::RunDbTask`] (and [`Action::StopDb`] with [`StopMode::Fast`]) start a background
+//!   [`DbTask`]; while it runs the observation reports `db.busy`, and its end arrives as
+//!   [`crate::Outcome::DbTaskDone`].
+//! - Every action's result comes back in the next observation's `outcomes`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{FailoverRequest, HistoryLine, MemberData};
+use crate::config::DynamicConfig;
+use crate::types::{Lsn, MemberName, Revision, SystemId};
+
+/// How to stop PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMode {
+    /// `pg_ctl stop -m fast` after a CHECKPOINT (switchover, orderly shutdown).
+    Fast,
+    /// `pg_ctl stop -m immediate` (fencing: no waiting on clients or checkpoints).
+    Immediate,
+}
+
+/// How a database should start.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAs {
+    /// As a primary (only the lock holder restarting after a crash).
+    Primary,
+    /// As a standby streaming from `leader` (None: no upstream yet, recover from the archive).
+    Replica {
+        /// The member to stream from.
+        upstream: Option<MemberName>,
+    },
+}
+
+/// A long database task, run in the background by the driver.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DbTask {
+    /// initdb, configure and start as a primary.
+    Bootstrap,
+    /// pg_basebackup from `source` (the data directory is empty or was wiped).
+    Clone {
+        /// The member to copy from.
+        source: MemberName,
+    },
+    /// Start the postmaster.
+    Start(StartAs),
+    /// Graceful stop (the immediate stop is synchronous, see [`Action::StopDb`]).
+    Stop(StopMode),
+    /// `pg_ctl promote`.
+    Promote,
+    /// Point a running standby at a new upstream (rewrite primary_conninfo and reload/restart).
+    Follow {
+        /// The new upstream.
+        upstream: MemberName,
+    },
+    /// pg_rewind against `source` (the database is stopped first).
+    Rewind {
+        /// The member to rewind from (the leader).
+        source: MemberName,
+    },
+    /// Remove the data directory so the node can be re-cloned.
+    WipeDataDir,
+    /// Restart in place, keeping the role.
+    Restart,
+}
+
+/// One imperative step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+#[non_exhaustive]
+pub enum Action {
+    /// Create `initialize` only if absent: with `""` for the bootstrap race, or with the system id
+    /// when adopting an existing primary's data.
+    RaceInitialize {
+        /// The value to create; `None` writes `""`.
+        system_id: Option<SystemId>,
+    },
+    /// Write the system id into `initialize` (after bootstrap, or when adopting existing data).
+    WriteInitialize {
+        /// The system id.
+        system_id: SystemId,
+    },
+    /// Write `config` only if absent (the bootstrap winner, or a leader finding it empty).
+    WriteConfig {
+        /// The config to write.
+        config: Box<DynamicConfig>,
+    },
+    /// Create the leader key with our lease, only if absent.
+    AcquireLeader,
+    /// Renew our lease and re-assert the leader key; then, if this succeeded within
+    /// `feed_watchdog_within_ms` of sending, feed the watchdog.
+    RenewLeader {
+        /// Feed the watchdog only if the renewal's round trip took at most this long. `None`:
+        /// do not feed (watchdog disarmed).
+        feed_watchdog_within_ms: Option<u64>,
+    },
+    /// Delete the leader key if it still holds our name.
+    ReleaseLeader,
+    /// Publish our member key (the driver may skip an unchanged value).
+    TouchMember {
+        /// The value.
+        data: Box<MemberData>,
+    },
+    /// Plain put of `status`.
+    WriteStatus {
+        /// The leader's WAL position.
+        optime: Lsn,
+    },
+    /// Append to `history` (plain put of the whole list).
+    WriteHistory {
+        /// The full new list.
+        lines: Vec<HistoryLine>,
+    },
+    /// Clear the `failover` key with compare-and-set on its revision.
+    ClearFailover {
+        /// The revision read.
+        revision: Revision,
+        /// The request being cleared, for the log.
+        request: FailoverRequest,
+    },
+    /// Ask every other member for its status (`GET /patroni`); answers come back as
+    /// [`crate::Outcome::PeersProbed`].
+    ProbePeers,
+    /// Stop the database now. `Immediate` is synchronous (fencing); `Fast` is a background task.
+    StopDb {
+        /// How.
+        mode: StopMode,
+    },
+    /// Start a background database task.
+    RunDbTask {
+        /// The task.
+        task: DbTask,
+    },
+    /// Arm the watchdog (before promotion).
+    ArmWatchdog,
+    /// Disarm the watchdog with the magic close.
+    DisarmWatchdog,
+    /// Bind the VIP and announce it.
+    AddVip,
+    /// Remove the VIP.
+    RemoveVip,
+    /// Stop the daemon (after an orderly shutdown has finished).
+    Exit,
+}

@@ -1,0 +1,102 @@
+use serde_json::json;
+
+use super::*;
+
+fn kv(key: &str, value: &str, rev: i64) -> KvEntry {
+    KvEntry { key: key.into(), value: value.as_bytes().to_vec(), revision: Revision(rev), owner: None }
+}
+
+fn name(s: &str) -> MemberName {
+    MemberName::new(s).expect("valid name")
+}
+
+/// Values exactly as Patroni 3.x/4.x writes them.
+fn patroni_fixture() -> Vec<KvEntry> {
+    vec![
+        kv("initialize", "7277694203142172922", 2),
+        kv("config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576,"postgresql":{"use_pg_rewind":true,"parameters":{"max_connections":100}}}"#, 3),
+        kv("leader", "postgresql0", 9),
+        kv("members/postgresql0", r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"master","version":"3.3.1","xlog_location":67110040,"timeline":5}"#, 10),
+        kv("members/postgresql1", r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","api_url":"http://127.0.0.1:8009/patroni","state":"running","role":"replica","version":"4.0.0","xlog_location":67110040,"replication_state":"streaming","timeline":5,"tags":{"nofailover":"true","clonefrom":true}}"#, 11),
+        kv("failover", r#"{"leader":"postgresql0","member":"postgresql1","scheduled_at":"2024-07-02T17:06:00+02:00"}"#, 12),
+        kv("history", r#"[[1,25165984,"no recovery target specified","2024-07-02T10:00:00.123456+00:00","postgresql1"],[2,33554592,"no recovery target specified"]]"#, 13),
+        kv("status", r#"{"optime":67110040,"slots":{"postgresql1":67110040}}"#, 14),
+        kv("sync", r#"{"leader":"postgresql0","sync_standby":"postgresql1"}"#, 15),
+    ]
+}
+
+#[test]
+fn patroni_values_parse() {
+    let v = ClusterView::from_entries(Revision(15), &patroni_fixture());
+    assert!(v.anomalies.is_empty(), "{:?}", v.anomalies);
+    assert_eq!(v.system_id(), Some(SystemId(7277694203142172922)));
+    assert_eq!(v.leader_name(), Some(&name("postgresql0")));
+    let p0 = &v.members[&name("postgresql0")].data;
+    assert_eq!(p0.role, MemberRole::Primary);
+    assert_eq!(p0.xlog_location, Some(Lsn(67110040)));
+    let p1 = &v.members[&name("postgresql1")].data;
+    assert!(p1.tags.nofailover && p1.tags.clonefrom && !p1.tags.can_promote());
+    let f = v.failover.as_ref().expect("failover");
+    assert_eq!(f.member, Some(name("postgresql1")));
+    assert_eq!(f.scheduled_at.as_ref().map(|s| s.0), Some(1_719_932_760_000));
+    assert_eq!(v.history.len(), 2);
+    assert_eq!(v.timeline(), Timeline(3));
+    assert_eq!(v.optime(), Some(Lsn(67110040)));
+    assert_eq!(v.sync.as_ref().map(|s| s.sync_standby.clone()), Some(vec![name("postgresql1")]));
+    assert_eq!(v.config.as_ref().map(|c| c.0.timing.ttl_ms), Some(30_000));
+}
+
+#[test]
+fn shield_writes_patroni_formats() {
+    let v = ClusterView::from_entries(Revision(15), &patroni_fixture());
+    let p1 = &v.members[&name("postgresql1")].data;
+    let out = p1.to_json();
+    assert_eq!(out["role"], json!("replica"));
+    assert_eq!(out["xlog_location"], json!(67110040));
+    assert_eq!(out["tags"]["nofailover"], json!(true));
+    assert_eq!(out["version"], json!("4.0.0"));
+    assert_eq!(MemberData::from_json_bytes(out.to_string().as_bytes()).as_ref(), Ok(p1));
+    let f = v.failover.as_ref().expect("failover");
+    assert_eq!(
+        f.to_json(),
+        json!({"leader":"postgresql0","member":"postgresql1","scheduled_at":"2024-07-02T17:06:00+02:00"})
+    );
+    assert_eq!(v.history[0].to_json()[4], json!("postgresql1"));
+    assert_eq!(v.history[1].to_json().as_array().map(Vec::len), Some(3));
+    assert_eq!(v.status.as_ref().map(Status::to_json), Some(json!({"optime":67110040,"slots":{"postgresql1":67110040}})));
+    assert_eq!(v.sync.as_ref().map(SyncState::to_json), Some(json!({"leader":"postgresql0","sync_standby":"postgresql1"})));
+}
+
+#[test]
+fn garbage_never_hides_the_rest() {
+    let entries = vec![
+        kv("leader", "", 1),
+        kv("members/a", "{not json", 2),
+        kv("members/b", r#"{"role":"replica","state":"running","timeline":"x","xlog_location":[1]}"#, 3),
+        kv("members/c", "[1,2]", 4),
+        kv("config", r#"{"ttl":"x"}"#, 5),
+        kv("failover", r#"{"leader": 5}"#, 6),
+        kv("history", "{}", 7),
+        kv("status", "nope", 8),
+        kv("sync", "[]", 9),
+        kv("initialize", "abc", 10),
+    ];
+    let v = ClusterView::from_entries(Revision(10), &entries);
+    assert_eq!(v.members.len(), 3);
+    assert_eq!(v.members[&name("a")].data.state, "unknown");
+    assert_eq!(v.members[&name("b")].data.role, MemberRole::Replica);
+    assert_eq!(v.members[&name("b")].data.timeline, None);
+    assert!(v.leader.is_some() && v.leader_name().is_none());
+    assert_eq!(v.initialize, Some(Initialize::Invalid("abc".into())));
+    assert_eq!(v.anomalies.len(), 8, "{:#?}", v.anomalies);
+    assert!(v.anomalies.iter().any(|a| a.starts_with("config: config key `ttl`")));
+}
+
+#[test]
+fn failover_legacy_and_empty_forms() {
+    assert_eq!(FailoverRequest::parse(b"{}", Revision(1)), Ok(None));
+    assert_eq!(FailoverRequest::parse(b"", Revision(1)), Ok(None));
+    let r = FailoverRequest::parse(b"a:b", Revision(1)).expect("legacy").expect("some");
+    assert_eq!((r.leader, r.member), (Some(name("a")), Some(name("b"))));
+    assert!(FailoverRequest::parse(br#"{"member":"b","scheduled_at":"tomorrow"}"#, Revision(1)).is_err());
+}

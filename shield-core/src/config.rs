@@ -1,0 +1,491 @@
+//! The dynamic cluster configuration: the JSON stored in the DCS `config` key, with Patroni's keys.
+//!
+//! [`DynamicConfig::from_json`] parses that JSON into checked types and names the key of every
+//! problem. Keys Shield does not interpret (`slots`, `standby_cluster`, ...) are kept verbatim in
+//! [`DynamicConfig::other`] so that writing the config back never loses them.
+//!
+//! # Shield's defaults, and why
+//!
+//! | key | Shield | Patroni | why |
+//! |---|---|---|---|
+//! | `ttl` | 4 s | 30 s | A dead primary's lease expires `ttl` after its last renewal; this is the floor of the node-crash RTO. The simulator (daemon pauses up to 1.5 s, DCS stalls up to 2 s, 1% clock drift) shows no needless failover at 4 s. |
+//! | `loop_wait` | 1 s | 10 s | One cycle a second keeps three renewal attempts inside every lease. |
+//! | `retry_timeout` | 1.5 s | 10 s | Bounds every DCS call. `loop_wait + 2*retry_timeout <= ttl` holds (1 + 3 = 4). |
+//! | `fence_margin` | 0.75 s | – | Shield's own. The primary fences itself `ttl - fence_margin` after the last successful renewal was *sent*. Covers demote time and clock-rate drift (see [`Timing::fence_after_ms`]). |
+//! | `maximum_lag_on_failover` | 1 MiB | 1 MiB | Same as Patroni. |
+//! | `primary_start_timeout` | 30 s | 300 s | A crashed primary gets 30 s to restart in place before the lock is released. |
+//!
+//! Patroni's minimums (ttl 20, loop_wait 1, retry_timeout 3) are not enforced, because Shield's
+//! fencing is counted from the send time of the last successful renewal rather than from
+//! `retry_timeout` alone. Shield's own floors are ttl 2 s, loop_wait 0.1 s, retry_timeout 0.2 s.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Why a dynamic config could not be used. Every variant names the key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The whole value is not a JSON object.
+    #[error("dynamic config is not a JSON object: {0}")]
+    NotAnObject(String),
+    /// A key has a value of the wrong type or out of range.
+    #[error("config key `{key}`: {problem}")]
+    BadValue {
+        /// Dotted path of the key, e.g. `postgresql.use_pg_rewind`.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The timing rule that makes fencing safe is broken.
+    #[error("config: {0}")]
+    UnsafeTiming(String),
+}
+
+fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue { key: key.to_owned(), problem: problem.into() }
+}
+
+/// The HA timings in milliseconds, checked for the fencing rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Lease time to live (`ttl`).
+    pub ttl_ms: u64,
+    /// Cycle period (`loop_wait`).
+    pub loop_wait_ms: u64,
+    /// Bound on each DCS call and on DCS unreachability before a primary demotes (`retry_timeout`).
+    pub retry_timeout_ms: u64,
+    /// Subtracted from `ttl` to give the local fencing deadline (`fence_margin`, Shield's own key).
+    pub fence_margin_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { ttl_ms: 4_000, loop_wait_ms: 1_000, retry_timeout_ms: 1_500, fence_margin_ms: 750 }
+    }
+}
+
+impl Timing {
+    /// Lowest accepted ttl.
+    pub const MIN_TTL_MS: u64 = 2_000;
+    /// Lowest accepted loop_wait.
+    pub const MIN_LOOP_WAIT_MS: u64 = 100;
+    /// Lowest accepted retry_timeout.
+    pub const MIN_RETRY_TIMEOUT_MS: u64 = 200;
+    /// Largest clock-rate drift between any node and the DCS that the fencing deadline absorbs,
+    /// in parts per million (1%). The simulator draws node clock rates within this bound.
+    pub const MAX_DRIFT_PPM: u64 = 10_000;
+
+    /// Checks the rule `loop_wait + 2*retry_timeout <= ttl` (Patroni's) and that the fencing
+    /// deadline leaves room for at least one renewal per cycle. Unlike Patroni, a broken rule is an
+    /// error, not a silent adjustment: an operator should know their failover maths is off.
+    pub fn checked(self) -> Result<Timing, ConfigError> {
+        if self.ttl_ms < Self::MIN_TTL_MS {
+            return Err(bad("ttl", format!("{} ms is below the minimum of 2 s", self.ttl_ms)));
+        }
+        if self.loop_wait_ms < Self::MIN_LOOP_WAIT_MS {
+            return Err(bad("loop_wait", "below the minimum of 0.1 s"));
+        }
+        if self.retry_timeout_ms < Self::MIN_RETRY_TIMEOUT_MS {
+            return Err(bad("retry_timeout", "below the minimum of 0.2 s"));
+        }
+        if self.loop_wait_ms + 2 * self.retry_timeout_ms > self.ttl_ms {
+            return Err(ConfigError::UnsafeTiming(format!(
+                "loop_wait ({} ms) + 2 * retry_timeout ({} ms) must not exceed ttl ({} ms)",
+                self.loop_wait_ms, self.retry_timeout_ms, self.ttl_ms
+            )));
+        }
+        if self.fence_after_ms() <= self.loop_wait_ms {
+            return Err(ConfigError::UnsafeTiming(format!(
+                "ttl ({} ms) minus fence_margin ({} ms) and clock drift leaves no room for a renewal \
+                 every loop_wait ({} ms)",
+                self.ttl_ms, self.fence_margin_ms, self.loop_wait_ms
+            )));
+        }
+        Ok(self)
+    }
+
+    /// How long after sending a renewal that succeeded the primary may keep running: `ttl` shrunk
+    /// by the maximum drift, minus `fence_margin`. Because it is counted from the *send* time, the
+    /// lease cannot expire at the DCS before this point has passed on the local clock.
+    pub fn fence_after_ms(&self) -> u64 {
+        let drift = self.ttl_ms * Self::MAX_DRIFT_PPM / 1_000_000;
+        self.ttl_ms.saturating_sub(drift).saturating_sub(self.fence_margin_ms)
+    }
+}
+
+/// The part of `postgresql` in the dynamic config that Shield interprets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PgDynamic {
+    /// `postgresql.use_pg_rewind`.
+    pub use_pg_rewind: bool,
+    /// `postgresql.use_slots` (default true).
+    pub use_slots: bool,
+    /// `postgresql.remove_data_directory_on_rewind_failure`.
+    pub remove_data_directory_on_rewind_failure: bool,
+    /// `postgresql.remove_data_directory_on_diverged_timelines`.
+    pub remove_data_directory_on_diverged_timelines: bool,
+    /// `postgresql.parameters`, verbatim.
+    pub parameters: BTreeMap<String, Value>,
+    /// `postgresql.pg_hba`, if given.
+    pub pg_hba: Option<Vec<String>>,
+}
+
+/// The dynamic cluster config (the DCS `config` key), parsed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DynamicConfig {
+    /// ttl, loop_wait, retry_timeout and fence_margin.
+    pub timing: Timing,
+    /// `maximum_lag_on_failover`, bytes.
+    pub maximum_lag_on_failover_bytes: u64,
+    /// `maximum_lag_on_syncnode`, bytes; `None` when -1 (off).
+    pub maximum_lag_on_syncnode_bytes: Option<u64>,
+    /// `primary_start_timeout` (or the legacy `master_start_timeout`), ms. 0 = fail over at once.
+    pub primary_start_timeout_ms: u64,
+    /// `primary_stop_timeout`, ms; 0 = off.
+    pub primary_stop_timeout_ms: u64,
+    /// `pause`: maintenance mode.
+    pub pause: bool,
+    /// `synchronous_mode`.
+    pub synchronous_mode: bool,
+    /// `synchronous_mode_strict`.
+    pub synchronous_mode_strict: bool,
+    /// `synchronous_node_count` (≥ 1).
+    pub synchronous_node_count: u32,
+    /// `check_timeline`.
+    pub check_timeline: bool,
+    /// `failsafe_mode` (parsed and kept; Shield does not act on it yet).
+    pub failsafe_mode: bool,
+    /// `max_timelines_history`; 0 keeps all.
+    pub max_timelines_history: u32,
+    /// The interpreted part of `postgresql`.
+    pub postgresql: PgDynamic,
+    /// Every other top-level key, verbatim, and the uninterpreted keys of `postgresql`
+    /// (under `"postgresql"`), so nothing is lost on write-back.
+    pub other: BTreeMap<String, Value>,
+}
+
+impl Default for DynamicConfig {
+    fn default() -> Self {
+        DynamicConfig {
+            timing: Timing::default(),
+            maximum_lag_on_failover_bytes: 1_048_576,
+            maximum_lag_on_syncnode_bytes: None,
+            primary_start_timeout_ms: 30_000,
+            primary_stop_timeout_ms: 0,
+            pause: false,
+            synchronous_mode: false,
+            synchronous_mode_strict: false,
+            synchronous_node_count: 1,
+            check_timeline: false,
+            failsafe_mode: false,
+            max_timelines_history: 0,
+            postgresql: PgDynamic { use_slots: true, ..PgDynamic::default() },
+            other: BTreeMap::new(),
+        }
+    }
+}
+
+/// Reads keys out of a JSON object, removing each one it reads, so what is left is "other".
+struct Reader<'a> {
+    map: &'a mut Map<String, Value>,
+    prefix: &'static str,
+}
+
+impl Reader<'_> {
+    fn path(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.map.remove(key).filter(|v| !v.is_null())
+    }
+
+    fn bool(&mut self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.take(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(b),
+            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" | "1" => Ok(true),
+                "false" | "off" | "no" | "0" => Ok(false),
+                _ => Err(bad(&self.path(key), format!("expected a boolean, found {s:?}"))),
+            },
+            Some(v) => Err(bad(&self.path(key), format!("expected a boolean, found {v}"))),
+        }
+    }
+
+    fn number(&mut self, key: &str) -> Result<Option<f64>, ConfigError> {
+        let path = self.path(key);
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .map(Some)
+                .ok_or_else(|| bad(&path, "not a finite number")),
+            Some(Value::String(s)) => match s.trim().parse::<f64>() {
+                Ok(f) if f.is_finite() => Ok(Some(f)),
+                _ => Err(bad(&path, format!("expected a number, found {s:?}"))),
+            },
+            Some(v) => Err(bad(&path, format!("expected a number, found {v}"))),
+        }
+    }
+
+    /// Seconds (integer or fractional) to milliseconds.
+    fn seconds_ms(&mut self, key: &str, default_ms: u64) -> Result<u64, ConfigError> {
+        match self.number(key)? {
+            None => Ok(default_ms),
+            Some(s) if s < 0.0 => Err(bad(&self.path(key), "must not be negative")),
+            Some(s) if s > 86_400.0 * 365.0 => Err(bad(&self.path(key), "is longer than a year")),
+            Some(s) => Ok((s * 1000.0).round() as u64),
+        }
+    }
+
+    fn int(&mut self, key: &str, min: i64, max: i64) -> Result<Option<i64>, ConfigError> {
+        match self.number(key)? {
+            None => Ok(None),
+            Some(f) if f.fract() != 0.0 => Err(bad(&self.path(key), "expected a whole number")),
+            Some(f) if f < min as f64 || f > max as f64 => {
+                Err(bad(&self.path(key), format!("must be between {min} and {max}")))
+            }
+            Some(f) => Ok(Some(f as i64)),
+        }
+    }
+}
+
+fn expect_object(key: &str, v: Value) -> Result<Map<String, Value>, ConfigError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(bad(key, format!("expected an object, found {other}"))),
+    }
+}
+
+impl DynamicConfig {
+    /// Parses the DCS `config` value. An empty string or `{}` gives the defaults.
+    pub fn from_json_text(text: &str) -> Result<DynamicConfig, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(DynamicConfig::default());
+        }
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::NotAnObject(e.to_string()))?;
+        DynamicConfig::from_json(v)
+    }
+
+    /// Parses an already decoded JSON value.
+    pub fn from_json(v: Value) -> Result<DynamicConfig, ConfigError> {
+        let Value::Object(mut map) = v else {
+            return Err(ConfigError::NotAnObject(format!("found {v}")));
+        };
+        let d = DynamicConfig::default();
+        let mut r = Reader { map: &mut map, prefix: "" };
+        let timing = Timing {
+            ttl_ms: r.seconds_ms("ttl", d.timing.ttl_ms)?,
+            loop_wait_ms: r.seconds_ms("loop_wait", d.timing.loop_wait_ms)?,
+            retry_timeout_ms: r.seconds_ms("retry_timeout", d.timing.retry_timeout_ms)?,
+            fence_margin_ms: r.seconds_ms("fence_margin", d.timing.fence_margin_ms)?,
+        }
+        .checked()?;
+        let lag = r.int("maximum_lag_on_failover", 0, i64::MAX)?;
+        let sync_lag = r.int("maximum_lag_on_syncnode", -1, i64::MAX)?;
+        let start_timeout = match r.seconds_ms("primary_start_timeout", u64::MAX)? {
+            u64::MAX => r.seconds_ms("master_start_timeout", d.primary_start_timeout_ms)?,
+            v => {
+                r.take("master_start_timeout");
+                v
+            }
+        };
+        let stop_timeout = match r.seconds_ms("primary_stop_timeout", u64::MAX)? {
+            u64::MAX => r.seconds_ms("master_stop_timeout", 0)?,
+            v => {
+                r.take("master_stop_timeout");
+                v
+            }
+        };
+        let mut cfg = DynamicConfig {
+            timing,
+            maximum_lag_on_failover_bytes: lag.map_or(d.maximum_lag_on_failover_bytes, |l| l as u64),
+            maximum_lag_on_syncnode_bytes: sync_lag.and_then(|l| u64::try_from(l).ok()),
+            primary_start_timeout_ms: start_timeout,
+            primary_stop_timeout_ms: stop_timeout,
+            pause: r.bool("pause", false)?,
+            synchronous_mode: r.bool("synchronous_mode", false)?,
+            synchronous_mode_strict: r.bool("synchronous_mode_strict", false)?,
+            synchronous_node_count: r.int("synchronous_node_count", 1, 1024)?.unwrap_or(1) as u32,
+            check_timeline: r.bool("check_timeline", false)?,
+            failsafe_mode: r.bool("failsafe_mode", false)?,
+            max_timelines_history: r.int("max_timelines_history", 0, i64::from(u32::MAX))?.unwrap_or(0)
+                as u32,
+            postgresql: PgDynamic { use_slots: true, ..PgDynamic::default() },
+            other: BTreeMap::new(),
+        };
+        if let Some(pg) = map.remove("postgresql").filter(|v| !v.is_null()) {
+            let mut pg = expect_object("postgresql", pg)?;
+            cfg.postgresql = PgDynamic::from_map(&mut pg)?;
+            if !pg.is_empty() {
+                cfg.other.insert("postgresql".to_owned(), Value::Object(pg));
+            }
+        }
+        cfg.other.extend(map);
+        Ok(cfg)
+    }
+
+    /// The JSON written to the DCS: Patroni's keys in seconds, plus everything kept in `other`.
+    pub fn to_json(&self) -> Value {
+        let secs = |ms: u64| -> Value {
+            if ms % 1000 == 0 {
+                Value::from(ms / 1000)
+            } else {
+                Value::from(ms as f64 / 1000.0)
+            }
+        };
+        let mut m = Map::new();
+        for (k, v) in &self.other {
+            if k != "postgresql" {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        m.insert("ttl".into(), secs(self.timing.ttl_ms));
+        m.insert("loop_wait".into(), secs(self.timing.loop_wait_ms));
+        m.insert("retry_timeout".into(), secs(self.timing.retry_timeout_ms));
+        m.insert("fence_margin".into(), secs(self.timing.fence_margin_ms));
+        m.insert("maximum_lag_on_failover".into(), self.maximum_lag_on_failover_bytes.into());
+        if let Some(l) = self.maximum_lag_on_syncnode_bytes {
+            m.insert("maximum_lag_on_syncnode".into(), l.into());
+        }
+        m.insert("primary_start_timeout".into(), secs(self.primary_start_timeout_ms));
+        if self.primary_stop_timeout_ms > 0 {
+            m.insert("primary_stop_timeout".into(), secs(self.primary_stop_timeout_ms));
+        }
+        for (k, v) in [
+            ("pause", self.pause),
+            ("synchronous_mode", self.synchronous_mode),
+            ("synchronous_mode_strict", self.synchronous_mode_strict),
+            ("check_timeline", self.check_timeline),
+            ("failsafe_mode", self.failsafe_mode),
+        ] {
+            if v {
+                m.insert(k.into(), Value::Bool(true));
+            }
+        }
+        if self.synchronous_node_count != 1 {
+            m.insert("synchronous_node_count".into(), self.synchronous_node_count.into());
+        }
+        if self.max_timelines_history != 0 {
+            m.insert("max_timelines_history".into(), self.max_timelines_history.into());
+        }
+        m.insert("postgresql".into(), self.postgresql.to_json(self.other.get("postgresql")));
+        Value::Object(m)
+    }
+}
+
+impl PgDynamic {
+    fn from_map(pg: &mut Map<String, Value>) -> Result<PgDynamic, ConfigError> {
+        let mut r = Reader { map: pg, prefix: "postgresql." };
+        let out = PgDynamic {
+            use_pg_rewind: r.bool("use_pg_rewind", false)?,
+            use_slots: r.bool("use_slots", true)?,
+            remove_data_directory_on_rewind_failure: r
+                .bool("remove_data_directory_on_rewind_failure", false)?,
+            remove_data_directory_on_diverged_timelines: r
+                .bool("remove_data_directory_on_diverged_timelines", false)?,
+            parameters: match r.take("parameters") {
+                None => BTreeMap::new(),
+                Some(v) => expect_object("postgresql.parameters", v)?.into_iter().collect(),
+            },
+            pg_hba: match r.take("pg_hba") {
+                None => None,
+                Some(Value::Array(lines)) => Some(
+                    lines
+                        .into_iter()
+                        .map(|l| match l {
+                            Value::String(s) => Ok(s),
+                            other => Err(bad("postgresql.pg_hba", format!("expected strings, found {other}"))),
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                Some(v) => return Err(bad("postgresql.pg_hba", format!("expected a list, found {v}"))),
+            },
+        };
+        Ok(out)
+    }
+
+    fn to_json(&self, extra: Option<&Value>) -> Value {
+        let mut m = match extra {
+            Some(Value::Object(e)) => e.clone(),
+            _ => Map::new(),
+        };
+        m.insert("use_pg_rewind".into(), self.use_pg_rewind.into());
+        if !self.use_slots {
+            m.insert("use_slots".into(), false.into());
+        }
+        if self.remove_data_directory_on_rewind_failure {
+            m.insert("remove_data_directory_on_rewind_failure".into(), true.into());
+        }
+        if self.remove_data_directory_on_diverged_timelines {
+            m.insert("remove_data_directory_on_diverged_timelines".into(), true.into());
+        }
+        if !self.parameters.is_empty() {
+            let p: Map<String, Value> = self.parameters.clone().into_iter().collect();
+            m.insert("parameters".into(), Value::Object(p));
+        }
+        if let Some(h) = &self.pg_hba {
+            m.insert("pg_hba".into(), h.clone().into());
+        }
+        Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn patroni_defaults_parse() {
+        let c = DynamicConfig::from_json(json!({
+            "ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
+            "postgresql": {"use_pg_rewind": true, "parameters": {"max_connections": 100}},
+            "slots": {"s1": {"type": "physical"}}
+        }))
+        .expect("valid");
+        assert_eq!(c.timing.ttl_ms, 30_000);
+        assert!(c.postgresql.use_pg_rewind);
+        assert_eq!(c.postgresql.parameters["max_connections"], json!(100));
+        assert_eq!(c.other["slots"], json!({"s1": {"type": "physical"}}));
+        let back = DynamicConfig::from_json(c.to_json()).expect("round trip");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = DynamicConfig::from_json(json!({"ttl": "soon"})).expect_err("bad");
+        assert_eq!(e.to_string(), "config key `ttl`: expected a number, found \"soon\"");
+        let e = DynamicConfig::from_json(json!({"postgresql": {"use_pg_rewind": 3}})).expect_err("bad");
+        assert!(e.to_string().contains("postgresql.use_pg_rewind"), "{e}");
+        let e = DynamicConfig::from_json(json!({"ttl": 5, "loop_wait": 2, "retry_timeout": 2}))
+            .expect_err("unsafe");
+        assert!(matches!(e, ConfigError::UnsafeTiming(_)), "{e}");
+        assert!(DynamicConfig::from_json(json!([1])).is_err());
+        assert!(DynamicConfig::from_json_text("{nope").is_err());
+        let e = DynamicConfig::from_json(json!({"ttl": -1})).expect_err("negative");
+        assert!(e.to_string().contains("negative"));
+    }
+
+    #[test]
+    fn legacy_master_start_timeout_is_read() {
+        let c = DynamicConfig::from_json(json!({"master_start_timeout": 0})).expect("valid");
+        assert_eq!(c.primary_start_timeout_ms, 0);
+        assert!(!c.other.contains_key("master_start_timeout"));
+    }
+
+    #[test]
+    fn fence_deadline_is_inside_the_lease() {
+        let t = Timing::default().checked().expect("defaults are valid");
+        assert!(t.fence_after_ms() < t.ttl_ms);
+        assert!(t.fence_after_ms() > t.loop_wait_ms + t.retry_timeout_ms);
+        assert_eq!(t.fence_after_ms(), 4_000 - 40 - 750);
+    }
+}

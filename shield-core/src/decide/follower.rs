@@ -1,0 +1,110 @@
+//! Someone else holds the leader key: follow it, rewinding or re-cloning when timelines diverged.
+
+use crate::action::{Action, DbTask, StartAs};
+use crate::cluster::ClusterView;
+use crate::decide::Ctx;
+use crate::observation::DbProcess;
+use crate::reason::Reason;
+use crate::types::MemberName;
+
+/// Follow `leader`.
+pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) -> Reason {
+    cx.st.yielding_since = None;
+    cx.st.lease = None;
+    let db = &cx.obs.db;
+    if db.is_running_primary() || db.busy == Some(DbTask::Promote) {
+        if cx.paused() {
+            return Reason::Paused { detail: format!("running as primary while {leader} holds the lock") };
+        }
+        cx.fence();
+        return Reason::AnotherLeader { leader: leader.clone() };
+    }
+    if cx.st.watchdog_armed {
+        cx.push(Action::DisarmWatchdog);
+        cx.st.watchdog_armed = false;
+    }
+    let upstream = upstream_for(cx, view, leader);
+    if cx.obs.db.busy.is_some() {
+        return Reason::Busy;
+    }
+    if cx.paused() {
+        return paused_follow(cx, upstream);
+    }
+    if diverged(cx, view, leader) {
+        return diverged_action(cx, leader);
+    }
+    match cx.obs.db.process {
+        DbProcess::Stopped | DbProcess::Crashed => {
+            cx.push(Action::RunDbTask { task: DbTask::Start(StartAs::Replica { upstream: Some(upstream) }) });
+            Reason::StartingReplica { leader: Some(leader.clone()) }
+        }
+        DbProcess::Running { .. } if cx.obs.db.upstream.as_ref() != Some(&upstream) => {
+            cx.push(Action::RunDbTask { task: DbTask::Follow { upstream } });
+            Reason::ChangingUpstream { leader: leader.clone() }
+        }
+        DbProcess::Running { .. } | DbProcess::Starting | DbProcess::Unknown => {
+            Reason::Following { leader: leader.clone() }
+        }
+    }
+}
+
+fn paused_follow(cx: &mut Ctx<'_>, upstream: MemberName) -> Reason {
+    if cx.obs.db.is_running_replica() && cx.obs.db.upstream.as_ref() != Some(&upstream) {
+        cx.push(Action::RunDbTask { task: DbTask::Follow { upstream: upstream.clone() } });
+    }
+    Reason::Paused { detail: format!("no action. I am a secondary, following {upstream}") }
+}
+
+/// The `replicatefrom` member if it is running, otherwise the leader.
+fn upstream_for(cx: &Ctx<'_>, view: &ClusterView, leader: &MemberName) -> MemberName {
+    match &cx.st.settings.tags.replicatefrom {
+        Some(r) if r != cx.me() && view.members.get(r).is_some_and(|m| m.data.state == "running") => r.clone(),
+        _ => leader.clone(),
+    }
+}
+
+/// Whether our WAL has gone past the point where the leader's timeline forked from ours, judged
+/// from the cluster's `history` (Patroni does the same through TIMELINE_HISTORY).
+fn diverged(cx: &Ctx<'_>, view: &ClusterView, leader: &MemberName) -> bool {
+    let (Some(mine_tl), Some(mine_lsn)) = (cx.obs.db.timeline, cx.obs.db.wal_position()) else {
+        return false;
+    };
+    let leader_tl = view
+        .members
+        .get(leader)
+        .and_then(|m| m.data.timeline)
+        .unwrap_or_else(|| view.timeline());
+    if mine_tl > leader_tl {
+        return true;
+    }
+    if mine_tl == leader_tl {
+        return false;
+    }
+    view.history.iter().find(|h| h.timeline == mine_tl).is_some_and(|h| mine_lsn > h.lsn)
+}
+
+fn diverged_action(cx: &mut Ctx<'_>, leader: &MemberName) -> Reason {
+    let pg = &cx.st.config.postgresql;
+    if pg.use_pg_rewind && !cx.st.rewind_failed {
+        cx.push(Action::RunDbTask { task: DbTask::Rewind { source: leader.clone() } });
+        return Reason::Rewinding { leader: leader.clone() };
+    }
+    let wipe = pg.remove_data_directory_on_diverged_timelines
+        || (cx.st.rewind_failed && pg.remove_data_directory_on_rewind_failure);
+    if wipe {
+        cx.st.rewind_failed = false;
+        cx.push(Action::RunDbTask { task: DbTask::WipeDataDir });
+        return Reason::Reinitializing;
+    }
+    Reason::DivergedNeedsOperator { leader: leader.clone() }
+}
+
+/// The leader key holds something that is not a member name.
+pub(super) fn leaderless_key(cx: &mut Ctx<'_>) -> Reason {
+    cx.st.lease = None;
+    if cx.obs.db.is_running_primary() && !cx.paused() {
+        cx.fence();
+        return Reason::PrimaryWithoutLock;
+    }
+    Reason::NoLeader
+}

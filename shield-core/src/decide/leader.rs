@@ -1,0 +1,257 @@
+//! The lock holder: renewal, promotion, crash recovery, manual switchover, and orderly shutdown.
+
+use crate::action::{Action, DbTask, StartAs, StopMode};
+use crate::cluster::{ClusterView, FailoverRequest, HistoryLine, MemberRole};
+use crate::decide::{Ctx, WatchdogMode};
+use crate::observation::{DataDir, DbProcess, DcsView};
+use crate::reason::Reason;
+use crate::types::MemberName;
+
+/// We hold the leader key (per this cycle's snapshot).
+pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    let renew = cx.renew_action();
+    cx.push(renew);
+    if cx.paused() {
+        return paused_leader(cx);
+    }
+    if cx.st.lease.is_none() {
+        // The key is ours but no renewal has succeeded in this process yet: wait for one before
+        // doing anything a primary does. If it fails, outcomes::absorb fences.
+        cx.wake_now = true;
+        return Reason::LeaderBusy;
+    }
+    match cx.obs.db.busy.clone() {
+        Some(DbTask::Promote) => return Reason::Promoting,
+        Some(DbTask::Start(StartAs::Primary)) => return starting_primary(cx, view),
+        Some(DbTask::Stop(StopMode::Fast)) if cx.st.demoting => return demoting(view),
+        Some(_) => return Reason::LeaderBusy,
+        None => {}
+    }
+    match cx.obs.db.process {
+        DbProcess::Running { in_recovery: false } => running_primary(cx, view),
+        DbProcess::Running { in_recovery: true } => promote(cx, view),
+        DbProcess::Stopped if cx.st.demoting => finish_demote(cx),
+        DbProcess::Stopped | DbProcess::Crashed => crashed_primary(cx, view),
+        DbProcess::Starting => starting_primary(cx, view),
+        DbProcess::Unknown => Reason::LeaderBusy,
+    }
+}
+
+fn paused_leader(cx: &mut Ctx<'_>) -> Reason {
+    if cx.st.watchdog_armed {
+        cx.push(Action::DisarmWatchdog);
+        cx.st.watchdog_armed = false;
+    }
+    if !cx.obs.db.is_running_primary() && cx.obs.db.busy.is_none() {
+        cx.push(Action::ReleaseLeader);
+        return Reason::Paused { detail: "released the leader lock: PostgreSQL is not running as primary".into() };
+    }
+    Reason::Paused { detail: "no action. I am the leader with the lock".into() }
+}
+
+fn running_primary(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    cx.st.crash_since = None;
+    let db = &cx.obs.db;
+    if let (Some((tl, lsn)), Some(now_tl)) = (cx.st.promoted_from, db.timeline) {
+        if now_tl > tl {
+            let mut lines = view.history.clone();
+            lines.push(HistoryLine {
+                timeline: tl,
+                lsn,
+                reason: "no recovery target specified".into(),
+                timestamp: Some(iso_timestamp(cx.obs.wall_ms)),
+                new_leader: Some(cx.me().to_string()),
+            });
+            cx.push(Action::WriteHistory { lines });
+            cx.st.promoted_from = None;
+        }
+    }
+    if cx.st.settings.watchdog != WatchdogMode::Off && !cx.st.watchdog_armed {
+        cx.push(Action::ArmWatchdog);
+        cx.st.watchdog_armed = true;
+    }
+    if cx.st.settings.vip && !cx.st.vip_bound {
+        cx.push(Action::AddVip);
+        cx.st.vip_bound = true;
+    }
+    if let Some(optime) = cx.obs.db.write_lsn {
+        if view.status.as_ref().map(|s| s.optime) != Some(optime) {
+            cx.push(Action::WriteStatus { optime });
+        }
+    }
+    if let Some(req) = &view.failover {
+        return manual_failover(cx, view, req);
+    }
+    Reason::LeaderHealthy
+}
+
+fn promote(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    if let Some(req) = &view.failover {
+        cx.push(Action::ClearFailover { revision: req.revision, request: req.clone() });
+    }
+    if cx.st.settings.watchdog != WatchdogMode::Off && !cx.st.watchdog_armed {
+        cx.push(Action::ArmWatchdog);
+        cx.st.watchdog_armed = true;
+    }
+    let db = &cx.obs.db;
+    cx.st.promoted_from = Some((db.timeline.unwrap_or_default(), db.wal_position().unwrap_or_default()));
+    cx.push(Action::RunDbTask { task: DbTask::Promote });
+    Reason::Promoting
+}
+
+/// Some other member could take over: a running replica that may be promoted.
+fn failover_possible(cx: &Ctx<'_>, view: &ClusterView) -> bool {
+    view.members.values().any(|m| {
+        &m.name != cx.me()
+            && m.data.tags.can_promote()
+            && m.data.role == MemberRole::Replica
+            && m.data.state == "running"
+    })
+}
+
+fn crashed_primary(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    let now = cx.now();
+    let since = *cx.st.crash_since.get_or_insert(now);
+    let timeout = cx.st.config.primary_start_timeout_ms;
+    if failover_possible(cx, view) && (timeout == 0 || now.since(since) > timeout) {
+        cx.fence();
+        cx.push(Action::ReleaseLeader);
+        cx.st.crash_since = None;
+        return if timeout == 0 { Reason::CrashFailover } else { Reason::PrimaryStartTimedOut };
+    }
+    let was_primary = matches!(cx.obs.db.data_dir, DataDir::Valid { was_primary: true, .. });
+    let start = if was_primary { StartAs::Primary } else { StartAs::Replica { upstream: None } };
+    cx.push(Action::RunDbTask { task: DbTask::Start(start) });
+    Reason::RestartingCrashedPrimary
+}
+
+fn starting_primary(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    let now = cx.now();
+    let since = *cx.st.crash_since.get_or_insert(now);
+    if failover_possible(cx, view) && now.since(since) > cx.st.config.primary_start_timeout_ms {
+        cx.fence();
+        cx.push(Action::ReleaseLeader);
+        cx.st.crash_since = None;
+        return Reason::PrimaryStartTimedOut;
+    }
+    Reason::RestartingCrashedPrimary
+}
+
+/// A switchover or failover request while we lead.
+fn manual_failover(cx: &mut Ctx<'_>, view: &ClusterView, req: &FailoverRequest) -> Reason {
+    let clear = |cx: &mut Ctx<'_>, why: String| {
+        cx.push(Action::ClearFailover { revision: req.revision, request: req.clone() });
+        Reason::FailoverRequestCleared { why }
+    };
+    if req.leader.as_ref().is_some_and(|l| l != cx.me()) {
+        return clear(cx, "leader name does not match".into());
+    }
+    if req.member.as_ref() == Some(cx.me()) {
+        return clear(cx, "the candidate is already the leader".into());
+    }
+    if let Some((at_ms, text)) = &req.scheduled_at {
+        if cx.paused() {
+            return clear(cx, "can't run a scheduled switchover in the paused state".into());
+        }
+        let late_ms = cx.obs.wall_ms - at_ms;
+        if late_ms < 0 {
+            return Reason::SwitchoverScheduled { at: text.clone() };
+        }
+        if late_ms as u64 > cx.st.config.timing.loop_wait_ms * 3 / 2 + 1_000 {
+            return clear(cx, format!("the switchover scheduled at {text} is stale"));
+        }
+    }
+    let candidate_ok = |name: &MemberName| {
+        view.members.get(name).is_some_and(|m| {
+            m.data.tags.can_promote() && m.data.state == "running" && m.data.role == MemberRole::Replica
+        })
+    };
+    match &req.member {
+        Some(c) if !candidate_ok(c) => return clear(cx, format!("candidate {c} is not a healthy replica")),
+        None if !failover_possible(cx, view) => return clear(cx, "no healthy members found".into()),
+        _ => {}
+    }
+    cx.st.demoting = true;
+    if cx.st.vip_bound {
+        cx.push(Action::RemoveVip);
+        cx.st.vip_bound = false;
+    }
+    cx.push(Action::StopDb { mode: StopMode::Fast });
+    Reason::SwitchoverDemoting { candidate: req.member.clone() }
+}
+
+fn demoting(view: &ClusterView) -> Reason {
+    let candidate = view.failover.as_ref().and_then(|r| r.member.clone());
+    Reason::SwitchoverDemoting { candidate }
+}
+
+/// The graceful stop finished: hand the lock over.
+fn finish_demote(cx: &mut Ctx<'_>) -> Reason {
+    if let Some(optime) = cx.obs.db.wal_position() {
+        cx.push(Action::WriteStatus { optime });
+    }
+    cx.push(Action::ReleaseLeader);
+    if cx.st.watchdog_armed {
+        cx.push(Action::DisarmWatchdog);
+        cx.st.watchdog_armed = false;
+    }
+    cx.st.lease = None;
+    cx.st.demoting = false;
+    cx.st.promoted_from = None;
+    cx.wake_now = true;
+    Reason::SwitchoverDemoting { candidate: None }
+}
+
+/// SIGTERM: stop the database (unless paused), release the lock, exit.
+pub(super) fn shutdown(cx: &mut Ctx<'_>) -> Reason {
+    cx.st.shutting_down = true;
+    let reachable = matches!(cx.obs.dcs, DcsView::Reachable(_));
+    let holder = match &cx.obs.dcs {
+        DcsView::Reachable(v) => v.is_leader(cx.me()),
+        DcsView::Unreachable { .. } => cx.st.lease.is_some(),
+    };
+    if cx.paused() {
+        if cx.st.watchdog_armed {
+            cx.push(Action::DisarmWatchdog);
+            cx.st.watchdog_armed = false;
+        }
+        cx.push(Action::Exit);
+        return Reason::ShutdownComplete;
+    }
+    let db = &cx.obs.db;
+    let running = matches!(db.process, DbProcess::Running { .. } | DbProcess::Starting);
+    if running || db.busy.is_some() {
+        if holder && reachable {
+            let renew = cx.renew_action();
+            cx.push(renew);
+        }
+        if cx.st.vip_bound {
+            cx.push(Action::RemoveVip);
+            cx.st.vip_bound = false;
+        }
+        if db.busy != Some(DbTask::Stop(StopMode::Fast)) {
+            cx.push(Action::StopDb { mode: StopMode::Fast });
+        }
+        return Reason::ShuttingDown;
+    }
+    if holder && reachable {
+        if let Some(optime) = db.wal_position() {
+            cx.push(Action::WriteStatus { optime });
+        }
+        cx.push(Action::ReleaseLeader);
+    }
+    if cx.st.watchdog_armed {
+        cx.push(Action::DisarmWatchdog);
+        cx.st.watchdog_armed = false;
+    }
+    cx.st.lease = None;
+    cx.push(Action::Exit);
+    Reason::ShutdownComplete
+}
+
+/// `2024-07-02T17:06:00.123+00:00`, Patroni's history timestamp form.
+fn iso_timestamp(wall_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(wall_ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string())
+        .unwrap_or_default()
+}

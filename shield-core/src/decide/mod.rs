@@ -1,0 +1,362 @@
+//! [`decide`]: one node's pure HA step.
+//!
+//! ```text
+//!            ┌──────────── Observation (now, DCS snapshot, DB status, outcomes) ───────────┐
+//!            ▼                                                                             │
+//!   decide(&NodeState, &Observation) ──► Decision { actions, next, reason, wake_at }        │
+//!                                          │                                                │
+//!                     driver runs actions in order, sleeps until wake_at or a DCS watch ───┘
+//! ```
+//!
+//! Dispatch happens at the top: fencing first (it overrides everything), then shutdown, then
+//! one handler per situation: DCS unreachable, no data ([`bootstrap`]), lock holder ([`leader`]),
+//! someone else leads ([`follower`]), nobody leads ([`unlocked`]).
+
+mod bootstrap;
+mod follower;
+mod leader;
+mod outcomes;
+mod unlocked;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::{Action, StopMode};
+use crate::cluster::{ClusterView, MemberData, MemberRole, Tags};
+use crate::config::DynamicConfig;
+use crate::observation::{DataDir, DbProcess, DcsView, Observation};
+use crate::reason::Reason;
+use crate::types::{Lsn, MemberName, MonoMillis, Timeline};
+
+/// How the watchdog is used (the `watchdog.mode` key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchdogMode {
+    /// Never used.
+    Off,
+    /// Used when it can be armed; a failure is logged and ignored.
+    #[default]
+    Automatic,
+    /// A node without a working watchdog never becomes leader.
+    Required,
+}
+
+/// The node's fixed settings (from its local config file). decide() never changes them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeSettings {
+    /// This member's name.
+    pub name: MemberName,
+    /// Its tags.
+    pub tags: Tags,
+    /// `postgres://host:port/postgres`, published in the member key.
+    pub conn_url: Option<String>,
+    /// `http://host:port/patroni`, published in the member key.
+    pub api_url: Option<String>,
+    /// The `bootstrap.dcs` config, written by the bootstrap winner and used until `/config` exists.
+    pub bootstrap_config: DynamicConfig,
+    /// Watchdog mode.
+    pub watchdog: WatchdogMode,
+    /// `watchdog.safety_margin` in ms; `None` means Patroni's `-1`: ttl / 2.
+    pub watchdog_safety_margin_ms: Option<u64>,
+    /// A VIP is configured.
+    pub vip: bool,
+    /// The version string published in the member key.
+    pub version: String,
+}
+
+impl NodeSettings {
+    /// Settings with defaults for everything but the name.
+    pub fn new(name: MemberName) -> NodeSettings {
+        NodeSettings {
+            name,
+            tags: Tags::default(),
+            conn_url: None,
+            api_url: None,
+            bootstrap_config: DynamicConfig::default(),
+            watchdog: WatchdogMode::Automatic,
+            watchdog_safety_margin_ms: None,
+            vip: false,
+            version: concat!("shield ", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// We hold the leader lock, as of the last successful acquire or renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHold {
+    /// Send time of the last successful acquire or renewal.
+    pub renewed_sent_at: MonoMillis,
+    /// Local time by which the database must be fenced unless renewed again.
+    pub fence_at: MonoMillis,
+}
+
+/// What a node remembers between cycles. Serializable, so a journal line can restore it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Fixed settings.
+    pub settings: NodeSettings,
+    /// The dynamic config last seen (or the bootstrap config before any was seen).
+    pub config: DynamicConfig,
+    /// Set while we hold the lock.
+    pub lease: Option<LeaseHold>,
+    /// Timeline and position we promoted from, until the history line is written.
+    pub promoted_from: Option<(Timeline, Lsn)>,
+    /// When the lock holder's database was found crashed.
+    pub crash_since: Option<MonoMillis>,
+    /// No leader race before this time.
+    pub backoff_until: Option<MonoMillis>,
+    /// Since when we have been yielding to a named failover candidate.
+    pub yielding_since: Option<MonoMillis>,
+    /// The watchdog is armed.
+    pub watchdog_armed: bool,
+    /// The VIP is bound (as far as we know).
+    pub vip_bound: bool,
+    /// We won the `initialize` race and are bootstrapping.
+    pub bootstrapping: bool,
+    /// A graceful demotion (switchover) is under way.
+    pub demoting: bool,
+    /// An orderly shutdown is under way.
+    pub shutting_down: bool,
+    /// pg_rewind failed; do not try again automatically.
+    pub rewind_failed: bool,
+    /// The peer reports of this cycle's probe, if it was requested by the previous decision.
+    #[serde(default)]
+    pub probe_requested: bool,
+}
+
+impl NodeState {
+    /// The state of a freshly started node.
+    pub fn new(settings: NodeSettings) -> NodeState {
+        NodeState {
+            config: settings.bootstrap_config.clone(),
+            settings,
+            lease: None,
+            promoted_from: None,
+            crash_since: None,
+            backoff_until: None,
+            yielding_since: None,
+            watchdog_armed: false,
+            vip_bound: false,
+            bootstrapping: false,
+            demoting: false,
+            shutting_down: false,
+            rewind_failed: false,
+            probe_requested: false,
+        }
+    }
+
+    /// This member's name.
+    pub fn me(&self) -> &MemberName {
+        &self.settings.name
+    }
+}
+
+/// The output of one [`decide`] call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Actions, to be run in this order.
+    pub actions: Vec<Action>,
+    /// The state to pass to the next call.
+    pub next: NodeState,
+    /// Why.
+    pub reason: Reason,
+    /// Call decide() again no later than this (earlier on a DCS watch event).
+    pub wake_at: MonoMillis,
+    /// While set, the driver must stop the database with [`StopMode::Immediate`] at this local
+    /// time if no newer decision has moved it, even if the loop is blocked. It is never later than
+    /// the point where the leader lease could expire at the DCS.
+    pub fence_at: Option<MonoMillis>,
+}
+
+/// The working set of one decide() call.
+struct Ctx<'a> {
+    obs: &'a Observation,
+    st: NodeState,
+    actions: Vec<Action>,
+    wake_now: bool,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, a: Action) {
+        self.actions.push(a);
+    }
+
+    fn now(&self) -> MonoMillis {
+        self.obs.now
+    }
+
+    fn me(&self) -> &MemberName {
+        &self.st.settings.name
+    }
+
+    fn paused(&self) -> bool {
+        self.st.config.pause
+    }
+
+    /// Stop a writable database at once and give up everything that says "primary".
+    fn fence(&mut self) {
+        if self.st.settings.vip && self.st.vip_bound {
+            self.push(Action::RemoveVip);
+            self.st.vip_bound = false;
+        }
+        if matches!(self.obs.db.process, DbProcess::Running { .. } | DbProcess::Starting | DbProcess::Unknown)
+            || self.obs.db.busy.is_some()
+        {
+            self.push(Action::StopDb { mode: StopMode::Immediate });
+        }
+        if self.st.watchdog_armed {
+            self.push(Action::DisarmWatchdog);
+            self.st.watchdog_armed = false;
+        }
+        self.st.lease = None;
+        self.st.promoted_from = None;
+        self.st.demoting = false;
+        self.wake_now = true;
+    }
+
+    /// The watchdog timeout for the current ttl.
+    fn watchdog_timeout_ms(&self) -> u64 {
+        let ttl = self.st.config.timing.ttl_ms;
+        ttl.saturating_sub(self.st.settings.watchdog_safety_margin_ms.unwrap_or(ttl / 2))
+    }
+
+    /// The renewal action, feeding the watchdog only when that cannot outlive the lease.
+    fn renew_action(&self) -> Action {
+        let feed = self.st.watchdog_armed.then(|| {
+            self.st.config.timing.fence_after_ms().saturating_sub(self.watchdog_timeout_ms())
+        });
+        Action::RenewLeader { feed_watchdog_within_ms: feed }
+    }
+
+    /// What we publish in `members/<me>`.
+    fn member_data(&self) -> MemberData {
+        let db = &self.obs.db;
+        let (role, state) = match (db.process, &db.data_dir) {
+            (_, DataDir::Empty | DataDir::Missing) if db.busy.is_none() => (MemberRole::Uninitialized, "stopped"),
+            (DbProcess::Running { in_recovery: false }, _) => (MemberRole::Primary, "running"),
+            (DbProcess::Running { in_recovery: true }, _) => (MemberRole::Replica, "running"),
+            (DbProcess::Starting, _) => (MemberRole::Replica, "starting"),
+            (DbProcess::Crashed, _) => (MemberRole::Replica, "crashed"),
+            (DbProcess::Unknown, _) => (MemberRole::Replica, "unknown"),
+            (DbProcess::Stopped, _) if db.busy.is_some() => (MemberRole::Replica, "creating replica"),
+            (DbProcess::Stopped, _) => (MemberRole::Replica, "stopped"),
+        };
+        let s = &self.st.settings;
+        let mut m = MemberData::new(role, state);
+        m.conn_url = s.conn_url.clone();
+        m.api_url = s.api_url.clone();
+        m.tags = s.tags.clone();
+        m.version = Some(s.version.clone());
+        m.xlog_location = db.wal_position();
+        m.timeline = db.timeline;
+        m.pause = self.paused();
+        if db.is_running_replica() {
+            m.replication_state = Some(if db.streaming { "streaming" } else { "in archive recovery" }.to_owned());
+        }
+        m
+    }
+}
+
+/// One pure HA step: what this node does next, and why.
+///
+/// Total and deterministic: no I/O, no clock, no randomness, no `Result`. The same state and
+/// observation always give the same decision.
+pub fn decide(state: &NodeState, obs: &Observation) -> Decision {
+    let mut cx = Ctx { obs, st: state.clone(), actions: Vec::new(), wake_now: false };
+    cx.st.probe_requested = false;
+    let fenced = outcomes::absorb(&mut cx);
+    if let DcsView::Reachable(view) = &obs.dcs {
+        if let Some((cfg, _)) = &view.config {
+            cx.st.config = cfg.clone();
+        }
+    }
+    let reason = match fenced {
+        Some(r) => r,
+        None => dispatch(&mut cx),
+    };
+    finish(cx, reason)
+}
+
+fn dispatch(cx: &mut Ctx<'_>) -> Reason {
+    if let Some(r) = fence_check(cx) {
+        return r;
+    }
+    if cx.obs.shutdown_requested || cx.st.shutting_down {
+        return leader::shutdown(cx);
+    }
+    let view = match &cx.obs.dcs {
+        DcsView::Unreachable { since } => return dcs_unreachable(cx, *since),
+        DcsView::Reachable(view) => view,
+    };
+    let reason = situation(cx, view);
+    if !cx.st.shutting_down {
+        let data = cx.member_data();
+        cx.push(Action::TouchMember { data: Box::new(data) });
+    }
+    reason
+}
+
+fn situation(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    if let Some(r) = bootstrap::check_data(cx, view) {
+        return r;
+    }
+    if view.is_leader(cx.me()) {
+        leader::holding(cx, view)
+    } else if let Some(leader) = view.leader_name() {
+        follower::follow(cx, view, leader)
+    } else if view.leader.is_some() {
+        // A leader key whose value is not a member name: nobody we can follow, nobody can take it.
+        follower::leaderless_key(cx)
+    } else {
+        unlocked::race(cx, view)
+    }
+}
+
+/// Fencing rules that hold whatever else is going on. They run before everything else.
+fn fence_check(cx: &mut Ctx<'_>) -> Option<Reason> {
+    let now = cx.now();
+    if let Some(hold) = cx.st.lease {
+        if now >= hold.fence_at && !cx.paused() {
+            cx.fence();
+            return Some(Reason::FenceDeadlinePassed);
+        }
+    }
+    if let DcsView::Unreachable { since } = cx.obs.dcs {
+        let for_ms = now.since(since);
+        let primaryish = cx.st.lease.is_some() || cx.obs.db.is_running_primary();
+        if primaryish && for_ms > cx.st.config.timing.retry_timeout_ms && !cx.paused() {
+            cx.fence();
+            return Some(Reason::DcsUnreachableFenced { for_ms });
+        }
+    }
+    None
+}
+
+fn dcs_unreachable(cx: &mut Ctx<'_>, since: MonoMillis) -> Reason {
+    if cx.st.lease.is_some() {
+        // Keep trying to renew until the fencing deadline or retry_timeout, whichever is first.
+        let renew = cx.renew_action();
+        cx.push(renew);
+        return Reason::RenewFailedRetrying;
+    }
+    if cx.obs.db.is_running_primary() && !cx.paused() {
+        // A primary we do not know to hold a lease for: it must not run unchecked.
+        let _ = since;
+        cx.fence();
+        return Reason::PrimaryWithoutLock;
+    }
+    Reason::DcsUnreachable
+}
+
+fn finish(cx: Ctx<'_>, reason: Reason) -> Decision {
+    let now = cx.obs.now;
+    let loop_wait = cx.st.config.timing.loop_wait_ms;
+    let fence_at = cx.st.lease.map(|h| h.fence_at);
+    let mut wake_at = if cx.wake_now || cx.st.probe_requested { now } else { now.plus(loop_wait) };
+    if let Some(f) = fence_at {
+        wake_at = wake_at.min(f);
+    }
+    Decision { actions: cx.actions, next: cx.st, reason, wake_at, fence_at }
+}
+
+#[cfg(test)]
+mod tests;

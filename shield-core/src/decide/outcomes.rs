@@ -1,0 +1,103 @@
+//! Folding the previous cycle's action outcomes into the state.
+
+use crate::action::DbTask;
+use crate::decide::{Ctx, LeaseHold, WatchdogMode};
+use crate::observation::Outcome;
+use crate::ports::ErrorKind;
+use crate::reason::Reason;
+use crate::types::MonoMillis;
+
+/// Applies every outcome. Returns a reason when an outcome forces fencing right away.
+pub(super) fn absorb(cx: &mut Ctx<'_>) -> Option<Reason> {
+    let mut fenced = None;
+    for outcome in &cx.obs.outcomes {
+        if let Some(r) = absorb_one(cx, outcome) {
+            fenced.get_or_insert(r);
+        }
+    }
+    fenced
+}
+
+fn hold(cx: &Ctx<'_>, sent_at: MonoMillis) -> LeaseHold {
+    LeaseHold { renewed_sent_at: sent_at, fence_at: sent_at.plus(cx.st.config.timing.fence_after_ms()) }
+}
+
+fn absorb_one(cx: &mut Ctx<'_>, outcome: &Outcome) -> Option<Reason> {
+    match outcome {
+        Outcome::LeaderAcquire { sent_at, result: Ok(true) } => {
+            cx.st.lease = Some(hold(cx, *sent_at));
+            cx.st.backoff_until = None;
+            cx.st.yielding_since = None;
+        }
+        Outcome::LeaderAcquire { .. } => {}
+        Outcome::LeaderRenew { sent_at, result: Ok(()) } => {
+            // Only a renewal sent after the one we counted from can move the deadline.
+            if cx.st.lease.is_none_or(|h| *sent_at >= h.renewed_sent_at) {
+                cx.st.lease = Some(hold(cx, *sent_at));
+            }
+        }
+        Outcome::LeaderRenew { result: Err(ErrorKind::LeaseLost | ErrorKind::CompareFailed), .. } => {
+            if cx.paused() {
+                cx.st.lease = None;
+                return None;
+            }
+            cx.fence();
+            return Some(Reason::LeaseLost);
+        }
+        Outcome::LeaderRenew { result: Err(_), .. } => {
+            // Unreachable or similar: the deadline stands; fence_check enforces it.
+            if cx.st.lease.is_none() && cx.obs.db.is_running_primary() && !cx.paused() {
+                cx.fence();
+                return Some(Reason::PrimaryWithoutLock);
+            }
+        }
+        Outcome::LeaderRelease { .. } => {
+            cx.st.lease = None;
+        }
+        Outcome::InitializeRace { result } => {
+            cx.st.bootstrapping = matches!(result, Ok(true));
+        }
+        Outcome::PeersProbed { .. } => {}
+        Outcome::DbTaskDone { task, result } => return task_done(cx, task, result),
+        Outcome::Stopped { .. } => {}
+        Outcome::DcsWriteFailed { .. } => {}
+        Outcome::WatchdogFailed { .. } => {
+            cx.st.watchdog_armed = false;
+            if cx.st.settings.watchdog == WatchdogMode::Required && cx.st.lease.is_some() {
+                // Promotion must not go ahead: give the lock back and back off for a ttl.
+                cx.fence();
+                cx.push(crate::action::Action::ReleaseLeader);
+                cx.st.backoff_until = Some(cx.now().plus(cx.st.config.timing.ttl_ms));
+                return Some(Reason::NotHealthiest(crate::reason::Ineligible::WatchdogRequired));
+            }
+        }
+    }
+    None
+}
+
+fn task_done(cx: &mut Ctx<'_>, task: &DbTask, result: &Result<(), String>) -> Option<Reason> {
+    match (task, result) {
+        (DbTask::Bootstrap, Err(why)) => {
+            cx.st.bootstrapping = false;
+            Some(Reason::TaskFailed { why: format!("bootstrap: {why}") })
+        }
+        (DbTask::Rewind { .. }, Err(why)) => {
+            cx.st.rewind_failed = true;
+            Some(Reason::TaskFailed { why: format!("pg_rewind: {why}") })
+        }
+        (DbTask::Promote, Err(why)) => {
+            // Give the lock back so a healthy node can take over, and stay out of races a while.
+            cx.fence();
+            cx.push(crate::action::Action::ReleaseLeader);
+            cx.st.backoff_until = Some(cx.now().plus(cx.st.config.timing.ttl_ms));
+            Some(Reason::TaskFailed { why: format!("promote: {why}") })
+        }
+        (DbTask::Stop(_), Ok(())) if cx.st.demoting => None,
+        (_, Err(why)) => {
+            // The situation handlers look at the database as it is now and try again.
+            let _ = why;
+            None
+        }
+        _ => None,
+    }
+}

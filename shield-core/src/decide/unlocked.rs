@@ -1,0 +1,163 @@
+//! Nobody holds the leader key: the leader race, with Patroni's eligibility rules.
+
+use crate::action::{Action, DbTask, StartAs};
+use crate::cluster::{ClusterView, FailoverRequest};
+use crate::decide::Ctx;
+use crate::observation::{DbProcess, Outcome, PeerReport};
+use crate::reason::{Ineligible, Reason};
+use crate::types::{Lsn, MemberName};
+
+/// The cluster has no leader key.
+pub(super) fn race(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    if cx.st.lease.is_some() && !cx.paused() {
+        // We believed we held the lock, but the key is gone: expired or deleted under us.
+        cx.fence();
+        return Reason::LeaseLost;
+    }
+    cx.st.lease = None;
+    if cx.paused() {
+        return paused(cx);
+    }
+    if cx.obs.db.busy.is_some() {
+        return Reason::Busy;
+    }
+    if matches!(cx.obs.db.process, DbProcess::Stopped | DbProcess::Crashed) {
+        // Start read-only so that we have a WAL position to compete with; promotion needs the lock.
+        cx.push(Action::RunDbTask { task: DbTask::Start(StartAs::Replica { upstream: None }) });
+        return Reason::StartingReplica { leader: None };
+    }
+    if let Some(req) = &view.failover {
+        if let Some(r) = manual(cx, view, req) {
+            return r;
+        }
+    }
+    match eligibility(cx, view) {
+        Err(why) => Reason::NotHealthiest(why),
+        Ok(Checked::Acquire) => acquire(cx),
+        Ok(Checked::NeedProbe) => {
+            cx.push(Action::ProbePeers);
+            cx.st.probe_requested = true;
+            Reason::ProbingPeers
+        }
+    }
+}
+
+fn paused(cx: &mut Ctx<'_>) -> Reason {
+    if cx.obs.db.is_running_primary() {
+        // Pause keeps a running primary in charge: it takes the free lock.
+        cx.push(Action::AcquireLeader);
+        return Reason::Paused { detail: "acquiring the free leader lock for the running primary".into() };
+    }
+    Reason::Paused { detail: "cluster has no leader; no automatic promotion".into() }
+}
+
+fn acquire(cx: &mut Ctx<'_>) -> Reason {
+    cx.push(Action::AcquireLeader);
+    cx.wake_now = true;
+    Reason::AcquiringLock
+}
+
+/// A switchover or failover request while unlocked. `None`: race normally.
+fn manual(cx: &mut Ctx<'_>, view: &ClusterView, req: &FailoverRequest) -> Option<Reason> {
+    let candidate = req.member.as_ref()?;
+    if candidate == cx.me() {
+        cx.st.yielding_since = None;
+        return Some(match own_checks(cx, view, true) {
+            Ok(()) => acquire(cx),
+            Err(why) => Reason::NotHealthiest(why),
+        });
+    }
+    let candidate_alive = view.members.get(candidate).is_some_and(|m| m.data.state == "running");
+    let since = *cx.st.yielding_since.get_or_insert(cx.obs.now);
+    if candidate_alive && cx.obs.now.since(since) < cx.st.config.timing.ttl_ms {
+        return Some(Reason::WaitingForCandidate { candidate: candidate.clone() });
+    }
+    // The candidate did not take over in time: a normal race, without the former leader.
+    if req.leader.as_ref() == Some(cx.me()) {
+        return Some(Reason::NotHealthiest(Ineligible::NotTheCandidate { candidate: candidate.clone() }));
+    }
+    None
+}
+
+enum Checked {
+    Acquire,
+    NeedProbe,
+}
+
+/// Our own rules, then the peers' answers.
+fn eligibility(cx: &Ctx<'_>, view: &ClusterView) -> Result<Checked, Ineligible> {
+    if cx.st.backoff_until.is_some_and(|t| cx.obs.now < t) {
+        return Err(Ineligible::BackingOff);
+    }
+    if cx.obs.db.is_running_primary() {
+        // An old primary that is still running may take the lock back, unless another node was
+        // promoted meanwhile (a frozen primary waking up must not grab it).
+        let mine = cx.obs.db.timeline;
+        return match mine {
+            Some(t) if t >= view.timeline() => Ok(Checked::Acquire),
+            _ => Err(Ineligible::TimelineBehind { mine, cluster: view.timeline() }),
+        };
+    }
+    own_checks(cx, view, false)?;
+    let reports = cx.obs.outcomes.iter().find_map(|o| match o {
+        Outcome::PeersProbed { reports } => Some(reports),
+        _ => None,
+    });
+    match reports {
+        None => Ok(Checked::NeedProbe),
+        Some(reports) => compare_peers(cx, reports).map(|()| Checked::Acquire),
+    }
+}
+
+/// Rules that need nothing but our own state and the snapshot.
+fn own_checks(cx: &Ctx<'_>, view: &ClusterView, manual: bool) -> Result<(), Ineligible> {
+    if !cx.st.settings.tags.can_promote() {
+        return Err(Ineligible::NotAllowed);
+    }
+    if !cx.obs.db.is_running_replica() {
+        return Err(Ineligible::DatabaseNotReady);
+    }
+    let mine = cx.obs.db.wal_position().ok_or(Ineligible::DatabaseNotReady)?;
+    let cfg = &cx.st.config;
+    if cfg.synchronous_mode && !manual {
+        if let Some(sync) = &view.sync {
+            let listed = sync.sync_standby.contains(cx.me()) || sync.leader.as_ref() == Some(cx.me());
+            if !sync.sync_standby.is_empty() && !listed {
+                return Err(Ineligible::NotSynchronous);
+            }
+        }
+    }
+    if let Some(optime) = view.optime() {
+        if optime.bytes_after(mine) > cfg.maximum_lag_on_failover_bytes {
+            return Err(Ineligible::Lagging { mine, optime, max_lag_bytes: cfg.maximum_lag_on_failover_bytes });
+        }
+    }
+    if cfg.check_timeline && cx.obs.db.timeline.is_none_or(|t| t < view.timeline()) {
+        return Err(Ineligible::TimelineBehind { mine: cx.obs.db.timeline, cluster: view.timeline() });
+    }
+    Ok(())
+}
+
+fn compare_peers(
+    cx: &Ctx<'_>,
+    reports: &std::collections::BTreeMap<MemberName, PeerReport>,
+) -> Result<(), Ineligible> {
+    let mine = cx.obs.db.wal_position().unwrap_or(Lsn(0));
+    let my_priority = cx.st.settings.tags.priority();
+    for (peer, r) in reports.iter().filter(|(p, _)| *p != cx.me()) {
+        if r.is_primary {
+            return Err(Ineligible::PrimaryAlive { peer: peer.clone() });
+        }
+        if !r.can_promote {
+            continue;
+        }
+        let theirs = r.wal_position.unwrap_or(Lsn(0));
+        if theirs > mine {
+            return Err(Ineligible::PeerAhead { peer: peer.clone() });
+        }
+        if theirs == mine && r.priority > my_priority {
+            return Err(Ineligible::PeerHigherPriority { peer: peer.clone() });
+        }
+    }
+    Ok(())
+}

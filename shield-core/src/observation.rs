@@ -1,0 +1,224 @@
+//! [`Observation`]: everything one node knows at the start of one cycle.
+//!
+//! The driver (the daemon, or the simulator) gathers it from the ports, each read bounded by a
+//! timeout, and hands it to [`crate::decide`]. Failures are data here, not errors: an unreachable
+//! DCS is [`DcsView::Unreachable`], a database that does not answer is [`DbProcess::Unknown`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::{DbTask, StopMode};
+use crate::cluster::ClusterView;
+use crate::ports::ErrorKind;
+use crate::types::{Lsn, MemberName, MonoMillis, SystemId, Timeline};
+
+/// One cycle's input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The local monotonic clock.
+    pub now: MonoMillis,
+    /// Wall-clock time, milliseconds since the Unix epoch. Used only for scheduled requests and
+    /// history timestamps, never for lease arithmetic.
+    pub wall_ms: i64,
+    /// The cluster as read from the DCS this cycle.
+    pub dcs: DcsView,
+    /// The local database.
+    pub db: DbStatus,
+    /// Outcomes of the previous decision's actions, in the order they ran.
+    pub outcomes: Vec<Outcome>,
+    /// The operator asked the node to stop (SIGTERM).
+    pub shutdown_requested: bool,
+}
+
+/// The DCS as seen this cycle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DcsView {
+    /// A snapshot read this cycle.
+    Reachable(ClusterView),
+    /// No successful read since `since` (the send time of the first call that failed).
+    Unreachable {
+        /// When the DCS was last known to answer, as the send time of the first failed call.
+        since: MonoMillis,
+    },
+}
+
+/// State of the data directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DataDir {
+    /// Does not exist.
+    Missing,
+    /// Exists and is empty.
+    Empty,
+    /// Holds a cluster with this system id.
+    Valid {
+        /// From `pg_control`.
+        system_id: SystemId,
+        /// `pg_control` says this data directory was last a primary (`in production`, or shut
+        /// down without a standby.signal), not a standby.
+        was_primary: bool,
+    },
+    /// Exists but is not usable; the text says why.
+    Invalid(String),
+}
+
+/// What the postmaster is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DbProcess {
+    /// Not running; it was shut down cleanly (or never started).
+    Stopped,
+    /// Not running, and it did not stop cleanly (or was stopped by someone else).
+    Crashed,
+    /// Started and not yet accepting connections.
+    Starting,
+    /// Running and answering queries.
+    Running {
+        /// `pg_is_in_recovery()`.
+        in_recovery: bool,
+    },
+    /// The status query did not answer in time.
+    Unknown,
+}
+
+/// The local database's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbStatus {
+    /// The data directory.
+    pub data_dir: DataDir,
+    /// The postmaster.
+    pub process: DbProcess,
+    /// The current timeline (from the server, or `pg_control` when stopped).
+    pub timeline: Option<Timeline>,
+    /// Write LSN on a primary; the end of WAL from `pg_control` when stopped.
+    pub write_lsn: Option<Lsn>,
+    /// Received LSN on a replica.
+    pub received_lsn: Option<Lsn>,
+    /// Replayed LSN on a replica.
+    pub replayed_lsn: Option<Lsn>,
+    /// The member a replica is configured to stream from.
+    pub upstream: Option<MemberName>,
+    /// A replica's walreceiver is streaming.
+    pub streaming: bool,
+    /// A long database task the driver is running in the background.
+    pub busy: Option<DbTask>,
+}
+
+impl DbStatus {
+    /// A node with no data directory and nothing running.
+    pub fn empty() -> DbStatus {
+        DbStatus {
+            data_dir: DataDir::Empty,
+            process: DbProcess::Stopped,
+            timeline: None,
+            write_lsn: None,
+            received_lsn: None,
+            replayed_lsn: None,
+            upstream: None,
+            streaming: false,
+            busy: None,
+        }
+    }
+
+    /// Running and not in recovery: this database accepts writes.
+    pub fn is_running_primary(&self) -> bool {
+        self.process == DbProcess::Running { in_recovery: false }
+    }
+
+    /// Running in recovery.
+    pub fn is_running_replica(&self) -> bool {
+        self.process == DbProcess::Running { in_recovery: true }
+    }
+
+    /// The position Patroni compares in the leader race: write LSN on a primary, otherwise
+    /// max(received, replayed, write).
+    pub fn wal_position(&self) -> Option<Lsn> {
+        [self.write_lsn, self.received_lsn, self.replayed_lsn].into_iter().flatten().max()
+    }
+
+    /// The data directory's system id, if valid.
+    pub fn system_id(&self) -> Option<SystemId> {
+        match self.data_dir {
+            DataDir::Valid { system_id, .. } => Some(system_id),
+            _ => None,
+        }
+    }
+}
+
+/// What a peer answered to a status probe (`GET /patroni` in the daemon).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// The peer's database is running as a primary.
+    pub is_primary: bool,
+    /// Its WAL position.
+    pub wal_position: Option<Lsn>,
+    /// Its timeline.
+    pub timeline: Option<Timeline>,
+    /// It may be promoted (tags).
+    pub can_promote: bool,
+    /// Its failover priority.
+    pub priority: i64,
+}
+
+/// The result of one action of the previous decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// `AcquireLeader` ran. `sent_at` is when the request was sent.
+    LeaderAcquire {
+        /// Send time of the request.
+        sent_at: MonoMillis,
+        /// Ok(true): we now hold the lock; Ok(false): someone else does.
+        result: Result<bool, ErrorKind>,
+    },
+    /// `RenewLeader` ran.
+    LeaderRenew {
+        /// Send time of the request; the fencing deadline is counted from here.
+        sent_at: MonoMillis,
+        /// Ok(()) on success; [`ErrorKind::LeaseLost`] when the key is no longer ours.
+        result: Result<(), ErrorKind>,
+    },
+    /// `ReleaseLeader` ran.
+    LeaderRelease {
+        /// Ok or why not.
+        result: Result<(), ErrorKind>,
+    },
+    /// `RaceInitialize` ran.
+    InitializeRace {
+        /// Ok(true): this node won the bootstrap race.
+        result: Result<bool, ErrorKind>,
+    },
+    /// `ProbePeers` ran: one entry per member that answered.
+    PeersProbed {
+        /// Answers, by member. Members that did not answer are absent.
+        reports: BTreeMap<MemberName, PeerReport>,
+    },
+    /// A background database task finished.
+    DbTaskDone {
+        /// Which task.
+        task: DbTask,
+        /// Ok or a one-line reason.
+        result: Result<(), String>,
+    },
+    /// The database was stopped synchronously (fencing).
+    Stopped {
+        /// How.
+        mode: StopMode,
+        /// Ok or a one-line reason.
+        result: Result<(), String>,
+    },
+    /// Any other DCS write failed; the text names it.
+    DcsWriteFailed {
+        /// Which write and why.
+        what: String,
+        /// The cause.
+        kind: ErrorKind,
+    },
+    /// The watchdog could not be armed.
+    WatchdogFailed {
+        /// Why.
+        reason: String,
+    },
+}

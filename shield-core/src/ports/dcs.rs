@@ -1,0 +1,94 @@
+//! The DCS port, at the level of Patroni's operations on one cluster prefix.
+
+use async_trait::async_trait;
+
+use crate::cluster::{ClusterView, MemberData};
+use crate::ports::PortError;
+use crate::types::{MemberName, Revision};
+
+/// Keys with compare-and-set semantics on their revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum DcsKey {
+    /// `config`.
+    Config,
+    /// `failover`.
+    Failover,
+    /// `sync`.
+    Sync,
+}
+
+impl DcsKey {
+    /// The key relative to the cluster prefix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DcsKey::Config => "config",
+            DcsKey::Failover => "failover",
+            DcsKey::Sync => "sync",
+        }
+    }
+}
+
+/// What a watch returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// The highest revision seen; pass it to the next call.
+    pub revision: Revision,
+}
+
+/// One node's handle on one cluster in a DCS.
+///
+/// Every call is bounded by the backend's `retry_timeout`: an unreachable DCS is an error of kind
+/// [`crate::ports::ErrorKind::Unreachable`] in bounded time, never a hang. Leader-only writes are
+/// conditional, so a node that has lost the lock can never overwrite the new leader's state.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Dcs: Send + Sync {
+    /// This handle's member name.
+    fn member(&self) -> &MemberName;
+
+    /// One consistent read of the whole cluster prefix.
+    async fn read(&self) -> Result<ClusterView, PortError>;
+
+    /// Creates `initialize` with `value` only if it does not exist. Ok(false): it existed.
+    async fn create_initialize(&self, value: &str) -> Result<bool, PortError>;
+
+    /// Overwrites `initialize` (after the bootstrap race).
+    async fn write_initialize(&self, value: &str) -> Result<(), PortError>;
+
+    /// Creates the leader key holding our name, with our lease, only if absent. Ok(false): held.
+    async fn acquire_leader(&self) -> Result<bool, PortError>;
+
+    /// Renews our lease and checks the leader key still holds our name under our lease.
+    /// [`crate::ports::ErrorKind::LeaseLost`] when it does not.
+    async fn renew_leader(&self) -> Result<(), PortError>;
+
+    /// Deletes the leader key only if it holds our name.
+    async fn release_leader(&self) -> Result<(), PortError>;
+
+    /// Renews our lease (or creates one) and writes `members/<me>` under it.
+    async fn touch_member(&self, data: &MemberData) -> Result<(), PortError>;
+
+    /// Deletes `members/<me>` (orderly shutdown).
+    async fn delete_member(&self) -> Result<(), PortError>;
+
+    /// Compare-and-set on `key`'s revision; `expected = None` means create only if absent.
+    /// [`crate::ports::ErrorKind::CompareFailed`] on a conflict.
+    async fn write_cas(&self, key: DcsKey, value: &str, expected: Option<Revision>) -> Result<(), PortError>;
+
+    /// Compare-and-delete on `key`'s revision.
+    async fn delete_cas(&self, key: DcsKey, expected: Revision) -> Result<(), PortError>;
+
+    /// Plain put of `history`.
+    async fn write_history(&self, value: &str) -> Result<(), PortError>;
+
+    /// Plain put of `status`.
+    async fn write_status(&self, value: &str) -> Result<(), PortError>;
+
+    /// Waits until something under the prefix changes after `after`, or `timeout_ms` passes.
+    /// Returns the revision seen. Backends resume from `after` after a reconnect.
+    async fn watch(&self, after: Revision, timeout_ms: u64) -> Result<Watch, PortError>;
+
+    /// Deletes the whole cluster prefix (`shieldctl remove`).
+    async fn delete_cluster(&self) -> Result<(), PortError>;
+}

@@ -1,0 +1,214 @@
+//! The DCS conformance suite: what every [`Dcs`] implementation must do, checked against itself.
+//!
+//! A backend's test implements [`DcsHarness`] (how to make clients, how to let time pass) and
+//! calls [`run_dcs_conformance`]. Each case uses its own cluster scope, so cases never see each
+//! other's keys. A failure is an `Err` naming the case and what went wrong.
+
+use async_trait::async_trait;
+
+use crate::cluster::{MemberData, MemberRole};
+use crate::ports::{Dcs, DcsKey, ErrorKind};
+use crate::types::{MemberName, SystemId};
+
+/// What the suite needs from a backend's test.
+#[async_trait]
+pub trait DcsHarness: Send + Sync {
+    /// The client type.
+    type Client: Dcs;
+    /// A new client (with its own lease) for `member` of cluster `scope`.
+    async fn client(&self, scope: &str, member: &str) -> Self::Client;
+    /// Lets `ms` milliseconds pass: sleep for a real server, advance a simulated clock otherwise.
+    async fn pass_time(&self, ms: u64);
+    /// The lease TTL the clients were made with.
+    fn ttl_ms(&self) -> u64;
+    /// How much later than the TTL a real server may expire a lease (etcd checks every 500 ms;
+    /// Consul may take up to twice the session TTL).
+    fn expiry_slack_ms(&self) -> u64;
+}
+
+/// One failed check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("DCS conformance case `{case}`: {problem}")]
+pub struct ConformanceFailure {
+    /// The case.
+    pub case: &'static str,
+    /// What went wrong.
+    pub problem: String,
+}
+
+type CaseResult = Result<(), String>;
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> CaseResult {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn name(s: &str) -> MemberName {
+    // The suite only uses literal, valid names.
+    MemberName::new(s).unwrap_or_else(|e| panic!("suite bug: {e}"))
+}
+
+/// Runs every case; returns the first failure.
+pub async fn run_dcs_conformance<H: DcsHarness>(h: &H) -> Result<(), ConformanceFailure> {
+    macro_rules! case {
+        ($name:literal, $f:ident) => {
+            $f(h, concat!("conf-", $name)).await.map_err(|problem| ConformanceFailure { case: $name, problem })?;
+        };
+    }
+    case!("leader-lock", leader_lock);
+    case!("create-only", create_only);
+    case!("compare-and-set", compare_and_set);
+    case!("plain-puts-and-prefix-read", plain_puts_and_prefix_read);
+    case!("watch-wakes", watch_wakes);
+    case!("renewal-outlives-ttl", renewal_outlives_ttl);
+    case!("lease-expiry", lease_expiry);
+    case!("delete-cluster", delete_cluster);
+    Ok(())
+}
+
+async fn leader_lock<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
+    let a = h.client(scope, "a").await;
+    let b = h.client(scope, "b").await;
+    check(a.acquire_leader().await == Ok(true), || "a could not acquire a free lock".into())?;
+    check(b.acquire_leader().await == Ok(false), || "b acquired a held lock".into())?;
+    a.renew_leader().await.map_err(|e| format!("holder's renewal failed: {e}"))?;
+    let b_renew = b.renew_leader().await;
+    check(matches!(&b_renew, Err(e) if e.kind == ErrorKind::LeaseLost), || {
+        format!("a non-holder's renewal gave {b_renew:?}, not lease lost")
+    })?;
+    let v = a.read().await.map_err(|e| e.to_string())?;
+    check(v.leader_name() == Some(&name("a")), || format!("leader is {:?}, not a", v.leader))?;
+    b.release_leader().await.map_err(|e| e.to_string())?;
+    let v = a.read().await.map_err(|e| e.to_string())?;
+    check(v.leader_name() == Some(&name("a")), || "a non-holder's release deleted the lock".into())?;
+    a.release_leader().await.map_err(|e| e.to_string())?;
+    let v = a.read().await.map_err(|e| e.to_string())?;
+    check(v.leader.is_none(), || "the holder's release left the key".into())?;
+    check(b.acquire_leader().await == Ok(true), || "b could not acquire a released lock".into())?;
+    let a_renew = a.renew_leader().await;
+    check(matches!(&a_renew, Err(e) if e.kind == ErrorKind::LeaseLost), || {
+        format!("the old holder's renewal gave {a_renew:?}, not lease lost")
+    })
+}
+
+async fn create_only<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
+    let a = h.client(scope, "a").await;
+    let b = h.client(scope, "b").await;
+    check(a.create_initialize("").await == Ok(true), || "initialize race not won on an empty cluster".into())?;
+    check(b.create_initialize("").await == Ok(false), || "initialize created twice".into())?;
+    a.write_initialize("7277694203142172922").await.map_err(|e| e.to_string())?;
+    let v = b.read().await.map_err(|e| e.to_string())?;
+    check(v.system_id() == Some(SystemId(7277694203142172922)), || format!("initialize reads {:?}", v.initialize))?;
+    a.write_cas(DcsKey::Config, r#"{"ttl":30}"#, None).await.map_err(|e| format!("create config: {e}"))?;
+    let again = b.write_cas(DcsKey::Config, r#"{"ttl":20}"#, None).await;
+    check(matches!(&again, Err(e) if e.kind == ErrorKind::CompareFailed), || {
+        format!("a second create-only config write gave {again:?}")
+    })
+}
+
+async fn compare_and_set<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
+    let a = h.client(scope, "a").await;
+    let b = h.client(scope, "b").await;
+    a.write_cas(DcsKey::Failover, r#"{"leader":"a","member":"b"}"#, None).await.map_err(|e| e.to_string())?;
+    let v = a.read().await.map_err(|e| e.to_string())?;
+    let rev = v.failover_revision.ok_or("failover key not read back")?;
+    check(v.failover.as_ref().and_then(|f| f.member.clone()) == Some(name("b")), || "failover value lost".into())?;
+    a.write_cas(DcsKey::Failover, r#"{"member":"a"}"#, Some(rev)).await.map_err(|e| format!("fresh CAS: {e}"))?;
+    let stale = b.write_cas(DcsKey::Failover, r#"{"member":"b"}"#, Some(rev)).await;
+    check(matches!(&stale, Err(e) if e.kind == ErrorKind::CompareFailed), || format!("stale CAS gave {stale:?}"))?;
+    let stale_del = b.delete_cas(DcsKey::Failover, rev).await;
+    check(matches!(&stale_del, Err(e) if e.kind == ErrorKind::CompareFailed), || {
+        format!("stale compare-and-delete gave {stale_del:?}")
+    })?;
+    let v = b.read().await.map_err(|e| e.to_string())?;
+    let rev = v.failover_revision.ok_or("failover key vanished")?;
+    b.delete_cas(DcsKey::Failover, rev).await.map_err(|e| format!("fresh compare-and-delete: {e}"))?;
+    let v = b.read().await.map_err(|e| e.to_string())?;
+    check(v.failover_revision.is_none(), || "compare-and-delete left the key".into())
+}
+
+async fn plain_puts_and_prefix_read<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
+    let a = h.client(scope, "a").await;
+    let other = h.client(&format!("{scope}-other"), "z").await;
+    other.touch_member(&MemberData::new(MemberRole::Replica, "running")).await.map_err(|e| e.to_string())?;
+    let mut m = MemberData::new(MemberRole::Primary, "running");
+    m.conn_url = Some("postgres://127.0.0.1:5432/postgres".into());
+    a.touch_member(&m).await.map_err(|e| e.to_string())?;
+    a.write_history(r#"[[1,25165984,"no recovery target specified","2024-07-02T10:00:00+00:00","a"]]"#)
+        .await
+        .map_err(|e| e.to_string())?;
+    a.write_status(r#"{"optime":67110040,"slots":{}}"#).await.map_err(|e| e.to_string())?;
+    let v = a.read().await.map_err(|e| e.to_string())?;
+    check(v.members.len() == 1, || format!("prefix read saw members {:?}", v.members.keys().collect::<Vec<_>>()))?;
+    check(v.members.get(&name("a")).map(|m| &m.data) == Some(&m), || "member value changed in transit".into())?;
+    check(v.history.len() == 1 && v.history[0].new_leader.as_deref() == Some("a"), || "history lost".into())?;
+    check(v.status.as_ref().map(|s| s.optime.0) == Some(67110040), || "status lost".into())?;
+    let max_rev = v.members.values().map(|m| m.revision).max().unwrap_or_default();
+    check(v.revision >= max_rev, || "snapshot revision older than a key it holds".into())?;
+    check(v.anomalies.is_empty(), || format!("anomalies: {:?}", v.anomalies))
+}
+
+async fn watch_wakes<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
+    let a = h.client(scope, "a").await;
+    let b = h.client(scope, "b").await;
+    check(a.acquire_leader().await == Ok(true), || "acquire failed".into())?;
+    let rev = b.read().await.map_err(|e| e.to_string())?.revision;
+    a.release_leader().await.map_err(|e| e.to_string())?;
+    let w = b.watch(rev, 10_000).await.map_err(|e| format!("watch: {e}"))?;
+    check(w.revision > rev, || format!("watch after a deletion returned revision {} <= {rev}", w.revision))?;
+    let v = b.read().await.map_err(|e| e.to_string())?;
+    check(v.leader.is_none(), || "leader still present after release".into())
+}
+
+async fn renewal_outlives_ttl<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
+    let a = h.client(scope, "a").await;
+    check(a.acquire_leader().await == Ok(true), || "acquire failed".into())?;
+    a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.map_err(|e| e.to_string())?;
+    let step = h.ttl_ms() / 3;
+    for i in 0..5 {
+        h.pass_time(step).await;
+        a.renew_leader().await.map_err(|e| format!("renewal {i} failed: {e}"))?;
+        a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.map_err(|e| e.to_string())?;
+    }
+    let v = a.read().await.map_err(|e| e.to_string())?;
+    check(v.is_leader(&name("a")), || "lock lost despite renewals".into())?;
+    check(v.members.contains_key(&name("a")), || "member key lost despite renewals".into())
+}
+
+async fn lease_expiry<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
+    let a = h.client(scope, "a").await;
+    let b = h.client(scope, "b").await;
+    check(a.acquire_leader().await == Ok(true), || "acquire failed".into())?;
+    a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.map_err(|e| e.to_string())?;
+    b.touch_member(&MemberData::new(MemberRole::Replica, "running")).await.map_err(|e| e.to_string())?;
+    let rev = b.read().await.map_err(|e| e.to_string())?.revision;
+    // b keeps its lease alive; a goes silent.
+    let half = h.ttl_ms() / 2;
+    let mut waited = 0;
+    while waited < h.ttl_ms() + h.expiry_slack_ms() {
+        h.pass_time(half).await;
+        waited += half;
+        b.touch_member(&MemberData::new(MemberRole::Replica, "running")).await.map_err(|e| e.to_string())?;
+    }
+    let w = b.watch(rev, 10_000).await.map_err(|e| format!("watch: {e}"))?;
+    check(w.revision > rev, || "no watch event after expiry".into())?;
+    let v = b.read().await.map_err(|e| e.to_string())?;
+    check(v.leader.is_none(), || format!("leader key outlived its lease: {:?}", v.leader))?;
+    check(!v.members.contains_key(&name("a")), || "member key outlived its lease".into())?;
+    check(v.members.contains_key(&name("b")), || "a live member key vanished".into())?;
+    let late = a.renew_leader().await;
+    check(matches!(&late, Err(e) if e.kind == ErrorKind::LeaseLost), || format!("late renewal gave {late:?}"))?;
+    check(b.acquire_leader().await == Ok(true), || "expired lock could not be taken".into())
+}
+
+async fn delete_cluster<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
+    let a = h.client(scope, "a").await;
+    a.create_initialize("1").await.map_err(|e| e.to_string())?;
+    a.touch_member(&MemberData::new(MemberRole::Replica, "running")).await.map_err(|e| e.to_string())?;
+    a.delete_cluster().await.map_err(|e| e.to_string())?;
+    let v = a.read().await.map_err(|e| e.to_string())?;
+    check(v.initialize.is_none() && v.members.is_empty(), || "keys left after delete_cluster".into())
+}

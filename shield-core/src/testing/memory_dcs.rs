@@ -1,0 +1,359 @@
+//! An in-memory DCS with TTL leases on simulated time: the reference implementation of
+//! [`Dcs`], with etcd's semantics (revisions, leases, create-only and compare-and-set writes).
+//!
+//! Many [`MemoryDcs`] clients share one [`MemoryStore`]. Time only moves when the test calls
+//! [`MemoryStore::advance`]; expired leases take their keys with them at that moment.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use async_trait::async_trait;
+
+use crate::cluster::{ClusterView, KvEntry, MemberData};
+use crate::ports::{Dcs, DcsKey, ErrorKind, PortError, Watch};
+use crate::types::{MemberName, Revision};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Vec<u8>,
+    mod_revision: i64,
+    lease: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    now_ms: u64,
+    revision: i64,
+    keys: BTreeMap<String, Entry>,
+    /// lease id -> expiry time
+    leases: BTreeMap<i64, u64>,
+    next_lease: i64,
+    reachable: bool,
+    wakers: Vec<Waker>,
+}
+
+impl Inner {
+    fn bump(&mut self) -> i64 {
+        self.revision += 1;
+        for w in self.wakers.drain(..) {
+            w.wake();
+        }
+        self.revision
+    }
+
+    fn put(&mut self, key: &str, value: &[u8], lease: Option<i64>) {
+        let rev = self.bump();
+        self.keys.insert(key.to_owned(), Entry { value: value.to_vec(), mod_revision: rev, lease });
+    }
+
+    fn delete(&mut self, key: &str) -> bool {
+        if self.keys.remove(key).is_some() {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = self.now_ms;
+        let dead: Vec<i64> = self.leases.iter().filter(|(_, &exp)| exp <= now).map(|(&id, _)| id).collect();
+        for id in dead {
+            self.leases.remove(&id);
+            let keys: Vec<String> =
+                self.keys.iter().filter(|(_, e)| e.lease == Some(id)).map(|(k, _)| k.clone()).collect();
+            for k in keys {
+                self.delete(&k);
+            }
+        }
+        for w in self.wakers.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// The shared state of one in-memory DCS "server".
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store at time 0, reachable.
+    pub fn new() -> MemoryStore {
+        let inner = Inner { reachable: true, next_lease: 1, ..Inner::default() };
+        MemoryStore { inner: Arc::new(Mutex::new(inner)) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock means a test already panicked; keep going so it reports that panic.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Moves simulated time forward and expires leases.
+    pub fn advance(&self, ms: u64) {
+        let mut g = self.lock();
+        g.now_ms += ms;
+        g.expire();
+    }
+
+    /// Simulated time now.
+    pub fn now_ms(&self) -> u64 {
+        self.lock().now_ms
+    }
+
+    /// Makes every call fail as unreachable (or work again).
+    pub fn set_reachable(&self, reachable: bool) {
+        self.lock().reachable = reachable;
+    }
+
+    /// Writes a raw value, as a foreign client would (for bad-data tests).
+    pub fn put_raw(&self, key: &str, value: &[u8]) {
+        self.lock().put(key, value, None);
+    }
+
+    /// A client for `member` in cluster `/<namespace>/<scope>/` with lease TTL `ttl_ms`.
+    pub fn client(&self, namespace: &str, scope: &str, member: MemberName, ttl_ms: u64) -> MemoryDcs {
+        let ns = namespace.trim_matches('/');
+        MemoryDcs {
+            store: self.clone(),
+            prefix: format!("/{ns}/{scope}/"),
+            member,
+            ttl_ms,
+            lease: Mutex::new(None),
+        }
+    }
+}
+
+/// One node's client of a [`MemoryStore`].
+#[derive(Debug)]
+pub struct MemoryDcs {
+    store: MemoryStore,
+    prefix: String,
+    member: MemberName,
+    ttl_ms: u64,
+    lease: Mutex<Option<i64>>,
+}
+
+fn unreachable() -> PortError {
+    PortError::new(ErrorKind::Unreachable, "in-memory DCS is unreachable")
+}
+
+impl MemoryDcs {
+    fn key(&self, rel: &str) -> String {
+        format!("{}{rel}", self.prefix)
+    }
+
+    fn my_lease(&self) -> Option<i64> {
+        *self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_lease(&self, id: Option<i64>) {
+        *self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+    }
+
+    /// Opens the store, failing if it is unreachable.
+    fn open(&self) -> Result<MutexGuard<'_, Inner>, PortError> {
+        let g = self.store.lock();
+        if g.reachable {
+            Ok(g)
+        } else {
+            Err(unreachable())
+        }
+    }
+
+    /// Refreshes our lease, granting a new one if it is gone.
+    fn ensure_lease(&self, g: &mut Inner) -> i64 {
+        let expiry = g.now_ms + self.ttl_ms;
+        if let Some(id) = self.my_lease() {
+            if let Some(exp) = g.leases.get_mut(&id) {
+                *exp = expiry;
+                return id;
+            }
+        }
+        let id = g.next_lease;
+        g.next_lease += 1;
+        g.leases.insert(id, expiry);
+        self.set_lease(Some(id));
+        id
+    }
+}
+
+#[async_trait]
+impl Dcs for MemoryDcs {
+    fn member(&self) -> &MemberName {
+        &self.member
+    }
+
+    async fn read(&self) -> Result<ClusterView, PortError> {
+        let g = self.open()?;
+        let entries: Vec<KvEntry> = g
+            .keys
+            .range(self.prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&self.prefix))
+            .map(|(k, e)| KvEntry {
+                key: k[self.prefix.len()..].to_owned(),
+                value: e.value.clone(),
+                revision: Revision(e.mod_revision),
+                owner: e.lease.map(|l| l.to_string()),
+            })
+            .collect();
+        Ok(ClusterView::from_entries(Revision(g.revision), &entries))
+    }
+
+    async fn create_initialize(&self, value: &str) -> Result<bool, PortError> {
+        let mut g = self.open()?;
+        let key = self.key("initialize");
+        if g.keys.contains_key(&key) {
+            return Ok(false);
+        }
+        g.put(&key, value.as_bytes(), None);
+        Ok(true)
+    }
+
+    async fn write_initialize(&self, value: &str) -> Result<(), PortError> {
+        let mut g = self.open()?;
+        g.put(&self.key("initialize"), value.as_bytes(), None);
+        Ok(())
+    }
+
+    async fn acquire_leader(&self) -> Result<bool, PortError> {
+        let mut g = self.open()?;
+        let lease = self.ensure_lease(&mut g);
+        let key = self.key("leader");
+        if g.keys.contains_key(&key) {
+            return Ok(false);
+        }
+        g.put(&key, self.member.as_str().as_bytes(), Some(lease));
+        Ok(true)
+    }
+
+    async fn renew_leader(&self) -> Result<(), PortError> {
+        let mut g = self.open()?;
+        let lost = |why: &str| PortError::new(ErrorKind::LeaseLost, format!("leader key: {why}"));
+        let Some(id) = self.my_lease().filter(|id| g.leases.contains_key(id)) else {
+            return Err(lost("our lease has expired"));
+        };
+        let key = self.key("leader");
+        let holder = g.keys.get(&key).cloned();
+        match holder {
+            Some(e) if e.value == self.member.as_str().as_bytes() => {
+                let expiry = g.now_ms + self.ttl_ms;
+                g.leases.insert(id, expiry);
+                if e.lease != Some(id) {
+                    g.put(&key, &e.value, Some(id));
+                }
+                Ok(())
+            }
+            Some(_) => Err(lost("held by another member")),
+            None => Err(lost("absent")),
+        }
+    }
+
+    async fn release_leader(&self) -> Result<(), PortError> {
+        let mut g = self.open()?;
+        let key = self.key("leader");
+        if g.keys.get(&key).is_some_and(|e| e.value == self.member.as_str().as_bytes()) {
+            g.delete(&key);
+        }
+        Ok(())
+    }
+
+    async fn touch_member(&self, data: &MemberData) -> Result<(), PortError> {
+        let mut g = self.open()?;
+        let lease = self.ensure_lease(&mut g);
+        let value = data.to_json().to_string();
+        g.put(&self.key(&format!("members/{}", self.member)), value.as_bytes(), Some(lease));
+        Ok(())
+    }
+
+    async fn delete_member(&self) -> Result<(), PortError> {
+        let mut g = self.open()?;
+        g.delete(&self.key(&format!("members/{}", self.member)));
+        Ok(())
+    }
+
+    async fn write_cas(&self, key: DcsKey, value: &str, expected: Option<Revision>) -> Result<(), PortError> {
+        let mut g = self.open()?;
+        let k = self.key(key.as_str());
+        let current = g.keys.get(&k).map(|e| Revision(e.mod_revision));
+        if current != expected {
+            return Err(PortError::new(
+                ErrorKind::CompareFailed,
+                format!("{}: expected revision {expected:?}, found {current:?}", key.as_str()),
+            ));
+        }
+        g.put(&k, value.as_bytes(), None);
+        Ok(())
+    }
+
+    async fn delete_cas(&self, key: DcsKey, expected: Revision) -> Result<(), PortError> {
+        let mut g = self.open()?;
+        let k = self.key(key.as_str());
+        let current = g.keys.get(&k).map(|e| Revision(e.mod_revision));
+        if current != Some(expected) {
+            return Err(PortError::new(
+                ErrorKind::CompareFailed,
+                format!("{}: expected revision {expected}, found {current:?}", key.as_str()),
+            ));
+        }
+        g.delete(&k);
+        Ok(())
+    }
+
+    async fn write_history(&self, value: &str) -> Result<(), PortError> {
+        self.open()?.put(&self.key("history"), value.as_bytes(), None);
+        Ok(())
+    }
+
+    async fn write_status(&self, value: &str) -> Result<(), PortError> {
+        self.open()?.put(&self.key("status"), value.as_bytes(), None);
+        Ok(())
+    }
+
+    async fn watch(&self, after: Revision, timeout_ms: u64) -> Result<Watch, PortError> {
+        let deadline = self.open()?.now_ms + timeout_ms;
+        WatchFuture { dcs: self, after, deadline }.await
+    }
+
+    async fn delete_cluster(&self) -> Result<(), PortError> {
+        let mut g = self.open()?;
+        let keys: Vec<String> = g.keys.keys().filter(|k| k.starts_with(&self.prefix)).cloned().collect();
+        for k in keys {
+            g.delete(&k);
+        }
+        Ok(())
+    }
+}
+
+/// Resolves when the store's revision passes `after`, or simulated time passes `deadline`.
+struct WatchFuture<'a> {
+    dcs: &'a MemoryDcs,
+    after: Revision,
+    deadline: u64,
+}
+
+impl Future for WatchFuture<'_> {
+    type Output = Result<Watch, PortError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut g = self.dcs.store.lock();
+        if !g.reachable {
+            return Poll::Ready(Err(unreachable()));
+        }
+        if g.revision > self.after.0 || g.now_ms >= self.deadline {
+            return Poll::Ready(Ok(Watch { revision: Revision(g.revision) }));
+        }
+        g.wakers.push(cx.waker().clone());
+        Poll::Pending
+    }
+}

@@ -1,0 +1,1 @@
+//! Consul DCS backend: not implemented yet (issue 6).

@@ -1,0 +1,1 @@
+//! etcd v3 DCS backend: not implemented yet (issue 3).
