@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{DbTask, StopMode};
 use crate::cluster::ClusterView;
-use crate::ports::ErrorKind;
+use crate::ports::{ErrorKind, PortError};
 use crate::types::{Lsn, MemberName, MonoMillis, SystemId, Timeline};
 
 /// One cycle's input.
@@ -199,8 +199,9 @@ pub enum Outcome {
     DbTaskDone {
         /// Which task.
         task: DbTask,
-        /// Ok or a one-line reason.
-        result: Result<(), String>,
+        /// Ok, or why not: a retryable kind ([`ErrorKind::Unreachable`]) means the source could
+        /// not be reached and the task may simply be tried again.
+        result: Result<(), PortError>,
     },
     /// The database was stopped synchronously (fencing).
     Stopped {

@@ -39,13 +39,34 @@ pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) 
             Reason::StartingReplica { leader: Some(leader.clone()) }
         }
         DbProcess::Running { .. } if cx.obs.db.upstream.as_ref() != Some(&upstream) => {
+            cx.st.not_streaming_since = None;
             cx.push(Action::RunDbTask { task: DbTask::Follow { upstream } });
             Reason::ChangingUpstream { leader: leader.clone() }
         }
-        DbProcess::Running { .. } | DbProcess::Starting | DbProcess::Unknown => {
-            Reason::Following { leader: leader.clone() }
-        }
+        DbProcess::Running { .. } => stalled(cx, leader),
+        DbProcess::Starting | DbProcess::Unknown => Reason::Following { leader: leader.clone() },
     }
+}
+
+/// How long a correctly configured replica may fail to stream before Shield assumes a divergence
+/// that the DCS history does not show (a lost history write, a timeline id reused) and rewinds.
+/// pg_rewind finds the real fork point, and is a no-op when there is none.
+const STALL_REWIND_MS: u64 = 10_000;
+
+fn stalled(cx: &mut Ctx<'_>, leader: &MemberName) -> Reason {
+    if cx.obs.db.streaming {
+        cx.st.not_streaming_since = None;
+        return Reason::Following { leader: leader.clone() };
+    }
+    let now = cx.obs.now;
+    let since = *cx.st.not_streaming_since.get_or_insert(now);
+    let limit = STALL_REWIND_MS.max(2 * cx.st.config.timing.ttl_ms);
+    if now.since(since) > limit && cx.st.config.postgresql.use_pg_rewind && !cx.st.rewind_failed {
+        cx.st.not_streaming_since = None;
+        cx.push(Action::RunDbTask { task: DbTask::Rewind { source: leader.clone() } });
+        return Reason::Rewinding { leader: leader.clone() };
+    }
+    Reason::Following { leader: leader.clone() }
 }
 
 fn paused_follow(cx: &mut Ctx<'_>, upstream: MemberName) -> Reason {

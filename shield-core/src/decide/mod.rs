@@ -118,6 +118,9 @@ pub struct NodeState {
     pub shutting_down: bool,
     /// pg_rewind failed; do not try again automatically.
     pub rewind_failed: bool,
+    /// Since when our running replica has not been streaming from the upstream it is set to.
+    #[serde(default)]
+    pub not_streaming_since: Option<MonoMillis>,
     /// The peer reports of this cycle's probe, if it was requested by the previous decision.
     #[serde(default)]
     pub probe_requested: bool,
@@ -140,6 +143,7 @@ impl NodeState {
             demoting: false,
             shutting_down: false,
             rewind_failed: false,
+            not_streaming_since: None,
             probe_requested: false,
         }
     }

@@ -3,7 +3,7 @@
 use crate::action::DbTask;
 use crate::decide::{Ctx, LeaseHold, WatchdogMode};
 use crate::observation::Outcome;
-use crate::ports::ErrorKind;
+use crate::ports::{ErrorKind, PortError};
 use crate::reason::Reason;
 use crate::types::MonoMillis;
 
@@ -75,14 +75,15 @@ fn absorb_one(cx: &mut Ctx<'_>, outcome: &Outcome) -> Option<Reason> {
     None
 }
 
-fn task_done(cx: &mut Ctx<'_>, task: &DbTask, result: &Result<(), String>) -> Option<Reason> {
+fn task_done(cx: &mut Ctx<'_>, task: &DbTask, result: &Result<(), PortError>) -> Option<Reason> {
     match (task, result) {
         (DbTask::Bootstrap, Err(why)) => {
             cx.st.bootstrapping = false;
             Some(Reason::TaskFailed { why: format!("bootstrap: {why}") })
         }
         (DbTask::Rewind { .. }, Err(why)) => {
-            cx.st.rewind_failed = true;
+            // Not reaching the leader is no verdict on the data: try again next cycle.
+            cx.st.rewind_failed = !why.is_retryable();
             Some(Reason::TaskFailed { why: format!("pg_rewind: {why}") })
         }
         (DbTask::Promote, Err(why)) => {
@@ -93,11 +94,7 @@ fn task_done(cx: &mut Ctx<'_>, task: &DbTask, result: &Result<(), String>) -> Op
             Some(Reason::TaskFailed { why: format!("promote: {why}") })
         }
         (DbTask::Stop(_), Ok(())) if cx.st.demoting => None,
-        (_, Err(why)) => {
-            // The situation handlers look at the database as it is now and try again.
-            let _ = why;
-            None
-        }
+        // Otherwise the situation handlers look at the database as it is now and try again.
         _ => None,
     }
 }

@@ -132,8 +132,14 @@ fn own_checks(cx: &Ctx<'_>, view: &ClusterView, manual: bool) -> Result<(), Inel
             return Err(Ineligible::Lagging { mine, optime, max_lag_bytes: cfg.maximum_lag_on_failover_bytes });
         }
     }
-    if cfg.check_timeline && cx.obs.db.timeline.is_none_or(|t| t < view.timeline()) {
-        return Err(Ineligible::TimelineBehind { mine: cx.obs.db.timeline, cluster: view.timeline() });
+    // Shield always refuses an automatic promotion from behind the cluster timeline: that would
+    // reuse a timeline id and throw away the newer timeline's writes. `check_timeline` adds
+    // Patroni's stricter rule that an unknown timeline is refused too. A manual failover may
+    // override the first rule, not the second.
+    let tl = cx.obs.db.timeline;
+    let behind = tl.is_some_and(|t| t < view.timeline());
+    if (behind && !manual) || (cfg.check_timeline && tl.is_none_or(|t| t < view.timeline())) {
+        return Err(Ineligible::TimelineBehind { mine: tl, cluster: view.timeline() });
     }
     Ok(())
 }

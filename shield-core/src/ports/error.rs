@@ -42,7 +42,7 @@ impl std::fmt::Display for ErrorKind {
 }
 
 /// An error from a port: its cause and a message naming what failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{kind}: {message}")]
 pub struct PortError {
     /// The cause.

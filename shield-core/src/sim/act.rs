@@ -1,0 +1,306 @@
+//! Performing a decision's actions in the simulated world, and the database tasks they start.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+
+use crate::action::{Action, DbTask, StopMode};
+use crate::observation::{Outcome, PeerReport};
+use crate::ports::{Dcs, DcsKey, ErrorKind, PortError};
+use crate::sim::db::{SimData, SimProcess, SimTask};
+use crate::sim::invariants::Hook;
+use crate::sim::world::{ready, Daemon, Ev, World};
+use crate::types::{Lsn, SystemId};
+
+impl World {
+    /// Runs node `i`'s remaining actions until one needs the DCS (which takes time) or none are left.
+    pub(super) fn act_next(&mut self, i: usize) {
+        if !self.daemon_runs(i, || Ev::ActNext { node: i }) {
+            return;
+        }
+        loop {
+            let Some(action) = self.nodes[i].actions.as_mut().and_then(|q| q.pop_front()) else {
+                self.cycle_done(i);
+                return;
+            };
+            if let Some(delay) = self.perform(i, action) {
+                self.at(self.now + delay, Ev::ActNext { node: i });
+                return;
+            }
+        }
+    }
+
+    fn cycle_done(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.actions = None;
+        let t = n.global(n.wake_local).max(self.now);
+        self.wake(i, t);
+    }
+
+    /// A DCS call from node `i`: applied now (the most pessimistic point for the caller), its
+    /// answer arriving after the latency, or unreachable after retry_timeout.
+    fn dcs_call<T>(&mut self, i: usize, f: impl FnOnce(&crate::testing::MemoryDcs) -> Result<T, PortError>) -> (Result<T, ErrorKind>, u64) {
+        let timeout = self.nodes[i].state.config.timing.retry_timeout_ms;
+        if !self.dcs_reachable(i) {
+            return (Err(ErrorKind::Unreachable), timeout);
+        }
+        let lat = self.dcs_latency();
+        let r = f(&self.nodes[i].dcs).map_err(|e| e.kind);
+        self.after_dcs_change();
+        if lat > timeout {
+            (Err(ErrorKind::Unreachable), timeout)
+        } else {
+            (r, lat)
+        }
+    }
+
+    fn note_write(&mut self, i: usize, what: &str, r: Result<(), ErrorKind>) {
+        if let Err(kind) = r {
+            self.nodes[i].outcomes.push(Outcome::DcsWriteFailed { what: what.to_owned(), kind });
+        }
+    }
+
+    /// Performs one action; `Some(ms)` when it took simulated time.
+    fn perform(&mut self, i: usize, action: Action) -> Option<u64> {
+        let sent_at = self.nodes[i].local(self.now);
+        match action {
+            Action::RaceInitialize { system_id } => {
+                let v = system_id.map(|s| s.to_string()).unwrap_or_default();
+                let (result, lat) = self.dcs_call(i, |d| ready(d.create_initialize(&v)));
+                self.nodes[i].outcomes.push(Outcome::InitializeRace { result });
+                Some(lat)
+            }
+            Action::WriteInitialize { system_id } => {
+                let (r, lat) = self.dcs_call(i, |d| ready(d.write_initialize(&system_id.to_string())));
+                self.note_write(i, "initialize", r);
+                Some(lat)
+            }
+            Action::WriteConfig { config } => {
+                let v = config.to_json().to_string();
+                let (r, lat) = self.dcs_call(i, |d| ready(d.write_cas(DcsKey::Config, &v, None)));
+                self.note_write(i, "config", r);
+                Some(lat)
+            }
+            Action::AcquireLeader => {
+                let (result, lat) = self.dcs_call(i, |d| ready(d.acquire_leader()));
+                self.nodes[i].outcomes.push(Outcome::LeaderAcquire { sent_at, result });
+                Some(lat)
+            }
+            Action::RenewLeader { feed_watchdog_within_ms } => {
+                let (result, lat) = self.dcs_call(i, |d| ready(d.renew_leader()));
+                if result.is_ok() && feed_watchdog_within_ms.is_some_and(|w| lat <= w) {
+                    self.feed_watchdog(i, self.now + lat);
+                }
+                self.nodes[i].outcomes.push(Outcome::LeaderRenew { sent_at, result });
+                Some(lat)
+            }
+            Action::ReleaseLeader => {
+                let (result, lat) = self.dcs_call(i, |d| ready(d.release_leader()));
+                self.nodes[i].outcomes.push(Outcome::LeaderRelease { result });
+                Some(lat)
+            }
+            Action::TouchMember { data } => {
+                let (r, lat) = self.dcs_call(i, |d| ready(d.touch_member(&data)));
+                self.note_write(i, "member", r);
+                Some(lat)
+            }
+            Action::WriteStatus { optime } => {
+                let v = crate::cluster::Status { optime, slots: BTreeMap::new() }.to_json().to_string();
+                let (r, lat) = self.dcs_call(i, |d| ready(d.write_status(&v)));
+                self.note_write(i, "status", r);
+                Some(lat)
+            }
+            Action::WriteHistory { lines } => {
+                let v = serde_json::Value::Array(lines.iter().map(|l| l.to_json()).collect()).to_string();
+                let (r, lat) = self.dcs_call(i, |d| ready(d.write_history(&v)));
+                self.note_write(i, "history", r);
+                self.check(Hook::HistoryWritten);
+                Some(lat)
+            }
+            Action::ClearFailover { revision, .. } => {
+                let (r, lat) = self.dcs_call(i, |d| ready(d.delete_cas(DcsKey::Failover, revision)));
+                self.note_write(i, "failover", r);
+                Some(lat)
+            }
+            Action::ProbePeers => {
+                let reports = self.probe(i);
+                self.nodes[i].outcomes.push(Outcome::PeersProbed { reports });
+                Some(self.rng.gen_range(1..10))
+            }
+            Action::StopDb { mode: StopMode::Immediate } => {
+                let n = &mut self.nodes[i];
+                n.db.crash();
+                n.outcomes.push(Outcome::Stopped { mode: StopMode::Immediate, result: Ok(()) });
+                None
+            }
+            Action::StopDb { mode: StopMode::Fast } => {
+                self.start_task(i, DbTask::Stop(StopMode::Fast));
+                None
+            }
+            Action::RunDbTask { task } => {
+                self.start_task(i, task);
+                None
+            }
+            Action::ArmWatchdog => {
+                self.feed_watchdog(i, self.now);
+                None
+            }
+            Action::DisarmWatchdog => {
+                self.nodes[i].watchdog_expire_ms = None;
+                None
+            }
+            Action::AddVip => {
+                self.nodes[i].vip = true;
+                None
+            }
+            Action::RemoveVip => {
+                self.nodes[i].vip = false;
+                None
+            }
+            Action::Exit => {
+                self.nodes[i].daemon = Daemon::Down;
+                None
+            }
+        }
+    }
+
+    fn feed_watchdog(&mut self, i: usize, at: u64) {
+        let n = &self.nodes[i];
+        let ttl = n.state.config.timing.ttl_ms;
+        let timeout = ttl - n.state.settings.watchdog_safety_margin_ms.unwrap_or(ttl / 2);
+        let exp = at + timeout;
+        self.nodes[i].watchdog_expire_ms = Some(exp);
+        self.at(exp, Ev::WatchdogCheck { node: i });
+    }
+
+    fn probe(&mut self, i: usize) -> BTreeMap<crate::types::MemberName, PeerReport> {
+        let mut out = BTreeMap::new();
+        for (j, p) in self.nodes.iter().enumerate() {
+            if j == i || p.daemon != Daemon::Up || !self.peers_connected(i, j) {
+                continue;
+            }
+            let st = p.db.status();
+            out.insert(
+                p.name.clone(),
+                PeerReport {
+                    is_primary: p.db.writable(),
+                    wal_position: st.wal_position(),
+                    timeline: st.timeline,
+                    can_promote: p.state.settings.tags.can_promote(),
+                    priority: p.state.settings.tags.priority(),
+                },
+            );
+        }
+        out
+    }
+
+    fn start_task(&mut self, i: usize, task: DbTask) {
+        let ms = match &task {
+            DbTask::Bootstrap => self.rng.gen_range(1_000..3_000),
+            DbTask::Clone { .. } => self.rng.gen_range(2_000..8_000),
+            DbTask::Start(_) | DbTask::Restart => self.rng.gen_range(200..1_500),
+            DbTask::Stop(_) => self.rng.gen_range(50..600),
+            DbTask::Promote => self.rng.gen_range(50..500),
+            DbTask::Follow { .. } => self.rng.gen_range(50..300),
+            DbTask::Rewind { .. } => self.rng.gen_range(500..3_000),
+            DbTask::WipeDataDir => self.rng.gen_range(10..200),
+        };
+        if matches!(task, DbTask::Rewind { .. } | DbTask::WipeDataDir | DbTask::Clone { .. }) {
+            // The driver stops the database before replacing its data.
+            self.nodes[i].db.stop_now(StopMode::Fast);
+        }
+        if let DbTask::Start(how) = &task {
+            if let Err(why) = self.nodes[i].db.start(how) {
+                let result = Err(PortError::new(ErrorKind::Io, why));
+                self.nodes[i].outcomes.push(Outcome::DbTaskDone { task, result });
+                return;
+            }
+        }
+        self.task_seq += 1;
+        let seq = self.task_seq;
+        self.nodes[i].db.task = Some(SimTask { task, seq });
+        self.at(self.now + ms, Ev::TaskDone { node: i, seq });
+    }
+
+    pub(super) fn task_done(&mut self, i: usize, seq: u64) {
+        let Some(t) = self.nodes[i].db.task.take_if(|t| t.seq == seq) else { return };
+        let result = self.finish_task(i, &t.task).map_err(|(kind, why)| PortError::new(kind, why));
+        let name = self.nodes[i].name.clone();
+        self.trace.line(self.now, name.as_str(), || format!("task {:?} done: {result:?}", t.task));
+        self.nodes[i].outcomes.push(Outcome::DbTaskDone { task: t.task, result });
+        // A finished task is worth a prompt look, as the daemon's task completion wakes the loop.
+        if self.nodes[i].actions.is_none() && self.nodes[i].daemon == Daemon::Up {
+            self.wake(i, self.now + 1);
+        }
+    }
+
+    fn source_data(&self, i: usize, name: &crate::types::MemberName) -> Result<SimData, (ErrorKind, String)> {
+        let unreachable = || (ErrorKind::Unreachable, format!("cannot connect to {name}"));
+        let j = self.nodes.iter().position(|n| &n.name == name).ok_or_else(unreachable)?;
+        let s = &self.nodes[j];
+        if !self.peers_connected(i, j) || !matches!(s.db.process, SimProcess::Running { .. }) {
+            return Err(unreachable());
+        }
+        s.db.data.clone().ok_or_else(unreachable)
+    }
+
+    fn finish_task(&mut self, i: usize, task: &DbTask) -> Result<(), (ErrorKind, String)> {
+        match task {
+            DbTask::Bootstrap => {
+                let system_id = SystemId(self.rng.gen_range(7_000_000_000_000_000_000..7_400_000_000_000_000_000));
+                let db = &mut self.nodes[i].db;
+                db.data = Some(SimData {
+                    system_id,
+                    timeline: crate::types::Timeline(1),
+                    lsn: Lsn(0x0100_0000),
+                    history: Vec::new(),
+                    was_primary: true,
+                });
+                db.process = SimProcess::Running { in_recovery: false };
+                self.check(Hook::BecameWritable { node: i, promoted: false });
+                Ok(())
+            }
+            DbTask::Clone { source } => {
+                let mut d = self.source_data(i, source)?;
+                d.was_primary = false;
+                let db = &mut self.nodes[i].db;
+                db.data = Some(d);
+                db.process = SimProcess::Stopped;
+                Ok(())
+            }
+            DbTask::Start(_) | DbTask::Restart => {
+                let db = &mut self.nodes[i].db;
+                db.started();
+                if db.writable() {
+                    self.check(Hook::BecameWritable { node: i, promoted: true });
+                }
+                Ok(())
+            }
+            DbTask::Stop(mode) => {
+                self.nodes[i].db.stop_now(*mode);
+                Ok(())
+            }
+            DbTask::Promote => {
+                self.nodes[i].db.promote().map_err(|e| (ErrorKind::Io, e))?;
+                self.report.promotions += 1;
+                self.check(Hook::BecameWritable { node: i, promoted: true });
+                Ok(())
+            }
+            DbTask::Follow { upstream } => {
+                self.nodes[i].db.upstream = Some(upstream.clone());
+                Ok(())
+            }
+            DbTask::Rewind { source } => {
+                let src = self.source_data(i, source)?;
+                self.report.rewinds += 1;
+                self.nodes[i].db.rewind_from(&src).map_err(|e| (ErrorKind::Io, e))
+            }
+            DbTask::WipeDataDir => {
+                let db = &mut self.nodes[i].db;
+                db.data = None;
+                db.process = SimProcess::Stopped;
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Fault kinds and seeded fault schedules.
+
+use std::fmt;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// A kind of fault the simulator can inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum FaultKind {
+    /// The whole node dies (daemon and database) and reboots later.
+    NodeCrash,
+    /// The database crashes; the daemon lives.
+    DbCrash,
+    /// The daemon stops running for a while (a GC-style pause); the database keeps running.
+    Freeze,
+    /// The node cannot reach the DCS.
+    PartitionDcs,
+    /// The node cannot reach its peers (replication and status probes).
+    PartitionPeers,
+    /// The node can reach neither the DCS nor its peers.
+    Isolate,
+    /// The DCS answers nobody.
+    DcsOutage,
+    /// DCS calls are slow for everybody.
+    DcsDelay,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::NodeCrash,
+        FaultKind::DbCrash,
+        FaultKind::Freeze,
+        FaultKind::PartitionDcs,
+        FaultKind::PartitionPeers,
+        FaultKind::Isolate,
+        FaultKind::DcsOutage,
+        FaultKind::DcsDelay,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::NodeCrash => "crash",
+            FaultKind::DbCrash => "dbcrash",
+            FaultKind::Freeze => "freeze",
+            FaultKind::PartitionDcs => "partition-dcs",
+            FaultKind::PartitionPeers => "partition-peers",
+            FaultKind::Isolate => "isolate",
+            FaultKind::DcsOutage => "dcs-outage",
+            FaultKind::DcsDelay => "dcs-delay",
+        }
+    }
+
+    /// Parses a comma-separated list, or `all`, or `none`.
+    pub fn parse_list(s: &str) -> Result<Vec<FaultKind>, String> {
+        match s.trim() {
+            "all" => return Ok(Self::ALL.to_vec()),
+            "none" | "" => return Ok(Vec::new()),
+            _ => {}
+        }
+        s.split(',')
+            .map(|w| {
+                let w = w.trim();
+                Self::ALL.iter().copied().find(|k| k.name() == w).ok_or_else(|| {
+                    let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
+                    format!("unknown fault {w:?}; expected all, none, or some of {}", names.join(", "))
+                })
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One scheduled fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// What.
+    pub kind: FaultKind,
+    /// Which node (ignored for cluster-wide kinds).
+    pub node: usize,
+    /// When it starts, global ms.
+    pub at_ms: u64,
+    /// How long it lasts.
+    pub duration_ms: u64,
+    /// Extra DCS latency for [`FaultKind::DcsDelay`].
+    pub extra_latency_ms: u64,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            FaultKind::DcsOutage => write!(f, "dcs-outage for {}ms", self.duration_ms),
+            FaultKind::DcsDelay => {
+                write!(f, "dcs-delay +{}ms for {}ms", self.extra_latency_ms, self.duration_ms)
+            }
+            FaultKind::DbCrash => write!(f, "dbcrash n{}", self.node),
+            k => write!(f, "{k} n{} for {}ms", self.node, self.duration_ms),
+        }
+    }
+}
+
+/// Draws a fault schedule over `[start_ms, end_ms)`: one fault every 4 to 40 s on average.
+pub fn schedule(rng: &mut ChaCha8Rng, kinds: &[FaultKind], nodes: usize, start_ms: u64, end_ms: u64) -> Vec<Fault> {
+    let mut out = Vec::new();
+    if kinds.is_empty() || nodes == 0 {
+        return out;
+    }
+    let mut t = start_ms;
+    loop {
+        t += rng.gen_range(4_000..40_000);
+        if t >= end_ms {
+            break;
+        }
+        let kind = kinds[rng.gen_range(0..kinds.len())];
+        let duration_ms = match kind {
+            FaultKind::NodeCrash => rng.gen_range(2_000..30_000),
+            FaultKind::DbCrash => 0,
+            // Mostly short pauses, sometimes longer than the lease.
+            FaultKind::Freeze if rng.gen_bool(0.7) => rng.gen_range(50..1_500),
+            FaultKind::Freeze => rng.gen_range(1_500..12_000),
+            FaultKind::DcsOutage => rng.gen_range(500..15_000),
+            FaultKind::DcsDelay => rng.gen_range(1_000..20_000),
+            _ => rng.gen_range(500..20_000),
+        };
+        let extra_latency_ms = if kind == FaultKind::DcsDelay { rng.gen_range(100..2_500) } else { 0 };
+        out.push(Fault { kind, node: rng.gen_range(0..nodes), at_ms: t, duration_ms, extra_latency_ms });
+    }
+    out
+}

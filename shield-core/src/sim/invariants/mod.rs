@@ -1,0 +1,83 @@
+//! Named safety and liveness properties, one checker per file.
+//!
+//! The world calls every checker at a few hooks with a [`Snapshot`] of the cluster; a checker
+//! returns `Err(description)` when its property is violated.
+
+mod liveness;
+mod promote_with_lease;
+mod single_writer;
+mod timeline_monotonic;
+
+pub use liveness::Liveness;
+pub use promote_with_lease::PromoteWithLease;
+pub use single_writer::SingleWriter;
+pub use timeline_monotonic::TimelineMonotonic;
+
+use crate::types::{MemberName, Timeline};
+
+/// One node as the checkers see it.
+#[derive(Clone, Debug)]
+pub struct NodeSnap {
+    /// Its name.
+    pub name: MemberName,
+    /// The daemon process exists (not crashed or rebooting). Frozen counts as up.
+    pub up: bool,
+    /// Its database accepts writes.
+    pub writable: bool,
+    /// Its database runs in recovery.
+    pub replica: bool,
+    /// The replica's configured upstream.
+    pub upstream: Option<MemberName>,
+    /// The replica is streaming.
+    pub streaming: bool,
+}
+
+/// The cluster at one instant.
+#[derive(Clone, Debug)]
+pub struct Snapshot<'a> {
+    /// Global simulated time.
+    pub now_ms: u64,
+    /// Every node.
+    pub nodes: &'a [NodeSnap],
+    /// Who holds the leader key in the DCS now (an unexpired lease).
+    pub lease_holder: Option<MemberName>,
+    /// The cluster timeline from the DCS `history` key.
+    pub cluster_timeline: Timeline,
+}
+
+/// When a checker is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// Node `n`'s database just started accepting writes, by promotion (`promoted`) or otherwise.
+    BecameWritable {
+        /// The node.
+        node: usize,
+        /// By `pg_ctl promote` (or restart as primary), not initdb.
+        promoted: bool,
+    },
+    /// The DCS `history` key was written.
+    HistoryWritten,
+    /// Faults stopped at `faults_ended_ms` and the liveness bound has passed.
+    Settled {
+        /// When the last fault ended.
+        faults_ended_ms: u64,
+    },
+}
+
+/// A property checker.
+pub trait Invariant: std::fmt::Debug {
+    /// The property's name.
+    fn name(&self) -> &'static str;
+    /// Checks the property at `hook`.
+    fn check(&mut self, hook: Hook, snap: &Snapshot<'_>) -> Result<(), String>;
+}
+
+/// All checkers, in a fixed order.
+pub fn all() -> Vec<Box<dyn Invariant>> {
+    vec![
+        Box::new(SingleWriter),
+        Box::new(PromoteWithLease),
+        Box::new(TimelineMonotonic::default()),
+        Box::new(Liveness),
+    ]
+}
