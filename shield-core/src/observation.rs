@@ -31,9 +31,8 @@ pub struct Observation {
     pub shutdown_requested: bool,
 }
 
-/// The DCS as seen this cycle.
+/// The DCS as seen this cycle. Exactly these two cases, by design.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum DcsView {
     /// A snapshot read this cycle.
     Reachable(ClusterView),

@@ -15,25 +15,35 @@ pub(super) fn absorb(cx: &mut Ctx<'_>) -> Option<Reason> {
             fenced.get_or_insert(r);
         }
     }
+    if fenced.is_some() {
+        // Nothing later in the same batch may hand back a lease we just gave up.
+        cx.st.lease = None;
+    }
     fenced
 }
 
-fn hold(cx: &Ctx<'_>, sent_at: MonoMillis) -> LeaseHold {
-    LeaseHold { renewed_sent_at: sent_at, fence_at: sent_at.plus(cx.st.config.timing.fence_after_ms()) }
+/// The lease a success sent at `sent_at` gives, unless its deadline has already passed.
+fn hold(cx: &Ctx<'_>, sent_at: MonoMillis) -> Option<LeaseHold> {
+    let fence_at = sent_at.plus(cx.st.config.timing.fence_after_ms());
+    (fence_at > cx.now()).then_some(LeaseHold { renewed_sent_at: sent_at, fence_at })
 }
 
 fn absorb_one(cx: &mut Ctx<'_>, outcome: &Outcome) -> Option<Reason> {
     match outcome {
         Outcome::LeaderAcquire { sent_at, result: Ok(true) } => {
-            cx.st.lease = Some(hold(cx, *sent_at));
+            if let Some(h) = hold(cx, *sent_at) {
+                cx.st.lease = Some(h);
+            }
             cx.st.backoff_until = None;
             cx.st.yielding_since = None;
         }
         Outcome::LeaderAcquire { .. } => {}
         Outcome::LeaderRenew { sent_at, result: Ok(()) } => {
             // Only a renewal sent after the one we counted from can move the deadline.
-            if cx.st.lease.is_none_or(|h| *sent_at >= h.renewed_sent_at) {
-                cx.st.lease = Some(hold(cx, *sent_at));
+            if let Some(h) = hold(cx, *sent_at) {
+                if cx.st.lease.is_none_or(|old| h.renewed_sent_at >= old.renewed_sent_at) {
+                    cx.st.lease = Some(h);
+                }
             }
         }
         Outcome::LeaderRenew { result: Err(ErrorKind::LeaseLost | ErrorKind::CompareFailed), .. } => {

@@ -1,0 +1,552 @@
+//! Exact-output scenario tests: for each branch, the full list of actions and the reason.
+
+use super::*;
+use crate::action::{DbTask, StartAs};
+use crate::cluster::{FailoverRequest, HistoryLine, Initialize, Leader, Member, Status};
+use crate::observation::{DbStatus, Outcome, PeerReport};
+use crate::ports::ErrorKind;
+use crate::reason::Ineligible;
+use crate::types::{Revision, SystemId};
+
+const SYSID: SystemId = SystemId(7_277_694_203_142_172_922);
+const NOW: MonoMillis = MonoMillis(100_000);
+
+fn n(s: &str) -> MemberName {
+    MemberName::new(s).expect("valid name")
+}
+
+fn settings(me: &str) -> NodeSettings {
+    let mut s = NodeSettings::new(n(me));
+    s.watchdog = WatchdogMode::Off;
+    s
+}
+
+fn state(me: &str) -> NodeState {
+    NodeState::new(settings(me))
+}
+
+/// A state that holds the lock, renewed just now.
+fn leader_state(me: &str) -> NodeState {
+    let mut st = state(me);
+    st.lease = Some(LeaseHold { renewed_sent_at: NOW, fence_at: NOW.plus(3_210) });
+    st
+}
+
+fn member(role: MemberRole, state: &str, lsn: u64, tl: u32) -> MemberData {
+    let mut m = MemberData::new(role, state);
+    m.xlog_location = Some(Lsn(lsn));
+    m.timeline = Some(Timeline(tl));
+    m
+}
+
+struct ViewB(ClusterView);
+
+impl ViewB {
+    fn new() -> ViewB {
+        ViewB(ClusterView { revision: Revision(10), initialize: Some(Initialize::SystemId(SYSID)), ..ClusterView::default() })
+    }
+    fn empty() -> ViewB {
+        ViewB(ClusterView::default())
+    }
+    fn leader(mut self, l: &str) -> ViewB {
+        self.0.leader = Some(Leader { name: Some(n(l)), revision: Revision(5), owner: None });
+        self
+    }
+    fn member(mut self, name: &str, data: MemberData) -> ViewB {
+        self.0.members.insert(n(name), Member { name: n(name), data, revision: Revision(3), owner: None });
+        self
+    }
+    fn replica(self, name: &str, lsn: u64) -> ViewB {
+        self.member(name, member(MemberRole::Replica, "running", lsn, 1))
+    }
+    fn status(mut self, optime: u64) -> ViewB {
+        self.0.status = Some(Status { optime: Lsn(optime), slots: Default::default() });
+        self
+    }
+    fn history(mut self, lines: &[(u32, u64)]) -> ViewB {
+        self.0.history = lines
+            .iter()
+            .map(|&(tl, lsn)| HistoryLine { timeline: Timeline(tl), lsn: Lsn(lsn), reason: "x".into(), timestamp: None, new_leader: None })
+            .collect();
+        self
+    }
+    fn failover(mut self, leader: Option<&str>, member: Option<&str>, at: Option<i64>) -> ViewB {
+        self.0.failover = Some(FailoverRequest {
+            leader: leader.map(n),
+            member: member.map(n),
+            scheduled_at: at.map(|ms| (ms, "2026-01-01T00:00:00+00:00".to_owned())),
+            revision: Revision(8),
+        });
+        self
+    }
+    fn paused(mut self) -> ViewB {
+        let cfg = DynamicConfig { pause: true, ..DynamicConfig::default() };
+        self.0.config = Some((cfg, Revision(2)));
+        self
+    }
+    fn config(mut self, cfg: DynamicConfig) -> ViewB {
+        self.0.config = Some((cfg, Revision(2)));
+        self
+    }
+}
+
+fn data(was_primary: bool) -> DataDir {
+    DataDir::Valid { system_id: SYSID, was_primary }
+}
+
+fn db_primary(lsn: u64, tl: u32) -> DbStatus {
+    DbStatus {
+        data_dir: data(true),
+        process: DbProcess::Running { in_recovery: false },
+        timeline: Some(Timeline(tl)),
+        write_lsn: Some(Lsn(lsn)),
+        ..DbStatus::empty()
+    }
+}
+
+fn db_replica(lsn: u64, tl: u32, upstream: Option<&str>) -> DbStatus {
+    DbStatus {
+        data_dir: data(false),
+        process: DbProcess::Running { in_recovery: true },
+        timeline: Some(Timeline(tl)),
+        received_lsn: Some(Lsn(lsn)),
+        replayed_lsn: Some(Lsn(lsn)),
+        upstream: upstream.map(n),
+        streaming: upstream.is_some(),
+        ..DbStatus::empty()
+    }
+}
+
+fn db_stopped(lsn: u64, tl: u32, was_primary: bool, process: DbProcess) -> DbStatus {
+    DbStatus { data_dir: data(was_primary), process, timeline: Some(Timeline(tl)), write_lsn: Some(Lsn(lsn)), ..DbStatus::empty() }
+}
+
+fn obs(view: ViewB, db: DbStatus) -> Observation {
+    Observation {
+        now: NOW,
+        wall_ms: 1_767_225_600_000,
+        dcs: DcsView::Reachable(view.0),
+        db,
+        outcomes: Vec::new(),
+        shutdown_requested: false,
+    }
+}
+
+fn with(mut o: Observation, outcomes: Vec<Outcome>) -> Observation {
+    o.outcomes = outcomes;
+    o
+}
+
+/// The action list with the trailing TouchMember (present on every reachable cycle) checked and
+/// removed, so each test states only what matters.
+fn run(st: &NodeState, o: &Observation) -> (Vec<Action>, Reason, Decision) {
+    let d = decide(st, o);
+    let mut acts = d.actions.clone();
+    if matches!(acts.last(), Some(Action::TouchMember { .. })) {
+        acts.pop();
+    }
+    (acts, d.reason.clone(), d)
+}
+
+fn renew(feed: Option<u64>) -> Action {
+    Action::RenewLeader { feed_watchdog_within_ms: feed }
+}
+
+fn task(t: DbTask) -> Action {
+    Action::RunDbTask { task: t }
+}
+
+const IMMEDIATE: Action = Action::StopDb { mode: StopMode::Immediate };
+
+// ---- bootstrap -------------------------------------------------------------------------------
+
+#[test]
+fn empty_cluster_races_for_initialize() {
+    let (acts, reason, d) = run(&state("a"), &obs(ViewB::empty(), DbStatus::empty()));
+    assert_eq!(acts, vec![Action::RaceInitialize { system_id: None }]);
+    assert_eq!(reason, Reason::RacingInitialize);
+    assert_eq!(d.wake_at, NOW);
+    assert!(matches!(d.actions.last(), Some(Action::TouchMember { data }) if data.role == MemberRole::Uninitialized));
+}
+
+#[test]
+fn race_winner_runs_initdb_and_loser_waits() {
+    let mut v = ViewB::empty();
+    v.0.initialize = Some(Initialize::Racing);
+    let o = with(obs(v, DbStatus::empty()), vec![Outcome::InitializeRace { result: Ok(true) }]);
+    let (acts, reason, d) = run(&state("a"), &o);
+    assert_eq!((acts, reason), (vec![task(DbTask::Bootstrap)], Reason::Bootstrapping));
+    assert!(d.next.bootstrapping);
+
+    let mut v = ViewB::empty();
+    v.0.initialize = Some(Initialize::Racing);
+    let o = with(obs(v, DbStatus::empty()), vec![Outcome::InitializeRace { result: Ok(false) }]);
+    let (acts, reason, _) = run(&state("b"), &o);
+    assert_eq!((acts, reason), (vec![], Reason::WaitingForBootstrap));
+}
+
+#[test]
+fn finished_bootstrap_publishes_and_takes_the_lock() {
+    let mut st = state("a");
+    st.bootstrapping = true;
+    let mut v = ViewB::empty();
+    v.0.initialize = Some(Initialize::Racing);
+    let (acts, reason, d) = run(&st, &obs(v, db_primary(0x100_0000, 1)));
+    assert_eq!(
+        acts,
+        vec![
+            Action::WriteInitialize { system_id: SYSID },
+            Action::WriteConfig { config: Box::new(st.settings.bootstrap_config.clone()) },
+            Action::WriteHistory { lines: vec![] },
+            Action::AcquireLeader,
+        ]
+    );
+    assert_eq!(reason, Reason::InitializedNewCluster);
+    assert!(!d.next.bootstrapping);
+}
+
+#[test]
+fn empty_node_clones_from_a_clonefrom_member_or_the_leader() {
+    let mut tagged = member(MemberRole::Replica, "running", 10, 1);
+    tagged.tags.clonefrom = true;
+    let v = ViewB::new().leader("l").member("c", tagged);
+    let (acts, reason, _) = run(&state("a"), &obs(v, DbStatus::empty()));
+    assert_eq!(acts, vec![task(DbTask::Clone { source: n("c") })]);
+    assert_eq!(reason, Reason::Cloning { source: n("c") });
+    let (acts, _, _) = run(&state("a"), &obs(ViewB::new().leader("l"), DbStatus::empty()));
+    assert_eq!(acts, vec![task(DbTask::Clone { source: n("l") })]);
+}
+
+#[test]
+fn data_from_another_cluster_is_refused() {
+    let mut db = db_replica(10, 1, None);
+    db.data_dir = DataDir::Valid { system_id: SystemId(1), was_primary: false };
+    let (acts, reason, _) = run(&state("a"), &obs(ViewB::new().leader("l"), db));
+    assert_eq!(acts, vec![]);
+    assert_eq!(reason, Reason::SystemIdMismatch { mine: SystemId(1), cluster: SYSID });
+}
+
+#[test]
+fn existing_primary_data_is_adopted_and_replica_data_is_not() {
+    let (acts, reason, _) = run(&state("a"), &obs(ViewB::empty(), db_primary(10, 3)));
+    assert_eq!(acts, vec![Action::RaceInitialize { system_id: Some(SYSID) }]);
+    assert_eq!(reason, Reason::AdoptingExistingData { system_id: SYSID });
+    let (acts, reason, _) = run(&state("a"), &obs(ViewB::empty(), db_replica(10, 3, None)));
+    assert_eq!((acts, reason), (vec![], Reason::ReplicaWithoutCluster));
+}
+
+// ---- leader race ------------------------------------------------------------------------------
+
+fn unlocked() -> ViewB {
+    ViewB::new().replica("b", 1_000).replica("c", 1_000).status(1_000)
+}
+
+#[test]
+fn unlocked_cluster_probes_peers_first() {
+    let (acts, reason, d) = run(&state("a"), &obs(unlocked(), db_replica(1_000, 1, Some("old"))));
+    assert_eq!((acts, reason), (vec![Action::ProbePeers], Reason::ProbingPeers));
+    assert_eq!(d.wake_at, NOW);
+}
+
+fn report(lsn: u64, primary: bool, priority: i64) -> PeerReport {
+    PeerReport { is_primary: primary, wal_position: Some(Lsn(lsn)), timeline: Some(Timeline(1)), can_promote: true, priority }
+}
+
+fn probed(reports: &[(&str, PeerReport)]) -> Vec<Outcome> {
+    vec![Outcome::PeersProbed { reports: reports.iter().map(|(k, r)| (n(k), r.clone())).collect() }]
+}
+
+#[test]
+fn healthiest_node_acquires_the_lock() {
+    let o = with(obs(unlocked(), db_replica(1_000, 1, None)), probed(&[("b", report(1_000, false, 1)), ("c", report(900, false, 5))]));
+    let (acts, reason, _) = run(&state("a"), &o);
+    assert_eq!((acts, reason), (vec![Action::AcquireLeader], Reason::AcquiringLock));
+}
+
+#[test]
+fn peers_disqualify_in_patronis_order() {
+    let cases = [
+        (report(1_000, true, 1), Ineligible::PrimaryAlive { peer: n("b") }),
+        (report(1_001, false, 1), Ineligible::PeerAhead { peer: n("b") }),
+        (report(1_000, false, 2), Ineligible::PeerHigherPriority { peer: n("b") }),
+    ];
+    for (r, why) in cases {
+        let o = with(obs(unlocked(), db_replica(1_000, 1, None)), probed(&[("b", r)]));
+        let (acts, reason, _) = run(&state("a"), &o);
+        assert_eq!((acts, reason), (vec![], Reason::NotHealthiest(why)));
+    }
+}
+
+#[test]
+fn own_rules_disqualify_before_probing() {
+    let mut nofail = state("a");
+    nofail.settings.tags.nofailover = true;
+    let (acts, reason, _) = run(&nofail, &obs(unlocked(), db_replica(1_000, 1, None)));
+    assert_eq!((acts, reason), (vec![], Reason::NotHealthiest(Ineligible::NotAllowed)));
+
+    let lag = obs(unlocked().status(3_000_000), db_replica(1_000, 1, None));
+    let (_, reason, _) = run(&state("a"), &lag);
+    assert_eq!(
+        reason,
+        Reason::NotHealthiest(Ineligible::Lagging { mine: Lsn(1_000), optime: Lsn(3_000_000), max_lag_bytes: 1_048_576 })
+    );
+
+    let behind = obs(unlocked().history(&[(1, 500)]), db_replica(1_000, 1, None));
+    let (_, reason, _) = run(&state("a"), &behind);
+    assert_eq!(reason, Reason::NotHealthiest(Ineligible::TimelineBehind { mine: Some(Timeline(1)), cluster: Timeline(2) }));
+
+    let mut backoff = state("a");
+    backoff.backoff_until = Some(NOW.plus(1));
+    let (_, reason, _) = run(&backoff, &obs(unlocked(), db_replica(1_000, 1, None)));
+    assert_eq!(reason, Reason::NotHealthiest(Ineligible::BackingOff));
+}
+
+#[test]
+fn old_primary_still_running_retakes_the_lock_unless_superseded() {
+    let (acts, reason, _) = run(&state("a"), &obs(unlocked(), db_primary(1_000, 1)));
+    assert_eq!((acts, reason), (vec![Action::AcquireLeader], Reason::AcquiringLock));
+    let (acts, reason, _) = run(&state("a"), &obs(unlocked().history(&[(1, 900)]), db_primary(1_000, 1)));
+    assert_eq!(acts, vec![]);
+    assert_eq!(reason, Reason::NotHealthiest(Ineligible::TimelineBehind { mine: Some(Timeline(1)), cluster: Timeline(2) }));
+}
+
+#[test]
+fn stopped_node_in_an_unlocked_cluster_starts_read_only() {
+    let o = obs(unlocked(), db_stopped(1_000, 1, true, DbProcess::Crashed));
+    let (acts, reason, _) = run(&state("a"), &o);
+    assert_eq!(acts, vec![task(DbTask::Start(StartAs::Replica { upstream: None }))]);
+    assert_eq!(reason, Reason::StartingReplica { leader: None });
+}
+
+// ---- lock holder ------------------------------------------------------------------------------
+
+#[test]
+fn won_lock_promotes_arming_the_watchdog_first() {
+    let mut st = state("a");
+    st.settings.watchdog = WatchdogMode::Automatic;
+    let o = with(
+        obs(ViewB::new().leader("a").replica("b", 1_000), db_replica(1_000, 1, None)),
+        vec![Outcome::LeaderAcquire { sent_at: NOW, result: Ok(true) }],
+    );
+    let (acts, reason, d) = run(&st, &o);
+    assert_eq!(acts, vec![renew(None), Action::ArmWatchdog, task(DbTask::Promote)]);
+    assert_eq!(reason, Reason::Promoting);
+    assert_eq!(d.fence_at, Some(NOW.plus(st.config.timing.fence_after_ms())));
+    assert_eq!(d.next.promoted_from, Some((Timeline(1), Lsn(1_000))));
+}
+
+#[test]
+fn healthy_leader_renews_binds_the_vip_and_records_history() {
+    let mut st = leader_state("a");
+    st.settings.vip = true;
+    st.promoted_from = Some((Timeline(1), Lsn(900)));
+    let v = ViewB::new().leader("a").status(1_000);
+    let (acts, reason, d) = run(&st, &obs(v, db_primary(1_000, 2)));
+    let Action::WriteHistory { lines } = &acts[1] else { panic!("{acts:?}") };
+    assert_eq!((lines.len(), lines[0].timeline, lines[0].lsn), (1, Timeline(1), Lsn(900)));
+    assert_eq!(lines[0].new_leader.as_deref(), Some("a"));
+    assert_eq!(acts[2..], [Action::AddVip]);
+    assert_eq!(acts[0], renew(None));
+    assert_eq!(reason, Reason::LeaderHealthy);
+    assert_eq!(d.wake_at, NOW.plus(1_000));
+}
+
+#[test]
+fn renewal_moves_the_fencing_deadline_from_its_send_time() {
+    let st = leader_state("a");
+    let sent = NOW.plus(50);
+    let mut o = with(obs(ViewB::new().leader("a").status(5), db_primary(5, 1)), vec![Outcome::LeaderRenew { sent_at: sent, result: Ok(()) }]);
+    o.now = NOW.plus(60);
+    let d = decide(&st, &o);
+    assert_eq!(d.fence_at, Some(sent.plus(st.config.timing.fence_after_ms())));
+}
+
+#[test]
+fn passed_fencing_deadline_stops_the_primary_at_once() {
+    let mut st = leader_state("a");
+    st.settings.vip = true;
+    st.vip_bound = true;
+    st.watchdog_armed = true;
+    let mut o = obs(ViewB::new().leader("a"), db_primary(5, 1));
+    o.now = NOW.plus(3_210);
+    let d = decide(&st, &o);
+    assert_eq!(d.actions, vec![Action::RemoveVip, IMMEDIATE, Action::DisarmWatchdog]);
+    assert_eq!(d.reason, Reason::FenceDeadlinePassed);
+    assert_eq!((d.next.lease, d.fence_at), (None, None));
+}
+
+#[test]
+fn lost_lease_fences_immediately() {
+    let o = with(obs(ViewB::new().leader("b"), db_primary(5, 1)), vec![Outcome::LeaderRenew { sent_at: NOW, result: Err(ErrorKind::LeaseLost) }]);
+    let d = decide(&leader_state("a"), &o);
+    assert_eq!((d.actions, d.reason), (vec![IMMEDIATE], Reason::LeaseLost));
+}
+
+#[test]
+fn unreachable_dcs_retries_then_fences_after_retry_timeout() {
+    let mut o = obs(ViewB::new(), db_primary(5, 1));
+    o.dcs = DcsView::Unreachable { since: NOW.plus(0) };
+    o.now = NOW.plus(1_000);
+    let st = leader_state("a");
+    let d = decide(&st, &o);
+    assert_eq!((d.actions.clone(), d.reason), (vec![renew(None)], Reason::RenewFailedRetrying));
+    assert_eq!(d.wake_at, NOW.plus(2_000));
+    o.now = NOW.plus(1_501);
+    let d = decide(&st, &o);
+    assert_eq!((d.actions, d.reason), (vec![IMMEDIATE], Reason::DcsUnreachableFenced { for_ms: 1_501 }));
+}
+
+#[test]
+fn primary_that_sees_another_holder_demotes() {
+    let (acts, reason, _) = run(&state("a"), &obs(ViewB::new().leader("b"), db_primary(5, 1)));
+    assert_eq!((acts, reason), (vec![IMMEDIATE], Reason::AnotherLeader { leader: n("b") }));
+}
+
+#[test]
+fn crashed_primary_restarts_in_place_or_fails_over() {
+    let v = || ViewB::new().leader("a").replica("b", 5);
+    let crashed = db_stopped(5, 1, true, DbProcess::Crashed);
+    let (acts, reason, d) = run(&leader_state("a"), &obs(v(), crashed.clone()));
+    assert_eq!(acts, vec![renew(None), task(DbTask::Start(StartAs::Primary))]);
+    assert_eq!(reason, Reason::RestartingCrashedPrimary);
+    assert_eq!(d.next.crash_since, Some(NOW));
+
+    let cfg = DynamicConfig { primary_start_timeout_ms: 0, ..DynamicConfig::default() };
+    let (acts, reason, _) = run(&leader_state("a"), &obs(v().config(cfg), crashed.clone()));
+    assert_eq!((acts, reason), (vec![renew(None), Action::ReleaseLeader], Reason::CrashFailover));
+
+    let mut late = leader_state("a");
+    late.crash_since = Some(MonoMillis(NOW.0 - 30_001));
+    let starting = DbStatus { process: DbProcess::Starting, ..crashed };
+    let (acts, reason, _) = run(&late, &obs(v(), starting));
+    assert_eq!((acts, reason), (vec![renew(None), IMMEDIATE, Action::ReleaseLeader], Reason::PrimaryStartTimedOut));
+}
+
+// ---- manual switchover and failover -----------------------------------------------------------
+
+#[test]
+fn switchover_demotes_gracefully_then_hands_over() {
+    let v = || ViewB::new().leader("a").replica("b", 5).status(5).failover(Some("a"), Some("b"), None);
+    let (acts, reason, d) = run(&leader_state("a"), &obs(v(), db_primary(5, 1)));
+    assert_eq!(acts, vec![renew(None), Action::StopDb { mode: StopMode::Fast }]);
+    assert_eq!(reason, Reason::SwitchoverDemoting { candidate: Some(n("b")) });
+    assert!(d.next.demoting);
+
+    let stopped = db_stopped(6, 1, true, DbProcess::Stopped);
+    let (acts, reason, d) = run(&d.next, &obs(v(), stopped));
+    assert_eq!(acts, vec![renew(None), Action::WriteStatus { optime: Lsn(6) }, Action::ReleaseLeader]);
+    assert_eq!(reason, Reason::SwitchoverDemoting { candidate: None });
+    assert_eq!(d.next.lease, None);
+}
+
+#[test]
+fn switchover_requests_are_validated() {
+    let base = || ViewB::new().leader("a").replica("b", 5).status(5);
+    let cases = [
+        (base().failover(Some("x"), Some("b"), None), "leader name does not match"),
+        (base().failover(Some("a"), Some("zz"), None), "candidate zz is not a healthy replica"),
+        (base().failover(Some("a"), Some("b"), Some(1_767_225_600_000 - 60_000)), "is stale"),
+    ];
+    for (v, why) in cases {
+        let (acts, reason, _) = run(&leader_state("a"), &obs(v, db_primary(5, 1)));
+        assert!(matches!(acts.last(), Some(Action::ClearFailover { .. })), "{acts:?}");
+        assert!(matches!(&reason, Reason::FailoverRequestCleared { why: w } if w.contains(why)), "{reason:?}");
+    }
+    let future = base().failover(Some("a"), Some("b"), Some(1_767_225_600_000 + 60_000));
+    let (acts, reason, _) = run(&leader_state("a"), &obs(future, db_primary(5, 1)));
+    assert_eq!(acts, vec![renew(None)]);
+    assert!(matches!(reason, Reason::SwitchoverScheduled { .. }));
+}
+
+#[test]
+fn named_candidate_takes_the_free_lock_and_others_wait() {
+    let v = || unlocked().failover(Some("old"), Some("a"), None);
+    let (acts, reason, _) = run(&state("a"), &obs(v(), db_replica(1_000, 1, Some("old"))));
+    assert_eq!((acts, reason), (vec![Action::AcquireLeader], Reason::AcquiringLock));
+    let v = unlocked().failover(Some("old"), Some("b"), None);
+    let (acts, reason, d) = run(&state("c"), &obs(v, db_replica(1_000, 1, Some("old"))));
+    assert_eq!((acts, reason), (vec![], Reason::WaitingForCandidate { candidate: n("b") }));
+    assert_eq!(d.next.yielding_since, Some(NOW));
+}
+
+// ---- followers --------------------------------------------------------------------------------
+
+#[test]
+fn replica_starts_repoints_and_follows() {
+    let v = || ViewB::new().leader("l").member("l", member(MemberRole::Primary, "running", 9, 1));
+    let (acts, reason, _) = run(&state("a"), &obs(v(), db_stopped(5, 1, false, DbProcess::Stopped)));
+    assert_eq!(acts, vec![task(DbTask::Start(StartAs::Replica { upstream: Some(n("l")) }))]);
+    assert_eq!(reason, Reason::StartingReplica { leader: Some(n("l")) });
+    let (acts, reason, _) = run(&state("a"), &obs(v(), db_replica(5, 1, Some("old"))));
+    assert_eq!((acts, reason), (vec![task(DbTask::Follow { upstream: n("l") })], Reason::ChangingUpstream { leader: n("l") }));
+    let (acts, reason, _) = run(&state("a"), &obs(v(), db_replica(5, 1, Some("l"))));
+    assert_eq!((acts, reason), (vec![], Reason::Following { leader: n("l") }));
+}
+
+#[test]
+fn diverged_replica_rewinds_recloneses_or_asks_for_help() {
+    // The leader forked timeline 1 at 100; we have WAL up to 150 on timeline 1.
+    let v = |cfg: DynamicConfig| {
+        ViewB::new().leader("l").member("l", member(MemberRole::Primary, "running", 900, 2)).history(&[(1, 100)]).config(cfg)
+    };
+    let old = db_stopped(150, 1, true, DbProcess::Crashed);
+    let mut cfg = DynamicConfig::default();
+    cfg.postgresql.use_pg_rewind = true;
+    let (acts, reason, _) = run(&state("a"), &obs(v(cfg), old.clone()));
+    assert_eq!((acts, reason), (vec![task(DbTask::Rewind { source: n("l") })], Reason::Rewinding { leader: n("l") }));
+    let mut cfg = DynamicConfig::default();
+    cfg.postgresql.remove_data_directory_on_diverged_timelines = true;
+    let (acts, reason, _) = run(&state("a"), &obs(v(cfg), old.clone()));
+    assert_eq!((acts, reason), (vec![task(DbTask::WipeDataDir)], Reason::Reinitializing));
+    let (acts, reason, _) = run(&state("a"), &obs(v(DynamicConfig::default()), old));
+    assert_eq!((acts, reason), (vec![], Reason::DivergedNeedsOperator { leader: n("l") }));
+    // At or before the fork point there is nothing to rewind.
+    let fine = db_stopped(100, 1, true, DbProcess::Crashed);
+    let (acts, _, _) = run(&state("a"), &obs(v(DynamicConfig::default()), fine));
+    assert_eq!(acts, vec![task(DbTask::Start(StartAs::Replica { upstream: Some(n("l")) }))]);
+}
+
+// ---- pause and shutdown -----------------------------------------------------------------------
+
+#[test]
+fn pause_keeps_the_lock_and_takes_no_automatic_action() {
+    let mut st = leader_state("a");
+    st.lease = Some(LeaseHold { renewed_sent_at: NOW, fence_at: NOW });
+    let (acts, reason, _) = run(&st, &obs(ViewB::new().leader("a").paused(), db_primary(5, 1)));
+    assert_eq!(acts, vec![renew(None)]);
+    assert!(matches!(reason, Reason::Paused { .. }));
+    let (acts, reason, _) = run(&state("b"), &obs(ViewB::new().leader("a").paused(), db_stopped(5, 1, false, DbProcess::Crashed)));
+    assert_eq!(acts, vec![]);
+    assert!(matches!(reason, Reason::Paused { .. }));
+}
+
+#[test]
+fn orderly_shutdown_stops_then_releases_then_exits() {
+    let mut o = obs(ViewB::new().leader("a"), db_primary(5, 1));
+    o.shutdown_requested = true;
+    let d = decide(&leader_state("a"), &o);
+    assert_eq!(d.actions, vec![renew(None), Action::StopDb { mode: StopMode::Fast }]);
+    assert_eq!(d.reason, Reason::ShuttingDown);
+    let mut o = obs(ViewB::new().leader("a"), db_stopped(6, 1, true, DbProcess::Stopped));
+    o.shutdown_requested = true;
+    let d = decide(&d.next, &o);
+    assert_eq!(d.actions, vec![Action::WriteStatus { optime: Lsn(6) }, Action::ReleaseLeader, Action::Exit]);
+    assert_eq!(d.reason, Reason::ShutdownComplete);
+}
+
+#[test]
+fn paused_shutdown_leaves_the_database_running() {
+    let mut o = obs(ViewB::new().leader("a").paused(), db_primary(5, 1));
+    o.shutdown_requested = true;
+    let d = decide(&leader_state("a"), &o);
+    assert_eq!((d.actions, d.reason), (vec![Action::Exit], Reason::ShutdownComplete));
+}
+
+#[test]
+fn reasons_read_like_patroni_log_lines() {
+    assert_eq!(Reason::Following { leader: n("l") }.to_string(), "no action. I am a secondary, and following a leader (l)");
+    assert_eq!(
+        Reason::NotHealthiest(Ineligible::PrimaryAlive { peer: n("b") }).to_string(),
+        "following: not the healthiest node (primary (b) is still alive)"
+    );
+}

@@ -229,8 +229,8 @@ impl World {
 
     /// Wakes idle, connected nodes when the leader key changed (the watch).
     pub(super) fn after_dcs_change(&mut self) {
-        let view = ready(self.nodes[0].dcs.read());
-        let leader = view.ok().and_then(|v| v.leader_name().cloned());
+        let raw = self.store.get_raw("/service/sim/leader");
+        let leader = raw.and_then(|v| MemberName::new(String::from_utf8_lossy(&v).into_owned()).ok());
         if leader == self.last_leader {
             return;
         }

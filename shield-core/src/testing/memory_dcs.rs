@@ -116,6 +116,11 @@ impl MemoryStore {
         self.lock().reachable = reachable;
     }
 
+    /// The value of `key` if it exists (its lease, if any, unexpired).
+    pub fn get_raw(&self, key: &str) -> Option<Vec<u8>> {
+        self.lock().keys.get(key).map(|e| e.value.clone())
+    }
+
     /// Writes a raw value, as a foreign client would (for bad-data tests).
     pub fn put_raw(&self, key: &str, value: &[u8]) {
         self.lock().put(key, value, None);
