@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use shield_core::sim::{run_seed, FaultKind, SimConfig};
+use shield_core::sim::{run_seed, FaultKind, FaultProfile, SimConfig};
 
 #[derive(Parser, Debug)]
 #[command(about = "Shield's seeded cluster simulator")]
@@ -36,6 +36,9 @@ struct Args {
     /// Simulated minutes per seed.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=1440))]
     minutes: u64,
+    /// Fault profile: chaos (anything) or realistic (pauses up to 1.5 s, DCS spikes up to 1 s).
+    #[arg(long, default_value = "chaos")]
+    profile: String,
     /// Disable the watchdog (shows what it protects against).
     #[arg(long)]
     no_watchdog: bool,
@@ -50,7 +53,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let profile = match args.profile.as_str() {
+        "chaos" => FaultProfile::Chaos,
+        "realistic" => FaultProfile::Realistic,
+        other => {
+            eprintln!("simulate: --profile: expected chaos or realistic, found {other:?}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = SimConfig {
+        profile,
         nodes: args.nodes as usize,
         duration_ms: args.minutes * 60_000,
         faults,
@@ -76,17 +88,23 @@ fn main() -> ExitCode {
         };
     }
     let n = args.seeds.unwrap_or(100);
-    let (mut bad, mut promotions, mut decisions) = (0u64, 0u64, 0u64);
+    let (mut bad, mut promotions, mut decisions, mut fences, mut resets) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for seed in args.first..args.first + n {
         let r = run_seed(&cfg, seed);
         promotions += r.promotions;
         decisions += r.decisions;
+        fences += r.fences;
+        resets += r.watchdog_resets;
         if let Some(v) = &r.violation {
             bad += 1;
             println!("seed {seed}: VIOLATION of {}: {}", v.invariant, v.problem);
         }
     }
-    println!("{n} seeds, {} nodes, {} min each: {bad} violations, {promotions} promotions, {decisions} decisions", args.nodes, args.minutes);
+    println!(
+        "{n} seeds, {} nodes, {} min each, {} faults: {bad} violations, {promotions} promotions, {fences} fences, \
+         {resets} watchdog resets, {decisions} decisions",
+        args.nodes, args.minutes, args.profile
+    );
     if bad == 0 {
         ExitCode::SUCCESS
     } else {

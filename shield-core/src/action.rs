@@ -9,6 +9,9 @@
 //!   [`DbTask`]; while it runs the observation reports `db.busy`, and its end arrives as
 //!   [`crate::Outcome::DbTaskDone`].
 //! - Every action's result comes back in the next observation's `outcomes`.
+//! - [`Action::TouchMember`] and [`Action::WriteStatus`] are plain puts nothing else depends on:
+//!   the driver may pipeline them (send and go on without waiting for the answer), so that a slow
+//!   DCS does not push the next lease renewal back. A failure still comes back as an outcome.
 
 use serde::{Deserialize, Serialize};
 
@@ -96,9 +99,13 @@ pub enum Action {
     },
     /// Create the leader key with our lease, only if absent.
     AcquireLeader,
-    /// Renew our lease and re-assert the leader key; then, if this succeeded within
-    /// `feed_watchdog_within_ms` of sending, feed the watchdog.
+    /// Renew our lease and re-assert the leader key. On success the driver moves its fence
+    /// guard to `sent_at + fence_after_ms` at once (the deadline the next decision will compute,
+    /// so a slow cycle never fences on a stale deadline), and feeds the watchdog if the round
+    /// trip took at most `feed_watchdog_within_ms`.
     RenewLeader {
+        /// The guard's new deadline, counted from the send time of a successful renewal.
+        fence_after_ms: u64,
         /// Feed the watchdog only if the renewal's round trip took at most this long. `None`:
         /// do not feed (watchdog disarmed).
         feed_watchdog_within_ms: Option<u64>,

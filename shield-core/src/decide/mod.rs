@@ -55,7 +55,8 @@ pub struct NodeSettings {
     pub bootstrap_config: DynamicConfig,
     /// Watchdog mode.
     pub watchdog: WatchdogMode,
-    /// `watchdog.safety_margin` in ms; `None` means Patroni's `-1`: ttl / 2.
+    /// `watchdog.safety_margin` in ms. `None` (Shield's default) derives it from the fencing
+    /// deadline: see [`NodeSettings::watchdog_timeout_ms`].
     pub watchdog_safety_margin_ms: Option<u64>,
     /// A VIP is configured.
     pub vip: bool,
@@ -76,6 +77,24 @@ impl NodeSettings {
             watchdog_safety_margin_ms: None,
             vip: false,
             version: concat!("shield ", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl NodeSettings {
+    /// Slack left between a renewal being sent and the watchdog being fed after it, when the
+    /// safety margin is derived.
+    pub const WATCHDOG_FEED_SLACK_MS: u64 = 500;
+    /// Time allowed for a watchdog reset to take the host down.
+    pub const WATCHDOG_RESET_MS: u64 = 100;
+
+    /// The watchdog timeout: `ttl - safety_margin`, or by default `fence_after - 500 ms`, so that
+    /// a watchdog fed up to about a second after a renewal was sent fires before that renewal's lease
+    /// could expire. (Patroni's `ttl - 5 s` does not fit Shield's short ttl.)
+    pub fn watchdog_timeout_ms(&self, timing: &crate::config::Timing) -> u64 {
+        match self.watchdog_safety_margin_ms {
+            Some(m) => timing.ttl_ms.saturating_sub(m),
+            None => timing.fence_after_ms().saturating_sub(Self::WATCHDOG_FEED_SLACK_MS),
         }
     }
 }
@@ -217,18 +236,19 @@ impl Ctx<'_> {
         self.wake_now = true;
     }
 
-    /// The watchdog timeout for the current ttl.
-    fn watchdog_timeout_ms(&self) -> u64 {
-        let ttl = self.st.config.timing.ttl_ms;
-        ttl.saturating_sub(self.st.settings.watchdog_safety_margin_ms.unwrap_or(ttl / 2))
-    }
-
     /// The renewal action, feeding the watchdog only when that cannot outlive the lease.
     fn renew_action(&self) -> Action {
+        // Fed at `f` after a renewal sent at `s`, the watchdog resets the host at `f + timeout`,
+        // which must come before the lease can expire: `s + ttl` less drift, less the time a
+        // reset takes. So feed only if the renewal's round trip was short enough.
         let feed = self.st.watchdog_armed.then(|| {
-            self.st.config.timing.fence_after_ms().saturating_sub(self.watchdog_timeout_ms())
+            let timing = &self.st.config.timing;
+            let lease_floor = timing.ttl_ms - timing.ttl_ms * crate::config::Timing::MAX_DRIFT_PPM / 1_000_000;
+            lease_floor
+                .saturating_sub(self.st.settings.watchdog_timeout_ms(timing))
+                .saturating_sub(NodeSettings::WATCHDOG_RESET_MS)
         });
-        Action::RenewLeader { feed_watchdog_within_ms: feed }
+        Action::RenewLeader { fence_after_ms: self.st.config.timing.fence_after_ms(), feed_watchdog_within_ms: feed }
     }
 
     /// What we publish in `members/<me>`.

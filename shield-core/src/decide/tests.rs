@@ -149,7 +149,7 @@ fn run(st: &NodeState, o: &Observation) -> (Vec<Action>, Reason, Decision) {
 }
 
 fn renew(feed: Option<u64>) -> Action {
-    Action::RenewLeader { feed_watchdog_within_ms: feed }
+    Action::RenewLeader { fence_after_ms: 3_210, feed_watchdog_within_ms: feed }
 }
 
 fn task(t: DbTask) -> Action {

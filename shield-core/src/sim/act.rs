@@ -86,10 +86,19 @@ impl World {
                 self.nodes[i].outcomes.push(Outcome::LeaderAcquire { sent_at, result });
                 Some(lat)
             }
-            Action::RenewLeader { feed_watchdog_within_ms } => {
+            Action::RenewLeader { fence_after_ms, feed_watchdog_within_ms } => {
                 let (result, lat) = self.dcs_call(i, |d| ready(d.renew_leader()));
-                if result.is_ok() && feed_watchdog_within_ms.is_some_and(|w| lat <= w) {
-                    self.feed_watchdog(i, self.now + lat);
+                if result.is_ok() {
+                    let n = &mut self.nodes[i];
+                    let to = sent_at.plus(fence_after_ms);
+                    if n.fence_at.is_some_and(|f| f < to) {
+                        n.fence_at = Some(to);
+                        let t = n.global(to);
+                        self.at(t, Ev::FenceGuard { node: i });
+                    }
+                    if feed_watchdog_within_ms.is_some_and(|w| lat <= w) {
+                        self.feed_watchdog(i, self.now + lat);
+                    }
                 }
                 self.nodes[i].outcomes.push(Outcome::LeaderRenew { sent_at, result });
                 Some(lat)
@@ -99,16 +108,17 @@ impl World {
                 self.nodes[i].outcomes.push(Outcome::LeaderRelease { result });
                 Some(lat)
             }
+            // Pipelined: sent, and the next action goes on without waiting for the answer.
             Action::TouchMember { data } => {
-                let (r, lat) = self.dcs_call(i, |d| ready(d.touch_member(&data)));
+                let (r, _) = self.dcs_call(i, |d| ready(d.touch_member(&data)));
                 self.note_write(i, "member", r);
-                Some(lat)
+                None
             }
             Action::WriteStatus { optime } => {
                 let v = crate::cluster::Status { optime, slots: BTreeMap::new() }.to_json().to_string();
-                let (r, lat) = self.dcs_call(i, |d| ready(d.write_status(&v)));
+                let (r, _) = self.dcs_call(i, |d| ready(d.write_status(&v)));
                 self.note_write(i, "status", r);
-                Some(lat)
+                None
             }
             Action::WriteHistory { lines } => {
                 let v = serde_json::Value::Array(lines.iter().map(|l| l.to_json()).collect()).to_string();
@@ -128,6 +138,9 @@ impl World {
                 Some(self.rng.gen_range(1..10))
             }
             Action::StopDb { mode: StopMode::Immediate } => {
+                if self.nodes[i].db.writable() {
+                    self.report.fences += 1;
+                }
                 let n = &mut self.nodes[i];
                 n.db.crash();
                 n.outcomes.push(Outcome::Stopped { mode: StopMode::Immediate, result: Ok(()) });
@@ -166,9 +179,7 @@ impl World {
 
     fn feed_watchdog(&mut self, i: usize, at: u64) {
         let n = &self.nodes[i];
-        let ttl = n.state.config.timing.ttl_ms;
-        let timeout = ttl - n.state.settings.watchdog_safety_margin_ms.unwrap_or(ttl / 2);
-        let exp = at + timeout;
+        let exp = at + n.state.settings.watchdog_timeout_ms(&n.state.config.timing);
         self.nodes[i].watchdog_expire_ms = Some(exp);
         self.at(exp, Ev::WatchdogCheck { node: i });
     }

@@ -107,8 +107,31 @@ impl fmt::Display for Fault {
     }
 }
 
-/// Draws a fault schedule over `[start_ms, end_ms)`: one fault every 4 to 40 s on average.
-pub fn schedule(rng: &mut ChaCha8Rng, kinds: &[FaultKind], nodes: usize, start_ms: u64, end_ms: u64) -> Vec<Fault> {
+/// How harsh the drawn faults are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FaultProfile {
+    /// Anything, including freezes and stalls far beyond the lease: tests safety and recovery.
+    #[default]
+    Chaos,
+    /// What a healthy production cluster sees: daemon pauses up to 1.5 s (GC, CPU starvation,
+    /// swapping), and DCS latency spikes up to 1 s (fsync stalls, leader elections). Shield's
+    /// defaults must not fail over or demote under these.
+    Realistic,
+}
+
+/// Draws a fault schedule over `[start_ms, end_ms)`: one fault every 4 to 40 s.
+pub fn schedule(
+    rng: &mut ChaCha8Rng,
+    profile: FaultProfile,
+    kinds: &[FaultKind],
+    nodes: usize,
+    start_ms: u64,
+    end_ms: u64,
+) -> Vec<Fault> {
+    if profile == FaultProfile::Realistic {
+        return realistic(rng, nodes, start_ms, end_ms);
+    }
     let mut out = Vec::new();
     if kinds.is_empty() || nodes == 0 {
         return out;
@@ -134,4 +157,25 @@ pub fn schedule(rng: &mut ChaCha8Rng, kinds: &[FaultKind], nodes: usize, start_m
         out.push(Fault { kind, node: rng.gen_range(0..nodes), at_ms: t, duration_ms, extra_latency_ms });
     }
     out
+}
+
+fn realistic(rng: &mut ChaCha8Rng, nodes: usize, start_ms: u64, end_ms: u64) -> Vec<Fault> {
+    let mut out = Vec::new();
+    let mut t = start_ms;
+    loop {
+        t += rng.gen_range(2_000..20_000);
+        if t >= end_ms || nodes == 0 {
+            return out;
+        }
+        let node = rng.gen_range(0..nodes);
+        let f = if rng.gen_bool(0.5) {
+            Fault { kind: FaultKind::Freeze, node, at_ms: t, duration_ms: rng.gen_range(50..1_500), extra_latency_ms: 0 }
+        } else {
+            let duration_ms = rng.gen_range(500..10_000);
+            Fault { kind: FaultKind::DcsDelay, node, at_ms: t, duration_ms, extra_latency_ms: rng.gen_range(100..1_000) }
+        };
+        // One at a time: a pause and a latency spike each, not both at once.
+        t += f.duration_ms;
+        out.push(f);
+    }
 }

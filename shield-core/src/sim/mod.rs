@@ -35,7 +35,7 @@ use crate::decide::{Decision, NodeState};
 use crate::observation::Observation;
 
 pub use db::{SimData, SimDb, SimProcess};
-pub use faults::{schedule, Fault, FaultKind};
+pub use faults::{schedule, Fault, FaultKind, FaultProfile};
 pub use trace::action_name;
 pub use world::World;
 
@@ -51,8 +51,10 @@ pub struct SimConfig {
     pub duration_ms: u64,
     /// Faults stop this long before the end; then the cluster must have settled.
     pub liveness_bound_ms: u64,
-    /// Which faults to draw.
+    /// Which faults to draw (for [`FaultProfile::Chaos`]).
     pub faults: Vec<FaultKind>,
+    /// How harsh the faults are.
+    pub profile: FaultProfile,
     /// The cluster's dynamic config.
     pub config: DynamicConfig,
     /// Nodes have a watchdog (mode automatic).
@@ -72,6 +74,7 @@ impl Default for SimConfig {
             duration_ms: 600_000,
             liveness_bound_ms: 60_000,
             faults: FaultKind::ALL.to_vec(),
+            profile: FaultProfile::Chaos,
             config,
             watchdog: true,
             trace_all: false,
@@ -110,6 +113,8 @@ pub struct SimReport {
     pub faults: u64,
     /// Watchdog resets.
     pub watchdog_resets: u64,
+    /// Writable databases stopped by fencing (decision or fence guard).
+    pub fences: u64,
     /// Client writes acknowledged (one per primary per 100 ms).
     pub writes_acked: u64,
 }
@@ -118,8 +123,15 @@ impl SimReport {
     /// One summary line, and on a violation the seed to reproduce it and the trace.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "seed {}: {} decisions, {} faults, {} promotions, {} rewinds, {} watchdog resets, {} writes",
-            self.seed, self.decisions, self.faults, self.promotions, self.rewinds, self.watchdog_resets, self.writes_acked
+            "seed {}: {} decisions, {} faults, {} promotions, {} fences, {} rewinds, {} watchdog resets, {} writes",
+            self.seed,
+            self.decisions,
+            self.faults,
+            self.promotions,
+            self.fences,
+            self.rewinds,
+            self.watchdog_resets,
+            self.writes_acked
         );
         if let Some(v) = &self.violation {
             s.push_str(&format!(

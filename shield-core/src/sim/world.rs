@@ -155,7 +155,7 @@ impl World {
             .collect();
         let chaos_start = 20_000;
         let faults_end = cfg.duration_ms.saturating_sub(cfg.liveness_bound_ms);
-        let schedule = faults::schedule(&mut rng, &cfg.faults, cfg.nodes, chaos_start, faults_end);
+        let schedule = faults::schedule(&mut rng, cfg.profile, &cfg.faults, cfg.nodes, chaos_start, faults_end);
         let mut w = World {
             trace: Trace::new(cfg.trace_all),
             net: Net { dcs_cut: vec![0; cfg.nodes], peer_cut: vec![0; cfg.nodes], ..Net::default() },
@@ -366,6 +366,7 @@ impl World {
         }
         if n.db.writable() || n.db.task.is_some() {
             self.trace.line(self.now, n.name.as_str(), || "fence guard: immediate stop at the deadline".into());
+            self.report.fences += 1;
             let n = &mut self.nodes[i];
             n.db.crash();
             n.vip = false;
