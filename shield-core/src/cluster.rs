@@ -234,11 +234,7 @@ impl MemberData {
             state: s(&mut m, "state").unwrap_or_else(|| "unknown".to_owned()),
             role: s(&mut m, "role").map_or(MemberRole::Unknown, |r| MemberRole::parse(&r)),
             xlog_location: lsn(m.remove("xlog_location")),
-            timeline: m
-                .remove("timeline")
-                .and_then(|v| v.as_u64())
-                .and_then(|t| u32::try_from(t).ok())
-                .map(Timeline),
+            timeline: m.remove("timeline").and_then(|v| v.as_u64()).and_then(|t| u32::try_from(t).ok()).map(Timeline),
             replication_state: s(&mut m, "replication_state"),
             tags: m.remove("tags").map(|t| Tags::from_json(&t)).unwrap_or_default(),
             pending_restart: m.remove("pending_restart").is_some_and(|v| truthy(&v)),

@@ -220,11 +220,9 @@ impl Reader<'_> {
         let path = self.path(key);
         match self.take(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .filter(|f| f.is_finite())
-                .map(Some)
-                .ok_or_else(|| bad(&path, "not a finite number")),
+            Some(Value::Number(n)) => {
+                n.as_f64().filter(|f| f.is_finite()).map(Some).ok_or_else(|| bad(&path, "not a finite number"))
+            }
             Some(Value::String(s)) => match s.trim().parse::<f64>() {
                 Ok(f) if f.is_finite() => Ok(Some(f)),
                 _ => Err(bad(&path, format!("expected a number, found {s:?}"))),
@@ -268,8 +266,7 @@ impl DynamicConfig {
         if text.trim().is_empty() {
             return Ok(DynamicConfig::default());
         }
-        let v: Value =
-            serde_json::from_str(text).map_err(|e| ConfigError::NotAnObject(e.to_string()))?;
+        let v: Value = serde_json::from_str(text).map_err(|e| ConfigError::NotAnObject(e.to_string()))?;
         DynamicConfig::from_json(v)
     }
 
@@ -315,8 +312,7 @@ impl DynamicConfig {
             synchronous_node_count: r.int("synchronous_node_count", 1, 1024)?.unwrap_or(1) as u32,
             check_timeline: r.bool("check_timeline", false)?,
             failsafe_mode: r.bool("failsafe_mode", false)?,
-            max_timelines_history: r.int("max_timelines_history", 0, i64::from(u32::MAX))?.unwrap_or(0)
-                as u32,
+            max_timelines_history: r.int("max_timelines_history", 0, i64::from(u32::MAX))?.unwrap_or(0) as u32,
             postgresql: PgDynamic { use_slots: true, ..PgDynamic::default() },
             other: BTreeMap::new(),
         };
@@ -334,7 +330,7 @@ impl DynamicConfig {
     /// The JSON written to the DCS: Patroni's keys in seconds, plus everything kept in `other`.
     pub fn to_json(&self) -> Value {
         let secs = |ms: u64| -> Value {
-            if ms % 1000 == 0 {
+            if ms.is_multiple_of(1000) {
                 Value::from(ms / 1000)
             } else {
                 Value::from(ms as f64 / 1000.0)
@@ -386,8 +382,7 @@ impl PgDynamic {
         let out = PgDynamic {
             use_pg_rewind: r.bool("use_pg_rewind", false)?,
             use_slots: r.bool("use_slots", true)?,
-            remove_data_directory_on_rewind_failure: r
-                .bool("remove_data_directory_on_rewind_failure", false)?,
+            remove_data_directory_on_rewind_failure: r.bool("remove_data_directory_on_rewind_failure", false)?,
             remove_data_directory_on_diverged_timelines: r
                 .bool("remove_data_directory_on_diverged_timelines", false)?,
             parameters: match r.take("parameters") {
@@ -465,8 +460,7 @@ mod tests {
         assert_eq!(e.to_string(), "config key `ttl`: expected a number, found \"soon\"");
         let e = DynamicConfig::from_json(json!({"postgresql": {"use_pg_rewind": 3}})).expect_err("bad");
         assert!(e.to_string().contains("postgresql.use_pg_rewind"), "{e}");
-        let e = DynamicConfig::from_json(json!({"ttl": 5, "loop_wait": 2, "retry_timeout": 2}))
-            .expect_err("unsafe");
+        let e = DynamicConfig::from_json(json!({"ttl": 5, "loop_wait": 2, "retry_timeout": 2})).expect_err("unsafe");
         assert!(matches!(e, ConfigError::UnsafeTiming(_)), "{e}");
         assert!(DynamicConfig::from_json(json!([1])).is_err());
         assert!(DynamicConfig::from_json_text("{nope").is_err());

@@ -32,6 +32,8 @@ pub struct Observation {
 }
 
 /// The DCS as seen this cycle. Exactly these two cases, by design.
+// One observation is built per cycle; boxing the snapshot would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum DcsView {
     /// A snapshot read this cycle.

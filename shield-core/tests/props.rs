@@ -97,10 +97,8 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
 
 fn arb_outcomes() -> impl Strategy<Value = Vec<Outcome>> {
     let one = prop_oneof![
-        (NOW - 5_000..NOW, any::<bool>()).prop_map(|(t, ok)| Outcome::LeaderAcquire {
-            sent_at: MonoMillis(t),
-            result: Ok(ok)
-        }),
+        (NOW - 5_000..NOW, any::<bool>())
+            .prop_map(|(t, ok)| Outcome::LeaderAcquire { sent_at: MonoMillis(t), result: Ok(ok) }),
         (NOW - 5_000..NOW).prop_map(|t| Outcome::LeaderRenew { sent_at: MonoMillis(t), result: Ok(()) }),
         prop_oneof![Just(ErrorKind::LeaseLost), Just(ErrorKind::Unreachable)]
             .prop_map(|k| Outcome::LeaderRenew { sent_at: MonoMillis(NOW - 10), result: Err(k) }),
@@ -108,7 +106,13 @@ fn arb_outcomes() -> impl Strategy<Value = Vec<Outcome>> {
         (0u64..10_000_000, any::<bool>()).prop_map(|(l, p)| Outcome::PeersProbed {
             reports: [(
                 name(1),
-                PeerReport { is_primary: p, wal_position: Some(Lsn(l)), timeline: None, can_promote: true, priority: 1 }
+                PeerReport {
+                    is_primary: p,
+                    wal_position: Some(Lsn(l)),
+                    timeline: None,
+                    can_promote: true,
+                    priority: 1
+                }
             )]
             .into_iter()
             .collect()

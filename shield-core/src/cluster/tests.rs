@@ -14,12 +14,32 @@ fn name(s: &str) -> MemberName {
 fn patroni_fixture() -> Vec<KvEntry> {
     vec![
         kv("initialize", "7277694203142172922", 2),
-        kv("config", r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576,"postgresql":{"use_pg_rewind":true,"parameters":{"max_connections":100}}}"#, 3),
+        kv(
+            "config",
+            r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576,"postgresql":{"use_pg_rewind":true,"parameters":{"max_connections":100}}}"#,
+            3,
+        ),
         kv("leader", "postgresql0", 9),
-        kv("members/postgresql0", r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"master","version":"3.3.1","xlog_location":67110040,"timeline":5}"#, 10),
-        kv("members/postgresql1", r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","api_url":"http://127.0.0.1:8009/patroni","state":"running","role":"replica","version":"4.0.0","xlog_location":67110040,"replication_state":"streaming","timeline":5,"tags":{"nofailover":"true","clonefrom":true}}"#, 11),
-        kv("failover", r#"{"leader":"postgresql0","member":"postgresql1","scheduled_at":"2024-07-02T17:06:00+02:00"}"#, 12),
-        kv("history", r#"[[1,25165984,"no recovery target specified","2024-07-02T10:00:00.123456+00:00","postgresql1"],[2,33554592,"no recovery target specified"]]"#, 13),
+        kv(
+            "members/postgresql0",
+            r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"master","version":"3.3.1","xlog_location":67110040,"timeline":5}"#,
+            10,
+        ),
+        kv(
+            "members/postgresql1",
+            r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","api_url":"http://127.0.0.1:8009/patroni","state":"running","role":"replica","version":"4.0.0","xlog_location":67110040,"replication_state":"streaming","timeline":5,"tags":{"nofailover":"true","clonefrom":true}}"#,
+            11,
+        ),
+        kv(
+            "failover",
+            r#"{"leader":"postgresql0","member":"postgresql1","scheduled_at":"2024-07-02T17:06:00+02:00"}"#,
+            12,
+        ),
+        kv(
+            "history",
+            r#"[[1,25165984,"no recovery target specified","2024-07-02T10:00:00.123456+00:00","postgresql1"],[2,33554592,"no recovery target specified"]]"#,
+            13,
+        ),
         kv("status", r#"{"optime":67110040,"slots":{"postgresql1":67110040}}"#, 14),
         kv("sync", r#"{"leader":"postgresql0","sync_standby":"postgresql1"}"#, 15),
     ]
@@ -63,8 +83,14 @@ fn shield_writes_patroni_formats() {
     );
     assert_eq!(v.history[0].to_json()[4], json!("postgresql1"));
     assert_eq!(v.history[1].to_json().as_array().map(Vec::len), Some(3));
-    assert_eq!(v.status.as_ref().map(Status::to_json), Some(json!({"optime":67110040,"slots":{"postgresql1":67110040}})));
-    assert_eq!(v.sync.as_ref().map(SyncState::to_json), Some(json!({"leader":"postgresql0","sync_standby":"postgresql1"})));
+    assert_eq!(
+        v.status.as_ref().map(Status::to_json),
+        Some(json!({"optime":67110040,"slots":{"postgresql1":67110040}}))
+    );
+    assert_eq!(
+        v.sync.as_ref().map(SyncState::to_json),
+        Some(json!({"leader":"postgresql0","sync_standby":"postgresql1"}))
+    );
 }
 
 #[test]

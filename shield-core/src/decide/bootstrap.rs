@@ -61,9 +61,10 @@ fn no_data(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
 /// leader itself.
 fn clone_source(cx: &Ctx<'_>, view: &ClusterView) -> Option<MemberName> {
     let leader = view.leader_name()?;
-    let tagged = view.members.values().find(|m| {
-        m.data.tags.clonefrom && &m.name != leader && &m.name != cx.me() && m.data.state == "running"
-    });
+    let tagged = view
+        .members
+        .values()
+        .find(|m| m.data.tags.clonefrom && &m.name != leader && &m.name != cx.me() && m.data.state == "running");
     Some(tagged.map_or_else(|| leader.clone(), |m| m.name.clone()))
 }
 

@@ -90,11 +90,7 @@ fn diverged(cx: &Ctx<'_>, view: &ClusterView, leader: &MemberName) -> bool {
     let (Some(mine_tl), Some(mine_lsn)) = (cx.obs.db.timeline, cx.obs.db.wal_position()) else {
         return false;
     };
-    let leader_tl = view
-        .members
-        .get(leader)
-        .and_then(|m| m.data.timeline)
-        .unwrap_or_else(|| view.timeline());
+    let leader_tl = view.members.get(leader).and_then(|m| m.data.timeline).unwrap_or_else(|| view.timeline());
     if mine_tl > leader_tl {
         return true;
     }

@@ -43,7 +43,11 @@ struct ViewB(ClusterView);
 
 impl ViewB {
     fn new() -> ViewB {
-        ViewB(ClusterView { revision: Revision(10), initialize: Some(Initialize::SystemId(SYSID)), ..ClusterView::default() })
+        ViewB(ClusterView {
+            revision: Revision(10),
+            initialize: Some(Initialize::SystemId(SYSID)),
+            ..ClusterView::default()
+        })
     }
     fn empty() -> ViewB {
         ViewB(ClusterView::default())
@@ -66,7 +70,13 @@ impl ViewB {
     fn history(mut self, lines: &[(u32, u64)]) -> ViewB {
         self.0.history = lines
             .iter()
-            .map(|&(tl, lsn)| HistoryLine { timeline: Timeline(tl), lsn: Lsn(lsn), reason: "x".into(), timestamp: None, new_leader: None })
+            .map(|&(tl, lsn)| HistoryLine {
+                timeline: Timeline(tl),
+                lsn: Lsn(lsn),
+                reason: "x".into(),
+                timestamp: None,
+                new_leader: None,
+            })
             .collect();
         self
     }
@@ -118,7 +128,13 @@ fn db_replica(lsn: u64, tl: u32, upstream: Option<&str>) -> DbStatus {
 }
 
 fn db_stopped(lsn: u64, tl: u32, was_primary: bool, process: DbProcess) -> DbStatus {
-    DbStatus { data_dir: data(was_primary), process, timeline: Some(Timeline(tl)), write_lsn: Some(Lsn(lsn)), ..DbStatus::empty() }
+    DbStatus {
+        data_dir: data(was_primary),
+        process,
+        timeline: Some(Timeline(tl)),
+        write_lsn: Some(Lsn(lsn)),
+        ..DbStatus::empty()
+    }
 }
 
 fn obs(view: ViewB, db: DbStatus) -> Observation {
@@ -249,7 +265,13 @@ fn unlocked_cluster_probes_peers_first() {
 }
 
 fn report(lsn: u64, primary: bool, priority: i64) -> PeerReport {
-    PeerReport { is_primary: primary, wal_position: Some(Lsn(lsn)), timeline: Some(Timeline(1)), can_promote: true, priority }
+    PeerReport {
+        is_primary: primary,
+        wal_position: Some(Lsn(lsn)),
+        timeline: Some(Timeline(1)),
+        can_promote: true,
+        priority,
+    }
 }
 
 fn probed(reports: &[(&str, PeerReport)]) -> Vec<Outcome> {
@@ -258,7 +280,10 @@ fn probed(reports: &[(&str, PeerReport)]) -> Vec<Outcome> {
 
 #[test]
 fn healthiest_node_acquires_the_lock() {
-    let o = with(obs(unlocked(), db_replica(1_000, 1, None)), probed(&[("b", report(1_000, false, 1)), ("c", report(900, false, 5))]));
+    let o = with(
+        obs(unlocked(), db_replica(1_000, 1, None)),
+        probed(&[("b", report(1_000, false, 1)), ("c", report(900, false, 5))]),
+    );
     let (acts, reason, _) = run(&state("a"), &o);
     assert_eq!((acts, reason), (vec![Action::AcquireLeader], Reason::AcquiringLock));
 }
@@ -288,12 +313,19 @@ fn own_rules_disqualify_before_probing() {
     let (_, reason, _) = run(&state("a"), &lag);
     assert_eq!(
         reason,
-        Reason::NotHealthiest(Ineligible::Lagging { mine: Lsn(1_000), optime: Lsn(3_000_000), max_lag_bytes: 1_048_576 })
+        Reason::NotHealthiest(Ineligible::Lagging {
+            mine: Lsn(1_000),
+            optime: Lsn(3_000_000),
+            max_lag_bytes: 1_048_576
+        })
     );
 
     let behind = obs(unlocked().history(&[(1, 500)]), db_replica(1_000, 1, None));
     let (_, reason, _) = run(&state("a"), &behind);
-    assert_eq!(reason, Reason::NotHealthiest(Ineligible::TimelineBehind { mine: Some(Timeline(1)), cluster: Timeline(2) }));
+    assert_eq!(
+        reason,
+        Reason::NotHealthiest(Ineligible::TimelineBehind { mine: Some(Timeline(1)), cluster: Timeline(2) })
+    );
 
     let mut backoff = state("a");
     backoff.backoff_until = Some(NOW.plus(1));
@@ -307,7 +339,10 @@ fn old_primary_still_running_retakes_the_lock_unless_superseded() {
     assert_eq!((acts, reason), (vec![Action::AcquireLeader], Reason::AcquiringLock));
     let (acts, reason, _) = run(&state("a"), &obs(unlocked().history(&[(1, 900)]), db_primary(1_000, 1)));
     assert_eq!(acts, vec![]);
-    assert_eq!(reason, Reason::NotHealthiest(Ineligible::TimelineBehind { mine: Some(Timeline(1)), cluster: Timeline(2) }));
+    assert_eq!(
+        reason,
+        Reason::NotHealthiest(Ineligible::TimelineBehind { mine: Some(Timeline(1)), cluster: Timeline(2) })
+    );
 }
 
 #[test]
@@ -355,7 +390,10 @@ fn healthy_leader_renews_binds_the_vip_and_records_history() {
 fn renewal_moves_the_fencing_deadline_from_its_send_time() {
     let st = leader_state("a");
     let sent = NOW.plus(50);
-    let mut o = with(obs(ViewB::new().leader("a").status(5), db_primary(5, 1)), vec![Outcome::LeaderRenew { sent_at: sent, result: Ok(()) }]);
+    let mut o = with(
+        obs(ViewB::new().leader("a").status(5), db_primary(5, 1)),
+        vec![Outcome::LeaderRenew { sent_at: sent, result: Ok(()) }],
+    );
     o.now = NOW.plus(60);
     let d = decide(&st, &o);
     assert_eq!(d.fence_at, Some(sent.plus(st.config.timing.fence_after_ms())));
@@ -377,7 +415,10 @@ fn passed_fencing_deadline_stops_the_primary_at_once() {
 
 #[test]
 fn lost_lease_fences_immediately() {
-    let o = with(obs(ViewB::new().leader("b"), db_primary(5, 1)), vec![Outcome::LeaderRenew { sent_at: NOW, result: Err(ErrorKind::LeaseLost) }]);
+    let o = with(
+        obs(ViewB::new().leader("b"), db_primary(5, 1)),
+        vec![Outcome::LeaderRenew { sent_at: NOW, result: Err(ErrorKind::LeaseLost) }],
+    );
     let d = decide(&leader_state("a"), &o);
     assert_eq!((d.actions, d.reason), (vec![IMMEDIATE], Reason::LeaseLost));
 }
@@ -478,7 +519,10 @@ fn replica_starts_repoints_and_follows() {
     assert_eq!(acts, vec![task(DbTask::Start(StartAs::Replica { upstream: Some(n("l")) }))]);
     assert_eq!(reason, Reason::StartingReplica { leader: Some(n("l")) });
     let (acts, reason, _) = run(&state("a"), &obs(v(), db_replica(5, 1, Some("old"))));
-    assert_eq!((acts, reason), (vec![task(DbTask::Follow { upstream: n("l") })], Reason::ChangingUpstream { leader: n("l") }));
+    assert_eq!(
+        (acts, reason),
+        (vec![task(DbTask::Follow { upstream: n("l") })], Reason::ChangingUpstream { leader: n("l") })
+    );
     let (acts, reason, _) = run(&state("a"), &obs(v(), db_replica(5, 1, Some("l"))));
     assert_eq!((acts, reason), (vec![], Reason::Following { leader: n("l") }));
 }
@@ -487,7 +531,11 @@ fn replica_starts_repoints_and_follows() {
 fn diverged_replica_rewinds_recloneses_or_asks_for_help() {
     // The leader forked timeline 1 at 100; we have WAL up to 150 on timeline 1.
     let v = |cfg: DynamicConfig| {
-        ViewB::new().leader("l").member("l", member(MemberRole::Primary, "running", 900, 2)).history(&[(1, 100)]).config(cfg)
+        ViewB::new()
+            .leader("l")
+            .member("l", member(MemberRole::Primary, "running", 900, 2))
+            .history(&[(1, 100)])
+            .config(cfg)
     };
     let old = db_stopped(150, 1, true, DbProcess::Crashed);
     let mut cfg = DynamicConfig::default();
@@ -515,7 +563,8 @@ fn pause_keeps_the_lock_and_takes_no_automatic_action() {
     let (acts, reason, _) = run(&st, &obs(ViewB::new().leader("a").paused(), db_primary(5, 1)));
     assert_eq!(acts, vec![renew(None)]);
     assert!(matches!(reason, Reason::Paused { .. }));
-    let (acts, reason, _) = run(&state("b"), &obs(ViewB::new().leader("a").paused(), db_stopped(5, 1, false, DbProcess::Crashed)));
+    let (acts, reason, _) =
+        run(&state("b"), &obs(ViewB::new().leader("a").paused(), db_stopped(5, 1, false, DbProcess::Crashed)));
     assert_eq!(acts, vec![]);
     assert!(matches!(reason, Reason::Paused { .. }));
 }
@@ -544,7 +593,10 @@ fn paused_shutdown_leaves_the_database_running() {
 
 #[test]
 fn reasons_read_like_patroni_log_lines() {
-    assert_eq!(Reason::Following { leader: n("l") }.to_string(), "no action. I am a secondary, and following a leader (l)");
+    assert_eq!(
+        Reason::Following { leader: n("l") }.to_string(),
+        "no action. I am a secondary, and following a leader (l)"
+    );
     assert_eq!(
         Reason::NotHealthiest(Ineligible::PrimaryAlive { peer: n("b") }).to_string(),
         "following: not the healthiest node (primary (b) is still alive)"

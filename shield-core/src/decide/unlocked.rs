@@ -144,10 +144,7 @@ fn own_checks(cx: &Ctx<'_>, view: &ClusterView, manual: bool) -> Result<(), Inel
     Ok(())
 }
 
-fn compare_peers(
-    cx: &Ctx<'_>,
-    reports: &std::collections::BTreeMap<MemberName, PeerReport>,
-) -> Result<(), Ineligible> {
+fn compare_peers(cx: &Ctx<'_>, reports: &std::collections::BTreeMap<MemberName, PeerReport>) -> Result<(), Ineligible> {
     let mine = cx.obs.db.wal_position().unwrap_or(Lsn(0));
     let my_priority = cx.st.settings.tags.priority();
     for (peer, r) in reports.iter().filter(|(p, _)| *p != cx.me()) {

@@ -39,7 +39,11 @@ impl World {
 
     /// A DCS call from node `i`: applied now (the most pessimistic point for the caller), its
     /// answer arriving after the latency, or unreachable after retry_timeout.
-    fn dcs_call<T>(&mut self, i: usize, f: impl FnOnce(&crate::testing::MemoryDcs) -> Result<T, PortError>) -> (Result<T, ErrorKind>, u64) {
+    fn dcs_call<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&crate::testing::MemoryDcs) -> Result<T, PortError>,
+    ) -> (Result<T, ErrorKind>, u64) {
         let timeout = self.nodes[i].state.config.timing.retry_timeout_ms;
         if !self.dcs_reachable(i) {
             return (Err(ErrorKind::Unreachable), timeout);

@@ -114,10 +114,8 @@ impl SimDb {
         let d = self.data.as_ref();
         let running_replica = self.process == SimProcess::Running { in_recovery: true };
         DbStatus {
-            data_dir: d.map_or(DataDir::Empty, |d| DataDir::Valid {
-                system_id: d.system_id,
-                was_primary: d.was_primary,
-            }),
+            data_dir: d
+                .map_or(DataDir::Empty, |d| DataDir::Valid { system_id: d.system_id, was_primary: d.was_primary }),
             process,
             timeline: d.map(|d| d.timeline),
             write_lsn: d.filter(|_| !running_replica).map(|d| d.lsn),

@@ -169,10 +169,22 @@ fn realistic(rng: &mut ChaCha8Rng, nodes: usize, start_ms: u64, end_ms: u64) -> 
         }
         let node = rng.gen_range(0..nodes);
         let f = if rng.gen_bool(0.5) {
-            Fault { kind: FaultKind::Freeze, node, at_ms: t, duration_ms: rng.gen_range(50..1_500), extra_latency_ms: 0 }
+            Fault {
+                kind: FaultKind::Freeze,
+                node,
+                at_ms: t,
+                duration_ms: rng.gen_range(50..1_500),
+                extra_latency_ms: 0,
+            }
         } else {
             let duration_ms = rng.gen_range(500..10_000);
-            Fault { kind: FaultKind::DcsDelay, node, at_ms: t, duration_ms, extra_latency_ms: rng.gen_range(100..1_000) }
+            Fault {
+                kind: FaultKind::DcsDelay,
+                node,
+                at_ms: t,
+                duration_ms,
+                extra_latency_ms: rng.gen_range(100..1_000),
+            }
         };
         // One at a time: a pause and a latency spike each, not both at once.
         t += f.duration_ms;

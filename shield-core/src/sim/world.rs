@@ -85,7 +85,8 @@ impl Node {
     /// The first global time at which the local clock reads at least `local`.
     pub fn global(&self, local: MonoMillis) -> u64 {
         let l = i128::from(local.0.saturating_sub(self.offset_ms));
-        let g = (l * 1_000_000 + (1_000_000 + i128::from(self.drift_ppm)) - 1) / (1_000_000 + i128::from(self.drift_ppm));
+        let g =
+            (l * 1_000_000 + (1_000_000 + i128::from(self.drift_ppm)) - 1) / (1_000_000 + i128::from(self.drift_ppm));
         g as u64
     }
 }

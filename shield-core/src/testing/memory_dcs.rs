@@ -129,13 +129,7 @@ impl MemoryStore {
     /// A client for `member` in cluster `/<namespace>/<scope>/` with lease TTL `ttl_ms`.
     pub fn client(&self, namespace: &str, scope: &str, member: MemberName, ttl_ms: u64) -> MemoryDcs {
         let ns = namespace.trim_matches('/');
-        MemoryDcs {
-            store: self.clone(),
-            prefix: format!("/{ns}/{scope}/"),
-            member,
-            ttl_ms,
-            lease: Mutex::new(None),
-        }
+        MemoryDcs { store: self.clone(), prefix: format!("/{ns}/{scope}/"), member, ttl_ms, lease: Mutex::new(None) }
     }
 }
 

@@ -74,10 +74,5 @@ pub trait Invariant: std::fmt::Debug {
 
 /// All checkers, in a fixed order.
 pub fn all() -> Vec<Box<dyn Invariant>> {
-    vec![
-        Box::new(SingleWriter),
-        Box::new(PromoteWithLease),
-        Box::new(TimelineMonotonic::default()),
-        Box::new(Liveness),
-    ]
+    vec![Box::new(SingleWriter), Box::new(PromoteWithLease), Box::new(TimelineMonotonic::default()), Box::new(Liveness)]
 }
