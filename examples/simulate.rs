@@ -88,22 +88,20 @@ fn main() -> ExitCode {
         };
     }
     let n = args.seeds.unwrap_or(100);
-    let (mut bad, mut promotions, mut decisions, mut fences, mut resets) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut bad = 0u64;
+    let mut total = shield_core::sim::SimReport::default();
     for seed in args.first..args.first + n {
         let r = run_seed(&cfg, seed);
-        promotions += r.promotions;
-        decisions += r.decisions;
-        fences += r.fences;
-        resets += r.watchdog_resets;
+        total.add_counts(&r);
         if let Some(v) = &r.violation {
             bad += 1;
             println!("seed {seed}: VIOLATION of {}: {}", v.invariant, v.problem);
         }
     }
     println!(
-        "{n} seeds, {} nodes, {} min each, {} faults: {bad} violations, {promotions} promotions, {fences} fences, \
-         {resets} watchdog resets, {decisions} decisions",
-        args.nodes, args.minutes, args.profile
+        "{n} seeds, {} nodes, {} min each, {} faults: {bad} violations, {} promotions, {} fences, \
+         {} watchdog resets, {} decisions",
+        args.nodes, args.minutes, args.profile, total.promotions, total.fences, total.watchdog_resets, total.decisions
     );
     if bad == 0 {
         ExitCode::SUCCESS

@@ -21,13 +21,7 @@ fn soak(cfg: &SimConfig, seeds: std::ops::Range<u64>) -> (Vec<SimReport>, SimRep
                     let mut total = SimReport::default();
                     for &seed in *part {
                         let r = run_seed(cfg, seed);
-                        total.decisions += r.decisions;
-                        total.promotions += r.promotions;
-                        total.fences += r.fences;
-                        total.watchdog_resets += r.watchdog_resets;
-                        total.faults += r.faults;
-                        total.rewinds += r.rewinds;
-                        total.writes_acked += r.writes_acked;
+                        total.add_counts(&r);
                         if r.violation.is_some() {
                             bad.push(r);
                         }
@@ -42,13 +36,7 @@ fn soak(cfg: &SimConfig, seeds: std::ops::Range<u64>) -> (Vec<SimReport>, SimRep
     let mut total = SimReport::default();
     for (b, t) in results {
         bad.extend(b);
-        total.decisions += t.decisions;
-        total.promotions += t.promotions;
-        total.fences += t.fences;
-        total.watchdog_resets += t.watchdog_resets;
-        total.faults += t.faults;
-        total.rewinds += t.rewinds;
-        total.writes_acked += t.writes_acked;
+        total.add_counts(&t);
     }
     (bad, total)
 }

@@ -120,6 +120,17 @@ pub struct SimReport {
 }
 
 impl SimReport {
+    /// Adds another run's counters to this one (for soak totals).
+    pub fn add_counts(&mut self, other: &SimReport) {
+        self.decisions += other.decisions;
+        self.promotions += other.promotions;
+        self.rewinds += other.rewinds;
+        self.faults += other.faults;
+        self.watchdog_resets += other.watchdog_resets;
+        self.fences += other.fences;
+        self.writes_acked += other.writes_acked;
+    }
+
     /// One summary line, and on a violation the seed to reproduce it and the trace.
     pub fn render(&self) -> String {
         let mut s = format!(

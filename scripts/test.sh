@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Shield's one test command: installs what the tests need, then fmt check, clippy -D warnings,
+# and every test (unit, property, simulation, and real-server integration tests).
+# Idempotent; downloads are cached under .cache/ (see scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh
+
+# Integration tests may skip under plain `cargo test` when a server binary is missing; here every
+# server is provided, so a skip is a failure.
+export SHIELD_REQUIRE_SERVERS=1
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked -- --nocapture 2>&1 | tee target/test-output.txt
