@@ -1,13 +1,132 @@
 #!/usr/bin/env bash
-# Installs what Shield's build and tests need. Sourced by scripts/test.sh and scripts/demo.sh,
-# or run on its own. Idempotent: every step checks before it acts.
+# Installs what Shield's build and tests need. Sourced by scripts/test.sh and scripts/demo.sh, or run
+# on its own. Idempotent: every step checks before it acts, and downloads are cached in .cache/.
+#
+# - protoc (Debian's protobuf-compiler), needed by etcd-client at build time;
+# - PostgreSQL 15 server binaries (Debian's postgresql-15), if pg_config --bindir has none;
+# - etcd 3.5 (etcd-server, etcd-client from Debian trixie) and Consul 1.8 (consul from Debian
+#   bullseye): static binaries inside Debian packages of other releases, fetched with
+#   `apt-get download` through a separate sources file and lists directory, so the machine's own
+#   apt configuration is never changed, and unpacked with `dpkg -x` into .cache/servers.
+#
+# Exports SHIELD_ETCD_BIN, SHIELD_ETCDCTL_BIN, SHIELD_CONSUL_BIN and SHIELD_PG_BINDIR.
 set -euo pipefail
 SHIELD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export SHIELD_ROOT
 export SHIELD_CACHE="${SHIELD_CACHE:-$SHIELD_ROOT/.cache}"
 mkdir -p "$SHIELD_CACHE"
 
+say() { echo "setup: $*" >&2; }
+
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "setup: cargo is not installed; install a Rust toolchain (rustup) first" >&2
+    say "cargo is not installed; install a Rust toolchain (rustup) first"
     exit 1
 fi
+
+apt_updated=""
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        say "need root to apt-get install $*; install them and re-run"
+        exit 1
+    fi
+    if [ -z "$apt_updated" ]; then
+        apt-get update -qq >/dev/null
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# ---- protoc --------------------------------------------------------------------------------
+if ! command -v protoc >/dev/null 2>&1; then
+    say "installing protobuf-compiler"
+    apt_install protobuf-compiler
+fi
+
+# ---- PostgreSQL 15 -------------------------------------------------------------------------
+pg_bindir() {
+    if [ -x /usr/lib/postgresql/15/bin/postgres ]; then
+        echo /usr/lib/postgresql/15/bin
+    elif command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/postgres" ]; then
+        pg_config --bindir
+    fi
+}
+if [ -z "$(pg_bindir)" ]; then
+    say "installing PostgreSQL 15 server binaries"
+    apt_install postgresql-15 || apt_install postgresql
+fi
+SHIELD_PG_BINDIR="$(pg_bindir)"
+export SHIELD_PG_BINDIR
+
+# ---- etcd and Consul from other Debian releases ---------------------------------------------
+servers="$SHIELD_CACHE/servers"
+mirror_uri() {
+    # The machine's own Debian mirror: the first URIs line of its deb822 sources, else the first
+    # deb line of sources.list.
+    local f uri=""
+    for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        uri=$(awk '/^URIs:/ {print $2; exit}' "$f")
+        [ -n "$uri" ] && break
+    done
+    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+        uri=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list)
+    fi
+    echo "${uri%/}"
+}
+
+# fetch_debs SUITE PACKAGE... : downloads the packages of SUITE into the cache and unpacks them.
+fetch_debs() {
+    local suite=$1
+    shift
+    local dir="$SHIELD_CACHE/apt-$suite" uri
+    uri=$(mirror_uri)
+    if [ -z "$uri" ]; then
+        say "cannot find this machine's Debian mirror in /etc/apt; cannot fetch $*"
+        exit 1
+    fi
+    mkdir -p "$dir/lists/partial" "$dir/archives/partial" "$dir/debs" "$servers"
+    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    if [ -f "$keyring" ]; then
+        echo "deb [signed-by=$keyring] $uri $suite main" >"$dir/sources.list"
+    else
+        echo "deb $uri $suite main" >"$dir/sources.list"
+    fi
+    local opts=(-o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache::Archives=$dir/archives"
+        -o Acquire::Languages=none -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root)
+    local missing=()
+    local p
+    for p in "$@"; do
+        compgen -G "$dir/debs/${p}_*.deb" >/dev/null || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "fetching ${missing[*]} from Debian $suite"
+        apt-get "${opts[@]}" update -qq >/dev/null
+        (cd "$dir/debs" && apt-get "${opts[@]}" download "${missing[@]}" >/dev/null)
+    fi
+    for p in "$@"; do
+        local deb
+        deb=$(compgen -G "$dir/debs/${p}_*.deb" | head -n 1)
+        if [ ! -f "$servers/.unpacked-$(basename "$deb")" ]; then
+            dpkg -x "$deb" "$servers"
+            touch "$servers/.unpacked-$(basename "$deb")"
+        fi
+    done
+}
+
+if [ ! -x "$servers/usr/bin/etcd" ] || [ ! -x "$servers/usr/bin/etcdctl" ]; then
+    fetch_debs trixie etcd-server etcd-client
+fi
+if [ ! -x "$servers/usr/bin/consul" ]; then
+    fetch_debs bullseye consul
+fi
+export SHIELD_ETCD_BIN="$servers/usr/bin/etcd"
+export SHIELD_ETCDCTL_BIN="$servers/usr/bin/etcdctl"
+export SHIELD_CONSUL_BIN="$servers/usr/bin/consul"
+for b in "$SHIELD_ETCD_BIN" "$SHIELD_ETCDCTL_BIN" "$SHIELD_CONSUL_BIN"; do
+    if [ ! -x "$b" ]; then
+        say "expected $b after unpacking; the Debian package layout may have changed"
+        exit 1
+    fi
+done
+say "etcd $("$SHIELD_ETCD_BIN" --version | awk '/etcd Version/ {print $3}'), consul $("$SHIELD_CONSUL_BIN" version | awk 'NR==1 {print $2}'), postgres $("$SHIELD_PG_BINDIR/postgres" --version | awk '{print $3}'), $(protoc --version)"

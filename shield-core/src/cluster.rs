@@ -507,7 +507,13 @@ impl ClusterView {
                 self.initialize = Some(if t.is_empty() {
                     Initialize::Racing
                 } else {
-                    t.parse().map_or_else(|_| Initialize::Invalid(t.to_owned()), Initialize::SystemId)
+                    t.parse().map_or_else(
+                        |_| {
+                            self.anomalies.push(anomaly(format!("not a system identifier: {t:?}")));
+                            Initialize::Invalid(t.to_owned())
+                        },
+                        Initialize::SystemId,
+                    )
                 });
             }
             "config" => match DynamicConfig::from_json_text(&text) {

@@ -114,7 +114,7 @@ fn garbage_never_hides_the_rest() {
     assert_eq!(v.members[&name("b")].data.timeline, None);
     assert!(v.leader.is_some() && v.leader_name().is_none());
     assert_eq!(v.initialize, Some(Initialize::Invalid("abc".into())));
-    assert_eq!(v.anomalies.len(), 8, "{:#?}", v.anomalies);
+    assert_eq!(v.anomalies.len(), 9, "{:#?}", v.anomalies);
     assert!(v.anomalies.iter().any(|a| a.starts_with("config: config key `ttl`")));
 }
 

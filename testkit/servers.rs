@@ -1,0 +1,167 @@
+//! Real servers for integration tests: etcd (and later Consul and PostgreSQL) as child processes
+//! on 127.0.0.1, each on a free port with its own temporary directory, killed on drop.
+//!
+//! Not a crate: integration tests include this file with `#[path]`, so the workspace keeps its
+//! fixed shape. Binaries are found through `SHIELD_ETCD_BIN` (and friends, exported by
+//! `scripts/setup.sh`), then `.cache/servers/usr/bin`, then `PATH`. When one is missing a test
+//! skips with a message, unless `SHIELD_REQUIRE_SERVERS=1` (set by `scripts/test.sh`), which
+//! turns the skip into a failure.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether a missing server must fail the test instead of skipping it.
+pub fn servers_required() -> bool {
+    std::env::var("SHIELD_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors().find(|p| p.join("Cargo.lock").exists()).unwrap_or(here).to_path_buf()
+}
+
+/// Finds a server binary, or explains why the test is skipped (panicking when servers are
+/// required).
+pub fn find_bin(env_var: &str, name: &str) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os(env_var).map(PathBuf::from),
+        Some(workspace_root().join(".cache/servers/usr/bin").join(name)),
+    ];
+    let found = candidates.into_iter().flatten().find(|p| p.is_file()).or_else(|| {
+        std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+    });
+    if found.is_none() {
+        let msg = format!("{name} not found (set {env_var} or run scripts/setup.sh)");
+        if servers_required() {
+            panic!("{msg}; SHIELD_REQUIRE_SERVERS=1 makes this a failure");
+        }
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on 127.0.0.1");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_for_port(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits i32"));
+    nix::sys::signal::kill(pid, sig).expect("signal the server");
+}
+
+/// One etcd member.
+pub struct Etcd {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// SIGSTOP: the process stops answering but keeps its sockets.
+    pub fn freeze(&self) {
+        signal(self.pid(), nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT.
+    pub fn thaw(&self) {
+        signal(self.pid(), nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = signal_quiet(c.id(), nix::sys::signal::Signal::SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn signal_quiet(pid: u32, sig: nix::sys::signal::Signal) -> Result<(), nix::Error> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+    nix::sys::signal::kill(pid, sig)
+}
+
+/// An etcd cluster of one or more members on loopback.
+pub struct EtcdCluster {
+    pub members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members, or returns None (test skipped) when etcd is not installed.
+    pub fn start(n: usize) -> Option<EtcdCluster> {
+        let bin = find_bin("SHIELD_ETCD_BIN", "etcd")?;
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, pp))| format!("e{i}=http://127.0.0.1:{pp}")).collect();
+        let initial = initial.join(",");
+        let mut members = Vec::new();
+        for (i, (cp, pp)) in ports.iter().enumerate() {
+            let dir = tempfile::tempdir().expect("temp dir for etcd");
+            let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
+            let child = Command::new(&bin)
+                .arg(format!("--name=e{i}"))
+                .arg(format!("--data-dir={}", dir.path().join("data").display()))
+                .arg(format!("--listen-client-urls=http://127.0.0.1:{cp}"))
+                .arg(format!("--advertise-client-urls=http://127.0.0.1:{cp}"))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{pp}"))
+                .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{pp}"))
+                .arg(format!("--initial-cluster={initial}"))
+                .arg("--initial-cluster-state=new")
+                .arg("--initial-cluster-token=shield-test")
+                .arg("--log-level=warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("spawn etcd");
+            members.push(Etcd {
+                name: format!("e{i}"),
+                client_port: *cp,
+                peer_port: *pp,
+                child: Some(child),
+                _dir: dir,
+            });
+        }
+        for m in &members {
+            assert!(wait_for_port(m.client_port, Duration::from_secs(20)), "etcd {} did not open its port", m.name);
+        }
+        Some(EtcdCluster { members })
+    }
+
+    /// Every client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Etcd::client_url).collect()
+    }
+}
