@@ -5,6 +5,11 @@
 //!   each bounded by `retry_timeout`.
 //! - [`Action::StopDb`] with [`StopMode::Immediate`] is synchronous: fencing never waits, and it
 //!   cancels a background task that is still running.
+//! - The driver keeps a fence guard at the decision's `fence_at`. Once that deadline has passed
+//!   it stops a writable (or promoting) database at once, and it never *starts* a promotion, a
+//!   start as primary, or a VIP binding: it reports the task as failed with
+//!   [`crate::ports::ErrorKind::LeaseLost`] instead. (Actions run one after another, and a slow
+//!   DCS call before a `Promote` can use up the lease.)
 //! - [`Action::RunDbTask`] (and [`Action::StopDb`] with [`StopMode::Fast`]) start a background
 //!   [`DbTask`]; while it runs the observation reports `db.busy`, and its end arrives as
 //!   [`crate::Outcome::DbTaskDone`].

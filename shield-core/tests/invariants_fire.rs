@@ -1,7 +1,7 @@
 //! Each invariant fires on a deliberately broken decision rule: the checkers are not vacuous.
 
 use shield_core::sim::{run_seed, FaultKind, SimConfig, SimReport};
-use shield_core::{decide, Action, DbProcess, DbTask, Decision, NodeState, Observation, StopMode};
+use shield_core::{decide, Action, DbProcess, DbTask, Decision, MonoMillis, NodeState, Observation, StopMode};
 
 /// Runs seeds until one violates something; returns that report.
 fn first_violation(cfg: &SimConfig) -> SimReport {
@@ -23,11 +23,16 @@ fn fired(cfg: &SimConfig) -> &'static str {
     v.invariant
 }
 
+/// A deadline an hour away: the driver's fence guard never fires and never refuses a promotion.
+fn far_future(o: &Observation) -> Option<MonoMillis> {
+    Some(o.now.plus(3_600_000))
+}
+
 /// Never fences: ignores the deadline and the lease-lost signal.
 fn never_fence(st: &NodeState, o: &Observation) -> Decision {
     let mut d = decide(st, o);
     d.actions.retain(|a| *a != Action::StopDb { mode: StopMode::Immediate });
-    d.fence_at = None;
+    d.fence_at = far_future(o);
     d
 }
 
@@ -49,6 +54,7 @@ fn promote_without_lock(st: &NodeState, o: &Observation) -> Decision {
     for a in &mut d.actions {
         if *a == Action::ProbePeers && replica {
             *a = Action::RunDbTask { task: DbTask::Promote };
+            d.fence_at = far_future(o);
         }
     }
     d

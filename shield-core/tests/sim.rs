@@ -103,3 +103,16 @@ fn a_single_node_cluster_recovers_from_its_own_faults() {
     let (bad, _) = soak(&cfg, 0..50);
     assert!(bad.is_empty(), "{}", bad[0].render());
 }
+
+/// Seeds that once broke an invariant in long soaks, kept as regressions. 3 nodes unless noted.
+#[test]
+fn regression_seeds_from_long_soaks() {
+    // 14413, 19858: a promotion queued behind a slow DCS call started after the fencing
+    // deadline. The others: a peer behind the cluster timeline held the race up forever.
+    let seeds = [7_566, 7_577, 10_848, 12_600, 14_361, 14_413, 17_365, 18_136, 19_858, 20_161];
+    let cfg = SimConfig::default();
+    for seed in seeds {
+        let r = run_seed(&cfg, seed);
+        assert!(r.violation.is_none(), "{}", r.render());
+    }
+}

@@ -303,6 +303,16 @@ fn peers_disqualify_in_patronis_order() {
 }
 
 #[test]
+fn peers_behind_the_cluster_timeline_do_not_hold_the_race_up() {
+    let mut stale = report(5_000, false, 1);
+    stale.timeline = Some(Timeline(1));
+    let v = unlocked().history(&[(1, 900)]);
+    let o = with(obs(v, db_replica(1_000, 2, None)), probed(&[("b", stale)]));
+    let (acts, reason, _) = run(&state("a"), &o);
+    assert_eq!((acts, reason), (vec![Action::AcquireLeader], Reason::AcquiringLock));
+}
+
+#[test]
 fn own_rules_disqualify_before_probing() {
     let mut nofail = state("a");
     nofail.settings.tags.nofailover = true;

@@ -105,7 +105,7 @@ fn eligibility(cx: &Ctx<'_>, view: &ClusterView) -> Result<Checked, Ineligible> 
     });
     match reports {
         None => Ok(Checked::NeedProbe),
-        Some(reports) => compare_peers(cx, reports).map(|()| Checked::Acquire),
+        Some(reports) => compare_peers(cx, view, reports).map(|()| Checked::Acquire),
     }
 }
 
@@ -144,14 +144,20 @@ fn own_checks(cx: &Ctx<'_>, view: &ClusterView, manual: bool) -> Result<(), Inel
     Ok(())
 }
 
-fn compare_peers(cx: &Ctx<'_>, reports: &std::collections::BTreeMap<MemberName, PeerReport>) -> Result<(), Ineligible> {
+fn compare_peers(
+    cx: &Ctx<'_>,
+    view: &ClusterView,
+    reports: &std::collections::BTreeMap<MemberName, PeerReport>,
+) -> Result<(), Ineligible> {
     let mine = cx.obs.db.wal_position().unwrap_or(Lsn(0));
     let my_priority = cx.st.settings.tags.priority();
     for (peer, r) in reports.iter().filter(|(p, _)| *p != cx.me()) {
         if r.is_primary {
             return Err(Ineligible::PrimaryAlive { peer: peer.clone() });
         }
-        if !r.can_promote {
+        // A peer that may not promote, or is behind the cluster timeline (so it never will),
+        // must not hold the race up however much WAL it has on its old timeline.
+        if !r.can_promote || r.timeline.is_some_and(|t| t < view.timeline()) {
             continue;
         }
         let theirs = r.wal_position.unwrap_or(Lsn(0));

@@ -155,6 +155,11 @@ impl World {
                 None
             }
             Action::RunDbTask { task } => {
+                if matches!(task, DbTask::Promote | DbTask::Start(crate::action::StartAs::Primary)) && self.fenced(i) {
+                    let result = Err(PortError::new(ErrorKind::LeaseLost, "the fencing deadline passed first"));
+                    self.nodes[i].outcomes.push(Outcome::DbTaskDone { task, result });
+                    return None;
+                }
                 self.start_task(i, task);
                 None
             }
@@ -167,7 +172,7 @@ impl World {
                 None
             }
             Action::AddVip => {
-                self.nodes[i].vip = true;
+                self.nodes[i].vip = !self.fenced(i);
                 None
             }
             Action::RemoveVip => {
@@ -179,6 +184,12 @@ impl World {
                 None
             }
         }
+    }
+
+    /// The fence guard's deadline has passed (or there is none): no primary-making action runs.
+    fn fenced(&self, i: usize) -> bool {
+        let n = &self.nodes[i];
+        n.fence_at.is_none_or(|f| n.local(self.now) >= f)
     }
 
     fn feed_watchdog(&mut self, i: usize, at: u64) {
