@@ -73,6 +73,7 @@ pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 /// One etcd member.
 pub struct Etcd {
     pub name: String,
+    pub scheme: &'static str,
     pub client_port: u16,
     pub peer_port: u16,
     child: Option<Child>,
@@ -81,7 +82,7 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -114,15 +115,63 @@ fn signal_quiet(pid: u32, sig: nix::sys::signal::Signal) -> Result<(), nix::Erro
     nix::sys::signal::kill(pid, sig)
 }
 
+/// A test CA with a server certificate (for `localhost` and `127.0.0.1`) and a client
+/// certificate, as PEM files in a temporary directory.
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCerts {
+    pub fn generate() -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+        let dir = tempfile::tempdir().expect("temp dir for certificates");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key")).expect("CA cert");
+        let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).expect("write PEM");
+        write("ca.pem", ca.pem());
+        for (who, purpose) in
+            [("server", ExtendedKeyUsagePurpose::ServerAuth), ("client", ExtendedKeyUsagePurpose::ClientAuth)]
+        {
+            let mut p = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
+            p.extended_key_usages = vec![purpose];
+            let key = KeyPair::generate().expect("key");
+            let cert = p.signed_by(&key, &ca).expect("sign");
+            write(&format!("{who}.pem"), cert.pem());
+            write(&format!("{who}-key.pem"), key.serialize_pem());
+        }
+        TestCerts { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).expect("read PEM")
+    }
+}
+
 /// An etcd cluster of one or more members on loopback.
 pub struct EtcdCluster {
     pub members: Vec<Etcd>,
+    pub scheme: &'static str,
 }
 
 impl EtcdCluster {
     /// Starts `n` members, or returns None (test skipped) when etcd is not installed.
     pub fn start(n: usize) -> Option<EtcdCluster> {
+        Self::start_with(n, None)
+    }
+
+    /// Starts `n` members serving clients over TLS with client-certificate authentication.
+    pub fn start_tls(n: usize, certs: &TestCerts) -> Option<EtcdCluster> {
+        Self::start_with(n, Some(certs))
+    }
+
+    fn start_with(n: usize, tls: Option<&TestCerts>) -> Option<EtcdCluster> {
         let bin = find_bin("SHIELD_ETCD_BIN", "etcd")?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> =
             ports.iter().enumerate().map(|(i, (_, pp))| format!("e{i}=http://127.0.0.1:{pp}")).collect();
@@ -131,11 +180,18 @@ impl EtcdCluster {
         for (i, (cp, pp)) in ports.iter().enumerate() {
             let dir = tempfile::tempdir().expect("temp dir for etcd");
             let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
-            let child = Command::new(&bin)
+            let mut cmd = Command::new(&bin);
+            if let Some(c) = tls {
+                cmd.arg(format!("--cert-file={}", c.path("server.pem").display()))
+                    .arg(format!("--key-file={}", c.path("server-key.pem").display()))
+                    .arg(format!("--trusted-ca-file={}", c.path("ca.pem").display()))
+                    .arg("--client-cert-auth");
+            }
+            let child = cmd
                 .arg(format!("--name=e{i}"))
                 .arg(format!("--data-dir={}", dir.path().join("data").display()))
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{cp}"))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{cp}"))
+                .arg(format!("--listen-client-urls={scheme}://127.0.0.1:{cp}"))
+                .arg(format!("--advertise-client-urls={scheme}://127.0.0.1:{cp}"))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{pp}"))
                 .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{pp}"))
                 .arg(format!("--initial-cluster={initial}"))
@@ -148,6 +204,7 @@ impl EtcdCluster {
                 .expect("spawn etcd");
             members.push(Etcd {
                 name: format!("e{i}"),
+                scheme,
                 client_port: *cp,
                 peer_port: *pp,
                 child: Some(child),
@@ -157,7 +214,7 @@ impl EtcdCluster {
         for m in &members {
             assert!(wait_for_port(m.client_port, Duration::from_secs(20)), "etcd {} did not open its port", m.name);
         }
-        Some(EtcdCluster { members })
+        Some(EtcdCluster { members, scheme })
     }
 
     /// Every client URL.

@@ -21,7 +21,7 @@
 //! etcd's only keep-alive RPC is a bidirectional stream. This backend opens a fresh stream for
 //! each renewal and reads its one answer ([`KeepAliveMode::Unary`], the default) instead of
 //! keeping one stream open for the life of the process ([`KeepAliveMode::Stream`]). The stream
-//! saves one HTTP/2 stream set-up per renewal (about 0.1 ms on loopback, see
+//! saves one HTTP/2 stream set-up per renewal (0.04 ms at the median on loopback, see
 //! `docs/benchmarks.md`), but a long-lived stream can be half-dead after an etcd member stops or a
 //! connection is re-balanced, and its failure then shows up only as a missing answer; the unary
 //! form fails or succeeds on every call, which is what fencing needs.

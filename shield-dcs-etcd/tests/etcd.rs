@@ -12,7 +12,7 @@ use shield_core::cluster::{MemberData, MemberRole};
 use shield_core::ports::{Dcs, DcsKey, ErrorKind};
 use shield_core::testing::{run_dcs_conformance, DcsHarness};
 use shield_core::{Lsn, MemberName, Revision, SystemId, Timeline};
-use shield_dcs_etcd::{EtcdConfig, EtcdDcs, KeepAliveMode};
+use shield_dcs_etcd::{EtcdConfig, EtcdDcs, EtcdTls, KeepAliveMode};
 
 const TTL_MS: u64 = 2_000;
 const RETRY_MS: u64 = 1_000;
@@ -312,6 +312,42 @@ async fn username_and_password_auth() {
     cfg.scope = "elsewhere".into();
     let e = EtcdDcs::new(cfg).write_cas(DcsKey::Config, "{}", None).await.expect_err("outside its prefix");
     assert_eq!(e.kind, ErrorKind::Rejected, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_ca_and_client_certificate() {
+    let certs = servers::TestCerts::generate();
+    let Some(etcd) = EtcdCluster::start_tls(1, &certs) else { return };
+    let eps = etcd.endpoints();
+    assert!(eps[0].starts_with("https://"));
+    let mut cfg = EtcdConfig::new(eps.clone(), "tls", name("a"));
+    cfg.retry_timeout_ms = 3_000;
+    cfg.tls = Some(EtcdTls {
+        ca_pem: Some(certs.read("ca.pem")),
+        client_cert_key_pem: Some((certs.read("client.pem"), certs.read("client-key.pem"))),
+        domain: Some("localhost".into()),
+    });
+    let ok = EtcdDcs::new(cfg.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match ok.acquire_leader().await {
+            Ok(won) => {
+                assert!(won);
+                break;
+            }
+            Err(e) if Instant::now() < deadline => eprintln!("waiting for etcd over TLS: {e}"),
+            Err(e) => panic!("TLS connection failed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok.read().await.expect("read over TLS").is_leader(&name("a")));
+    // Without the client certificate the server refuses the handshake.
+    cfg.tls = Some(EtcdTls {
+        ca_pem: Some(certs.read("ca.pem")),
+        client_cert_key_pem: None,
+        domain: Some("localhost".into()),
+    });
+    assert!(EtcdDcs::new(cfg).read().await.is_err(), "a client without a certificate must be refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
