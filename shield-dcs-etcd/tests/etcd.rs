@@ -315,6 +315,34 @@ async fn username_and_password_auth() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_from_a_revision_and_reports_compaction() {
+    let Some(etcd) = EtcdCluster::start(1) else { return };
+    let eps = etcd.endpoints();
+    ready(&eps).await;
+    let a = dcs(&eps, "compact", "a");
+    let old = a.read().await.expect("read").revision;
+    // Changes made while nobody watched are delivered when the watch resumes from `old`.
+    a.write_history("[]").await.expect("put");
+    let w = a.watch(old, 5_000).await.expect("resumed watch");
+    assert!(w.revision > old);
+    // Nothing new: the watch times out and reports the revision it was given.
+    let now = a.read().await.expect("read").revision;
+    let t = Instant::now();
+    assert_eq!(a.watch(now, 300).await.expect("idle watch").revision, now);
+    assert!(t.elapsed() >= Duration::from_millis(250));
+    // History compacted past `old`: the watch answers at once, so the caller re-reads.
+    for i in 0..5 {
+        a.write_status(&format!("{{\"optime\":{i}}}")).await.expect("put");
+    }
+    let mut raw = etcd_client::Client::connect(&eps, None).await.expect("raw client");
+    let head = a.read().await.expect("read").revision;
+    raw.compact(head.0, None).await.expect("compact");
+    let t = Instant::now();
+    let w = a.watch(old, 5_000).await.expect("watch after compaction");
+    assert!(w.revision > old && t.elapsed() < Duration::from_secs(2), "{w:?} after {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_ca_and_client_certificate() {
     let certs = servers::TestCerts::generate();
     let Some(etcd) = EtcdCluster::start_tls(1, &certs) else { return };
