@@ -222,3 +222,68 @@ impl EtcdCluster {
         self.members.iter().map(Etcd::client_url).collect()
     }
 }
+
+/// A Consul agent in `-dev` mode (a single server) on loopback.
+pub struct ConsulAgent {
+    pub http_port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl ConsulAgent {
+    /// Starts an agent with `session_ttl_min` and extra HCL lines, or returns None (test skipped)
+    /// when Consul is not installed.
+    pub fn start(session_ttl_min: &str, extra_hcl: &[&str]) -> Option<ConsulAgent> {
+        let bin = find_bin("SHIELD_CONSUL_BIN", "consul")?;
+        let dir = tempfile::tempdir().expect("temp dir for consul");
+        let (http, serf_lan, serf_wan, server) = (free_port(), free_port(), free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("consul.log")).expect("consul log file");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("agent")
+            .arg("-dev")
+            .arg("-bind=127.0.0.1")
+            .arg("-client=127.0.0.1")
+            .arg("-advertise=127.0.0.1")
+            .arg(format!("-data-dir={}", dir.path().join("data").display()))
+            .arg(format!("-hcl=ports {{ http = {http}, https = -1, dns = -1, grpc = -1, serf_lan = {serf_lan}, serf_wan = {serf_wan}, server = {server} }}"))
+            .arg(format!("-hcl=session_ttl_min = \"{session_ttl_min}\""))
+            .arg("-log-level=warn");
+        for h in extra_hcl {
+            cmd.arg(format!("-hcl={h}"));
+        }
+        let child = cmd
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn consul");
+        let agent = ConsulAgent { http_port: http, child: Some(child), _dir: dir };
+        assert!(wait_for_port(http, Duration::from_secs(20)), "consul did not open its HTTP port");
+        Some(agent)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    pub fn freeze(&self) {
+        signal(self.pid(), nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        signal(self.pid(), nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+impl Drop for ConsulAgent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = signal_quiet(c.id(), nix::sys::signal::Signal::SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The Consul backend against a real Consul 1.8 agent (`consul agent -dev`) on loopback.
+
+#[path = "../../testkit/servers.rs"]
+mod servers;
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use servers::ConsulAgent;
+use shield_core::cluster::{MemberData, MemberRole};
+use shield_core::ports::{Dcs, DcsKey, ErrorKind};
+use shield_core::testing::{run_dcs_conformance, DcsHarness};
+use shield_core::{Lsn, MemberName, SystemId};
+use shield_dcs_consul::{ConsulConfig, ConsulDcs, ServiceRegistration};
+
+const TTL_MS: u64 = 4_000;
+const RETRY_MS: u64 = 1_000;
+
+fn name(s: &str) -> MemberName {
+    MemberName::new(s).expect("valid name")
+}
+
+fn dcs(url: &str, scope: &str, member: &str) -> ConsulDcs {
+    let mut cfg = ConsulConfig::new(url, scope, name(member));
+    cfg.ttl_ms = TTL_MS;
+    cfg.retry_timeout_ms = RETRY_MS;
+    ConsulDcs::new(cfg)
+}
+
+/// Waits until the agent has a leader and answers KV calls.
+async fn ready(url: &str) {
+    let d = dcs(url, "ready", "probe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if d.create_initialize("x").await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("consul at {url} never became ready");
+}
+
+async fn raw_put(url: &str, key: &str, value: &[u8]) {
+    let d = dcs(url, "raw", "raw");
+    let _ = &d;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = hyper::Request::put(format!("{url}/v1/kv/{key}"))
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(value)))
+        .expect("request");
+    let resp = client.request(req).await.expect("raw put");
+    assert!(resp.status().is_success(), "raw put {key}: {}", resp.status());
+}
+
+struct Harness {
+    url: String,
+}
+
+#[async_trait]
+impl DcsHarness for Harness {
+    type Client = ConsulDcs;
+    async fn client(&self, scope: &str, member: &str) -> ConsulDcs {
+        dcs(&self.url, scope, member)
+    }
+    async fn pass_time(&self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    fn ttl_ms(&self) -> u64 {
+        TTL_MS
+    }
+    fn expiry_slack_ms(&self) -> u64 {
+        // Consul invalidates between TTL (ttl/2) and 2×TTL (ttl); then the lock-delay (ttl/2).
+        TTL_MS / 2 + 2_000
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    ready(&agent.url()).await;
+    run_dcs_conformance(&Harness { url: agent.url() }).await.expect("conformance");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_deletes_keys_and_wakes_a_watcher() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let a = dcs(&url, "expiry", "a");
+    let b = dcs(&url, "expiry", "b");
+    assert_eq!(a.acquire_leader().await, Ok(true));
+    a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.expect("touch");
+    a.renew_leader().await.expect("renew");
+    let last = Instant::now();
+    let mut rev = b.read().await.expect("read").revision;
+    loop {
+        let w = b.watch(rev, 10_000).await.expect("watch");
+        rev = w.revision;
+        if b.read().await.expect("read").leader.is_none() || last.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+    }
+    let seen = last.elapsed();
+    let v = b.read().await.expect("read");
+    assert!(v.leader.is_none() && !v.members.contains_key(&name("a")), "keys outlived the session");
+    println!(
+        "consul session expiry: watcher saw the leader key vanish {} ms after the last renewal (session TTL {} s, ttl {TTL_MS} ms)",
+        seen.as_millis(),
+        a.session_ttl_s().await
+    );
+    assert!(seen >= Duration::from_millis(TTL_MS / 2), "invalidated before the session TTL: {seen:?}");
+    assert!(seen <= Duration::from_millis(TTL_MS + 1_500), "invalidated late: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_delay_keeps_an_invalidated_lock_from_being_retaken_early() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let a = dcs(&url, "delay", "a");
+    let b = dcs(&url, "delay", "b");
+    assert_eq!(a.acquire_leader().await, Ok(true));
+    // Invalidating the session (as expiry does) starts the lock-delay of ttl/2.
+    a.destroy_session().await.expect("destroy");
+    let t = Instant::now();
+    assert!(b.read().await.expect("read").leader.is_none(), "behavior=delete removes the key");
+    assert_eq!(b.acquire_leader().await, Ok(false), "re-acquired inside the lock-delay");
+    let mut got = false;
+    while t.elapsed() < Duration::from_millis(TTL_MS) {
+        if b.acquire_leader().await == Ok(true) {
+            got = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = t.elapsed();
+    assert!(got, "lock never freed");
+    println!("consul lock-delay: the lock was free again {} ms after invalidation", after.as_millis());
+    assert!(after >= Duration::from_millis(TTL_MS / 2 - 200), "lock-delay too short: {after:?}");
+    // An explicit release has no lock-delay.
+    b.release_leader().await.expect("release");
+    assert_eq!(a.acquire_leader().await, Ok(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_session_ttl_is_raised_to_the_agents_minimum() {
+    let Some(agent) = ConsulAgent::start("5s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let a = dcs(&url, "minttl", "a");
+    assert_eq!(a.session_ttl_s().await, 2);
+    assert_eq!(a.acquire_leader().await, Ok(true), "the raised TTL is accepted");
+    assert_eq!(a.session_ttl_s().await, 5);
+    assert!(a.session_alive().await.expect("info"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_agent_is_unreachable_within_retry_timeout_and_recovers() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let a = dcs(&url, "freeze", "a");
+    assert_eq!(a.acquire_leader().await, Ok(true));
+    agent.freeze();
+    for op in ["read", "renew"] {
+        let t = Instant::now();
+        let r = match op {
+            "read" => a.read().await.map(|_| ()),
+            _ => a.renew_leader().await,
+        };
+        assert_eq!(r.map_err(|e| e.kind), Err(ErrorKind::Unreachable), "{op} while frozen");
+        assert!(t.elapsed() <= Duration::from_millis(RETRY_MS + 300), "{op} took {:?}", t.elapsed());
+    }
+    agent.thaw();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = match a.renew_leader().await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind == ErrorKind::LeaseLost => a.acquire_leader().await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(true) => break,
+            Ok(false) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("no recovery after SIGCONT: {other:?}"),
+        }
+    }
+    assert!(a.read().await.expect("read").is_leader(&name("a")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_formats_and_garbage() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let p = "service/batman";
+    raw_put(&url, &format!("{p}/initialize"), b"7277694203142172922").await;
+    raw_put(&url, &format!("{p}/members/postgresql0"), br#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"master","xlog_location":67110040,"timeline":5}"#).await;
+    raw_put(
+        &url,
+        &format!("{p}/history"),
+        br#"[[1,25165984,"no recovery target specified","2024-07-02T10:00:00+00:00","postgresql0"]]"#,
+    )
+    .await;
+    raw_put(&url, &format!("{p}/status"), br#"{"optime":67110040,"slots":{}}"#).await;
+    let d = dcs(&url, "batman", "postgresql1");
+    let v = d.read().await.expect("read");
+    assert!(v.anomalies.is_empty(), "{:?}", v.anomalies);
+    assert_eq!(v.system_id(), Some(SystemId(7277694203142172922)));
+    assert_eq!(v.members[&name("postgresql0")].data.role, MemberRole::Primary);
+    assert_eq!(v.optime(), Some(Lsn(67110040)));
+    assert_eq!(v.history.len(), 1);
+
+    // Garbage, including a value that is not UTF-8: reported, never fatal.
+    raw_put(&url, &format!("{p}/members/binary"), b"\xff\xfe\x00").await;
+    raw_put(&url, &format!("{p}/members/bad"), b"{nope").await;
+    raw_put(&url, &format!("{p}/config"), br#"{"ttl":[]}"#).await;
+    raw_put(&url, &format!("{p}/leader"), b"").await;
+    let v = d.read().await.expect("a bad key must not fail the read");
+    assert_eq!(v.members.len(), 3, "{:?}", v.members.keys().collect::<Vec<_>>());
+    assert_eq!(v.members[&name("binary")].data.state, "unknown");
+    assert!(v.leader.is_some() && v.leader_name().is_none());
+    assert_eq!(v.anomalies.len(), 4, "{:#?}", v.anomalies);
+    // The leader key exists (empty, no session): acquire with our session may take it, as Consul
+    // locks a key that no session holds. Either way nothing panics and the answer is typed.
+    assert!(d.acquire_leader().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_on_an_empty_prefix_blocks_until_its_wait() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let d = dcs(&url, "nothing-here", "a");
+    let v = d.read().await.expect("read of a missing prefix");
+    assert!(v.members.is_empty());
+    let t = Instant::now();
+    let w = d.watch(v.revision, 1_000).await.expect("watch");
+    assert!(t.elapsed() >= Duration::from_millis(900), "returned after {:?}", t.elapsed());
+    assert!(w.revision.0 >= v.revision.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_token_is_required_and_used() {
+    let acl = r#"acl { enabled = true, default_policy = "deny", tokens { master = "root-token" } }"#;
+    let Some(agent) = ConsulAgent::start("1s", &[acl]) else { return };
+    let url = agent.url();
+    let mut cfg = ConsulConfig::new(&url, "acl", name("a"));
+    cfg.retry_timeout_ms = RETRY_MS;
+    cfg.token = Some("root-token".into());
+    let with = ConsulDcs::new(cfg.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match with.acquire_leader().await {
+            Ok(true) => break,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("with the token: {other:?}"),
+        }
+    }
+    cfg.token = None;
+    let without = ConsulDcs::new(cfg);
+    let e = without.write_cas(DcsKey::Config, "{}", None).await.expect_err("no token");
+    assert_eq!(e.kind, ErrorKind::Rejected, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_registration_tags_the_role() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let d = dcs(&url, "Halo_Cluster", "node1");
+    let reg = ServiceRegistration {
+        role: "primary".into(),
+        host: "127.0.0.1".into(),
+        port: 1921,
+        api_base: "http://127.0.0.1:8008".into(),
+        check_interval_s: 5,
+        extra_tags: vec!["dc1".into()],
+    };
+    d.register_service(&reg).await.expect("register");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp =
+        client.get(format!("{url}/v1/catalog/service/halo-cluster").parse().expect("uri")).await.expect("catalog");
+    use http_body_util::BodyExt as _;
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let list: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let svc = &list[0];
+    assert_eq!(svc["ServiceID"], "Halo_Cluster/node1");
+    assert_eq!(svc["ServicePort"], 1921);
+    let tags: Vec<&str> = svc["ServiceTags"].as_array().expect("tags").iter().filter_map(|t| t.as_str()).collect();
+    assert_eq!(tags, vec!["primary", "master", "dc1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_ca_and_client_certificate() {
+    let certs = servers::TestCerts::generate();
+    let https = servers::free_port();
+    let hcl = [
+        format!("ports {{ https = {https} }}"),
+        format!("ca_file = \"{}\"", certs.path("ca.pem").display()),
+        format!("cert_file = \"{}\"", certs.path("server.pem").display()),
+        format!("key_file = \"{}\"", certs.path("server-key.pem").display()),
+        "verify_incoming_https = true".to_owned(),
+    ];
+    let hcl: Vec<&str> = hcl.iter().map(String::as_str).collect();
+    let Some(_agent) = ConsulAgent::start("1s", &hcl) else { return };
+    assert!(servers::wait_for_port(https, Duration::from_secs(20)), "no https port");
+    let url = format!("https://localhost:{https}");
+    let client = shield_dcs_consul::tls_client(
+        &certs.read("ca.pem"),
+        Some((&certs.read("client.pem"), &certs.read("client-key.pem"))),
+    )
+    .expect("TLS client");
+    let mut cfg = ConsulConfig::new(&url, "tls", name("a"));
+    cfg.retry_timeout_ms = 3_000;
+    cfg.client = Some(client);
+    let d = ConsulDcs::new(cfg.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match d.acquire_leader().await {
+            Ok(true) => break,
+            other if Instant::now() < deadline => {
+                eprintln!("waiting for consul over TLS: {other:?}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            other => panic!("TLS: {other:?}"),
+        }
+    }
+    assert!(d.read().await.expect("read over TLS").is_leader(&name("a")));
+    // Without a client certificate the agent refuses the connection.
+    cfg.client = Some(shield_dcs_consul::tls_client(&certs.read("ca.pem"), None).expect("TLS client"));
+    assert!(ConsulDcs::new(cfg).read().await.is_err(), "a client without a certificate must be refused");
+}
