@@ -1,0 +1,738 @@
+//! The node's YAML config, with Patroni's keys, and environment overrides.
+//!
+//! A Patroni config file starts Shield unchanged: every key Patroni documents is accepted. Keys
+//! Shield does not act on (`log`, `ctl`, `citus`, ...) are accepted and ignored. Anything else is
+//! an error that names the key and the file. `PATRONI_*` environment variables override the file
+//! as Patroni defines them, and `SHIELD_*` variables of the same names override both.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+use shield_core::{DynamicConfig, MemberName, Tags, WatchdogMode};
+
+/// A config problem, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {problem}")]
+pub struct ConfigFileError {
+    /// The file.
+    pub file: String,
+    /// What is wrong, with the key.
+    pub problem: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+struct RawConfig {
+    scope: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    name: String,
+    restapi: RawRestApi,
+    #[serde(default)]
+    etcd3: Option<RawEtcd>,
+    #[serde(default)]
+    etcd: Option<RawEtcd>,
+    #[serde(default)]
+    consul: Option<RawConsul>,
+    #[serde(default)]
+    bootstrap: Option<RawBootstrap>,
+    postgresql: RawPostgresql,
+    #[serde(default)]
+    watchdog: Option<RawWatchdog>,
+    #[serde(default)]
+    tags: Option<BTreeMap<String, Value>>,
+    // Accepted for compatibility, not acted on.
+    #[serde(default)]
+    log: Option<Value>,
+    #[serde(default)]
+    ctl: Option<Value>,
+    #[serde(default)]
+    citus: Option<Value>,
+    // Other DCS kinds Patroni knows: accepted by the parser so the error can say "not supported".
+    #[serde(default)]
+    zookeeper: Option<Value>,
+    #[serde(default)]
+    exhibitor: Option<Value>,
+    #[serde(default)]
+    kubernetes: Option<Value>,
+    #[serde(default)]
+    raft: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+struct RawRestApi {
+    listen: String,
+    connect_address: String,
+    #[serde(default)]
+    authentication: Option<RawAuth>,
+    #[serde(default)]
+    certfile: Option<String>,
+    #[serde(default)]
+    keyfile: Option<String>,
+    #[serde(default)]
+    keyfile_password: Option<String>,
+    #[serde(default)]
+    cafile: Option<String>,
+    #[serde(default)]
+    ciphers: Option<String>,
+    #[serde(default)]
+    verify_client: Option<String>,
+    #[serde(default)]
+    allowlist: Option<Vec<String>>,
+    #[serde(default)]
+    allowlist_include_members: Option<bool>,
+    #[serde(default)]
+    http_extra_headers: Option<Value>,
+    #[serde(default)]
+    https_extra_headers: Option<Value>,
+    #[serde(default)]
+    request_queue_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+struct RawEtcd {
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    hosts: Option<Value>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    proxy: Option<String>,
+    #[serde(default)]
+    srv: Option<String>,
+    #[serde(default)]
+    srv_suffix: Option<String>,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    use_proxies: Option<bool>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    cacert: Option<String>,
+    #[serde(default)]
+    cert: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    key_password: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+struct RawConsul {
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    scheme: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    verify: Option<bool>,
+    #[serde(default)]
+    cacert: Option<String>,
+    #[serde(default)]
+    cert: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    dc: Option<String>,
+    #[serde(default)]
+    consistency: Option<String>,
+    #[serde(default)]
+    checks: Option<Vec<String>>,
+    #[serde(default)]
+    register_service: Option<bool>,
+    #[serde(default)]
+    service_tags: Option<Vec<String>>,
+    #[serde(default)]
+    service_check_interval: Option<Value>,
+    #[serde(default)]
+    service_check_tls_server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+struct RawBootstrap {
+    #[serde(default)]
+    dcs: Option<serde_json::Value>,
+    #[serde(default)]
+    initdb: Option<Vec<Value>>,
+    #[serde(default)]
+    pg_hba: Option<Vec<String>>,
+    #[serde(default)]
+    users: Option<Value>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    post_bootstrap: Option<String>,
+    #[serde(default)]
+    post_init: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+struct RawPgAuth {
+    #[serde(default)]
+    superuser: Option<RawUser>,
+    #[serde(default)]
+    replication: Option<RawUser>,
+    #[serde(default)]
+    rewind: Option<RawUser>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RawUser {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+struct RawPostgresql {
+    listen: String,
+    connect_address: String,
+    data_dir: String,
+    #[serde(default)]
+    proxy_address: Option<String>,
+    #[serde(default)]
+    config_dir: Option<String>,
+    #[serde(default)]
+    bin_dir: Option<String>,
+    #[serde(default)]
+    bin_name: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pgpass: Option<String>,
+    #[serde(default)]
+    authentication: Option<RawPgAuth>,
+    #[serde(default)]
+    parameters: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    pg_hba: Option<Vec<String>>,
+    #[serde(default)]
+    pg_ident: Option<Vec<String>>,
+    #[serde(default)]
+    callbacks: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    create_replica_methods: Option<Vec<String>>,
+    #[serde(default)]
+    basebackup: Option<Value>,
+    #[serde(default)]
+    use_pg_rewind: Option<bool>,
+    #[serde(default)]
+    remove_data_directory_on_rewind_failure: Option<bool>,
+    #[serde(default)]
+    remove_data_directory_on_diverged_timelines: Option<bool>,
+    #[serde(default)]
+    recovery_conf: Option<Value>,
+    #[serde(default)]
+    custom_conf: Option<String>,
+    #[serde(default)]
+    pg_ctl_timeout: Option<u64>,
+    #[serde(default)]
+    use_unix_socket: Option<bool>,
+    #[serde(default)]
+    use_unix_socket_repl: Option<bool>,
+    #[serde(default)]
+    pre_promote: Option<String>,
+    #[serde(default)]
+    before_stop: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+struct RawWatchdog {
+    #[serde(default)]
+    mode: Option<Value>,
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    safety_margin: Option<i64>,
+}
+
+/// A user and password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password (may be empty: trust or peer auth).
+    pub password: String,
+}
+
+/// Which DCS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DcsSettings {
+    /// etcd v3: endpoint URLs, auth, TLS file paths.
+    Etcd3 {
+        /// `http(s)://host:port` each.
+        endpoints: Vec<String>,
+        /// Username and password.
+        auth: Option<Credentials>,
+        /// `cacert`, `cert`, `key`.
+        tls: Option<(Option<PathBuf>, Option<PathBuf>, Option<PathBuf>)>,
+    },
+    /// Consul: URL, token, datacenter.
+    Consul {
+        /// The agent URL.
+        url: String,
+        /// ACL token.
+        token: Option<String>,
+        /// Datacenter.
+        dc: String,
+    },
+}
+
+/// The node's checked config.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Where it was read from.
+    pub file: PathBuf,
+    /// Cluster name.
+    pub scope: String,
+    /// DCS namespace.
+    pub namespace: String,
+    /// This member.
+    pub name: MemberName,
+    /// REST listen address.
+    pub api_listen: SocketAddr,
+    /// REST address published to peers (`host:port`).
+    pub api_connect: String,
+    /// Basic auth for unsafe REST methods.
+    pub api_auth: Option<Credentials>,
+    /// The DCS.
+    pub dcs: DcsSettings,
+    /// `bootstrap.dcs`.
+    pub bootstrap_dcs: DynamicConfig,
+    /// `bootstrap.initdb` as command-line options.
+    pub initdb_args: Vec<String>,
+    /// `bootstrap.pg_hba` (or `postgresql.pg_hba`).
+    pub pg_hba: Vec<String>,
+    /// PostgreSQL settings.
+    pub pg: PgSettings,
+    /// Watchdog mode.
+    pub watchdog: WatchdogMode,
+    /// Node tags.
+    pub tags: Tags,
+    /// Keys that were accepted for compatibility but are not acted on yet (logged at start-up).
+    pub ignored: Vec<String>,
+}
+
+/// PostgreSQL settings.
+#[derive(Clone, Debug)]
+pub struct PgSettings {
+    /// `listen`: host and port.
+    pub listen_host: String,
+    /// Port.
+    pub port: u16,
+    /// `connect_address`: published `host:port`.
+    pub connect_address: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Where the server binaries are.
+    pub bin_dir: PathBuf,
+    /// `.pgpass` file Shield writes.
+    pub pgpass: PathBuf,
+    /// Superuser.
+    pub superuser: Credentials,
+    /// Replication user.
+    pub replication: Credentials,
+    /// Rewind user (defaults to the superuser).
+    pub rewind: Credentials,
+    /// `postgresql.parameters`.
+    pub parameters: BTreeMap<String, String>,
+    /// `use_pg_rewind` (local wins over the DCS).
+    pub use_pg_rewind: Option<bool>,
+    /// `pg_ctl_timeout`, seconds.
+    pub pg_ctl_timeout_s: u64,
+}
+
+fn err(file: &Path, problem: impl Into<String>) -> ConfigFileError {
+    ConfigFileError { file: file.display().to_string(), problem: problem.into() }
+}
+
+/// Environment variables that override keys, Patroni's names with the `PATRONI_` prefix; each is
+/// also read with the `SHIELD_` prefix, which wins.
+const ENV_KEYS: &[(&str, &[&str])] = &[
+    ("NAME", &["name"]),
+    ("SCOPE", &["scope"]),
+    ("NAMESPACE", &["namespace"]),
+    ("RESTAPI_LISTEN", &["restapi", "listen"]),
+    ("RESTAPI_CONNECT_ADDRESS", &["restapi", "connect_address"]),
+    ("RESTAPI_USERNAME", &["restapi", "authentication", "username"]),
+    ("RESTAPI_PASSWORD", &["restapi", "authentication", "password"]),
+    ("POSTGRESQL_LISTEN", &["postgresql", "listen"]),
+    ("POSTGRESQL_CONNECT_ADDRESS", &["postgresql", "connect_address"]),
+    ("POSTGRESQL_DATA_DIR", &["postgresql", "data_dir"]),
+    ("POSTGRESQL_BIN_DIR", &["postgresql", "bin_dir"]),
+    ("POSTGRESQL_PGPASS", &["postgresql", "pgpass"]),
+    ("SUPERUSER_USERNAME", &["postgresql", "authentication", "superuser", "username"]),
+    ("SUPERUSER_PASSWORD", &["postgresql", "authentication", "superuser", "password"]),
+    ("REPLICATION_USERNAME", &["postgresql", "authentication", "replication", "username"]),
+    ("REPLICATION_PASSWORD", &["postgresql", "authentication", "replication", "password"]),
+    ("REWIND_USERNAME", &["postgresql", "authentication", "rewind", "username"]),
+    ("REWIND_PASSWORD", &["postgresql", "authentication", "rewind", "password"]),
+    ("ETCD3_HOSTS", &["etcd3", "hosts"]),
+    ("ETCD3_HOST", &["etcd3", "host"]),
+    ("ETCD3_PROTOCOL", &["etcd3", "protocol"]),
+    ("ETCD3_USERNAME", &["etcd3", "username"]),
+    ("ETCD3_PASSWORD", &["etcd3", "password"]),
+    ("ETCD3_CACERT", &["etcd3", "cacert"]),
+    ("ETCD3_CERT", &["etcd3", "cert"]),
+    ("ETCD3_KEY", &["etcd3", "key"]),
+    ("CONSUL_URL", &["consul", "url"]),
+    ("CONSUL_HOST", &["consul", "host"]),
+    ("CONSUL_TOKEN", &["consul", "token"]),
+    ("CONSUL_DC", &["consul", "dc"]),
+];
+
+fn set_path(root: &mut Value, path: &[&str], v: &str) {
+    let mut cur = root;
+    for (i, k) in path.iter().enumerate() {
+        if !cur.is_mapping() {
+            *cur = Value::Mapping(Default::default());
+        }
+        let Value::Mapping(m) = cur else { return };
+        let key = Value::String((*k).to_owned());
+        if i + 1 == path.len() {
+            m.insert(key, Value::String(v.to_owned()));
+            return;
+        }
+        cur = m.entry(key).or_insert(Value::Mapping(Default::default()));
+    }
+}
+
+impl NodeConfig {
+    /// Reads and checks a config file, applying environment overrides from `env`.
+    pub fn load(file: &Path, env: &BTreeMap<String, String>) -> Result<NodeConfig, ConfigFileError> {
+        let text = std::fs::read_to_string(file).map_err(|e| err(file, format!("cannot read: {e}")))?;
+        Self::parse(file, &text, env)
+    }
+
+    /// Parses config text (the file name is for messages).
+    pub fn parse(file: &Path, text: &str, env: &BTreeMap<String, String>) -> Result<NodeConfig, ConfigFileError> {
+        let mut root: Value = serde_yaml_ng::from_str(text).map_err(|e| err(file, format!("not valid YAML: {e}")))?;
+        if root.is_null() {
+            root = Value::Mapping(Default::default());
+        }
+        for prefix in ["PATRONI_", "SHIELD_"] {
+            for (suffix, path) in ENV_KEYS {
+                if let Some(v) = env.get(&format!("{prefix}{suffix}")) {
+                    set_path(&mut root, path, v);
+                }
+            }
+        }
+        let raw: RawConfig = serde_yaml_ng::from_value(root).map_err(|e| err(file, e.to_string()))?;
+        check(file, raw)
+    }
+}
+
+fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
+    for (k, v) in [
+        ("zookeeper", &raw.zookeeper),
+        ("exhibitor", &raw.exhibitor),
+        ("kubernetes", &raw.kubernetes),
+        ("raft", &raw.raft),
+    ] {
+        if v.is_some() {
+            return Err(err(file, format!("`{k}`: this DCS is not supported by Shield; use etcd3 or consul")));
+        }
+    }
+    let r = &raw.restapi;
+    for (k, set) in [
+        ("restapi.certfile", r.certfile.is_some()),
+        ("restapi.keyfile", r.keyfile.is_some()),
+        ("restapi.cafile", r.cafile.is_some()),
+        ("restapi.verify_client", r.verify_client.is_some()),
+        ("restapi.allowlist", r.allowlist.is_some()),
+    ] {
+        if set {
+            return Err(err(file, format!("`{k}`: REST API TLS and allowlists are not implemented in Shield yet")));
+        }
+    }
+    let mut ignored = Vec::new();
+    for (k, set) in [
+        ("log", raw.log.is_some()),
+        ("ctl", raw.ctl.is_some()),
+        ("citus", raw.citus.is_some()),
+        ("postgresql.callbacks", raw.postgresql.callbacks.is_some()),
+        ("postgresql.create_replica_methods", raw.postgresql.create_replica_methods.is_some()),
+        ("postgresql.recovery_conf", raw.postgresql.recovery_conf.is_some()),
+        ("postgresql.pre_promote", raw.postgresql.pre_promote.is_some()),
+        ("postgresql.before_stop", raw.postgresql.before_stop.is_some()),
+        ("bootstrap.users", raw.bootstrap.as_ref().is_some_and(|b| b.users.is_some())),
+        (
+            "bootstrap.post_bootstrap",
+            raw.bootstrap.as_ref().is_some_and(|b| b.post_bootstrap.is_some() || b.post_init.is_some()),
+        ),
+    ] {
+        if set {
+            ignored.push(k.to_owned());
+        }
+    }
+    let name = MemberName::new(raw.name.clone()).map_err(|e| err(file, format!("`name`: {e}")))?;
+    if raw.scope.trim().is_empty() || raw.scope.contains('/') {
+        return Err(err(file, format!("`scope`: {:?} is not a valid cluster name", raw.scope)));
+    }
+    let api_listen =
+        parse_listen(&raw.restapi.listen, 8008).map_err(|e| err(file, format!("`restapi.listen`: {e}")))?;
+    let api_auth = raw.restapi.authentication.map(|a| Credentials { username: a.username, password: a.password });
+    let dcs = dcs_settings(file, raw.etcd3.or(raw.etcd), raw.consul)?;
+    let bootstrap_dcs = match raw.bootstrap.as_ref().and_then(|b| b.dcs.clone()) {
+        None => DynamicConfig::default(),
+        Some(v) => DynamicConfig::from_json(v).map_err(|e| err(file, format!("`bootstrap.dcs`: {e}")))?,
+    };
+    let initdb_args = raw
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.initdb.clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|v| {
+            initdb_arg(v).ok_or_else(|| err(file, format!("`bootstrap.initdb`: cannot use {v:?} as an initdb option")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pg_hba = raw
+        .postgresql
+        .pg_hba
+        .clone()
+        .or_else(|| raw.bootstrap.as_ref().and_then(|b| b.pg_hba.clone()))
+        .unwrap_or_default();
+    let pg = pg_settings(file, raw.postgresql)?;
+    let watchdog = match raw.watchdog.as_ref().and_then(|w| w.mode.clone()) {
+        None => WatchdogMode::Automatic,
+        Some(Value::Bool(false)) => WatchdogMode::Off,
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "off" | "false" | "disable" => WatchdogMode::Off,
+            "automatic" | "auto" => WatchdogMode::Automatic,
+            "required" => WatchdogMode::Required,
+            other => return Err(err(file, format!("`watchdog.mode`: {other:?} is not off, automatic or required"))),
+        },
+        Some(v) => return Err(err(file, format!("`watchdog.mode`: {v:?} is not off, automatic or required"))),
+    };
+    let tags = raw.tags.map(|t| {
+        let j: serde_json::Map<String, serde_json::Value> =
+            t.into_iter().map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(serde_json::Value::Null))).collect();
+        Tags::from_json(&serde_json::Value::Object(j))
+    });
+    Ok(NodeConfig {
+        file: file.to_path_buf(),
+        scope: raw.scope,
+        namespace: raw.namespace.unwrap_or_else(|| "/service".to_owned()),
+        name,
+        api_listen,
+        api_connect: raw.restapi.connect_address,
+        api_auth,
+        dcs,
+        bootstrap_dcs,
+        initdb_args,
+        pg_hba,
+        pg,
+        watchdog,
+        tags: tags.unwrap_or_default(),
+        ignored,
+    })
+}
+
+fn parse_listen(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let with_port = if s.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        s.to_owned()
+    } else {
+        format!("{s}:{default_port}")
+    };
+    let with_host = if with_port.starts_with(':') { format!("0.0.0.0{with_port}") } else { with_port };
+    with_host.parse().map_err(|_| format!("{s:?} is not host:port with a numeric IP address"))
+}
+
+fn initdb_arg(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(format!("--{s}")),
+        Value::Mapping(m) if m.len() == 1 => {
+            let (k, v) = m.iter().next()?;
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some(format!("--{}={v}", k.as_str()?))
+        }
+        _ => None,
+    }
+}
+
+fn hosts_list(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::String(s) => Some(s.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect()),
+        Value::Sequence(items) => items.iter().map(|i| i.as_str().map(str::to_owned)).collect(),
+        _ => None,
+    }
+}
+
+fn dcs_settings(file: &Path, etcd: Option<RawEtcd>, consul: Option<RawConsul>) -> Result<DcsSettings, ConfigFileError> {
+    match (etcd, consul) {
+        (Some(_), Some(_)) => Err(err(file, "both `etcd3` and `consul` are set; configure exactly one DCS")),
+        (None, None) => Err(err(file, "no DCS configured: add an `etcd3` (or `consul`) section")),
+        (Some(e), None) => {
+            let protocol =
+                e.protocol.clone().unwrap_or_else(|| if e.cacert.is_some() { "https".into() } else { "http".into() });
+            if protocol != "http" && protocol != "https" {
+                return Err(err(file, format!("`etcd3.protocol`: {protocol:?} is not http or https")));
+            }
+            let hosts = match (&e.hosts, &e.host, &e.url) {
+                (Some(h), _, _) => hosts_list(h)
+                    .ok_or_else(|| err(file, "`etcd3.hosts`: expected a list or a comma-separated string"))?,
+                (None, Some(h), _) => vec![h.clone()],
+                (None, None, Some(u)) => vec![u.clone()],
+                _ => return Err(err(file, "`etcd3`: set `hosts`, `host` or `url`")),
+            };
+            if e.srv.is_some() || e.proxy.is_some() {
+                return Err(err(file, "`etcd3.srv`/`etcd3.proxy`: not supported by Shield; list the hosts"));
+            }
+            let endpoints =
+                hosts.iter().map(|h| if h.contains("://") { h.clone() } else { format!("{protocol}://{h}") }).collect();
+            let auth = match (e.username, e.password) {
+                (Some(u), p) => Some(Credentials { username: u, password: p.unwrap_or_default() }),
+                (None, Some(_)) => return Err(err(file, "`etcd3.password` without `etcd3.username`")),
+                (None, None) => None,
+            };
+            let tls = (e.cacert.is_some() || e.cert.is_some())
+                .then(|| (e.cacert.map(PathBuf::from), e.cert.map(PathBuf::from), e.key.map(PathBuf::from)));
+            Ok(DcsSettings::Etcd3 { endpoints, auth, tls })
+        }
+        (None, Some(c)) => {
+            let url = match (c.url, c.host) {
+                (Some(u), _) => u,
+                (None, Some(h)) => {
+                    let scheme = c.scheme.unwrap_or_else(|| "http".into());
+                    if h.contains(':') {
+                        format!("{scheme}://{h}")
+                    } else {
+                        format!("{scheme}://{h}:{}", c.port.unwrap_or(8500))
+                    }
+                }
+                (None, None) => "http://127.0.0.1:8500".to_owned(),
+            };
+            Ok(DcsSettings::Consul { url, token: c.token, dc: c.dc.unwrap_or_default() })
+        }
+    }
+}
+
+fn user(file: &Path, which: &str, u: Option<RawUser>, default_name: &str) -> Result<Credentials, ConfigFileError> {
+    let u = u.unwrap_or(RawUser { username: None, password: None, other: BTreeMap::new() });
+    let allowed = [
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "gssencmode",
+        "channel_binding",
+    ];
+    if let Some(k) = u.other.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(err(file, format!("`postgresql.authentication.{which}.{k}`: unknown key")));
+    }
+    Ok(Credentials {
+        username: u.username.unwrap_or_else(|| default_name.to_owned()),
+        password: u.password.unwrap_or_default(),
+    })
+}
+
+fn pg_settings(file: &Path, p: RawPostgresql) -> Result<PgSettings, ConfigFileError> {
+    let listen_host;
+    let port;
+    {
+        let first = p.listen.split(',').next().unwrap_or_default().trim().to_owned();
+        let (h, pt) = first.rsplit_once(':').unwrap_or((first.as_str(), "5432"));
+        port = pt.parse::<u16>().map_err(|_| err(file, format!("`postgresql.listen`: {pt:?} is not a port")))?;
+        listen_host = if h.is_empty() { "*".to_owned() } else { h.to_owned() };
+    }
+    let bin_dir = match p.bin_dir {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from("/usr/lib/postgresql/15/bin"),
+    };
+    let auth = p.authentication.unwrap_or(RawPgAuth { superuser: None, replication: None, rewind: None });
+    let superuser = user(file, "superuser", auth.superuser, "postgres")?;
+    let replication = user(file, "replication", auth.replication, "replicator")?;
+    let rewind = match auth.rewind {
+        Some(r) => user(file, "rewind", Some(r), &superuser.username)?,
+        None => superuser.clone(),
+    };
+    let parameters = p
+        .parameters
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => {
+                    if b {
+                        "on".into()
+                    } else {
+                        "off".into()
+                    }
+                }
+                other => return Err(err(file, format!("`postgresql.parameters.{k}`: {other:?} is not a scalar"))),
+            };
+            Ok((k, s))
+        })
+        .collect::<Result<_, _>>()?;
+    let data_dir = PathBuf::from(&p.data_dir);
+    let pgpass = p.pgpass.map(PathBuf::from).unwrap_or_else(|| {
+        data_dir
+            .parent()
+            .unwrap_or(Path::new("/tmp"))
+            .join(format!("pgpass-{}", data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("shield")))
+    });
+    Ok(PgSettings {
+        listen_host,
+        port,
+        connect_address: p.connect_address,
+        data_dir,
+        bin_dir,
+        pgpass,
+        superuser,
+        replication,
+        rewind,
+        parameters,
+        use_pg_rewind: p.use_pg_rewind,
+        pg_ctl_timeout_s: p.pg_ctl_timeout.unwrap_or(60),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+use super::*;
+
+/// Patroni's own sample config (postgres0.yml), trimmed only of comments.
+const PATRONI: &str = r#"
+scope: batman
+namespace: /service/
+name: postgresql0
+restapi:
+  listen: 127.0.0.1:8008
+  connect_address: 127.0.0.1:8008
+  authentication:
+    username: username
+    password: password
+ctl:
+  insecure: false
+etcd3:
+  host: 127.0.0.1:2379
+bootstrap:
+  dcs:
+    ttl: 30
+    loop_wait: 10
+    retry_timeout: 10
+    maximum_lag_on_failover: 1048576
+    postgresql:
+      use_pg_rewind: true
+      parameters:
+        max_connections: 100
+  initdb:
+  - encoding: UTF8
+  - data-checksums
+  pg_hba:
+  - host replication replicator 127.0.0.1/32 md5
+  - host all all 0.0.0.0/0 md5
+postgresql:
+  listen: 127.0.0.1:5432
+  connect_address: 127.0.0.1:5432
+  data_dir: data/postgresql0
+  pgpass: /tmp/pgpass0
+  authentication:
+    replication:
+      username: replicator
+      password: rep-pass
+    superuser:
+      username: postgres
+      password: zalando
+    rewind:
+      username: rewind_user
+      password: rewind_password
+  parameters:
+    unix_socket_directories: '..'
+watchdog:
+  mode: off
+tags:
+  noloadbalance: false
+  clonefrom: false
+  nosync: false
+log:
+  level: INFO
+"#;
+
+fn parse(text: &str) -> Result<NodeConfig, ConfigFileError> {
+    NodeConfig::parse(Path::new("postgres0.yml"), text, &BTreeMap::new())
+}
+
+#[test]
+fn patronis_sample_config_is_accepted_unchanged() {
+    let c = parse(PATRONI).expect("valid");
+    assert_eq!(c.scope, "batman");
+    assert_eq!(c.name.as_str(), "postgresql0");
+    assert_eq!(c.api_listen, "127.0.0.1:8008".parse().expect("addr"));
+    assert_eq!(c.dcs, DcsSettings::Etcd3 { endpoints: vec!["http://127.0.0.1:2379".into()], auth: None, tls: None });
+    assert_eq!(c.bootstrap_dcs.timing.ttl_ms, 30_000);
+    assert!(c.bootstrap_dcs.postgresql.use_pg_rewind);
+    assert_eq!(c.initdb_args, vec!["--encoding=UTF8", "--data-checksums"]);
+    assert_eq!(c.pg.port, 5432);
+    assert_eq!(c.pg.rewind.username, "rewind_user");
+    assert_eq!(c.pg.parameters["unix_socket_directories"], "..");
+    assert_eq!(c.watchdog, WatchdogMode::Off);
+    assert_eq!(c.pg_hba.len(), 2);
+}
+
+#[test]
+fn halo_style_config_with_hosts_list_custom_port_and_bin_dir() {
+    let text = PATRONI
+        .replace("  host: 127.0.0.1:2379", "  hosts:\n  - 10.16.16.155:2379\n  - 10.16.16.156:2379")
+        .replace("listen: 127.0.0.1:5432", "listen: 0.0.0.0:1921")
+        .replace(
+            "  data_dir: data/postgresql0",
+            "  data_dir: /u01/app/halo/data\n  bin_dir: /u01/app/halo/product/dbms/14/bin",
+        );
+    let c = parse(&text).expect("valid");
+    assert_eq!(c.pg.port, 1921);
+    assert_eq!(c.pg.bin_dir, PathBuf::from("/u01/app/halo/product/dbms/14/bin"));
+    let DcsSettings::Etcd3 { endpoints, .. } = &c.dcs else { panic!("etcd3") };
+    assert_eq!(endpoints, &vec!["http://10.16.16.155:2379".to_owned(), "http://10.16.16.156:2379".to_owned()]);
+}
+
+#[test]
+fn unknown_and_invalid_keys_name_the_key_and_the_file() {
+    let e = parse(&PATRONI.replace("scope: batman", "scope: batman\nscoop: 1")).expect_err("unknown key");
+    assert!(e.to_string().starts_with("postgres0.yml: "), "{e}");
+    assert!(e.to_string().contains("scoop"), "{e}");
+    let e =
+        parse(&PATRONI.replace("  pgpass: /tmp/pgpass0", "  pgpass: /tmp/pgpass0\n  data_dri: x")).expect_err("typo");
+    assert!(e.to_string().contains("data_dri"), "{e}");
+    let e = parse(&PATRONI.replace("ttl: 30", "ttl: soon")).expect_err("bad ttl");
+    assert!(e.to_string().contains("bootstrap.dcs") && e.to_string().contains("ttl"), "{e}");
+    let e = parse(&PATRONI.replace("listen: 127.0.0.1:5432", "listen: 127.0.0.1:port")).expect_err("bad port");
+    assert!(e.to_string().contains("postgresql.listen"), "{e}");
+    let e = parse(&PATRONI.replace("  mode: off", "  mode: sometimes")).expect_err("bad mode");
+    assert!(e.to_string().contains("watchdog.mode"), "{e}");
+    let e = parse(&PATRONI.replace("etcd3:", "zookeeper:\n  hosts: [a]\netcd3:")).expect_err("zk");
+    assert!(e.to_string().contains("zookeeper"), "{e}");
+    let e = parse("scope: [").expect_err("yaml");
+    assert!(e.to_string().contains("not valid YAML"), "{e}");
+    let e = parse(&PATRONI.replace("name: postgresql0", "name: a/b")).expect_err("name");
+    assert!(e.to_string().contains("`name`"), "{e}");
+}
+
+#[test]
+fn environment_overrides_patroni_then_shield() {
+    let env: BTreeMap<String, String> = [
+        ("PATRONI_NAME", "from-patroni"),
+        ("PATRONI_POSTGRESQL_LISTEN", "127.0.0.1:6000"),
+        ("SHIELD_NAME", "from-shield"),
+        ("PATRONI_ETCD3_HOSTS", "a:2379,b:2379"),
+        ("PATRONI_SUPERUSER_PASSWORD", "pw"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let c = NodeConfig::parse(Path::new("x.yml"), PATRONI, &env).expect("valid");
+    assert_eq!(c.name.as_str(), "from-shield");
+    assert_eq!(c.pg.port, 6000);
+    assert_eq!(c.pg.superuser.password, "pw");
+    let DcsSettings::Etcd3 { endpoints, .. } = &c.dcs else { panic!("etcd3") };
+    assert_eq!(endpoints.len(), 2);
+}
