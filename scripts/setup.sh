@@ -57,6 +57,15 @@ fi
 SHIELD_PG_BINDIR="$(pg_bindir)"
 export SHIELD_PG_BINDIR
 
+# ---- an unprivileged user for the database ------------------------------------------------
+# initdb and postgres refuse to run as root, and so does shield: when the tests run as root, the
+# nodes they start run as this user.
+export SHIELD_TEST_USER="${SHIELD_TEST_USER:-shieldtest}"
+if [ "$(id -u)" = 0 ] && ! id "$SHIELD_TEST_USER" >/dev/null 2>&1; then
+    say "creating the unprivileged user $SHIELD_TEST_USER"
+    useradd --system --create-home --shell /usr/sbin/nologin "$SHIELD_TEST_USER"
+fi
+
 # ---- etcd and Consul from other Debian releases ---------------------------------------------
 servers="$SHIELD_CACHE/servers"
 mirror_uri() {

@@ -1,6 +1,13 @@
 //! shield-bin: the `shield` daemon and the `shieldctl` CLI, with the PostgreSQL backend.
 //!
-//! The daemon is wiring around [`shield_core::decide`]: [`config`] reads the node's YAML, the
-//! backends implement shield-core's ports, and the driver runs observe → decide → act.
+//! The daemon is wiring around [`shield_core::decide`]: [`config`] reads the node's YAML, [`pg`]
+//! implements the database port, [`driver`] runs observe → decide → act, [`api`] serves
+//! Patroni's REST endpoints, and [`journal`] records every decision for replay.
 
+pub mod api;
 pub mod config;
+pub mod daemon;
+pub mod driver;
+pub mod http;
+pub mod journal;
+pub mod pg;

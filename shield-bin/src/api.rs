@@ -1,0 +1,421 @@
+//! The REST API (axum), with Patroni's paths and status codes for health checks, the status JSON
+//! peers read in the leader race, and the switchover/failover requests.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use shield_core::cluster::{ClusterView, FailoverRequest, MemberRole};
+use shield_core::ports::{Dcs, DcsKey};
+use shield_core::{DbProcess, DbStatus, MemberName, Revision};
+
+use crate::config::Credentials;
+
+/// What the API reports; the driver replaces it every cycle.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The last cluster view read.
+    pub cluster: ClusterView,
+    /// The local database.
+    pub db: Option<DbStatus>,
+    /// We hold the leader key (per the last cycle, and the lease is unexpired).
+    pub holds_lock: bool,
+    /// Maintenance mode.
+    pub paused: bool,
+    /// The last decision's reason.
+    pub reason: String,
+    /// When the last cycle ran.
+    pub last_cycle: Option<Instant>,
+    /// Lag limit for `/replica?lag=` defaults (unused) and ttl for liveness.
+    pub ttl: Duration,
+    /// Tags.
+    pub tags: Value,
+}
+
+/// Shared API state.
+pub struct ApiState {
+    /// The snapshot.
+    pub snap: Mutex<Snapshot>,
+    /// This member.
+    pub name: MemberName,
+    /// The cluster.
+    pub scope: String,
+    /// Basic auth for unsafe methods.
+    pub auth: Option<Credentials>,
+    /// For switchover/failover requests.
+    pub dcs: Arc<dyn Dcs>,
+    /// Wakes the loop (after a request is written).
+    pub wake: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").field("name", &self.name).finish()
+    }
+}
+
+type Shared = Arc<ApiState>;
+
+/// An early answer from a request helper (boxed: a `Response` is large).
+type Reject = Box<Response>;
+
+/// The router.
+pub fn router(state: Shared) -> Router {
+    let health = |p: &'static str| (p, any(move |s, q, m| health(s, q, m, p)));
+    let mut r = Router::new();
+    for (path, h) in [
+        health("/"),
+        health("/primary"),
+        health("/master"),
+        health("/read-write"),
+        health("/leader"),
+        health("/standby-leader"),
+        health("/standby_leader"),
+        health("/replica"),
+        health("/read-only"),
+        health("/health"),
+        health("/liveness"),
+        health("/readiness"),
+        health("/sync"),
+        health("/synchronous"),
+        health("/async"),
+        health("/asynchronous"),
+    ] {
+        r = r.route(path, h);
+    }
+    r.route("/patroni", get(patroni))
+        .route("/cluster", get(cluster))
+        .route("/history", get(history))
+        .route("/config", get(config))
+        .route("/switchover", post(switchover))
+        .route("/failover", post(failover))
+        .with_state(state)
+}
+
+fn role_str(db: Option<&DbStatus>) -> &'static str {
+    match db.map(|d| d.process) {
+        Some(DbProcess::Running { in_recovery: false }) => "primary",
+        Some(DbProcess::Running { in_recovery: true }) => "replica",
+        _ => "replica",
+    }
+}
+
+fn state_str(db: Option<&DbStatus>) -> &'static str {
+    match db.map(|d| d.process) {
+        Some(DbProcess::Running { .. }) => "running",
+        Some(DbProcess::Starting) => "starting",
+        Some(DbProcess::Crashed) => "crashed",
+        Some(DbProcess::Stopped) => "stopped",
+        _ => "unknown",
+    }
+}
+
+/// The status JSON (`GET /patroni`, and the body of every health answer).
+fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
+    let db = snap.db.as_ref();
+    let mut v = json!({
+        "state": state_str(db),
+        "role": role_str(db),
+        "patroni": {"version": env!("CARGO_PKG_VERSION"), "scope": s.scope, "name": s.name.as_str(), "shield": true},
+        "tags": snap.tags,
+        "cluster_unlocked": snap.cluster.leader.is_none(),
+        "pause": snap.paused,
+        "reason": snap.reason,
+    });
+    if let Some(db) = db {
+        if let Some(t) = db.timeline {
+            v["timeline"] = json!(t.0);
+        }
+        if let Some(id) = db.system_id() {
+            v["database_system_identifier"] = json!(id.to_string());
+        }
+        if role_str(Some(db)) == "primary" {
+            v["xlog"] = json!({"location": db.write_lsn.map(|l| l.0)});
+        } else {
+            v["xlog"] = json!({"received_location": db.received_lsn.map(|l| l.0), "replayed_location": db.replayed_lsn.map(|l| l.0)});
+            if db.streaming {
+                v["replication_state"] = json!("streaming");
+            }
+        }
+    }
+    v
+}
+
+/// Parses `lag=` values: bytes, or with kB/MB/GB units.
+fn parse_lag(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.find(|c: char| !c.is_ascii_digit()) {
+        None => (s, 1),
+        Some(i) => {
+            let unit = s[i..].trim().to_ascii_lowercase();
+            let m = match unit.as_str() {
+                "b" => 1,
+                "kb" => 1024,
+                "mb" => 1024 * 1024,
+                "gb" => 1024 * 1024 * 1024,
+                "tb" => 1024u64.pow(4),
+                _ => return None,
+            };
+            (&s[..i], m)
+        }
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+async fn health(
+    State(s): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+    method: Method,
+    path: &'static str,
+) -> Response {
+    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let db = snap.db.as_ref();
+    let running = matches!(db.map(|d| d.process), Some(DbProcess::Running { .. }));
+    let primary = snap.holds_lock && role_str(db) == "primary";
+    let replica_ok = || -> bool {
+        if !(running && role_str(db) == "replica") {
+            return false;
+        }
+        if snap.tags.get("noloadbalance").is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true")) {
+            return false;
+        }
+        if let Some(lag) = q.get("lag") {
+            let Some(max) = parse_lag(lag) else { return false };
+            let mine = db.and_then(|d| d.replayed_lsn.or(d.received_lsn)).map_or(0, |l| l.0);
+            let optime = snap.cluster.optime().map_or(0, |l| l.0);
+            if optime.saturating_sub(mine) > max {
+                return false;
+            }
+        }
+        q.iter().filter_map(|(k, v)| k.strip_prefix("tag_").map(|t| (t, v))).all(|(t, want)| {
+            snap.tags.get(t).is_some_and(|have| match have {
+                Value::String(h) => h == want,
+                other => other.to_string().eq_ignore_ascii_case(want),
+            })
+        })
+    };
+    let in_sync = snap.cluster.sync.as_ref().is_some_and(|x| x.sync_standby.contains(&s.name));
+    let ok = match path {
+        "/" | "/primary" | "/master" | "/read-write" => primary,
+        "/leader" => snap.holds_lock,
+        "/standby-leader" | "/standby_leader" => false,
+        "/replica" => replica_ok(),
+        "/read-only" => primary || replica_ok(),
+        "/health" => running,
+        "/liveness" => snap.paused || snap.last_cycle.is_some_and(|t| t.elapsed() < snap.ttl * 2),
+        "/readiness" => snap.holds_lock || running,
+        "/sync" | "/synchronous" => running && in_sync && role_str(db) == "replica",
+        "/async" | "/asynchronous" => running && !in_sync && role_str(db) == "replica",
+        _ => false,
+    };
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    if method == Method::HEAD || method == Method::OPTIONS || path == "/liveness" || path == "/readiness" {
+        return code.into_response();
+    }
+    (code, Json(status_json(&s, &snap))).into_response()
+}
+
+async fn patroni(State(s): State<Shared>) -> Response {
+    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    Json(status_json(&s, &snap)).into_response()
+}
+
+async fn cluster(State(s): State<Shared>) -> Response {
+    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let v = &snap.cluster;
+    let members: Vec<Value> = v
+        .members
+        .values()
+        .map(|m| {
+            let role = if v.is_leader(&m.name) {
+                "leader"
+            } else if m.data.role == MemberRole::Primary {
+                "primary"
+            } else {
+                "replica"
+            };
+            let lag = match (v.optime(), m.data.xlog_location) {
+                (Some(o), Some(x)) if !v.is_leader(&m.name) => json!(o.bytes_after(x)),
+                _ => Value::Null,
+            };
+            let (host, port) = m.data.conn_url.as_deref().and_then(crate::pg::host_port).unwrap_or_default();
+            json!({"name": m.name.as_str(), "role": role, "state": m.data.state, "api_url": m.data.api_url,
+                   "host": host, "port": port, "timeline": m.data.timeline.map(|t| t.0), "lag": lag,
+                   "tags": m.data.tags.to_json()})
+        })
+        .collect();
+    let mut out = json!({"members": members, "scope": s.scope});
+    if snap.paused {
+        out["pause"] = json!(true);
+    }
+    if let Some(f) = &v.failover {
+        if let Some((_, at)) = &f.scheduled_at {
+            out["scheduled_switchover"] = json!({"at": at, "from": f.leader.as_ref().map(MemberName::as_str), "to": f.member.as_ref().map(MemberName::as_str)});
+        }
+    }
+    Json(out).into_response()
+}
+
+async fn history(State(s): State<Shared>) -> Response {
+    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    Json(Value::Array(snap.cluster.history.iter().map(|h| h.to_json()).collect())).into_response()
+}
+
+async fn config(State(s): State<Shared>) -> Response {
+    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    match &snap.cluster.config {
+        Some((c, _)) => Json(c.to_json()).into_response(),
+        None => (StatusCode::BAD_GATEWAY, "config is not set in the DCS").into_response(),
+    }
+}
+
+fn authorized(s: &ApiState, headers: &HeaderMap) -> Result<(), Reject> {
+    use base64::Engine as _;
+    let Some(want) = &s.auth else { return Ok(()) };
+    let got = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    if got.as_deref() == Some(&format!("{}:{}", want.username, want.password)) {
+        Ok(())
+    } else {
+        let r =
+            (StatusCode::UNAUTHORIZED, [("WWW-Authenticate", "Basic realm=\"Patroni\"")], "no auth header received");
+        Err(Box::new(r.into_response()))
+    }
+}
+
+fn text(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, msg.into()).into_response()
+}
+
+fn parse_body(body: &str) -> Result<serde_json::Map<String, Value>, Reject> {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Box::new(text(StatusCode::BAD_REQUEST, "the body must be a JSON object"))),
+        Err(e) => Err(Box::new(text(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))),
+    }
+}
+
+fn name_field(m: &serde_json::Map<String, Value>, k: &str) -> Result<Option<MemberName>, Reject> {
+    let bad = |msg: String| Box::new(text(StatusCode::BAD_REQUEST, msg));
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => MemberName::new(s.clone()).map(Some).map_err(|e| bad(format!("`{k}`: {e}"))),
+        Some(other) => Err(bad(format!("`{k}` must be a string, not {other}"))),
+    }
+}
+
+async fn switchover(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    manual(s, headers, body, false).await
+}
+
+async fn failover(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    manual(s, headers, body, true).await
+}
+
+async fn manual(s: Shared, headers: HeaderMap, body: String, failover: bool) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let m = match parse_body(&body) {
+        Ok(m) => m,
+        Err(r) => return *r,
+    };
+    let (leader, candidate) = match (name_field(&m, "leader"), name_field(&m, "candidate")) {
+        (Ok(l), Ok(c)) => (l, c),
+        (Err(r), _) | (_, Err(r)) => return *r,
+    };
+    let scheduled = match m.get("scheduled_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => match shield_core::cluster::parse_timestamp_ms(t) {
+            Ok(ms) => Some((ms, t.clone())),
+            Err(e) => return text(StatusCode::UNPROCESSABLE_ENTITY, e),
+        },
+        Some(other) => return text(StatusCode::BAD_REQUEST, format!("`scheduled_at` must be a string, not {other}")),
+    };
+    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let view = &snap.cluster;
+    if failover && candidate.is_none() {
+        return text(StatusCode::BAD_REQUEST, "Failover could be performed only to a specific candidate");
+    }
+    if failover && scheduled.is_some() {
+        return text(StatusCode::BAD_REQUEST, "Failover can't be scheduled");
+    }
+    if !failover && leader.is_none() {
+        return text(StatusCode::BAD_REQUEST, "Switchover could be performed only from a specific leader");
+    }
+    if leader.is_some() && leader.as_ref() != view.leader_name() {
+        return text(StatusCode::PRECONDITION_FAILED, "leader name does not match");
+    }
+    if let Some(c) = &candidate {
+        if Some(c) == view.leader_name() {
+            return text(StatusCode::BAD_REQUEST, "candidate is already the leader");
+        }
+        if !view.members.get(c).is_some_and(|m| m.data.state == "running" && m.data.tags.can_promote()) {
+            return text(
+                StatusCode::PRECONDITION_FAILED,
+                format!("candidate {c} is not a running member that may be promoted"),
+            );
+        }
+    }
+    if snap.paused && candidate.is_none() {
+        return text(StatusCode::BAD_REQUEST, "Switchover is possible only to a specific candidate in a paused state");
+    }
+    let req = FailoverRequest {
+        leader: leader.clone(),
+        member: candidate.clone(),
+        scheduled_at: scheduled.clone(),
+        revision: Revision(0),
+    };
+    let value = req.to_json().to_string();
+    if let Err(e) = s.dcs.write_cas(DcsKey::Failover, &value, view.failover_revision).await {
+        return text(StatusCode::SERVICE_UNAVAILABLE, format!("failed to write the request to the DCS: {e}"));
+    }
+    s.wake.notify_one();
+    if let Some((_, at)) = scheduled {
+        return text(StatusCode::ACCEPTED, format!("Switchover scheduled at: {at}"));
+    }
+    // Wait for the new leader, as Patroni does (bounded).
+    let old = view.leader_name().cloned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(v) = s.dcs.read().await {
+            match (v.leader_name(), &candidate) {
+                (Some(l), Some(c)) if l == c => {
+                    let verb = if failover { "failed over" } else { "switched over" };
+                    return text(StatusCode::OK, format!("Successfully {verb} to \"{c}\""));
+                }
+                (Some(l), None) if Some(l) != old.as_ref() => {
+                    return text(StatusCode::OK, format!("Successfully switched over to \"{l}\""));
+                }
+                _ => {}
+            }
+        }
+    }
+    text(StatusCode::SERVICE_UNAVAILABLE, "Switchover status unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_values_parse_like_patronis() {
+        assert_eq!(parse_lag("1024"), Some(1024));
+        assert_eq!(parse_lag("16kB"), Some(16 * 1024));
+        assert_eq!(parse_lag("64MB"), Some(64 << 20));
+        assert_eq!(parse_lag("1GB"), Some(1 << 30));
+        assert_eq!(parse_lag("1 parsec"), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! Wiring: builds the backends from a [`NodeConfig`] and runs the loop, the REST API and the
+//! signal handlers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use shield_core::cluster::ClusterView;
+use shield_core::ports::Dcs;
+use shield_core::{NodeSettings, NodeState};
+use shield_dcs_consul::{ConsulConfig, ConsulDcs};
+use shield_dcs_etcd::{EtcdConfig, EtcdDcs, EtcdTls};
+use tokio::sync::watch;
+
+use crate::api::{ApiState, Snapshot};
+use crate::config::{DcsSettings, NodeConfig};
+use crate::driver::Driver;
+use crate::journal::Journal;
+use crate::pg::Postgres;
+
+/// Builds the DCS client the config names.
+pub fn build_dcs(cfg: &NodeConfig) -> Result<Arc<dyn Dcs>, String> {
+    let t = &cfg.bootstrap_dcs.timing;
+    match &cfg.dcs {
+        DcsSettings::Etcd3 { endpoints, auth, tls } => {
+            let mut e = EtcdConfig::new(endpoints.clone(), &cfg.scope, cfg.name.clone());
+            e.namespace = cfg.namespace.clone();
+            e.ttl_ms = t.ttl_ms;
+            e.retry_timeout_ms = t.retry_timeout_ms;
+            e.auth = auth.as_ref().map(|a| (a.username.clone(), a.password.clone()));
+            if let Some((ca, cert, key)) = tls {
+                let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+                let ca_pem = ca.as_ref().map(read).transpose()?;
+                let client = match (cert, key) {
+                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                    (None, None) => None,
+                    _ => return Err("etcd3: `cert` and `key` must be given together".into()),
+                };
+                e.tls = Some(EtcdTls { ca_pem, client_cert_key_pem: client, domain: None });
+            }
+            Ok(Arc::new(EtcdDcs::new(e)))
+        }
+        DcsSettings::Consul { url, token, dc } => {
+            let mut c = ConsulConfig::new(url, &cfg.scope, cfg.name.clone());
+            c.namespace = cfg.namespace.clone();
+            c.ttl_ms = t.ttl_ms;
+            c.retry_timeout_ms = t.retry_timeout_ms;
+            c.token = token.clone();
+            c.dc = dc.clone();
+            Ok(Arc::new(ConsulDcs::new(c)))
+        }
+    }
+}
+
+/// Runs the node until SIGTERM/SIGINT finishes an orderly shutdown.
+pub async fn run(cfg: NodeConfig) -> Result<(), String> {
+    for k in &cfg.ignored {
+        tracing::warn!(key = %k, "accepted for compatibility, not acted on by Shield yet");
+    }
+    let dcs = build_dcs(&cfg)?;
+    let cluster = Arc::new(Mutex::new(ClusterView::default()));
+    let params = Arc::new(Mutex::new(BTreeMap::new()));
+    let db = Arc::new(Postgres::new(
+        cfg.pg.clone(),
+        &cfg.scope,
+        cfg.name.clone(),
+        cfg.pg_hba.clone(),
+        cfg.initdb_args.clone(),
+        cluster.clone(),
+        params.clone(),
+    ));
+    if !cfg.pg.bin_dir.join("postgres").is_file() {
+        return Err(format!(
+            "{}: `postgresql.bin_dir`: no postgres binary in {}",
+            cfg.file.display(),
+            cfg.pg.bin_dir.display()
+        ));
+    }
+    let mut settings = NodeSettings::new(cfg.name.clone());
+    settings.tags = cfg.tags.clone();
+    settings.conn_url = Some(format!("postgres://{}/postgres", cfg.pg.connect_address));
+    settings.api_url = Some(format!("http://{}/patroni", cfg.api_connect));
+    settings.bootstrap_config = cfg.bootstrap_dcs.clone();
+    settings.watchdog = shield_core::WatchdogMode::Off;
+    if cfg.watchdog != shield_core::WatchdogMode::Off {
+        tracing::warn!("watchdog: no watchdog backend yet; running without one");
+    }
+    let api = Arc::new(ApiState {
+        snap: Mutex::new(Snapshot::default()),
+        name: cfg.name.clone(),
+        scope: cfg.scope.clone(),
+        auth: cfg.api_auth.clone(),
+        dcs: dcs.clone(),
+        wake: tokio::sync::Notify::new(),
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.api_listen)
+        .await
+        .map_err(|e| format!("`restapi.listen` {}: {e}", cfg.api_listen))?;
+    let app = crate::api::router(api.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "REST API stopped");
+        }
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(signals(stop_tx));
+    let journal_path = cfg.pg.data_dir.with_extension("journal.jsonl");
+    let journal = match Journal::open(&journal_path) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            tracing::warn!(path = %journal_path.display(), error = %e, "cannot open the decision journal; running without it");
+            None
+        }
+    };
+    let driver = Driver {
+        dcs,
+        db,
+        data_dir: cfg.pg.data_dir.clone(),
+        cluster,
+        dcs_parameters: params,
+        api,
+        journal,
+        state: NodeState::new(settings),
+        shutdown: stop_rx,
+    };
+    driver.run().await;
+    Ok(())
+}
+
+async fn signals(stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: orderly shutdown"); let _ = stop.send(true); }
+            _ = int.recv() => { tracing::info!("SIGINT: orderly shutdown"); let _ = stop.send(true); }
+            _ = hup.recv() => { tracing::warn!("SIGHUP: configuration reload is not implemented yet; restart the node to apply changes"); }
+        }
+    }
+}

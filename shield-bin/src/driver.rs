@@ -1,0 +1,392 @@
+//! The daemon's loop: observe → decide → act. The only `match action` in the binary.
+//!
+//! Long database tasks run in the background and report back through a channel, so lease renewal
+//! never queues behind a pg_basebackup. A fence guard task stops a writable database at the
+//! decision's `fence_at` even while the loop is blocked in a slow call.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shield_core::action::{Action, DbTask, StartAs, StopMode};
+use shield_core::cluster::{ClusterView, Status};
+use shield_core::observation::{DataDir, DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport};
+use shield_core::ports::{Database, Dcs, DcsKey, ErrorKind, PortError};
+use shield_core::{decide, Lsn, MemberName, MonoMillis, NodeState, Timeline};
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::api::ApiState;
+use crate::journal::Journal;
+use crate::pg::Postgres;
+
+/// Everything the loop drives.
+#[allow(missing_debug_implementations)] // holds trait objects and channels; nothing to show
+pub struct Driver {
+    pub dcs: Arc<dyn Dcs>,
+    pub db: Arc<Postgres>,
+    pub data_dir: PathBuf,
+    pub cluster: Arc<Mutex<ClusterView>>,
+    pub dcs_parameters: Arc<Mutex<BTreeMap<String, String>>>,
+    pub api: Arc<ApiState>,
+    pub journal: Option<Journal>,
+    pub state: NodeState,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+struct Running {
+    task: DbTask,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// The monotonic clock, as shield-core's time.
+fn mono(start: Instant) -> MonoMillis {
+    MonoMillis(start.elapsed().as_millis() as u64)
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Driver {
+    /// Runs until the decision says Exit.
+    pub async fn run(mut self) {
+        let start = Instant::now();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(DbTask, Result<(), PortError>)>();
+        let task_done = Arc::new(Notify::new());
+        let (guard_tx, guard_rx) = watch::channel::<Option<Instant>>(None);
+        tokio::spawn(fence_guard(guard_rx, self.data_dir.clone()));
+        let mut running: Option<Running> = None;
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        let mut unreachable_since: Option<MonoMillis> = None;
+        let mut last_reason = String::new();
+        loop {
+            // ---- observe -------------------------------------------------------------------
+            while let Ok((task, result)) = done_rx.try_recv() {
+                if running.as_ref().is_some_and(|r| r.task == task) {
+                    running = None;
+                }
+                if let Err(e) = &result {
+                    tracing::warn!(task = ?task, error = %e, "database task failed");
+                }
+                outcomes.push(Outcome::DbTaskDone { task, result });
+            }
+            let sent = mono(start);
+            let retry = Duration::from_millis(self.state.config.timing.retry_timeout_ms);
+            let dcs_view = match tokio::time::timeout(retry, self.dcs.read()).await {
+                Ok(Ok(view)) => {
+                    unreachable_since = None;
+                    if let Ok(mut c) = self.cluster.lock() {
+                        *c = view.clone();
+                    }
+                    if let Some((cfg, _)) = &view.config {
+                        if let Ok(mut p) = self.dcs_parameters.lock() {
+                            *p = cfg.postgresql.parameters.iter().map(|(k, v)| (k.clone(), json_scalar(v))).collect();
+                        }
+                    }
+                    DcsView::Reachable(view)
+                }
+                Ok(Err(_)) | Err(_) => DcsView::Unreachable { since: *unreachable_since.get_or_insert(sent) },
+            };
+            let mut db = match tokio::time::timeout(Duration::from_secs(5), self.db.status()).await {
+                Ok(Ok(s)) => s,
+                _ => DbStatus {
+                    process: DbProcess::Unknown,
+                    data_dir: DataDir::Invalid("status did not answer".into()),
+                    ..DbStatus::empty()
+                },
+            };
+            db.busy = running.as_ref().map(|r| r.task.clone());
+            let shutdown_requested = *self.shutdown.borrow();
+            let obs = Observation {
+                now: mono(start),
+                wall_ms: wall_ms(),
+                dcs: dcs_view,
+                db,
+                outcomes: std::mem::take(&mut outcomes),
+                shutdown_requested,
+            };
+            // ---- decide --------------------------------------------------------------------
+            let d = decide(&self.state, &obs);
+            let reason = d.reason.to_string();
+            if reason != last_reason {
+                tracing::info!("{reason}");
+                last_reason = reason.clone();
+            }
+            if let Some(j) = self.journal.as_mut() {
+                j.append(&self.state, &obs, &d);
+            }
+            self.state = d.next.clone();
+            let to_instant = |m: MonoMillis| start + Duration::from_millis(m.0);
+            let _ = guard_tx.send(d.fence_at.map(to_instant));
+            self.publish(&obs, &d, &reason);
+            // ---- act -----------------------------------------------------------------------
+            let mut exit = false;
+            for action in d.actions.clone() {
+                let fenced = d.fence_at.is_none_or(|f| mono(start) >= f);
+                match action {
+                    Action::Exit => exit = true,
+                    Action::StopDb { mode: StopMode::Immediate } => {
+                        if let Some(r) = running.take() {
+                            r.handle.abort();
+                        }
+                        let result = self.db.stop(StopMode::Immediate).await.map_err(|e| e.to_string());
+                        outcomes.push(Outcome::Stopped { mode: StopMode::Immediate, result });
+                    }
+                    Action::StopDb { mode: StopMode::Fast } => {
+                        running = Some(self.spawn_task(DbTask::Stop(StopMode::Fast), &done_tx, &task_done));
+                    }
+                    Action::RunDbTask { task } => {
+                        let primary_making = matches!(task, DbTask::Promote | DbTask::Start(StartAs::Primary));
+                        if primary_making && fenced && !self.state.config.pause {
+                            let e = PortError::new(ErrorKind::LeaseLost, "the fencing deadline passed first");
+                            outcomes.push(Outcome::DbTaskDone { task, result: Err(e) });
+                        } else {
+                            running = Some(self.spawn_task(task, &done_tx, &task_done));
+                        }
+                    }
+                    Action::RenewLeader { fence_after_ms, .. } => {
+                        let sent_at = mono(start);
+                        let result = bounded(retry, self.dcs.renew_leader()).await.map_err(|e| e.kind);
+                        if result.is_ok() {
+                            let to = to_instant(sent_at.plus(fence_after_ms));
+                            let _ = guard_tx.send_if_modified(|g| match g {
+                                Some(old) if *old < to => {
+                                    *g = Some(to);
+                                    true
+                                }
+                                _ => false,
+                            });
+                        }
+                        outcomes.push(Outcome::LeaderRenew { sent_at, result });
+                    }
+                    Action::AcquireLeader => {
+                        let sent_at = mono(start);
+                        let result = bounded(retry, self.dcs.acquire_leader()).await.map_err(|e| e.kind);
+                        outcomes.push(Outcome::LeaderAcquire { sent_at, result });
+                    }
+                    Action::ReleaseLeader => {
+                        let result = bounded(retry, self.dcs.release_leader()).await.map_err(|e| e.kind);
+                        outcomes.push(Outcome::LeaderRelease { result });
+                    }
+                    Action::RaceInitialize { system_id } => {
+                        let v = system_id.map(|s| s.to_string()).unwrap_or_default();
+                        let result = bounded(retry, self.dcs.create_initialize(&v)).await.map_err(|e| e.kind);
+                        outcomes.push(Outcome::InitializeRace { result });
+                    }
+                    Action::WriteInitialize { system_id } => {
+                        let r = bounded(retry, self.dcs.write_initialize(&system_id.to_string())).await;
+                        note(&mut outcomes, "initialize", r);
+                    }
+                    Action::WriteConfig { config } => {
+                        let r = bounded(retry, self.dcs.write_cas(DcsKey::Config, &config.to_json().to_string(), None))
+                            .await;
+                        note(&mut outcomes, "config", r);
+                    }
+                    Action::TouchMember { data } => {
+                        let r = bounded(retry, self.dcs.touch_member(&data)).await;
+                        note(&mut outcomes, "member", r);
+                    }
+                    Action::WriteStatus { optime } => {
+                        let v = Status { optime, slots: Default::default() }.to_json().to_string();
+                        let r = bounded(retry, self.dcs.write_status(&v)).await;
+                        note(&mut outcomes, "status", r);
+                    }
+                    Action::WriteHistory { lines } => {
+                        let v = Value::Array(lines.iter().map(|l| l.to_json()).collect()).to_string();
+                        let r = bounded(retry, self.dcs.write_history(&v)).await;
+                        note(&mut outcomes, "history", r);
+                    }
+                    Action::ClearFailover { revision, .. } => {
+                        let r = bounded(retry, self.dcs.delete_cas(DcsKey::Failover, revision)).await;
+                        note(&mut outcomes, "failover", r);
+                    }
+                    Action::ProbePeers => {
+                        let reports = self.probe_peers(&obs).await;
+                        outcomes.push(Outcome::PeersProbed { reports });
+                    }
+                    // The watchdog and VIP backends come with their own issue; with none
+                    // configured these are no-ops.
+                    Action::ArmWatchdog | Action::DisarmWatchdog | Action::AddVip | Action::RemoveVip => {}
+                    other => tracing::warn!(action = ?other, "action not supported by this daemon"),
+                }
+            }
+            if exit {
+                tracing::info!("shutdown complete");
+                return;
+            }
+            // ---- sleep ---------------------------------------------------------------------
+            let wake = to_instant(d.wake_at);
+            let revision = match &obs.dcs {
+                DcsView::Reachable(v) => Some((v.revision, v.leader_name().cloned())),
+                DcsView::Unreachable { .. } => None,
+            };
+            self.sleep(wake, revision, &task_done).await;
+        }
+    }
+
+    fn spawn_task(
+        &self,
+        task: DbTask,
+        done: &mpsc::UnboundedSender<(DbTask, Result<(), PortError>)>,
+        notify: &Arc<Notify>,
+    ) -> Running {
+        tracing::info!(task = ?task, "starting database task");
+        let db = self.db.clone();
+        let done = done.clone();
+        let notify = notify.clone();
+        let t = task.clone();
+        let handle = tokio::spawn(async move {
+            let r = db.run(&t).await;
+            let _ = done.send((t, r));
+            notify.notify_one();
+        });
+        Running { task, handle }
+    }
+
+    /// Sleeps until `wake`, a change of the leader key, a finished task, an API request, or
+    /// shutdown.
+    async fn sleep(
+        &mut self,
+        wake: Instant,
+        revision: Option<(shield_core::Revision, Option<MemberName>)>,
+        task_done: &Notify,
+    ) {
+        let dcs = self.dcs.clone();
+        let watch_leader = async move {
+            let Some((mut rev, leader)) = revision else { return std::future::pending::<()>().await };
+            loop {
+                let left = wake.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return std::future::pending::<()>().await;
+                }
+                match dcs.watch(rev, left.as_millis() as u64).await {
+                    Ok(w) if w.revision == rev => return std::future::pending::<()>().await,
+                    Ok(w) => match dcs.read().await {
+                        Ok(v) if v.leader_name() != leader.as_ref() || v.failover.is_some() => return,
+                        Ok(v) => rev = v.revision.max(w.revision),
+                        Err(_) => return std::future::pending::<()>().await,
+                    },
+                    Err(_) => return std::future::pending::<()>().await,
+                }
+            }
+        };
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = watch_leader => {}
+            _ = task_done.notified() => {}
+            _ = self.api.wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+
+    /// `GET /patroni` on every other member, in parallel, 1 s each.
+    async fn probe_peers(&self, obs: &Observation) -> BTreeMap<MemberName, PeerReport> {
+        let DcsView::Reachable(view) = &obs.dcs else { return BTreeMap::new() };
+        let me = self.state.me().clone();
+        let mut set = tokio::task::JoinSet::new();
+        for m in view.members.values().filter(|m| m.name != me) {
+            let Some(url) = m.data.api_url.clone() else { continue };
+            let name = m.name.clone();
+            let tags = m.data.tags.clone();
+            set.spawn(async move {
+                let body = crate::http::get_json(&url, Duration::from_secs(1)).await.ok()?;
+                let role = body.get("role").and_then(Value::as_str).unwrap_or_default();
+                let state = body.get("state").and_then(Value::as_str).unwrap_or_default();
+                let x = body.get("xlog");
+                let pos = |k: &str| x.and_then(|x| x.get(k)).and_then(Value::as_u64);
+                let wal = pos("location").or_else(|| pos("received_location").max(pos("replayed_location")));
+                Some((
+                    name,
+                    PeerReport {
+                        is_primary: state == "running" && (role == "primary" || role == "master"),
+                        wal_position: wal.map(Lsn),
+                        timeline: body
+                            .get("timeline")
+                            .and_then(Value::as_u64)
+                            .and_then(|t| u32::try_from(t).ok())
+                            .map(Timeline),
+                        can_promote: tags.can_promote(),
+                        priority: tags.priority(),
+                    },
+                ))
+            });
+        }
+        let mut out = BTreeMap::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(Some((n, rep))) = r {
+                out.insert(n, rep);
+            }
+        }
+        out
+    }
+
+    fn publish(&self, obs: &Observation, d: &shield_core::Decision, reason: &str) {
+        let Ok(mut s) = self.api.snap.lock() else { return };
+        if let DcsView::Reachable(v) = &obs.dcs {
+            s.cluster = v.clone();
+        }
+        s.db = Some(obs.db.clone());
+        s.holds_lock = d.next.lease.is_some();
+        s.paused = d.next.config.pause;
+        s.reason = reason.to_owned();
+        s.last_cycle = Some(Instant::now());
+        s.ttl = Duration::from_millis(d.next.config.timing.ttl_ms);
+        s.tags = d.next.settings.tags.to_json();
+    }
+}
+
+fn json_scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => {
+            if *b {
+                "on".into()
+            } else {
+                "off".into()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+async fn bounded<T>(t: Duration, f: impl std::future::Future<Output = Result<T, PortError>>) -> Result<T, PortError> {
+    tokio::time::timeout(t, f)
+        .await
+        .unwrap_or_else(|_| Err(PortError::new(ErrorKind::Unreachable, "DCS call exceeded retry_timeout")))
+}
+
+fn note<T>(outcomes: &mut Vec<Outcome>, what: &str, r: Result<T, PortError>) {
+    if let Err(e) = r {
+        tracing::warn!(what, error = %e, "DCS write failed");
+        outcomes.push(Outcome::DcsWriteFailed { what: what.to_owned(), kind: e.kind });
+    }
+}
+
+/// Stops the database at the deadline unless a newer deadline replaced it.
+async fn fence_guard(mut rx: watch::Receiver<Option<Instant>>, data_dir: PathBuf) {
+    loop {
+        let deadline = *rx.borrow_and_update();
+        match deadline {
+            None => {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {
+                        if *rx.borrow() == Some(at) {
+                            tracing::error!("fence guard: the lease deadline passed without a renewal; stopping PostgreSQL immediately");
+                            Postgres::kill_now(&data_dir);
+                            let _ = rx.changed().await;
+                        }
+                    }
+                    r = rx.changed() => if r.is_err() { return },
+                }
+            }
+        }
+    }
+}

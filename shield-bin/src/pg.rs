@@ -1,0 +1,549 @@
+//! The PostgreSQL backend: shield-core's [`Database`] port over `initdb`, `pg_ctl`,
+//! `pg_basebackup`, `pg_rewind`, `pg_controldata` and a tokio-postgres status query.
+//!
+//! Shield owns `postgresql.conf` in the data directory: the file initdb wrote is kept as
+//! `postgresql.base.conf` and included first, then Shield's settings follow (listen address,
+//! port, cluster name, the replication settings failover needs, the DCS and local parameters,
+//! and on a standby `primary_conninfo`). `pg_hba.conf` is written from the config.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shield_core::action::{DbTask, StartAs, StopMode};
+use shield_core::cluster::ClusterView;
+use shield_core::observation::{DataDir, DbProcess, DbStatus};
+use shield_core::ports::{Database, ErrorKind, PortError};
+use shield_core::{Lsn, MemberName, SystemId, Timeline};
+use tokio::process::Command;
+
+use crate::config::PgSettings;
+
+/// How long a status query may take before the database counts as not answering.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The local PostgreSQL-compatible server.
+#[derive(Debug)]
+pub struct Postgres {
+    cfg: PgSettings,
+    scope: String,
+    name: MemberName,
+    hba: Vec<String>,
+    initdb_args: Vec<String>,
+    /// The latest cluster snapshot, to resolve member names to hosts (set by the driver).
+    cluster: Arc<Mutex<ClusterView>>,
+    /// Parameters from the DCS config (the driver keeps them current).
+    dcs_parameters: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+fn io(what: &str, e: impl std::fmt::Display) -> PortError {
+    PortError::new(ErrorKind::Io, format!("{what}: {e}"))
+}
+
+/// Quotes a value for postgresql.conf.
+fn conf_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Quotes a libpq connection-string value.
+fn conninfo_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Parses `host:port` (IPv6 in brackets allowed) from a connect address or `postgres://` URL.
+pub fn host_port(addr: &str) -> Option<(String, u16)> {
+    let a = addr.strip_prefix("postgres://").or_else(|| addr.strip_prefix("postgresql://")).unwrap_or(addr);
+    let a = a.split('/').next()?;
+    let a = a.rsplit_once('@').map_or(a, |(_, h)| h);
+    let (h, p) = a.rsplit_once(':')?;
+    Some((h.trim_matches(['[', ']']).to_owned(), p.parse().ok()?))
+}
+
+impl Postgres {
+    /// A backend for the configured server.
+    pub fn new(
+        cfg: PgSettings,
+        scope: &str,
+        name: MemberName,
+        hba: Vec<String>,
+        initdb_args: Vec<String>,
+        cluster: Arc<Mutex<ClusterView>>,
+        dcs_parameters: Arc<Mutex<BTreeMap<String, String>>>,
+    ) -> Postgres {
+        Postgres { cfg, scope: scope.to_owned(), name, hba, initdb_args, cluster, dcs_parameters }
+    }
+
+    fn bin(&self, name: &str) -> PathBuf {
+        self.cfg.bin_dir.join(name)
+    }
+
+    fn data(&self) -> &Path {
+        &self.cfg.data_dir
+    }
+
+    fn log_file(&self) -> PathBuf {
+        let dir = self.data().parent().unwrap_or(Path::new("/tmp"));
+        dir.join(format!("{}.postgres.log", self.data().file_name().and_then(|n| n.to_str()).unwrap_or("pg")))
+    }
+
+    /// Runs a server binary; Err carries its stderr.
+    async fn run_bin(&self, bin: &str, args: &[String], timeout: Duration) -> Result<String, PortError> {
+        let path = self.bin(bin);
+        let mut cmd = Command::new(&path);
+        cmd.args(args).env("PGPASSFILE", &self.cfg.pgpass).kill_on_drop(true);
+        let out = tokio::time::timeout(timeout, cmd.output())
+            .await
+            .map_err(|_| PortError::new(ErrorKind::Io, format!("{bin} did not finish within {timeout:?}")))?
+            .map_err(|e| io(&format!("cannot run {}", path.display()), e))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no output)");
+            Err(PortError::new(ErrorKind::Io, format!("{bin} failed ({}): {last}", out.status)))
+        }
+    }
+
+    /// The member's host and port from the latest snapshot.
+    fn member_addr(&self, m: &MemberName) -> Result<(String, u16), PortError> {
+        let view = self.cluster.lock().map_err(|_| io("cluster view", "poisoned"))?;
+        let url = view.members.get(m).and_then(|x| x.data.conn_url.clone());
+        url.as_deref().and_then(host_port).ok_or_else(|| {
+            PortError::new(ErrorKind::Unreachable, format!("member {m} has no usable conn_url in the DCS"))
+        })
+    }
+
+    /// Writes `.pgpass` with the replication and rewind credentials (mode 0600).
+    pub fn write_pgpass(&self) -> Result<(), PortError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+        let mut text = String::new();
+        for c in [&self.cfg.replication, &self.cfg.rewind, &self.cfg.superuser] {
+            text.push_str(&format!("*:*:*:{}:{}\n", esc(&c.username), esc(&c.password)));
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&self.cfg.pgpass)
+            .map_err(|e| io(&format!("write {}", self.cfg.pgpass.display()), e))?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| io("write pgpass", e))
+    }
+
+    /// `postgresql.conf`, `pg_hba.conf` and (for a standby) `standby.signal`.
+    fn write_config(&self, upstream: Option<&MemberName>) -> Result<(), PortError> {
+        let d = self.data();
+        let base = d.join("postgresql.base.conf");
+        let conf = d.join("postgresql.conf");
+        if !base.exists() {
+            std::fs::rename(&conf, &base).map_err(|e| io("keep initdb's postgresql.conf", e))?;
+        }
+        let mut p: BTreeMap<String, String> = BTreeMap::new();
+        p.insert("wal_level".into(), "replica".into());
+        p.insert("hot_standby".into(), "on".into());
+        p.insert("wal_log_hints".into(), "on".into());
+        p.insert("max_wal_senders".into(), "10".into());
+        p.insert("max_replication_slots".into(), "10".into());
+        p.insert("wal_keep_size".into(), "128MB".into());
+        if let Ok(dcs) = self.dcs_parameters.lock() {
+            p.extend(dcs.clone());
+        }
+        p.extend(self.cfg.parameters.clone());
+        p.insert("listen_addresses".into(), self.cfg.listen_host.clone());
+        p.insert("port".into(), self.cfg.port.to_string());
+        p.insert("cluster_name".into(), self.scope.clone());
+        p.insert("hba_file".into(), d.join("pg_hba.conf").display().to_string());
+        let mut text =
+            String::from("# Written by Shield; edits are overwritten. Local settings: postgresql.parameters.\n");
+        text.push_str("include 'postgresql.base.conf'\n");
+        for (k, v) in &p {
+            text.push_str(&format!("{k} = {}\n", conf_quote(v)));
+        }
+        let signal = d.join("standby.signal");
+        #[allow(clippy::single_match)]
+        match upstream {
+            Some(m) => {
+                let (host, port) = self.member_addr(m)?;
+                let r = &self.cfg.replication;
+                let info = format!(
+                    "host={} port={port} user={} application_name={} passfile={} sslmode=prefer",
+                    conninfo_quote(&host),
+                    conninfo_quote(&r.username),
+                    conninfo_quote(self.name.as_str()),
+                    conninfo_quote(&self.cfg.pgpass.display().to_string())
+                );
+                text.push_str(&format!("# shield upstream: {m}\nprimary_conninfo = {}\n", conf_quote(&info)));
+                text.push_str("recovery_target_timeline = 'latest'\n");
+                std::fs::write(&signal, b"").map_err(|e| io("write standby.signal", e))?;
+            }
+            // A standby without upstream keeps its standby.signal (start() manages it).
+            None => {}
+        }
+        std::fs::write(&conf, text).map_err(|e| io("write postgresql.conf", e))?;
+        let mut hba = String::from("# Written by Shield from the config's pg_hba.\n");
+        hba.push_str("local all all trust\n");
+        for l in &self.hba {
+            hba.push_str(l);
+            hba.push('\n');
+        }
+        std::fs::write(d.join("pg_hba.conf"), hba).map_err(|e| io("write pg_hba.conf", e))
+    }
+
+    fn was_standby_requested(&self) -> bool {
+        self.data().join("standby.signal").exists()
+    }
+
+    /// The upstream recorded in postgresql.conf.
+    fn configured_upstream(&self) -> Option<MemberName> {
+        let text = std::fs::read_to_string(self.data().join("postgresql.conf")).ok()?;
+        let line = text.lines().find_map(|l| l.strip_prefix("# shield upstream: "))?;
+        MemberName::new(line.trim()).ok()
+    }
+
+    /// `pg_controldata` fields, or None when there is no valid cluster.
+    async fn controldata(&self) -> Option<BTreeMap<String, String>> {
+        let out =
+            self.run_bin("pg_controldata", &[self.data().display().to_string()], Duration::from_secs(10)).await.ok()?;
+        Some(
+            out.lines()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect(),
+        )
+    }
+
+    /// The postmaster's pid if it is alive.
+    fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        alive.then_some(pid)
+    }
+
+    async fn connect(&self) -> Result<tokio_postgres::Client, PortError> {
+        let su = &self.cfg.superuser;
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1").port(self.cfg.port).user(&su.username).dbname("postgres").connect_timeout(STATUS_TIMEOUT);
+        if !su.password.is_empty() {
+            c.password(&su.password);
+        }
+        let (client, conn) = tokio::time::timeout(STATUS_TIMEOUT, c.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| PortError::new(ErrorKind::Unreachable, "postgres: connect timed out"))?
+            .map_err(|e| PortError::new(ErrorKind::Unreachable, format!("postgres: {e}")))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    async fn live_status(&self, st: &mut DbStatus) -> Result<(), PortError> {
+        let c = self.connect().await?;
+        let q = "SELECT pg_is_in_recovery(), \
+                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
+                 pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
+                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
+                 (SELECT received_tli FROM pg_stat_wal_receiver), \
+                 (SELECT status FROM pg_stat_wal_receiver), \
+                 (SELECT timeline_id FROM pg_control_checkpoint())";
+        let row = tokio::time::timeout(STATUS_TIMEOUT, c.query_one(q, &[]))
+            .await
+            .map_err(|_| PortError::new(ErrorKind::Unreachable, "postgres: status query timed out"))?
+            .map_err(|e| PortError::new(ErrorKind::Unreachable, format!("postgres: {e}")))?;
+        let in_recovery: bool = row.get(0);
+        let lsn = |i: usize| row.get::<_, Option<String>>(i).as_deref().and_then(Lsn::parse_pg);
+        st.process = DbProcess::Running { in_recovery };
+        st.write_lsn = lsn(1);
+        st.received_lsn = lsn(2);
+        st.replayed_lsn = lsn(3);
+        let primary_tl = row.get::<_, Option<String>>(4).and_then(|h| u32::from_str_radix(&h, 16).ok());
+        let recv_tl = row.get::<_, Option<i32>>(5).and_then(|t| u32::try_from(t).ok());
+        let ckpt_tl = row.get::<_, Option<i32>>(7).and_then(|t| u32::try_from(t).ok());
+        st.timeline = primary_tl.or(recv_tl).or(ckpt_tl).map(Timeline);
+        st.streaming = row.get::<_, Option<String>>(6).as_deref() == Some("streaming");
+        Ok(())
+    }
+
+    async fn start(&self, how: &StartAs) -> Result<(), PortError> {
+        self.write_pgpass()?;
+        let upstream = match how {
+            StartAs::Primary => {
+                let _ = std::fs::remove_file(self.data().join("standby.signal"));
+                None
+            }
+            StartAs::Replica { upstream } => {
+                std::fs::write(self.data().join("standby.signal"), b"").map_err(|e| io("write standby.signal", e))?;
+                upstream.clone()
+            }
+        };
+        self.write_config(upstream.as_ref())?;
+        let t = self.cfg.pg_ctl_timeout_s;
+        let args = vec![
+            "start".into(),
+            "-D".into(),
+            self.data().display().to_string(),
+            "-l".into(),
+            self.log_file().display().to_string(),
+            "-w".into(),
+            "-t".into(),
+            t.to_string(),
+        ];
+        self.run_bin("pg_ctl", &args, Duration::from_secs(t + 5)).await.map(|_| ())
+    }
+
+    async fn stop_now(&self, mode: StopMode) -> Result<(), PortError> {
+        if self.postmaster_pid().is_none() {
+            return Ok(());
+        }
+        let m = match mode {
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        };
+        let args =
+            vec!["stop".into(), "-D".into(), self.data().display().to_string(), "-m".into(), m.into(), "-w".into()];
+        self.run_bin("pg_ctl", &args, Duration::from_secs(self.cfg.pg_ctl_timeout_s + 5)).await.map(|_| ())
+    }
+
+    async fn bootstrap(&self) -> Result<(), PortError> {
+        std::fs::create_dir_all(self.data()).map_err(|e| io("create data_dir", e))?;
+        set_mode_0700(self.data())?;
+        let pwfile = self.data().with_extension("pwfile");
+        std::fs::write(&pwfile, format!("{}\n", self.cfg.superuser.password)).map_err(|e| io("write pwfile", e))?;
+        let mut args = vec![
+            "-D".to_owned(),
+            self.data().display().to_string(),
+            "-U".to_owned(),
+            self.cfg.superuser.username.clone(),
+            format!("--pwfile={}", pwfile.display()),
+            "--auth-local=trust".to_owned(),
+        ];
+        args.extend(self.initdb_args.iter().cloned());
+        let r = self.run_bin("initdb", &args, Duration::from_secs(300)).await;
+        let _ = std::fs::remove_file(&pwfile);
+        r?;
+        self.start(&StartAs::Primary).await?;
+        let c = self.connect().await?;
+        let r = &self.cfg.replication;
+        let sql = format!(
+            "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN \
+             CREATE ROLE {ident} WITH REPLICATION LOGIN PASSWORD {pw}; END IF; END$$",
+            name = sql_literal(&r.username),
+            ident = sql_ident(&r.username),
+            pw = sql_literal(&r.password)
+        );
+        c.batch_execute(&sql).await.map_err(|e| io("create the replication user", e))?;
+        Ok(())
+    }
+
+    async fn clone_from(&self, source: &MemberName) -> Result<(), PortError> {
+        let (host, port) = self.member_addr(source)?;
+        self.write_pgpass()?;
+        if self.data().exists() && std::fs::read_dir(self.data()).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            return Err(PortError::new(
+                ErrorKind::Io,
+                format!("{} is not empty; refusing to clone over it", self.data().display()),
+            ));
+        }
+        let args = vec![
+            format!("--pgdata={}", self.data().display()),
+            "-X".into(),
+            "stream".into(),
+            "--checkpoint=fast".into(),
+            format!(
+                "--dbname=host={host} port={port} user={} application_name={}",
+                self.cfg.replication.username, self.name
+            ),
+        ];
+        let r = self.run_bin("pg_basebackup", &args, Duration::from_secs(3600)).await;
+        if let Err(e) = r {
+            // Leave nothing half-copied behind: the next try needs an empty directory.
+            let _ = std::fs::remove_dir_all(self.data());
+            return Err(PortError::new(ErrorKind::Unreachable, e.message));
+        }
+        set_mode_0700(self.data())?;
+        // The copy carries the source's postgresql.conf; start() writes ours.
+        let _ = std::fs::remove_file(self.data().join("postgresql.base.conf"));
+        let conf = self.data().join("postgresql.conf");
+        if let Ok(text) = std::fs::read_to_string(&conf) {
+            if text.starts_with("# Written by Shield") {
+                std::fs::write(&conf, "").map_err(|e| io("reset postgresql.conf", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn rewind(&self, source: &MemberName) -> Result<(), PortError> {
+        self.stop_now(StopMode::Fast).await?;
+        if let Some(cd) = self.controldata().await {
+            let state = cd.get("Database cluster state").cloned().unwrap_or_default();
+            if !state.starts_with("shut down") {
+                // pg_rewind needs a clean shutdown: finish crash recovery in single-user mode.
+                let args = vec!["--single".into(), "-D".into(), self.data().display().to_string(), "postgres".into()];
+                let mut cmd = Command::new(self.bin("postgres"));
+                cmd.args(&args).stdin(std::process::Stdio::null()).kill_on_drop(true);
+                let _ = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await;
+            }
+        }
+        let (host, port) = self.member_addr(source)?;
+        self.write_pgpass()?;
+        let rw = &self.cfg.rewind;
+        let args = vec![
+            format!("--target-pgdata={}", self.data().display()),
+            format!("--source-server=host={host} port={port} user={} dbname=postgres", rw.username),
+        ];
+        let r = self.run_bin("pg_rewind", &args, Duration::from_secs(3600)).await;
+        if let Err(e) = &r {
+            let kind = if e.message.contains("could not connect") { ErrorKind::Unreachable } else { ErrorKind::Io };
+            return Err(PortError::new(kind, e.message.clone()));
+        }
+        let _ = std::fs::write(self.data().join("standby.signal"), b"");
+        Ok(())
+    }
+
+    async fn follow(&self, upstream: &MemberName) -> Result<(), PortError> {
+        self.write_pgpass()?;
+        self.write_config(Some(upstream))?;
+        let c = self.connect().await?;
+        c.batch_execute("SELECT pg_reload_conf()").await.map_err(|e| io("reload", e))
+    }
+}
+
+fn set_mode_0700(p: &Path) -> Result<(), PortError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).map_err(|e| io("chmod data_dir", e))
+}
+
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn sql_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[async_trait]
+impl Database for Postgres {
+    async fn status(&self) -> Result<DbStatus, PortError> {
+        let mut st = DbStatus::empty();
+        let d = self.data();
+        let empty = match std::fs::read_dir(d) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                st.data_dir = DataDir::Missing;
+                return Ok(st);
+            }
+            Err(e) => {
+                st.data_dir = DataDir::Invalid(format!("cannot read {}: {e}", d.display()));
+                return Ok(st);
+            }
+            Ok(mut it) => it.next().is_none(),
+        };
+        if empty {
+            st.data_dir = DataDir::Empty;
+            return Ok(st);
+        }
+        let Some(cd) = self.controldata().await else {
+            st.data_dir = DataDir::Invalid(format!("{} is not empty and pg_controldata cannot read it", d.display()));
+            return Ok(st);
+        };
+        let Some(system_id) = cd.get("Database system identifier").and_then(|s| s.parse().ok()).map(SystemId) else {
+            st.data_dir = DataDir::Invalid("pg_controldata shows no system identifier".into());
+            return Ok(st);
+        };
+        let state = cd.get("Database cluster state").cloned().unwrap_or_default();
+        let was_primary = !state.contains("recovery") && !self.was_standby_requested();
+        st.data_dir = DataDir::Valid { system_id, was_primary };
+        st.timeline = cd.get("Latest checkpoint's TimeLineID").and_then(|t| t.parse().ok()).map(Timeline);
+        st.write_lsn = cd
+            .get("Minimum recovery ending location")
+            .and_then(|l| Lsn::parse_pg(l))
+            .filter(|l| l.0 > 0)
+            .or_else(|| cd.get("Latest checkpoint location").and_then(|l| Lsn::parse_pg(l)));
+        st.upstream = self.configured_upstream();
+        st.process = match self.postmaster_pid() {
+            None if state.starts_with("shut down") => DbProcess::Stopped,
+            None => DbProcess::Crashed,
+            Some(_) => {
+                match self.live_status(&mut st).await {
+                    Ok(()) => {}
+                    // Running but not answering: starting, or hung.
+                    Err(_) => st.process = DbProcess::Starting,
+                }
+                st.process
+            }
+        };
+        Ok(st)
+    }
+
+    async fn run(&self, task: &DbTask) -> Result<(), PortError> {
+        match task {
+            DbTask::Bootstrap => self.bootstrap().await,
+            DbTask::Clone { source } => self.clone_from(source).await,
+            DbTask::Start(how) => self.start(how).await,
+            DbTask::Stop(mode) => self.stop_now(*mode).await,
+            DbTask::Promote => {
+                let args = vec!["promote".into(), "-D".into(), self.data().display().to_string(), "-w".into()];
+                self.run_bin("pg_ctl", &args, Duration::from_secs(self.cfg.pg_ctl_timeout_s + 5)).await.map(|_| ())
+            }
+            DbTask::Follow { upstream } => self.follow(upstream).await,
+            DbTask::Rewind { source } => self.rewind(source).await,
+            DbTask::WipeDataDir => {
+                self.stop_now(StopMode::Immediate).await?;
+                std::fs::remove_dir_all(self.data()).map_err(|e| io("remove data_dir", e))
+            }
+            DbTask::Restart => {
+                self.stop_now(StopMode::Fast).await?;
+                let how = if self.was_standby_requested() {
+                    StartAs::Replica { upstream: self.configured_upstream() }
+                } else {
+                    StartAs::Primary
+                };
+                self.start(&how).await
+            }
+            _ => Err(PortError::new(ErrorKind::Rejected, format!("unsupported task {task:?}"))),
+        }
+    }
+
+    async fn stop(&self, mode: StopMode) -> Result<(), PortError> {
+        if mode == StopMode::Immediate {
+            // Fencing: SIGQUIT to the postmaster is an immediate shutdown; don't wait on pg_ctl.
+            if let Some(pid) = self.postmaster_pid() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT);
+            }
+            return Ok(());
+        }
+        self.stop_now(mode).await
+    }
+}
+
+impl Postgres {
+    /// Immediate stop without async (for the fence guard).
+    pub fn kill_now(data_dir: &Path) {
+        let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else { return };
+        if let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_urls_give_host_and_port() {
+        assert_eq!(host_port("postgres://127.0.0.1:5433/postgres"), Some(("127.0.0.1".into(), 5433)));
+        assert_eq!(host_port("10.0.0.1:1921"), Some(("10.0.0.1".into(), 1921)));
+        assert_eq!(host_port("postgres://[::1]:5432/postgres"), Some(("::1".into(), 5432)));
+        assert_eq!(host_port("nonsense"), None);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(conf_quote("it's"), "'it''s'");
+        assert_eq!(conninfo_quote("a'b"), "'a\\'b'");
+        assert_eq!(sql_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,325 @@
+//! End to end: three `shield` daemons with real PostgreSQL 15 and a real etcd on loopback.
+//! The daemons and databases run as an unprivileged user (`SHIELD_TEST_USER`, created by
+//! scripts/setup.sh) when the test runs as root.
+
+#[path = "../../testkit/servers.rs"]
+mod servers;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use servers::{free_port, EtcdCluster};
+
+fn pg_bindir() -> Option<PathBuf> {
+    let candidates =
+        [std::env::var_os("SHIELD_PG_BINDIR").map(PathBuf::from), Some(PathBuf::from("/usr/lib/postgresql/15/bin"))];
+    let found = candidates.into_iter().flatten().find(|p| p.join("postgres").is_file());
+    if found.is_none() {
+        let msg = "PostgreSQL 15 server binaries not found (set SHIELD_PG_BINDIR or run scripts/setup.sh)";
+        assert!(!servers::servers_required(), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// The uid/gid to run nodes as: ourselves, or the test user when we are root.
+fn run_as() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some((nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()));
+    }
+    let name = std::env::var("SHIELD_TEST_USER").unwrap_or_else(|_| "shieldtest".into());
+    match nix::unistd::User::from_name(&name) {
+        Ok(Some(u)) => Some((u.uid.as_raw(), u.gid.as_raw())),
+        _ => {
+            let msg =
+                format!("running as root and the unprivileged user {name:?} does not exist (run scripts/setup.sh)");
+            assert!(!servers::servers_required(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}
+
+struct Node {
+    name: String,
+    dir: PathBuf,
+    pg_port: u16,
+    api_port: u16,
+    child: Option<Child>,
+    uid: u32,
+    gid: u32,
+}
+
+impl Node {
+    fn config(&self, etcd: &[String], pg_bin: &Path) -> String {
+        let hosts: Vec<String> = etcd.iter().map(|e| e.trim_start_matches("http://").to_owned()).collect();
+        format!(
+            r#"scope: e2e
+name: {name}
+restapi:
+  listen: 127.0.0.1:{api}
+  connect_address: 127.0.0.1:{api}
+etcd3:
+  hosts: {hosts}
+bootstrap:
+  dcs:
+    ttl: 4
+    loop_wait: 1
+    retry_timeout: 1.5
+    postgresql:
+      use_pg_rewind: true
+  initdb:
+  - encoding: UTF8
+  - data-checksums
+  pg_hba:
+  - host replication replicator 127.0.0.1/32 md5
+  - host all all 127.0.0.1/32 md5
+postgresql:
+  listen: 127.0.0.1:{pg}
+  connect_address: 127.0.0.1:{pg}
+  data_dir: {dir}/data
+  bin_dir: {bin}
+  pgpass: {dir}/pgpass
+  authentication:
+    superuser:
+      username: postgres
+      password: su-pass
+    replication:
+      username: replicator
+      password: rep-pass
+  parameters:
+    unix_socket_directories: '{dir}'
+    shared_buffers: 16MB
+watchdog:
+  mode: off
+"#,
+            name = self.name,
+            api = self.api_port,
+            pg = self.pg_port,
+            hosts = hosts.join(","),
+            dir = self.dir.display(),
+            bin = pg_bin.display(),
+        )
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("shield.log")).expect("log file");
+        let _ = std::os::unix::fs::chown(self.dir.join("shield.log"), Some(self.uid), Some(self.gid));
+        let child = Command::new(env!("CARGO_BIN_EXE_shield"))
+            .arg(self.dir.join("shield.yml"))
+            .env("SHIELD_LOG", "info")
+            .env("HOME", &self.dir)
+            .uid(self.uid)
+            .gid(self.gid)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn shield");
+        self.child = Some(child);
+    }
+
+    fn postmaster_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("data/postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+    }
+
+    /// SIGKILL the daemon and the postmaster together (a host crash, as far as the cluster sees).
+    fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(pid) = self.postmaster_pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("shield.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.crash();
+        // Children of the killed postmaster exit on their own; make sure none linger.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn sql(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row>, String> {
+    let (c, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .password("su-pass")
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    c.query(q, &[]).await.map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()))
+}
+
+async fn exec(port: u16, q: &str) -> Result<(), String> {
+    let (c, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .password("su-pass")
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    c.batch_execute(q).await.map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()))
+}
+
+async fn http_status(port: u16, path: &str) -> u16 {
+    use http_body_util::Empty;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let uri = format!("http://127.0.0.1:{port}{path}").parse().expect("uri");
+    match tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await {
+        Ok(Ok(r)) => r.status().as_u16(),
+        _ => 0,
+    }
+}
+
+/// Which nodes run a writable database.
+async fn writable(nodes: &[Node]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Ok(rows) = sql(n.pg_port, "SELECT NOT pg_is_in_recovery()").await {
+            if rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+async fn wait_for<T, F, Fut>(what: &str, within: Duration, nodes: &[Node], mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            for n in nodes {
+                eprintln!("==== {} log (last 40 lines) ====", n.name);
+                let log = n.log();
+                let lines: Vec<&str> = log.lines().collect();
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{l}");
+                }
+            }
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// All nodes streaming from the single primary `p`, and row `marker` visible everywhere.
+async fn replicas_stream_from(nodes: &[Node], p: usize, marker: &str) -> Option<()> {
+    for (i, n) in nodes.iter().enumerate() {
+        if i == p {
+            continue;
+        }
+        let rows = sql(n.pg_port, "SELECT status FROM pg_stat_wal_receiver").await.ok()?;
+        if rows.first().map(|r| r.get::<_, String>(0)).as_deref() != Some("streaming") {
+            return None;
+        }
+        let found = sql(n.pg_port, &format!("SELECT 1 FROM e2e WHERE v = '{marker}'")).await.ok()?;
+        if found.is_empty() {
+            return None;
+        }
+    }
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_replicate_and_fail_over() {
+    let Some(pg_bin) = pg_bindir() else { return };
+    let Some((uid, gid)) = run_as() else { return };
+    let Some(etcd) = EtcdCluster::start(1) else { return };
+    let root = tempfile::tempdir().expect("temp dir");
+    let _ = std::os::unix::fs::chown(root.path(), Some(uid), Some(gid));
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let dir = root.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&dir).expect("node dir");
+            let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
+            Node { name: format!("node{i}"), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid }
+        })
+        .collect();
+    for n in &mut nodes {
+        std::fs::write(n.dir.join("shield.yml"), n.config(&etcd.endpoints(), &pg_bin)).expect("config");
+        n.start();
+    }
+
+    // ---- bootstrap: one primary, two streaming replicas, a row everywhere -------------------
+    let t = Instant::now();
+    let primary = wait_for("one writable node", Duration::from_secs(90), &nodes, || async {
+        let w = writable(&nodes).await;
+        (w.len() == 1).then(|| w[0])
+    })
+    .await;
+    exec(nodes[primary].pg_port, "CREATE TABLE e2e (v text); INSERT INTO e2e VALUES ('boot')")
+        .await
+        .expect("write on the primary");
+    wait_for("replicas streaming the row", Duration::from_secs(90), &nodes, || {
+        replicas_stream_from(&nodes, primary, "boot")
+    })
+    .await;
+    println!("e2e: 3 nodes bootstrapped and streaming in {:?}", t.elapsed());
+    // Health endpoints follow within a cycle.
+    wait_for(
+        "/primary and /replica to answer 200 on the right nodes only",
+        Duration::from_secs(10),
+        &nodes,
+        || async {
+            for (i, n) in nodes.iter().enumerate() {
+                let got = (http_status(n.api_port, "/primary").await, http_status(n.api_port, "/replica").await);
+                let want = if i == primary { (200, 503) } else { (503, 200) };
+                if got != want || http_status(n.api_port, "/health").await != 200 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+
+    // ---- node crash: SIGKILL daemon and postmaster of the primary -----------------------------
+    let t = Instant::now();
+    nodes[primary].crash();
+    let new_primary = wait_for("a new primary", Duration::from_secs(30), &nodes, || async {
+        let w = writable(&nodes).await;
+        (w.len() == 1 && w[0] != primary).then(|| w[0])
+    })
+    .await;
+    exec(nodes[new_primary].pg_port, "INSERT INTO e2e VALUES ('after-failover')")
+        .await
+        .expect("commit on the new primary");
+    println!("e2e: node crash → first commit on {} after {:?}", nodes[new_primary].name, t.elapsed());
+
+    // ---- the old node comes back and rejoins as a replica ---------------------------------------
+    let t = Instant::now();
+    nodes[primary].start();
+    wait_for("the old primary to rejoin and stream", Duration::from_secs(90), &nodes, || {
+        replicas_stream_from(&nodes, new_primary, "after-failover")
+    })
+    .await;
+    println!("e2e: old primary rejoined as a streaming replica in {:?}", t.elapsed());
+    assert_eq!(writable(&nodes).await, vec![new_primary], "exactly one writable node");
+    let log = nodes[primary].log();
+    assert!(!log.contains("panicked"), "a daemon panicked:\n{log}");
+}
