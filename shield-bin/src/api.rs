@@ -344,7 +344,12 @@ async fn manual(s: Shared, headers: HeaderMap, body: String, failover: bool) -> 
         Some(other) => return text(StatusCode::BAD_REQUEST, format!("`scheduled_at` must be a string, not {other}")),
     };
     let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
-    let view = &snap.cluster;
+    // Validate against a fresh read, not the last cycle's snapshot.
+    let fresh = match s.dcs.read().await {
+        Ok(v) => v,
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the cluster from the DCS: {e}")),
+    };
+    let view = &fresh;
     if failover && candidate.is_none() {
         return text(StatusCode::BAD_REQUEST, "Failover could be performed only to a specific candidate");
     }

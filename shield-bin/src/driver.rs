@@ -57,6 +57,7 @@ impl Driver {
         let task_done = Arc::new(Notify::new());
         let (guard_tx, guard_rx) = watch::channel::<Option<Instant>>(None);
         tokio::spawn(fence_guard(guard_rx, self.data_dir.clone()));
+        let mut keeper = crate::keeper::Keeper::start(&self.data_dir);
         let mut running: Option<Running> = None;
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut unreachable_since: Option<MonoMillis> = None;
@@ -119,7 +120,10 @@ impl Driver {
             }
             self.state = d.next.clone();
             let to_instant = |m: MonoMillis| start + Duration::from_millis(m.0);
-            let _ = guard_tx.send(d.fence_at.map(to_instant));
+            // In pause Patroni's rules keep a primary running without the lock: no guard then.
+            let guard = if d.next.config.pause { None } else { d.fence_at.map(to_instant) };
+            let _ = guard_tx.send(guard);
+            keeper.set(guard);
             self.publish(&obs, &d, &reason);
             // ---- act -----------------------------------------------------------------------
             let mut exit = false;
@@ -151,13 +155,16 @@ impl Driver {
                         let result = bounded(retry, self.dcs.renew_leader()).await.map_err(|e| e.kind);
                         if result.is_ok() {
                             let to = to_instant(sent_at.plus(fence_after_ms));
-                            let _ = guard_tx.send_if_modified(|g| match g {
+                            let moved = guard_tx.send_if_modified(|g| match g {
                                 Some(old) if *old < to => {
                                     *g = Some(to);
                                     true
                                 }
                                 _ => false,
                             });
+                            if moved {
+                                keeper.set(Some(to));
+                            }
                         }
                         outcomes.push(Outcome::LeaderRenew { sent_at, result });
                     }
@@ -213,6 +220,7 @@ impl Driver {
                 }
             }
             if exit {
+                keeper.finish();
                 tracing::info!("shutdown complete");
                 return;
             }

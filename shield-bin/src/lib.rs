@@ -10,4 +10,5 @@ pub mod daemon;
 pub mod driver;
 pub mod http;
 pub mod journal;
+pub mod keeper;
 pub mod pg;

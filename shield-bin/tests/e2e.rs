@@ -148,7 +148,12 @@ impl Drop for Node {
     }
 }
 
+/// A query with a hard bound: a frozen server accepts the TCP connection and then never answers.
 async fn sql(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row>, String> {
+    tokio::time::timeout(Duration::from_secs(3), sql_unbounded(port, q)).await.map_err(|_| "no answer".to_owned())?
+}
+
+async fn sql_unbounded(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row>, String> {
     let (c, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)
@@ -164,6 +169,10 @@ async fn sql(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row>, String> {
 }
 
 async fn exec(port: u16, q: &str) -> Result<(), String> {
+    tokio::time::timeout(Duration::from_secs(10), exec_unbounded(port, q)).await.map_err(|_| "no answer".to_owned())?
+}
+
+async fn exec_unbounded(port: u16, q: &str) -> Result<(), String> {
     let (c, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)
@@ -200,6 +209,53 @@ async fn writable(nodes: &[Node]) -> Vec<usize> {
         }
     }
     out
+}
+
+/// Every pid in the postmaster's process tree (for SIGSTOP of the whole database).
+fn pg_tree(postmaster: i32) -> Vec<i32> {
+    let mut pids = vec![postmaster];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid =
+                stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
+    for &p in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+    }
+}
+
+/// Samples every 50 ms which nodes accept writes; returns the worst sample seen.
+fn start_sampler(ports: Vec<u16>) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<(usize, usize)>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let h = tokio::spawn(async move {
+        let (mut worst, mut samples) = (0usize, 0usize);
+        while !*stop_rx.borrow() {
+            let mut n = 0;
+            for &p in &ports {
+                let q = tokio::time::timeout(Duration::from_millis(40), sql(p, "SELECT NOT pg_is_in_recovery()")).await;
+                if let Ok(Ok(rows)) = q {
+                    if rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+                        n += 1;
+                    }
+                }
+            }
+            worst = worst.max(n);
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (worst, samples)
+    });
+    (stop_tx, h)
 }
 
 async fn wait_for<T, F, Fut>(what: &str, within: Duration, nodes: &[Node], mut f: F) -> T
@@ -245,8 +301,55 @@ async fn replicas_stream_from(nodes: &[Node], p: usize, marker: &str) -> Option<
     Some(())
 }
 
+/// A running 3-node cluster. Tests run one at a time: three PostgreSQL servers and daemons per
+/// test already fill a 2-core machine.
+struct Cluster {
+    nodes: Vec<Node>,
+    primary: usize,
+    _etcd: EtcdCluster,
+    _root: tempfile::TempDir,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn cluster() -> Option<Cluster> {
+    let serial = SERIAL.lock().await;
+    let pg_bin = pg_bindir()?;
+    let (uid, gid) = run_as()?;
+    let etcd = EtcdCluster::start(1)?;
+    let root = tempfile::tempdir().expect("temp dir");
+    let _ = std::os::unix::fs::chown(root.path(), Some(uid), Some(gid));
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let dir = root.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&dir).expect("node dir");
+            let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
+            Node { name: format!("node{i}"), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid }
+        })
+        .collect();
+    for n in &mut nodes {
+        std::fs::write(n.dir.join("shield.yml"), n.config(&etcd.endpoints(), &pg_bin)).expect("config");
+        n.start();
+    }
+    let primary = wait_for("one writable node", Duration::from_secs(90), &nodes, || async {
+        let w = writable(&nodes).await;
+        (w.len() == 1).then(|| w[0])
+    })
+    .await;
+    exec(nodes[primary].pg_port, "CREATE TABLE e2e (v text); INSERT INTO e2e VALUES ('boot')")
+        .await
+        .expect("write on the primary");
+    wait_for("replicas streaming the row", Duration::from_secs(90), &nodes, || {
+        replicas_stream_from(&nodes, primary, "boot")
+    })
+    .await;
+    Some(Cluster { nodes, primary, _etcd: etcd, _root: root, _serial: serial })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_replicate_and_fail_over() {
+    let _serial = SERIAL.lock().await;
     let Some(pg_bin) = pg_bindir() else { return };
     let Some((uid, gid)) = run_as() else { return };
     let Some(etcd) = EtcdCluster::start(1) else { return };
@@ -322,4 +425,158 @@ async fn bootstrap_replicate_and_fail_over() {
     assert_eq!(writable(&nodes).await, vec![new_primary], "exactly one writable node");
     let log = nodes[primary].log();
     assert!(!log.contains("panicked"), "a daemon panicked:\n{log}");
+}
+
+/// Freeze the primary's daemon *and* its whole database; nothing may let two nodes take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_primary_never_leaves_two_writers() {
+    let Some(c) = cluster().await else { return };
+    let p = c.primary;
+    let ports: Vec<u16> = c.nodes.iter().map(|n| n.pg_port).collect();
+    let (stop, sampler) = start_sampler(ports);
+    let daemon = c.nodes[p].child.as_ref().map(|ch| ch.id() as i32).expect("daemon");
+    let tree = pg_tree(c.nodes[p].postmaster_pid().expect("postmaster"));
+    signal_all(&tree, nix::sys::signal::Signal::SIGSTOP);
+    signal_all(&[daemon], nix::sys::signal::Signal::SIGSTOP);
+    let t = Instant::now();
+    let new_p = wait_for("another node to be promoted", Duration::from_secs(30), &c.nodes, || async {
+        let w = writable(&c.nodes).await;
+        w.iter().copied().find(|&i| i != p)
+    })
+    .await;
+    println!("e2e: frozen primary → {} promoted after {:?}", c.nodes[new_p].name, t.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal_all(&[daemon], nix::sys::signal::Signal::SIGCONT);
+    signal_all(&tree, nix::sys::signal::Signal::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop.send(true);
+    let (worst, samples) = sampler.await.expect("sampler");
+    println!("e2e: {samples} samples, at most {worst} writable node(s) at once");
+    assert!(worst <= 1, "two nodes accepted writes at the same time");
+    assert_eq!(writable(&c.nodes).await, vec![new_p], "the old primary must not be writable after it wakes");
+}
+
+/// Freeze only the primary's daemon: the fence keeper stops its database before the lease can
+/// expire, so the promotion elsewhere never overlaps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_daemon_is_fenced_by_the_keeper() {
+    let Some(c) = cluster().await else { return };
+    let p = c.primary;
+    let ports: Vec<u16> = c.nodes.iter().map(|n| n.pg_port).collect();
+    let (stop, sampler) = start_sampler(ports);
+    let daemon = c.nodes[p].child.as_ref().map(|ch| ch.id() as i32).expect("daemon");
+    signal_all(&[daemon], nix::sys::signal::Signal::SIGSTOP);
+    let t = Instant::now();
+    let new_p = wait_for("another node to be promoted", Duration::from_secs(30), &c.nodes, || async {
+        let w = writable(&c.nodes).await;
+        w.iter().copied().find(|&i| i != p)
+    })
+    .await;
+    println!("e2e: frozen daemon → {} promoted after {:?}", c.nodes[new_p].name, t.elapsed());
+    signal_all(&[daemon], nix::sys::signal::Signal::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop.send(true);
+    let (worst, samples) = sampler.await.expect("sampler");
+    println!("e2e: {samples} samples, at most {worst} writable node(s) at once");
+    assert!(worst <= 1, "two nodes accepted writes at the same time");
+    let log = c.nodes[p].log();
+    assert!(log.contains("fence keeper"), "the keeper should have fenced the frozen daemon's database:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_moves_the_primary_and_records_history() {
+    let Some(c) = cluster().await else { return };
+    let p = c.primary;
+    let cand = (p + 1) % 3;
+    let body = format!(r#"{{"leader":"{}","candidate":"{}"}}"#, c.nodes[p].name, c.nodes[cand].name);
+    let t = Instant::now();
+    let (code, text) = http_post(c.nodes[p].api_port, "/switchover", &body).await;
+    assert_eq!(code, 200, "{text}\nleader log:\n{}", c.nodes[p].log());
+    assert!(text.contains("Successfully switched over"), "{text}");
+    let now_p = wait_for("the candidate to take writes", Duration::from_secs(30), &c.nodes, || async {
+        let w = writable(&c.nodes).await;
+        (w == vec![cand]).then_some(cand)
+    })
+    .await;
+    println!("e2e: switchover to {} in {:?}", c.nodes[now_p].name, t.elapsed());
+    exec(c.nodes[cand].pg_port, "INSERT INTO e2e VALUES ('after-switchover')").await.expect("write on the new primary");
+    wait_for("the old primary to follow", Duration::from_secs(60), &c.nodes, || {
+        replicas_stream_from(&c.nodes, cand, "after-switchover")
+    })
+    .await;
+    let want = c.nodes[cand].name.clone();
+    wait_for("the history key to record the switchover", Duration::from_secs(10), &c.nodes, || async {
+        let (code, hist) = http_get(c.nodes[cand].api_port, "/history").await;
+        (code == 200 && hist.contains(&want)).then_some(())
+    })
+    .await;
+    // Bad bodies are refused with a message, never a crash.
+    for bad in ["{", "[]", r#"{"leader": 5}"#, r#"{"leader":"nobody","candidate":"x"}"#] {
+        let (code, _) = http_post(c.nodes[cand].api_port, "/switchover", bad).await;
+        assert!(code == 400 || code == 412, "{bad}: {code}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_the_primary_hands_over() {
+    let Some(mut c) = cluster().await else { return };
+    let p = c.primary;
+    let daemon = c.nodes[p].child.as_ref().map(|ch| ch.id() as i32).expect("daemon");
+    let t = Instant::now();
+    signal_all(&[daemon], nix::sys::signal::Signal::SIGTERM);
+    let new_p = wait_for("a replica to take over", Duration::from_secs(20), &c.nodes, || async {
+        let w = writable(&c.nodes).await;
+        (w.len() == 1 && w[0] != p).then(|| w[0])
+    })
+    .await;
+    println!("e2e: SIGTERM on the primary → {} took over in {:?}", c.nodes[new_p].name, t.elapsed());
+    let status = c.nodes[p].child.as_mut().expect("child").wait().expect("wait");
+    assert!(status.success(), "the daemon exits cleanly: {status}");
+    c.nodes[p].child = None;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_database_restarts_in_place() {
+    let Some(c) = cluster().await else { return };
+    let p = c.primary;
+    let pid = c.nodes[p].postmaster_pid().expect("postmaster");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    wait_for("the same node to be primary again", Duration::from_secs(30), &c.nodes, || async {
+        let w = writable(&c.nodes).await;
+        (w == vec![p] && c.nodes[p].postmaster_pid() != Some(pid)).then_some(())
+    })
+    .await;
+    exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('after-restart')").await.expect("write after restart");
+    wait_for("replicas streaming again", Duration::from_secs(60), &c.nodes, || {
+        replicas_stream_from(&c.nodes, p, "after-restart")
+    })
+    .await;
+}
+
+async fn http_post(port: u16, path: &str, body: &str) -> (u16, String) {
+    http_call(port, path, Some(body)).await
+}
+
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_call(port, path, None).await
+}
+
+async fn http_call(port: u16, path: &str, body: Option<&str>) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let method = if body.is_some() { hyper::Method::POST } else { hyper::Method::GET };
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"))
+        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default().to_owned())))
+        .expect("request");
+    match tokio::time::timeout(Duration::from_secs(40), client.request(req)).await {
+        Ok(Ok(r)) => {
+            let code = r.status().as_u16();
+            let b = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            (code, String::from_utf8_lossy(&b).into_owned())
+        }
+        _ => (0, String::new()),
+    }
 }

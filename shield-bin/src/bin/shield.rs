@@ -18,6 +18,16 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Internal: the fence keeper child (see shield_bin::keeper).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--fence-keeper") {
+        if let Some(dir) = argv.get(2) {
+            shield_bin::keeper::run(std::path::Path::new(dir));
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("shield: --fence-keeper needs the data directory");
+        return ExitCode::from(2);
+    }
     let args = Args::parse();
     let env: BTreeMap<String, String> =
         std::env::vars().filter(|(k, _)| k.starts_with("PATRONI_") || k.starts_with("SHIELD_")).collect();

@@ -1,0 +1,118 @@
+//! The fence keeper: a small child process that enforces the fencing deadline even when the
+//! daemon itself is frozen (SIGSTOP, a stalled VM thread, a debugger).
+//!
+//! The daemon's in-process fence guard stops working the moment the daemon stops running. The
+//! keeper is a separate process (`shield --fence-keeper DATA_DIR`) that reads deadlines from its
+//! stdin, one per line, as `CLOCK_MONOTONIC` nanoseconds (`-` clears it). When a deadline passes
+//! without a newer one, it sends SIGQUIT (immediate shutdown) to the postmaster. If the daemon
+//! dies, the pipe closes and the keeper enforces the last deadline before exiting, so a crashed
+//! daemon cannot leave a primary running past its lease either.
+//!
+//! A hardware watchdog is still the only protection when the whole host freezes; this covers the
+//! common case of the daemon alone being stuck.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::time::{clock_gettime, ClockId};
+
+use crate::pg::Postgres;
+
+/// Now on CLOCK_MONOTONIC, in nanoseconds (shared by every process on the host).
+pub fn mono_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64).unwrap_or(0)
+}
+
+/// The keeper's main loop. Returns when stdin closes and any pending deadline is settled.
+pub fn run(data_dir: &Path) {
+    let (tx, rx) = mpsc::channel::<Option<u64>>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.trim().parse::<u64>().ok()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut deadline: Option<u64> = None;
+    loop {
+        let wait = deadline.map_or(Duration::from_secs(3600), |d| Duration::from_nanos(d.saturating_sub(mono_ns())));
+        match rx.recv_timeout(wait) {
+            Ok(d) => deadline = d,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if deadline.is_some_and(|d| mono_ns() >= d) {
+                    eprintln!("shield fence keeper: lease deadline passed without renewal; stopping PostgreSQL");
+                    Postgres::kill_now(data_dir);
+                    deadline = None;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // The daemon is gone: enforce what it last promised, then leave.
+                if let Some(d) = deadline {
+                    std::thread::sleep(Duration::from_nanos(d.saturating_sub(mono_ns())));
+                    eprintln!(
+                        "shield fence keeper: the daemon exited holding the lease; stopping PostgreSQL at its deadline"
+                    );
+                    Postgres::kill_now(data_dir);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The daemon's end of the keeper: starts the child and sends it deadlines.
+#[derive(Debug)]
+pub struct Keeper {
+    stdin: Option<std::process::ChildStdin>,
+    child: Option<std::process::Child>,
+}
+
+impl Keeper {
+    /// Starts `shield --fence-keeper DATA_DIR`. On failure only the in-process guard works,
+    /// and that is logged.
+    pub fn start(data_dir: &Path) -> Keeper {
+        let spawned = std::env::current_exe().and_then(|exe| {
+            std::process::Command::new(exe)
+                .arg("--fence-keeper")
+                .arg(data_dir)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+        });
+        match spawned {
+            Ok(mut c) => Keeper { stdin: c.stdin.take(), child: Some(c) },
+            Err(e) => {
+                tracing::error!(error = %e, "fence keeper: cannot start it; only the in-process guard is active");
+                Keeper { stdin: None, child: None }
+            }
+        }
+    }
+
+    /// Sends the deadline (None clears it).
+    pub fn set(&mut self, deadline: Option<std::time::Instant>) {
+        use std::io::Write;
+        let line = match deadline {
+            Some(at) => {
+                format!("{}\n", mono_ns() + at.saturating_duration_since(std::time::Instant::now()).as_nanos() as u64)
+            }
+            None => "-\n".to_owned(),
+        };
+        if let Some(s) = self.stdin.as_mut() {
+            if let Err(e) = s.write_all(line.as_bytes()) {
+                tracing::error!(error = %e, "fence keeper: it exited; only the in-process guard is active");
+                self.stdin = None;
+            }
+        }
+    }
+
+    /// Clears the deadline and lets the keeper exit (orderly shutdown).
+    pub fn finish(mut self) {
+        self.set(None);
+        self.stdin = None;
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+}
