@@ -425,6 +425,16 @@ async fn bootstrap_replicate_and_fail_over() {
     assert_eq!(writable(&nodes).await, vec![new_primary], "exactly one writable node");
     let log = nodes[primary].log();
     assert!(!log.contains("panicked"), "a daemon panicked:\n{log}");
+
+    // Every decision the daemons made replays through decide() to the same result.
+    for n in &nodes {
+        let entries = shield_bin::journal::read(&n.dir.join("data.journal.jsonl")).expect("journal");
+        assert!(entries.len() > 5, "{}: only {} journal lines", n.name, entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(shield_core::decide(&e.state, &e.obs), e.decision, "{} line {}", n.name, i + 1);
+        }
+        println!("e2e: {} journal lines of {} replayed identically", entries.len(), n.name);
+    }
 }
 
 /// Freeze the primary's daemon *and* its whole database; nothing may let two nodes take writes.
@@ -578,5 +588,49 @@ async fn http_call(port: u16, path: &str, body: Option<&str>) -> (u16, String) {
             (code, String::from_utf8_lossy(&b).into_owned())
         }
         _ => (0, String::new()),
+    }
+}
+
+/// A node whose data directory belongs to another cluster is refused, and its data is kept.
+/// Garbage in another member key changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_data_and_garbage_members_are_refused_without_harm() {
+    let Some(c) = cluster().await else { return };
+    let pg_bin = pg_bindir().expect("checked by cluster()");
+    let (uid, gid) = (c.nodes[0].uid, c.nodes[0].gid);
+    let dir = c._root.path().join("node3");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
+    let out = Command::new(pg_bin.join("initdb"))
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-U")
+        .arg("postgres")
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .expect("initdb");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut stranger =
+        Node { name: "node3".into(), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid };
+    std::fs::write(stranger.dir.join("shield.yml"), stranger.config(&c._etcd.endpoints(), &pg_bin)).expect("config");
+    // Garbage written straight into etcd, as a broken tool would.
+    let ctl = servers::find_bin("SHIELD_ETCDCTL_BIN", "etcdctl").expect("etcdctl");
+    let put = Command::new(ctl)
+        .arg(format!("--endpoints={}", c._etcd.endpoints()[0]))
+        .args(["put", "/service/e2e/members/junk", "{not json"])
+        .output()
+        .expect("etcdctl");
+    assert!(put.status.success());
+    stranger.start();
+    wait_for("the stranger to report the mismatch", Duration::from_secs(20), &c.nodes, || async {
+        stranger.log().contains("system ID mismatch").then_some(())
+    })
+    .await;
+    assert!(stranger.dir.join("data/PG_VERSION").exists(), "the foreign data directory must be kept");
+    assert_eq!(writable(&c.nodes).await, vec![c.primary], "the cluster is unaffected");
+    exec(c.nodes[c.primary].pg_port, "INSERT INTO e2e VALUES ('still-fine')").await.expect("write");
+    for n in c.nodes.iter().chain(std::iter::once(&stranger)) {
+        assert!(!n.log().contains("panicked"), "{} panicked", n.name);
     }
 }
