@@ -95,6 +95,9 @@ fn a_missing_bin_dir_is_a_clear_error() {
         };
         let _ = std::os::unix::fs::chown(dir.path(), Some(u.uid.as_raw()), Some(u.gid.as_raw()));
         let _ = std::os::unix::fs::chown(&f, Some(u.uid.as_raw()), Some(u.gid.as_raw()));
+        let exe = dir.path().join("shield");
+        std::fs::copy(env!("CARGO_BIN_EXE_shield"), &exe).expect("copy the binary where the user can run it");
+        cmd = Command::new(&exe);
         cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
     }
     let out = cmd.arg(&f).output().expect("run");

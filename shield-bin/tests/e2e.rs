@@ -105,9 +105,16 @@ watchdog:
     }
 
     fn start(&mut self) {
+        // Run a copy inside the node's own directory: the build tree may sit under a directory
+        // the unprivileged user cannot enter (a CI checkout under /root, say).
+        let exe = self.dir.join("shield");
+        if !exe.exists() {
+            std::fs::copy(env!("CARGO_BIN_EXE_shield"), &exe).expect("copy the shield binary");
+            let _ = std::os::unix::fs::chown(&exe, Some(self.uid), Some(self.gid));
+        }
         let log = std::fs::File::create(self.dir.join("shield.log")).expect("log file");
         let _ = std::os::unix::fs::chown(self.dir.join("shield.log"), Some(self.uid), Some(self.gid));
-        let child = Command::new(env!("CARGO_BIN_EXE_shield"))
+        let child = Command::new(&exe)
             .arg(self.dir.join("shield.yml"))
             .env("SHIELD_LOG", "info")
             .env("HOME", &self.dir)
