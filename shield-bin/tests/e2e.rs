@@ -55,15 +55,17 @@ struct Node {
 impl Node {
     fn config(&self, etcd: &[String], pg_bin: &Path) -> String {
         let hosts: Vec<String> = etcd.iter().map(|e| e.trim_start_matches("http://").to_owned()).collect();
+        self.config_with(&format!("etcd3:\n  hosts: {}\n", hosts.join(",")), pg_bin)
+    }
+
+    fn config_with(&self, dcs_section: &str, pg_bin: &Path) -> String {
         format!(
             r#"scope: e2e
 name: {name}
 restapi:
   listen: 127.0.0.1:{api}
   connect_address: 127.0.0.1:{api}
-etcd3:
-  hosts: {hosts}
-bootstrap:
+{dcs_section}bootstrap:
   dcs:
     ttl: 4
     loop_wait: 1
@@ -98,7 +100,6 @@ watchdog:
             name = self.name,
             api = self.api_port,
             pg = self.pg_port,
-            hosts = hosts.join(","),
             dir = self.dir.display(),
             bin = pg_bin.display(),
         )
@@ -640,4 +641,55 @@ async fn foreign_data_and_garbage_members_are_refused_without_harm() {
     for n in c.nodes.iter().chain(std::iter::once(&stranger)) {
         assert!(!n.log().contains("panicked"), "{} panicked", n.name);
     }
+}
+
+/// The same bootstrap and node-crash failover with Consul as the DCS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_and_fail_over_on_consul() {
+    let _serial = SERIAL.lock().await;
+    let Some(pg_bin) = pg_bindir() else { return };
+    let Some((uid, gid)) = run_as() else { return };
+    let Some(consul) = servers::ConsulAgent::start("1s", &[]) else { return };
+    let root = tempfile::tempdir().expect("temp dir");
+    let _ = std::os::unix::fs::chown(root.path(), Some(uid), Some(gid));
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let dir = root.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&dir).expect("node dir");
+            let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
+            Node { name: format!("node{i}"), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid }
+        })
+        .collect();
+    let section = format!("consul:\n  url: {}\n", consul.url());
+    for n in &mut nodes {
+        std::fs::write(n.dir.join("shield.yml"), n.config_with(&section, &pg_bin)).expect("config");
+        n.start();
+    }
+    let primary = wait_for("one writable node", Duration::from_secs(90), &nodes, || async {
+        let w = writable(&nodes).await;
+        (w.len() == 1).then(|| w[0])
+    })
+    .await;
+    exec(nodes[primary].pg_port, "CREATE TABLE e2e (v text); INSERT INTO e2e VALUES ('boot')").await.expect("write");
+    wait_for("replicas streaming the row", Duration::from_secs(90), &nodes, || {
+        replicas_stream_from(&nodes, primary, "boot")
+    })
+    .await;
+    let t = Instant::now();
+    nodes[primary].crash();
+    let new_primary = wait_for("a new primary", Duration::from_secs(30), &nodes, || async {
+        let w = writable(&nodes).await;
+        (w.len() == 1 && w[0] != primary).then(|| w[0])
+    })
+    .await;
+    exec(nodes[new_primary].pg_port, "INSERT INTO e2e VALUES ('after-failover')")
+        .await
+        .expect("commit on the new primary");
+    println!("e2e (consul): node crash → first commit on {} after {:?}", nodes[new_primary].name, t.elapsed());
+    nodes[primary].start();
+    wait_for("the old primary to rejoin", Duration::from_secs(90), &nodes, || {
+        replicas_stream_from(&nodes, new_primary, "after-failover")
+    })
+    .await;
+    assert_eq!(writable(&nodes).await, vec![new_primary]);
 }
