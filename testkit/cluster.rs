@@ -1,0 +1,381 @@
+//! A 3-node Shield cluster on loopback for end-to-end tests and the cluster benchmark: real
+//! PostgreSQL, real etcd or Consul, and `shield` daemons run as an unprivileged user (the test
+//! user from scripts/setup.sh when the caller is root).
+//!
+//! Not a crate: shield-bin's integration tests and bench include it with `#[path]`, next to
+//! `servers.rs`, which must be included as `mod servers` by the includer.
+
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::servers::{self, free_port, EtcdCluster};
+pub fn pg_bindir() -> Option<PathBuf> {
+    let candidates =
+        [std::env::var_os("SHIELD_PG_BINDIR").map(PathBuf::from), Some(PathBuf::from("/usr/lib/postgresql/15/bin"))];
+    let found = candidates.into_iter().flatten().find(|p| p.join("postgres").is_file());
+    if found.is_none() {
+        let msg = "PostgreSQL 15 server binaries not found (set SHIELD_PG_BINDIR or run scripts/setup.sh)";
+        assert!(!servers::servers_required(), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// The uid/gid to run nodes as: ourselves, or the test user when we are root.
+pub fn run_as() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some((nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()));
+    }
+    let name = std::env::var("SHIELD_TEST_USER").unwrap_or_else(|_| "shieldtest".into());
+    match nix::unistd::User::from_name(&name) {
+        Ok(Some(u)) => Some((u.uid.as_raw(), u.gid.as_raw())),
+        _ => {
+            let msg =
+                format!("running as root and the unprivileged user {name:?} does not exist (run scripts/setup.sh)");
+            assert!(!servers::servers_required(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub dir: PathBuf,
+    pub pg_port: u16,
+    pub api_port: u16,
+    pub child: Option<Child>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Node {
+    pub fn config(&self, etcd: &[String], pg_bin: &Path) -> String {
+        let hosts: Vec<String> = etcd.iter().map(|e| e.trim_start_matches("http://").to_owned()).collect();
+        self.config_with(&format!("etcd3:\n  hosts: {}\n", hosts.join(",")), pg_bin)
+    }
+
+    pub fn config_with(&self, dcs_section: &str, pg_bin: &Path) -> String {
+        format!(
+            r#"scope: e2e
+name: {name}
+restapi:
+  listen: 127.0.0.1:{api}
+  connect_address: 127.0.0.1:{api}
+{dcs_section}bootstrap:
+  dcs:
+    ttl: 4
+    loop_wait: 1
+    retry_timeout: 1.5
+    postgresql:
+      use_pg_rewind: true
+  initdb:
+  - encoding: UTF8
+  - data-checksums
+  pg_hba:
+  - host replication replicator 127.0.0.1/32 md5
+  - host all all 127.0.0.1/32 md5
+postgresql:
+  listen: 127.0.0.1:{pg}
+  connect_address: 127.0.0.1:{pg}
+  data_dir: {dir}/data
+  bin_dir: {bin}
+  pgpass: {dir}/pgpass
+  authentication:
+    superuser:
+      username: postgres
+      password: su-pass
+    replication:
+      username: replicator
+      password: rep-pass
+  parameters:
+    unix_socket_directories: '{dir}'
+    shared_buffers: 16MB
+watchdog:
+  mode: off
+"#,
+            name = self.name,
+            api = self.api_port,
+            pg = self.pg_port,
+            dir = self.dir.display(),
+            bin = pg_bin.display(),
+        )
+    }
+
+    pub fn start(&mut self) {
+        // Run a copy inside the node's own directory: the build tree may sit under a directory
+        // the unprivileged user cannot enter (a CI checkout under /root, say).
+        let exe = self.dir.join("shield");
+        if !exe.exists() {
+            std::fs::copy(env!("CARGO_BIN_EXE_shield"), &exe).expect("copy the shield binary");
+            let _ = std::os::unix::fs::chown(&exe, Some(self.uid), Some(self.gid));
+        }
+        let log = std::fs::File::create(self.dir.join("shield.log")).expect("log file");
+        let _ = std::os::unix::fs::chown(self.dir.join("shield.log"), Some(self.uid), Some(self.gid));
+        let child = Command::new(&exe)
+            .arg(self.dir.join("shield.yml"))
+            .env("SHIELD_LOG", "info")
+            .env("HOME", &self.dir)
+            .uid(self.uid)
+            .gid(self.gid)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn shield");
+        self.child = Some(child);
+    }
+
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("data/postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+    }
+
+    /// SIGKILL the daemon and the postmaster together (a host crash, as far as the cluster sees).
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(pid) = self.postmaster_pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("shield.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.crash();
+        // Children of the killed postmaster exit on their own; make sure none linger.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A query with a hard bound: a frozen server accepts the TCP connection and then never answers.
+pub async fn sql(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row>, String> {
+    tokio::time::timeout(Duration::from_secs(3), sql_unbounded(port, q)).await.map_err(|_| "no answer".to_owned())?
+}
+
+pub async fn sql_unbounded(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row>, String> {
+    let (c, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .password("su-pass")
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    c.query(q, &[]).await.map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()))
+}
+
+pub async fn exec(port: u16, q: &str) -> Result<(), String> {
+    tokio::time::timeout(Duration::from_secs(10), exec_unbounded(port, q)).await.map_err(|_| "no answer".to_owned())?
+}
+
+pub async fn exec_unbounded(port: u16, q: &str) -> Result<(), String> {
+    let (c, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .password("su-pass")
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    c.batch_execute(q).await.map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()))
+}
+
+pub async fn http_status(port: u16, path: &str) -> u16 {
+    use http_body_util::Empty;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let uri = format!("http://127.0.0.1:{port}{path}").parse().expect("uri");
+    match tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await {
+        Ok(Ok(r)) => r.status().as_u16(),
+        _ => 0,
+    }
+}
+
+/// Which nodes run a writable database.
+pub async fn writable(nodes: &[Node]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Ok(rows) = sql(n.pg_port, "SELECT NOT pg_is_in_recovery()").await {
+            if rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// Every pid in the postmaster's process tree (for SIGSTOP of the whole database).
+pub fn pg_tree(postmaster: i32) -> Vec<i32> {
+    let mut pids = vec![postmaster];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid =
+                stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+pub fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
+    for &p in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+    }
+}
+
+/// Samples every 50 ms which nodes accept writes; returns the worst sample seen.
+pub fn start_sampler(ports: Vec<u16>) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<(usize, usize)>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let h = tokio::spawn(async move {
+        let (mut worst, mut samples) = (0usize, 0usize);
+        while !*stop_rx.borrow() {
+            let mut n = 0;
+            for &p in &ports {
+                let q = tokio::time::timeout(Duration::from_millis(40), sql(p, "SELECT NOT pg_is_in_recovery()")).await;
+                if let Ok(Ok(rows)) = q {
+                    if rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+                        n += 1;
+                    }
+                }
+            }
+            worst = worst.max(n);
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (worst, samples)
+    });
+    (stop_tx, h)
+}
+
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, nodes: &[Node], mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            for n in nodes {
+                eprintln!("==== {} log (last 40 lines) ====", n.name);
+                let log = n.log();
+                let lines: Vec<&str> = log.lines().collect();
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{l}");
+                }
+            }
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// All nodes streaming from the single primary `p`, and row `marker` visible everywhere.
+pub async fn replicas_stream_from(nodes: &[Node], p: usize, marker: &str) -> Option<()> {
+    for (i, n) in nodes.iter().enumerate() {
+        if i == p {
+            continue;
+        }
+        let rows = sql(n.pg_port, "SELECT status FROM pg_stat_wal_receiver").await.ok()?;
+        if rows.first().map(|r| r.get::<_, String>(0)).as_deref() != Some("streaming") {
+            return None;
+        }
+        let found = sql(n.pg_port, &format!("SELECT 1 FROM e2e WHERE v = '{marker}'")).await.ok()?;
+        if found.is_empty() {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// A running 3-node cluster. Tests run one at a time: three PostgreSQL servers and daemons per
+/// test already fill a 2-core machine.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub primary: usize,
+    pub _etcd: EtcdCluster,
+    pub _root: tempfile::TempDir,
+}
+
+pub async fn cluster() -> Option<Cluster> {
+    let pg_bin = pg_bindir()?;
+    let (uid, gid) = run_as()?;
+    let etcd = EtcdCluster::start(1)?;
+    let root = tempfile::tempdir().expect("temp dir");
+    let _ = std::os::unix::fs::chown(root.path(), Some(uid), Some(gid));
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let dir = root.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&dir).expect("node dir");
+            let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
+            Node { name: format!("node{i}"), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid }
+        })
+        .collect();
+    for n in &mut nodes {
+        std::fs::write(n.dir.join("shield.yml"), n.config(&etcd.endpoints(), &pg_bin)).expect("config");
+        n.start();
+    }
+    let primary = wait_for("one writable node", Duration::from_secs(90), &nodes, || async {
+        let w = writable(&nodes).await;
+        (w.len() == 1).then(|| w[0])
+    })
+    .await;
+    exec(nodes[primary].pg_port, "CREATE TABLE e2e (v text); INSERT INTO e2e VALUES ('boot')")
+        .await
+        .expect("write on the primary");
+    wait_for("replicas streaming the row", Duration::from_secs(90), &nodes, || {
+        replicas_stream_from(&nodes, primary, "boot")
+    })
+    .await;
+    Some(Cluster { nodes, primary, _etcd: etcd, _root: root })
+}
+
+pub async fn http_post(port: u16, path: &str, body: &str) -> (u16, String) {
+    http_call(port, path, Some(body)).await
+}
+
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_call(port, path, None).await
+}
+
+pub async fn http_call(port: u16, path: &str, body: Option<&str>) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let method = if body.is_some() { hyper::Method::POST } else { hyper::Method::GET };
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"))
+        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default().to_owned())))
+        .expect("request");
+    match tokio::time::timeout(Duration::from_secs(40), client.request(req)).await {
+        Ok(Ok(r)) => {
+            let code = r.status().as_u16();
+            let b = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            (code, String::from_utf8_lossy(&b).into_owned())
+        }
+        _ => (0, String::new()),
+    }
+}
