@@ -36,6 +36,14 @@ pub struct Snapshot {
     pub ttl: Duration,
     /// Tags.
     pub tags: Value,
+    /// Unix time of the last successful DCS read.
+    pub dcs_last_seen_unix: i64,
+    /// Round trip of the last successful lease renewal, ms.
+    pub renew_latency_ms: i64,
+    /// Time left before the fencing deadline at the last cycle, ms (0 without a lease).
+    pub fence_margin_ms: i64,
+    /// Decisions since start, by reason kind.
+    pub decisions: std::collections::BTreeMap<String, u64>,
 }
 
 /// Shared API state.
@@ -93,6 +101,7 @@ pub fn router(state: Shared) -> Router {
         .route("/cluster", get(cluster))
         .route("/history", get(history))
         .route("/config", get(config))
+        .route("/metrics", get(metrics))
         .route("/switchover", post(switchover))
         .route("/failover", post(failover))
         .with_state(state)
@@ -260,6 +269,12 @@ async fn cluster(State(s): State<Shared>) -> Response {
         }
     }
     Json(out).into_response()
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let body = crate::metrics::render(&s.scope, s.name.as_str(), &snap);
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 async fn history(State(s): State<Shared>) -> Response {

@@ -154,6 +154,9 @@ impl Driver {
                         let sent_at = mono(start);
                         let result = bounded(retry, self.dcs.renew_leader()).await.map_err(|e| e.kind);
                         if result.is_ok() {
+                            if let Ok(mut s) = self.api.snap.lock() {
+                                s.renew_latency_ms = mono(start).since(sent_at) as i64;
+                            }
                             let to = to_instant(sent_at.plus(fence_after_ms));
                             let moved = guard_tx.send_if_modified(|g| match g {
                                 Some(old) if *old < to => {
@@ -343,6 +346,15 @@ impl Driver {
         s.last_cycle = Some(Instant::now());
         s.ttl = Duration::from_millis(d.next.config.timing.ttl_ms);
         s.tags = d.next.settings.tags.to_json();
+        if matches!(obs.dcs, DcsView::Reachable(_)) {
+            s.dcs_last_seen_unix = wall_ms() / 1000;
+        }
+        s.fence_margin_ms = d.fence_at.map_or(0, |f| f.0.saturating_sub(obs.now.0) as i64);
+        let kind = serde_json::to_value(&d.reason)
+            .ok()
+            .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into());
+        *s.decisions.entry(kind).or_insert(0) += 1;
     }
 }
 

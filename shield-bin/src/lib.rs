@@ -11,4 +11,5 @@ pub mod driver;
 pub mod http;
 pub mod journal;
 pub mod keeper;
+pub mod metrics;
 pub mod pg;

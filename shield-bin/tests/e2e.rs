@@ -224,6 +224,13 @@ async fn crashed_database_restarts_in_place() {
     let _serial = SERIAL.lock().await;
     let Some(c) = cluster().await else { return };
     let p = c.primary;
+    // /metrics speaks Patroni's names.
+    let want = format!("patroni_primary{{scope=\"e2e\",name=\"{}\"}} 1", c.nodes[p].name);
+    wait_for("/metrics to show the primary", Duration::from_secs(10), &c.nodes, || async {
+        let (code, text) = http_get(c.nodes[p].api_port, "/metrics").await;
+        (code == 200 && text.contains(&want) && text.contains("shield_decisions")).then_some(())
+    })
+    .await;
     let pid = c.nodes[p].postmaster_pid().expect("postmaster");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
     wait_for("the same node to be primary again", Duration::from_secs(30), &c.nodes, || async {
