@@ -54,11 +54,6 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn config(&self, etcd: &[String], pg_bin: &Path) -> String {
-        let hosts: Vec<String> = etcd.iter().map(|e| e.trim_start_matches("http://").to_owned()).collect();
-        self.config_with(&format!("etcd3:\n  hosts: {}\n", hosts.join(",")), pg_bin)
-    }
-
     pub fn config_with(&self, dcs_section: &str, pg_bin: &Path) -> String {
         format!(
             r#"scope: e2e
@@ -162,7 +157,8 @@ pub async fn sql(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row>, String>
     tokio::time::timeout(Duration::from_secs(3), sql_unbounded(port, q)).await.map_err(|_| "no answer".to_owned())?
 }
 
-pub async fn sql_unbounded(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row>, String> {
+/// A superuser connection to the node's database on `port`.
+async fn connect(port: u16) -> Result<tokio_postgres::Client, String> {
     let (c, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)
@@ -174,7 +170,15 @@ pub async fn sql_unbounded(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    c.query(q, &[]).await.map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()))
+    Ok(c)
+}
+
+fn db_message(e: tokio_postgres::Error) -> String {
+    e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned())
+}
+
+pub async fn sql_unbounded(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row>, String> {
+    connect(port).await?.query(q, &[]).await.map_err(db_message)
 }
 
 pub async fn exec(port: u16, q: &str) -> Result<(), String> {
@@ -182,18 +186,7 @@ pub async fn exec(port: u16, q: &str) -> Result<(), String> {
 }
 
 pub async fn exec_unbounded(port: u16, q: &str) -> Result<(), String> {
-    let (c, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user("postgres")
-        .password("su-pass")
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(2))
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    c.batch_execute(q).await.map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()))
+    connect(port).await?.batch_execute(q).await.map_err(db_message)
 }
 
 pub async fn http_status(port: u16, path: &str) -> u16 {
@@ -310,31 +303,102 @@ pub async fn replicas_stream_from(nodes: &[Node], p: usize, marker: &str) -> Opt
     Some(())
 }
 
-/// A running 3-node cluster. Tests run one at a time: three PostgreSQL servers and daemons per
-/// test already fill a 2-core machine.
+/// SIGKILLs the primary's daemon and postmaster, waits for another node to commit a row, then
+/// restarts the old node and waits until it streams that row. Returns the new primary, the time
+/// to its first commit, and the time the old node took to rejoin.
+pub async fn crash_primary_and_rejoin(nodes: &mut [Node], primary: usize) -> (usize, Duration, Duration) {
+    let t = Instant::now();
+    nodes[primary].crash();
+    let new_primary = wait_for("a new primary", Duration::from_secs(30), nodes, || async {
+        let w = writable(nodes).await;
+        (w.len() == 1 && w[0] != primary).then(|| w[0])
+    })
+    .await;
+    exec(nodes[new_primary].pg_port, "INSERT INTO e2e VALUES ('after-failover')")
+        .await
+        .expect("commit on the new primary");
+    let rto = t.elapsed();
+    let t = Instant::now();
+    nodes[primary].start();
+    wait_for("the old primary to rejoin and stream", Duration::from_secs(90), nodes, || {
+        replicas_stream_from(nodes, new_primary, "after-failover")
+    })
+    .await;
+    (new_primary, rto, t.elapsed())
+}
+
+/// The DCS a test cluster runs on.
+pub enum TestDcs {
+    /// A one-member etcd.
+    Etcd(EtcdCluster),
+    /// A `consul agent -dev` with `session_ttl_min = 1s`.
+    Consul(servers::ConsulAgent),
+}
+
+impl TestDcs {
+    /// The node config's DCS section.
+    pub fn section(&self) -> String {
+        match self {
+            TestDcs::Etcd(e) => {
+                let hosts: Vec<String> =
+                    e.endpoints().iter().map(|h| h.trim_start_matches("http://").to_owned()).collect();
+                format!("etcd3:\n  hosts: {}\n", hosts.join(","))
+            }
+            TestDcs::Consul(c) => format!("consul:\n  url: {}\n", c.url()),
+        }
+    }
+
+    /// The etcd endpoint, if this is etcd.
+    pub fn etcd_endpoint(&self) -> Option<String> {
+        match self {
+            TestDcs::Etcd(e) => e.endpoints().first().cloned(),
+            TestDcs::Consul(_) => None,
+        }
+    }
+}
+
+/// A running 3-node cluster.
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub primary: usize,
-    pub _etcd: EtcdCluster,
-    pub _root: tempfile::TempDir,
+    pub dcs: TestDcs,
+    pub pg_bin: PathBuf,
+    pub root: tempfile::TempDir,
 }
 
+impl Cluster {
+    /// A node directory under the cluster's root, owned by the unprivileged user.
+    pub fn new_node(&self, name: &str) -> Node {
+        new_node(self.root.path(), name, self.nodes[0].uid, self.nodes[0].gid)
+    }
+}
+
+fn new_node(root: &Path, name: &str, uid: u32, gid: u32) -> Node {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("node dir");
+    let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
+    Node { name: name.to_owned(), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid }
+}
+
+/// Three nodes on etcd, bootstrapped, with table `e2e` replicated everywhere.
 pub async fn cluster() -> Option<Cluster> {
+    cluster_on(false).await
+}
+
+/// Three nodes on etcd or (`consul`) Consul, bootstrapped and streaming.
+pub async fn cluster_on(consul: bool) -> Option<Cluster> {
     let pg_bin = pg_bindir()?;
     let (uid, gid) = run_as()?;
-    let etcd = EtcdCluster::start(1)?;
+    let dcs = if consul {
+        TestDcs::Consul(servers::ConsulAgent::start("1s", &[])?)
+    } else {
+        TestDcs::Etcd(EtcdCluster::start(1)?)
+    };
     let root = tempfile::tempdir().expect("temp dir");
     let _ = std::os::unix::fs::chown(root.path(), Some(uid), Some(gid));
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            let dir = root.path().join(format!("node{i}"));
-            std::fs::create_dir_all(&dir).expect("node dir");
-            let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
-            Node { name: format!("node{i}"), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid }
-        })
-        .collect();
+    let mut nodes: Vec<Node> = (0..3).map(|i| new_node(root.path(), &format!("node{i}"), uid, gid)).collect();
     for n in &mut nodes {
-        std::fs::write(n.dir.join("shield.yml"), n.config(&etcd.endpoints(), &pg_bin)).expect("config");
+        std::fs::write(n.dir.join("shield.yml"), n.config_with(&dcs.section(), &pg_bin)).expect("config");
         n.start();
     }
     let primary = wait_for("one writable node", Duration::from_secs(90), &nodes, || async {
@@ -349,7 +413,7 @@ pub async fn cluster() -> Option<Cluster> {
         replicas_stream_from(&nodes, primary, "boot")
     })
     .await;
-    Some(Cluster { nodes, primary, _etcd: etcd, _root: root })
+    Some(Cluster { nodes, primary, dcs, pg_bin, root })
 }
 
 pub async fn http_post(port: u16, path: &str, body: &str) -> (u16, String) {

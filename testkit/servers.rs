@@ -70,19 +70,14 @@ pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(pid, sig).expect("signal the server");
 }
 
-/// One etcd member.
-pub struct Etcd {
-    pub name: String,
-    pub scheme: &'static str,
-    pub client_port: u16,
-    pub peer_port: u16,
+/// A server child process: killed (after a SIGCONT, in case it was frozen) on drop.
+pub struct Proc {
     child: Option<Child>,
-    _dir: tempfile::TempDir,
 }
 
-impl Etcd {
-    pub fn client_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
+impl Proc {
+    pub fn new(child: Child) -> Proc {
+        Proc { child: Some(child) }
     }
 
     pub fn pid(&self) -> u32 {
@@ -100,13 +95,37 @@ impl Etcd {
     }
 }
 
-impl Drop for Etcd {
+impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = signal_quiet(c.id(), nix::sys::signal::Signal::SIGCONT);
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// One etcd member.
+pub struct Etcd {
+    pub name: String,
+    pub scheme: &'static str,
+    pub client_port: u16,
+    pub peer_port: u16,
+    proc_: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn client_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
+    }
+
+    pub fn freeze(&self) {
+        self.proc_.freeze();
+    }
+
+    pub fn thaw(&self) {
+        self.proc_.thaw();
     }
 }
 
@@ -207,7 +226,7 @@ impl EtcdCluster {
                 scheme,
                 client_port: *cp,
                 peer_port: *pp,
-                child: Some(child),
+                proc_: Proc::new(child),
                 _dir: dir,
             });
         }
@@ -226,7 +245,7 @@ impl EtcdCluster {
 /// A Consul agent in `-dev` mode (a single server) on loopback.
 pub struct ConsulAgent {
     pub http_port: u16,
-    child: Option<Child>,
+    proc_: Proc,
     _dir: tempfile::TempDir,
 }
 
@@ -256,7 +275,7 @@ impl ConsulAgent {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn consul");
-        let agent = ConsulAgent { http_port: http, child: Some(child), _dir: dir };
+        let agent = ConsulAgent { http_port: http, proc_: Proc::new(child), _dir: dir };
         assert!(wait_for_port(http, Duration::from_secs(20)), "consul did not open its HTTP port");
         Some(agent)
     }
@@ -265,25 +284,11 @@ impl ConsulAgent {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).expect("running")
-    }
-
     pub fn freeze(&self) {
-        signal(self.pid(), nix::sys::signal::Signal::SIGSTOP);
+        self.proc_.freeze();
     }
 
     pub fn thaw(&self) {
-        signal(self.pid(), nix::sys::signal::Signal::SIGCONT);
-    }
-}
-
-impl Drop for ConsulAgent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = signal_quiet(c.id(), nix::sys::signal::Signal::SIGCONT);
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc_.thaw();
     }
 }

@@ -115,7 +115,7 @@ async fn main() {
 
         // Idle resource use over 30 s.
         let pids: Vec<u32> = c.nodes.iter().filter_map(|n| n.child.as_ref().map(std::process::Child::id)).collect();
-        let etcd_url = c._etcd.endpoints()[0].clone();
+        let etcd_url = c.dcs.etcd_endpoint().expect("etcd");
         tokio::time::sleep(Duration::from_secs(5)).await;
         let (ticks0, req0) = (pids.iter().map(|&p| proc_cpu_ticks(p)).sum::<u64>(), etcd_requests(&etcd_url).await);
         tokio::time::sleep(Duration::from_secs(30)).await;

@@ -13,51 +13,23 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster::*;
-use servers::{free_port, EtcdCluster};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_replicate_and_fail_over() {
     let _serial = SERIAL.lock().await;
-    let Some(pg_bin) = pg_bindir() else { return };
-    let Some((uid, gid)) = run_as() else { return };
-    let Some(etcd) = EtcdCluster::start(1) else { return };
-    let root = tempfile::tempdir().expect("temp dir");
-    let _ = std::os::unix::fs::chown(root.path(), Some(uid), Some(gid));
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            let dir = root.path().join(format!("node{i}"));
-            std::fs::create_dir_all(&dir).expect("node dir");
-            let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
-            Node { name: format!("node{i}"), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid }
-        })
-        .collect();
-    for n in &mut nodes {
-        std::fs::write(n.dir.join("shield.yml"), n.config(&etcd.endpoints(), &pg_bin)).expect("config");
-        n.start();
-    }
-
     // ---- bootstrap: one primary, two streaming replicas, a row everywhere -------------------
     let t = Instant::now();
-    let primary = wait_for("one writable node", Duration::from_secs(90), &nodes, || async {
-        let w = writable(&nodes).await;
-        (w.len() == 1).then(|| w[0])
-    })
-    .await;
-    exec(nodes[primary].pg_port, "CREATE TABLE e2e (v text); INSERT INTO e2e VALUES ('boot')")
-        .await
-        .expect("write on the primary");
-    wait_for("replicas streaming the row", Duration::from_secs(90), &nodes, || {
-        replicas_stream_from(&nodes, primary, "boot")
-    })
-    .await;
+    let Some(mut c) = cluster().await else { return };
+    let primary = c.primary;
     println!("e2e: 3 nodes bootstrapped and streaming in {:?}", t.elapsed());
+    let nodes = &mut c.nodes;
     // Health endpoints follow within a cycle.
     wait_for(
         "/primary and /replica to answer 200 on the right nodes only",
         Duration::from_secs(10),
-        &nodes,
+        &*nodes,
         || async {
             for (i, n) in nodes.iter().enumerate() {
                 let got = (http_status(n.api_port, "/primary").await, http_status(n.api_port, "/replica").await);
@@ -71,33 +43,16 @@ async fn bootstrap_replicate_and_fail_over() {
     )
     .await;
 
-    // ---- node crash: SIGKILL daemon and postmaster of the primary -----------------------------
-    let t = Instant::now();
-    nodes[primary].crash();
-    let new_primary = wait_for("a new primary", Duration::from_secs(30), &nodes, || async {
-        let w = writable(&nodes).await;
-        (w.len() == 1 && w[0] != primary).then(|| w[0])
-    })
-    .await;
-    exec(nodes[new_primary].pg_port, "INSERT INTO e2e VALUES ('after-failover')")
-        .await
-        .expect("commit on the new primary");
-    println!("e2e: node crash → first commit on {} after {:?}", nodes[new_primary].name, t.elapsed());
-
-    // ---- the old node comes back and rejoins as a replica ---------------------------------------
-    let t = Instant::now();
-    nodes[primary].start();
-    wait_for("the old primary to rejoin and stream", Duration::from_secs(90), &nodes, || {
-        replicas_stream_from(&nodes, new_primary, "after-failover")
-    })
-    .await;
-    println!("e2e: old primary rejoined as a streaming replica in {:?}", t.elapsed());
-    assert_eq!(writable(&nodes).await, vec![new_primary], "exactly one writable node");
+    // ---- node crash, then the old node rejoins as a replica -----------------------------------
+    let (new_primary, rto, rejoin) = crash_primary_and_rejoin(nodes, primary).await;
+    println!("e2e: node crash → first commit on {} after {rto:?}", nodes[new_primary].name);
+    println!("e2e: old primary rejoined as a streaming replica in {rejoin:?}");
+    assert_eq!(writable(nodes).await, vec![new_primary], "exactly one writable node");
     let log = nodes[primary].log();
     assert!(!log.contains("panicked"), "a daemon panicked:\n{log}");
 
     // Every decision the daemons made replays through decide() to the same result.
-    for n in &nodes {
+    for n in nodes.iter() {
         let entries = shield_bin::journal::read(&n.dir.join("data.journal.jsonl")).expect("journal");
         assert!(entries.len() > 5, "{}: only {} journal lines", n.name, entries.len());
         for (i, e) in entries.iter().enumerate() {
@@ -251,14 +206,11 @@ async fn crashed_database_restarts_in_place() {
 async fn foreign_data_and_garbage_members_are_refused_without_harm() {
     let _serial = SERIAL.lock().await;
     let Some(c) = cluster().await else { return };
-    let pg_bin = pg_bindir().expect("checked by cluster()");
-    let (uid, gid) = (c.nodes[0].uid, c.nodes[0].gid);
-    let dir = c._root.path().join("node3");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
-    let out = Command::new(pg_bin.join("initdb"))
+    let mut stranger = c.new_node("node3");
+    let (uid, gid) = (stranger.uid, stranger.gid);
+    let out = Command::new(c.pg_bin.join("initdb"))
         .arg("-D")
-        .arg(dir.join("data"))
+        .arg(stranger.dir.join("data"))
         .arg("-U")
         .arg("postgres")
         .uid(uid)
@@ -266,13 +218,11 @@ async fn foreign_data_and_garbage_members_are_refused_without_harm() {
         .output()
         .expect("initdb");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut stranger =
-        Node { name: "node3".into(), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid };
-    std::fs::write(stranger.dir.join("shield.yml"), stranger.config(&c._etcd.endpoints(), &pg_bin)).expect("config");
+    std::fs::write(stranger.dir.join("shield.yml"), stranger.config_with(&c.dcs.section(), &c.pg_bin)).expect("config");
     // Garbage written straight into etcd, as a broken tool would.
     let ctl = servers::find_bin("SHIELD_ETCDCTL_BIN", "etcdctl").expect("etcdctl");
     let put = Command::new(ctl)
-        .arg(format!("--endpoints={}", c._etcd.endpoints()[0]))
+        .arg(format!("--endpoints={}", c.dcs.etcd_endpoint().expect("etcd")))
         .args(["put", "/service/e2e/members/junk", "{not json"])
         .output()
         .expect("etcdctl");
@@ -294,49 +244,9 @@ async fn foreign_data_and_garbage_members_are_refused_without_harm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_and_fail_over_on_consul() {
     let _serial = SERIAL.lock().await;
-    let Some(pg_bin) = pg_bindir() else { return };
-    let Some((uid, gid)) = run_as() else { return };
-    let Some(consul) = servers::ConsulAgent::start("1s", &[]) else { return };
-    let root = tempfile::tempdir().expect("temp dir");
-    let _ = std::os::unix::fs::chown(root.path(), Some(uid), Some(gid));
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            let dir = root.path().join(format!("node{i}"));
-            std::fs::create_dir_all(&dir).expect("node dir");
-            let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
-            Node { name: format!("node{i}"), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid }
-        })
-        .collect();
-    let section = format!("consul:\n  url: {}\n", consul.url());
-    for n in &mut nodes {
-        std::fs::write(n.dir.join("shield.yml"), n.config_with(&section, &pg_bin)).expect("config");
-        n.start();
-    }
-    let primary = wait_for("one writable node", Duration::from_secs(90), &nodes, || async {
-        let w = writable(&nodes).await;
-        (w.len() == 1).then(|| w[0])
-    })
-    .await;
-    exec(nodes[primary].pg_port, "CREATE TABLE e2e (v text); INSERT INTO e2e VALUES ('boot')").await.expect("write");
-    wait_for("replicas streaming the row", Duration::from_secs(90), &nodes, || {
-        replicas_stream_from(&nodes, primary, "boot")
-    })
-    .await;
-    let t = Instant::now();
-    nodes[primary].crash();
-    let new_primary = wait_for("a new primary", Duration::from_secs(30), &nodes, || async {
-        let w = writable(&nodes).await;
-        (w.len() == 1 && w[0] != primary).then(|| w[0])
-    })
-    .await;
-    exec(nodes[new_primary].pg_port, "INSERT INTO e2e VALUES ('after-failover')")
-        .await
-        .expect("commit on the new primary");
-    println!("e2e (consul): node crash → first commit on {} after {:?}", nodes[new_primary].name, t.elapsed());
-    nodes[primary].start();
-    wait_for("the old primary to rejoin", Duration::from_secs(90), &nodes, || {
-        replicas_stream_from(&nodes, new_primary, "after-failover")
-    })
-    .await;
-    assert_eq!(writable(&nodes).await, vec![new_primary]);
+    let Some(mut c) = cluster_on(true).await else { return };
+    let (primary, nodes) = (c.primary, &mut c.nodes);
+    let (new_primary, rto, _) = crash_primary_and_rejoin(nodes, primary).await;
+    println!("e2e (consul): node crash → first commit on {} after {rto:?}", nodes[new_primary].name);
+    assert_eq!(writable(nodes).await, vec![new_primary]);
 }
