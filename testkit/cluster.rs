@@ -424,11 +424,19 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
     http_call(port, path, None).await
 }
 
+pub async fn http_patch(port: u16, path: &str, body: &str) -> (u16, String) {
+    http_call_method(port, path, Some(body), hyper::Method::PATCH).await
+}
+
 pub async fn http_call(port: u16, path: &str, body: Option<&str>) -> (u16, String) {
+    let method = if body.is_some() { hyper::Method::POST } else { hyper::Method::GET };
+    http_call_method(port, path, body, method).await
+}
+
+pub async fn http_call_method(port: u16, path: &str, body: Option<&str>, method: hyper::Method) -> (u16, String) {
     use http_body_util::{BodyExt, Full};
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
-    let method = if body.is_some() { hyper::Method::POST } else { hyper::Method::GET };
     let req = hyper::Request::builder()
         .method(method)
         .uri(format!("http://127.0.0.1:{port}{path}"))

@@ -100,9 +100,9 @@ pub fn router(state: Shared) -> Router {
     r.route("/patroni", get(patroni))
         .route("/cluster", get(cluster))
         .route("/history", get(history))
-        .route("/config", get(config))
+        .route("/config", get(config).patch(patch_config).put(put_config))
         .route("/metrics", get(metrics))
-        .route("/switchover", post(switchover))
+        .route("/switchover", post(switchover).delete(delete_switchover))
         .route("/failover", post(failover))
         .with_state(state)
 }
@@ -290,6 +290,91 @@ async fn config(State(s): State<Shared>) -> Response {
     }
 }
 
+/// Patroni's deep merge: objects merge key by key, `null` deletes, anything else replaces.
+fn merge(into: &mut Value, patch: &Value) {
+    match (into, patch) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                if v.is_null() {
+                    a.remove(k);
+                } else {
+                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+async fn patch_config(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    write_config(s, headers, body, true).await
+}
+
+async fn put_config(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    write_config(s, headers, body, false).await
+}
+
+/// PATCH (merge) or PUT (replace) the dynamic config, with compare-and-set on the DCS key.
+async fn write_config(s: Shared, headers: HeaderMap, body: String, patch: bool) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let req = match parse_body(&body) {
+        Ok(m) => Value::Object(m),
+        Err(r) => return *r,
+    };
+    let view = match s.dcs.read().await {
+        Ok(v) => v,
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the DCS: {e}")),
+    };
+    let (mut cfg, rev) = match &view.config {
+        Some((c, r)) => (c.to_json(), Some(*r)),
+        None if patch => return text(StatusCode::SERVICE_UNAVAILABLE, "config is not set in the DCS"),
+        None => (Value::Object(Default::default()), None),
+    };
+    if patch {
+        merge(&mut cfg, &req);
+    } else {
+        cfg = req;
+    }
+    // Refuse what the nodes could not use, naming the key.
+    let checked = match shield_core::DynamicConfig::from_json(cfg) {
+        Ok(c) => c.to_json(),
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match s.dcs.write_cas(DcsKey::Config, &checked.to_string(), rev).await {
+        Ok(()) => {
+            s.wake.notify_one();
+            Json(checked).into_response()
+        }
+        Err(e) if e.kind == shield_core::ports::ErrorKind::CompareFailed => {
+            text(StatusCode::CONFLICT, "config changed concurrently; read it again and retry")
+        }
+        Err(e) => text(StatusCode::BAD_GATEWAY, format!("failed to write the config: {e}")),
+    }
+}
+
+async fn delete_switchover(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let view = match s.dcs.read().await {
+        Ok(v) => v,
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the DCS: {e}")),
+    };
+    let scheduled = view.failover.as_ref().is_some_and(|f| f.scheduled_at.is_some());
+    let (true, Some(rev)) = (scheduled, view.failover_revision) else {
+        return text(StatusCode::NOT_FOUND, "no switchover is scheduled");
+    };
+    match s.dcs.delete_cas(DcsKey::Failover, rev).await {
+        Ok(()) => text(StatusCode::OK, "scheduled switchover deleted"),
+        Err(e) if e.kind == shield_core::ports::ErrorKind::CompareFailed => {
+            text(StatusCode::CONFLICT, "the switchover changed concurrently")
+        }
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("failed to delete the switchover: {e}")),
+    }
+}
+
 fn authorized(s: &ApiState, headers: &HeaderMap) -> Result<(), Reject> {
     use base64::Engine as _;
     let Some(want) = &s.auth else { return Ok(()) };
@@ -429,6 +514,13 @@ async fn manual(s: Shared, headers: HeaderMap, body: String, failover: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_patches_merge_deeply_and_null_deletes() {
+        let mut c = json!({"ttl": 4, "postgresql": {"parameters": {"a": 1, "b": 2}}, "pause": true});
+        merge(&mut c, &json!({"ttl": 6, "postgresql": {"parameters": {"a": null, "c": 3}}, "pause": null}));
+        assert_eq!(c, json!({"ttl": 6, "postgresql": {"parameters": {"b": 2, "c": 3}}}));
+    }
 
     #[test]
     fn lag_values_parse_like_patronis() {

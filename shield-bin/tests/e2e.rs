@@ -194,6 +194,20 @@ async fn crashed_database_restarts_in_place() {
     })
     .await;
     exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('after-restart')").await.expect("write after restart");
+    // PATCH /config merges, checks and writes with compare-and-set; bad values are refused.
+    let (code, text) = http_patch(
+        c.nodes[p].api_port,
+        "/config",
+        r#"{"maximum_lag_on_failover": 2097152, "postgresql": {"parameters": {"work_mem": "8MB"}}}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("2097152") && text.contains("work_mem"), "{text}");
+    let (code, text) = http_patch(c.nodes[p].api_port, "/config", r#"{"ttl": "soon"}"#).await;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("ttl"), "{text}");
+    let (code, _) = http_call_method(c.nodes[p].api_port, "/switchover", None, hyper::Method::DELETE).await;
+    assert_eq!(code, 404, "nothing scheduled");
     wait_for("replicas streaming again", Duration::from_secs(60), &c.nodes, || {
         replicas_stream_from(&c.nodes, p, "after-restart")
     })
