@@ -7,13 +7,14 @@
 # - etcd 3.5 (etcd-server, etcd-client from Debian trixie) and Consul 1.8 (consul from Debian
 #   bullseye): static binaries inside Debian packages of other releases, fetched with
 #   `apt-get download` through a separate sources file and lists directory, so the machine's own
-#   apt configuration is never changed, and unpacked with `dpkg -x` into .cache/servers.
+#   apt configuration is never changed, and unpacked with `dpkg -x` into $SHIELD_CACHE/servers.
 #
 # Exports SHIELD_ETCD_BIN, SHIELD_ETCDCTL_BIN, SHIELD_CONSUL_BIN and SHIELD_PG_BINDIR.
 set -euo pipefail
 SHIELD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export SHIELD_ROOT
-export SHIELD_CACHE="${SHIELD_CACHE:-$SHIELD_ROOT/.cache}"
+# Downloads are cached outside the checkout, so fresh clones on the same machine reuse them.
+export SHIELD_CACHE="${SHIELD_CACHE:-${XDG_CACHE_HOME:-${HOME:-$SHIELD_ROOT}/.cache}/shield}"
 mkdir -p "$SHIELD_CACHE"
 
 say() { echo "setup: $*" >&2; }

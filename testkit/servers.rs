@@ -3,7 +3,8 @@
 //!
 //! Not a crate: integration tests include this file with `#[path]`, so the workspace keeps its
 //! fixed shape. Binaries are found through `SHIELD_ETCD_BIN` (and friends, exported by
-//! `scripts/setup.sh`), then `.cache/servers/usr/bin`, then `PATH`. When one is missing a test
+//! `scripts/setup.sh`), then `$SHIELD_CACHE` or `~/.cache/shield`, then the checkout's
+//! `.cache/servers/usr/bin`, then `PATH`. When one is missing a test
 //! skips with a message, unless `SHIELD_REQUIRE_SERVERS=1` (set by `scripts/test.sh`), which
 //! turns the skip into a failure.
 
@@ -28,8 +29,12 @@ pub fn workspace_root() -> PathBuf {
 /// Finds a server binary, or explains why the test is skipped (panicking when servers are
 /// required).
 pub fn find_bin(env_var: &str, name: &str) -> Option<PathBuf> {
+    let home_cache = std::env::var_os("SHIELD_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/shield")));
     let candidates = [
         std::env::var_os(env_var).map(PathBuf::from),
+        home_cache.map(|c| c.join("servers/usr/bin").join(name)),
         Some(workspace_root().join(".cache/servers/usr/bin").join(name)),
     ];
     let found = candidates.into_iter().flatten().find(|p| p.is_file()).or_else(|| {
