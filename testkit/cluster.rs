@@ -355,6 +355,14 @@ impl TestDcs {
             TestDcs::Consul(_) => None,
         }
     }
+
+    /// The etcd cluster, if this is etcd.
+    pub fn etcd(&self) -> Option<&EtcdCluster> {
+        match self {
+            TestDcs::Etcd(e) => Some(e),
+            TestDcs::Consul(_) => None,
+        }
+    }
 }
 
 /// A running 3-node cluster.
@@ -387,13 +395,18 @@ pub async fn cluster() -> Option<Cluster> {
 
 /// Three nodes on etcd or (`consul`) Consul, bootstrapped and streaming.
 pub async fn cluster_on(consul: bool) -> Option<Cluster> {
-    let pg_bin = pg_bindir()?;
-    let (uid, gid) = run_as()?;
     let dcs = if consul {
         TestDcs::Consul(servers::ConsulAgent::start("1s", &[])?)
     } else {
         TestDcs::Etcd(EtcdCluster::start(1)?)
     };
+    cluster_with(dcs).await
+}
+
+/// Three nodes on the given DCS, bootstrapped and streaming.
+pub async fn cluster_with(dcs: TestDcs) -> Option<Cluster> {
+    let pg_bin = pg_bindir()?;
+    let (uid, gid) = run_as()?;
     let root = tempfile::tempdir().expect("temp dir");
     let _ = std::os::unix::fs::chown(root.path(), Some(uid), Some(gid));
     let mut nodes: Vec<Node> = (0..3).map(|i| new_node(root.path(), &format!("node{i}"), uid, gid)).collect();
