@@ -302,7 +302,7 @@ pub enum DcsSettings {
         /// `cacert`, `cert`, `key`.
         tls: Option<(Option<PathBuf>, Option<PathBuf>, Option<PathBuf>)>,
     },
-    /// Consul: URL, token, datacenter.
+    /// Consul: URL, token, datacenter, TLS files, read consistency, session checks.
     Consul {
         /// The agent URL.
         url: String,
@@ -310,6 +310,12 @@ pub enum DcsSettings {
         token: Option<String>,
         /// Datacenter.
         dc: String,
+        /// `cacert`, `cert`, `key`.
+        tls: Option<(PathBuf, Option<PathBuf>, Option<PathBuf>)>,
+        /// `consistency`: default, consistent or stale.
+        consistency: String,
+        /// `checks`: session health checks.
+        checks: Vec<String>,
     },
 }
 
@@ -632,6 +638,28 @@ fn dcs_settings(file: &Path, etcd: Option<RawEtcd>, consul: Option<RawConsul>) -
             Ok(DcsSettings::Etcd3 { endpoints, auth, tls })
         }
         (None, Some(c)) => {
+            if c.register_service == Some(true) {
+                return Err(err(
+                    file,
+                    "`consul.register_service`: not wired into the daemon yet (the backend supports it)",
+                ));
+            }
+            let consistency = c.consistency.clone().unwrap_or_else(|| "default".into());
+            if !["default", "consistent", "stale"].contains(&consistency.as_str()) {
+                return Err(err(
+                    file,
+                    format!("`consul.consistency`: {consistency:?} is not default, consistent or stale"),
+                ));
+            }
+            let tls = match (c.cacert.clone(), c.cert.clone(), c.key.clone()) {
+                (None, None, None) => None,
+                (Some(ca), cert, key) if cert.is_some() == key.is_some() => {
+                    Some((PathBuf::from(ca), cert.map(PathBuf::from), key.map(PathBuf::from)))
+                }
+                (None, _, _) => return Err(err(file, "`consul.cert`/`consul.key` need `consul.cacert`")),
+                _ => return Err(err(file, "`consul.cert` and `consul.key` must be given together")),
+            };
+            let checks = c.checks.clone().unwrap_or_default();
             let url = match (c.url, c.host) {
                 (Some(u), _) => u,
                 (None, Some(h)) => {
@@ -644,7 +672,7 @@ fn dcs_settings(file: &Path, etcd: Option<RawEtcd>, consul: Option<RawConsul>) -
                 }
                 (None, None) => "http://127.0.0.1:8500".to_owned(),
             };
-            Ok(DcsSettings::Consul { url, token: c.token, dc: c.dc.unwrap_or_default() })
+            Ok(DcsSettings::Consul { url, token: c.token, dc: c.dc.unwrap_or_default(), tls, consistency, checks })
         }
     }
 }

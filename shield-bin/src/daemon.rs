@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use shield_core::cluster::ClusterView;
 use shield_core::ports::Dcs;
 use shield_core::{NodeSettings, NodeState};
-use shield_dcs_consul::{ConsulConfig, ConsulDcs};
+use shield_dcs_consul::{Consistency, ConsulConfig, ConsulDcs};
 use shield_dcs_etcd::{EtcdConfig, EtcdDcs, EtcdTls};
 use tokio::sync::watch;
 
@@ -39,13 +39,31 @@ pub fn build_dcs(cfg: &NodeConfig) -> Result<Arc<dyn Dcs>, String> {
             }
             Ok(Arc::new(EtcdDcs::new(e)))
         }
-        DcsSettings::Consul { url, token, dc } => {
+        DcsSettings::Consul { url, token, dc, tls, consistency, checks } => {
             let mut c = ConsulConfig::new(url, &cfg.scope, cfg.name.clone());
             c.namespace = cfg.namespace.clone();
             c.ttl_ms = t.ttl_ms;
             c.retry_timeout_ms = t.retry_timeout_ms;
             c.token = token.clone();
             c.dc = dc.clone();
+            c.checks = checks.clone();
+            c.consistency = match consistency.as_str() {
+                "consistent" => Consistency::Consistent,
+                "stale" => Consistency::Stale,
+                _ => Consistency::Default,
+            };
+            if let Some((ca, cert, key)) = tls {
+                let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+                let ca = read(ca)?;
+                let pair = match (cert, key) {
+                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                    _ => None,
+                };
+                let client =
+                    shield_dcs_consul::tls_client(&ca, pair.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())))
+                        .map_err(|e| format!("consul: {e}"))?;
+                c.client = Some(client);
+            }
             Ok(Arc::new(ConsulDcs::new(c)))
         }
     }

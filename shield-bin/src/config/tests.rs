@@ -136,3 +136,25 @@ fn environment_overrides_patroni_then_shield() {
     let DcsSettings::Etcd3 { endpoints, .. } = &c.dcs else { panic!("etcd3") };
     assert_eq!(endpoints.len(), 2);
 }
+
+#[test]
+fn consul_section_is_read_and_checked() {
+    let base = PATRONI.replace("etcd3:\n  host: 127.0.0.1:2379\n", "");
+    let c = parse(&base.replace(
+        "bootstrap:",
+        "consul:\n  host: 127.0.0.1:8500\n  token: t\n  consistency: consistent\n  checks: []\nbootstrap:",
+    ))
+    .expect("valid");
+    let DcsSettings::Consul { url, token, consistency, tls, .. } = &c.dcs else { panic!("consul") };
+    assert_eq!(
+        (url.as_str(), token.as_deref(), consistency.as_str(), tls),
+        ("http://127.0.0.1:8500", Some("t"), "consistent", &None)
+    );
+    let e = parse(&base.replace("bootstrap:", "consul:\n  host: 127.0.0.1:8500\n  register_service: true\nbootstrap:"))
+        .expect_err("not wired");
+    assert!(e.to_string().contains("register_service"), "{e}");
+    let e = parse(&base.replace("bootstrap:", "consul:\n  cert: /a.pem\nbootstrap:")).expect_err("cert without ca");
+    assert!(e.to_string().contains("cacert"), "{e}");
+    let e = parse(&base.replace("bootstrap:", "consul:\n  consistency: sometimes\nbootstrap:")).expect_err("bad mode");
+    assert!(e.to_string().contains("consul.consistency"), "{e}");
+}
