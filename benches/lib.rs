@@ -52,6 +52,7 @@ pub fn leader_cycle(members: usize) -> (NodeState, Observation) {
         db,
         outcomes: Vec::new(),
         shutdown_requested: false,
+        requests: Vec::new(),
     };
     (st, obs)
 }
@@ -75,6 +76,7 @@ pub fn race_cycle(members: usize) -> (NodeState, Observation) {
         db,
         outcomes: Vec::new(),
         shutdown_requested: false,
+        requests: Vec::new(),
     };
     (st, obs)
 }

@@ -44,6 +44,10 @@ pub struct Snapshot {
     pub fence_margin_ms: i64,
     /// Decisions since start, by reason kind.
     pub decisions: std::collections::BTreeMap<String, u64>,
+    /// Restarts that finished successfully (for `POST /restart` to wait on).
+    pub restarts_done: u64,
+    /// Restarts that failed.
+    pub restarts_failed: u64,
 }
 
 /// Shared API state.
@@ -60,6 +64,8 @@ pub struct ApiState {
     pub dcs: Arc<dyn Dcs>,
     /// Wakes the loop (after a request is written).
     pub wake: tokio::sync::Notify,
+    /// Operator requests for the next cycle.
+    pub requests: Mutex<Vec<shield_core::Request>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -104,6 +110,8 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/switchover", post(switchover).delete(delete_switchover))
         .route("/failover", post(failover))
+        .route("/restart", post(restart))
+        .route("/reinitialize", post(reinitialize))
         .with_state(state)
 }
 
@@ -352,6 +360,84 @@ async fn write_config(s: Shared, headers: HeaderMap, body: String, patch: bool) 
         }
         Err(e) => text(StatusCode::BAD_GATEWAY, format!("failed to write the config: {e}")),
     }
+}
+
+fn enqueue(s: &ApiState, r: shield_core::Request) {
+    if let Ok(mut q) = s.requests.lock() {
+        q.push(r);
+    }
+    s.wake.notify_one();
+}
+
+/// `POST /restart`: restarts PostgreSQL now and answers when it is back (60 s at most).
+/// Scheduled restarts and the `role`/`postgres_version`/`restart_pending` filters are not
+/// supported yet and are refused rather than ignored.
+async fn restart(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    if !body.trim().is_empty() {
+        let m = match parse_body(&body) {
+            Ok(m) => m,
+            Err(r) => return *r,
+        };
+        if let Some(k) = m.keys().find(|k| k.as_str() != "timeout") {
+            return text(StatusCode::BAD_REQUEST, format!("`{k}` is not supported by Shield's /restart yet"));
+        }
+    }
+    let (busy, running, done0, failed0) = {
+        let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+        let db = snap.db.as_ref();
+        (
+            db.is_some_and(|d| d.busy.is_some()),
+            matches!(db.map(|d| d.process), Some(DbProcess::Running { .. })),
+            snap.restarts_done,
+            snap.restarts_failed,
+        )
+    };
+    if busy {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "a database task is already in progress");
+    }
+    if !running {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "PostgreSQL is not running");
+    }
+    enqueue(&s, shield_core::Request::Restart);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (done, failed) = s.snap.lock().map(|g| (g.restarts_done, g.restarts_failed)).unwrap_or_default();
+        if done > done0 {
+            return text(StatusCode::OK, "restarted successfully");
+        }
+        if failed > failed0 {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "restart failed");
+        }
+    }
+    text(StatusCode::SERVICE_UNAVAILABLE, "restart did not finish within 60 s")
+}
+
+/// `POST /reinitialize`: wipe this replica's data and clone it again from the leader.
+async fn reinitialize(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    if !body.trim().is_empty() {
+        if let Err(r) = parse_body(&body) {
+            return *r;
+        }
+    }
+    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    if snap.holds_lock {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "I am the leader, can not reinitialize");
+    }
+    if snap.cluster.leader_name().is_none() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "Cluster has no leader, can not reinitialize");
+    }
+    if snap.db.as_ref().is_some_and(|d| d.busy.is_some()) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "a database task is already in progress");
+    }
+    enqueue(&s, shield_core::Request::Reinitialize);
+    text(StatusCode::OK, "reinitialize started")
 }
 
 async fn delete_switchover(State(s): State<Shared>, headers: HeaderMap) -> Response {

@@ -109,6 +109,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         auth: cfg.api_auth.clone(),
         dcs: dcs.clone(),
         wake: tokio::sync::Notify::new(),
+        requests: Mutex::new(Vec::new()),
     });
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await

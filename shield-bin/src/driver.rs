@@ -71,6 +71,15 @@ impl Driver {
                 if let Err(e) = &result {
                     tracing::warn!(task = ?task, error = %e, "database task failed");
                 }
+                if task == DbTask::Restart {
+                    if let Ok(mut s) = self.api.snap.lock() {
+                        if result.is_ok() {
+                            s.restarts_done += 1;
+                        } else {
+                            s.restarts_failed += 1;
+                        }
+                    }
+                }
                 outcomes.push(Outcome::DbTaskDone { task, result });
             }
             let sent = mono(start);
@@ -100,6 +109,7 @@ impl Driver {
             };
             db.busy = running.as_ref().map(|r| r.task.clone());
             let shutdown_requested = *self.shutdown.borrow();
+            let requests = self.api.requests.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
             let obs = Observation {
                 now: mono(start),
                 wall_ms: wall_ms(),
@@ -107,6 +117,7 @@ impl Driver {
                 db,
                 outcomes: std::mem::take(&mut outcomes),
                 shutdown_requested,
+                requests,
             };
             // ---- decide --------------------------------------------------------------------
             let d = decide(&self.state, &obs);

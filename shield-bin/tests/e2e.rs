@@ -303,3 +303,35 @@ async fn etcd_quorum_loss_fences_the_primary_and_recovers() {
     })
     .await;
 }
+
+/// `POST /restart` restarts a member's PostgreSQL (a new postmaster) and `POST /reinitialize`
+/// re-clones a replica; the leader refuses to reinitialize itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_and_reinitialize_over_rest() {
+    let _serial = SERIAL.lock().await;
+    let Some(c) = cluster().await else { return };
+    let p = c.primary;
+    let r = (p + 1) % 3;
+    let before = c.nodes[r].postmaster_pid();
+    let (code, text) = http_post(c.nodes[r].api_port, "/restart", "").await;
+    assert_eq!(code, 200, "{text}");
+    assert_ne!(c.nodes[r].postmaster_pid(), before, "a new postmaster");
+    let (code, text) = http_post(c.nodes[r].api_port, "/restart", r#"{"schedule": "2030-01-01T00:00:00+00:00"}"#).await;
+    assert_eq!(code, 400, "scheduled restarts are refused, not ignored: {text}");
+
+    let (code, text) = http_post(c.nodes[p].api_port, "/reinitialize", "{}").await;
+    assert_eq!((code, text.as_str()), (503, "I am the leader, can not reinitialize"));
+    exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('before-reinit')").await.expect("write");
+    let marker = std::fs::metadata(c.nodes[r].dir.join("data/PG_VERSION")).expect("data").modified().expect("mtime");
+    let (code, text) = http_post(c.nodes[r].api_port, "/reinitialize", "").await;
+    assert_eq!(code, 200, "{text}");
+    wait_for("the replica to be re-cloned and stream", Duration::from_secs(60), &c.nodes, || async {
+        let fresh = std::fs::metadata(c.nodes[r].dir.join("data/PG_VERSION")).ok()?.modified().ok()? != marker;
+        if !fresh {
+            return None;
+        }
+        replicas_stream_from(&c.nodes, p, "before-reinit").await
+    })
+    .await;
+    assert_eq!(writable(&c.nodes).await, vec![p]);
+}

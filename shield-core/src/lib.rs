@@ -43,6 +43,6 @@ pub use action::{Action, DbTask, StartAs, StopMode};
 pub use cluster::{ClusterView, KvEntry, MemberData, MemberRole, Tags};
 pub use config::{ConfigError, DynamicConfig, Timing};
 pub use decide::{decide, Decision, LeaseHold, NodeSettings, NodeState, WatchdogMode};
-pub use observation::{DataDir, DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport};
+pub use observation::{DataDir, DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport, Request};
 pub use reason::{Ineligible, Reason};
 pub use types::{Lsn, MemberName, MonoMillis, Revision, SystemId, Timeline};

@@ -29,6 +29,20 @@ pub struct Observation {
     pub outcomes: Vec<Outcome>,
     /// The operator asked the node to stop (SIGTERM).
     pub shutdown_requested: bool,
+    /// Operator requests for this node that arrived since the last cycle (REST).
+    #[serde(default)]
+    pub requests: Vec<Request>,
+}
+
+/// An operator's request for this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Request {
+    /// Restart PostgreSQL in place, keeping the role (`POST /restart`).
+    Restart,
+    /// Throw the data directory away and clone it again from the leader (`POST /reinitialize`).
+    Reinitialize,
 }
 
 /// The DCS as seen this cycle. Exactly these two cases, by design.

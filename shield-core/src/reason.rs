@@ -231,6 +231,13 @@ pub enum Reason {
         /// What we would otherwise have done.
         detail: String,
     },
+    /// Restarting PostgreSQL on the operator's request.
+    Restarting,
+    /// An operator request was refused.
+    RequestRefused {
+        /// Why.
+        why: String,
+    },
     /// Orderly shutdown in progress.
     ShuttingDown,
     /// Orderly shutdown finished.
@@ -304,6 +311,8 @@ impl fmt::Display for Reason {
             R::TaskFailed { why } => write!(f, "database task failed: {why}"),
             R::DcsUnreachable => f.write_str("DCS is not accessible"),
             R::Paused { detail } => write!(f, "PAUSE: {detail}"),
+            R::Restarting => f.write_str("restarting PostgreSQL on request"),
+            R::RequestRefused { why } => write!(f, "request refused: {why}"),
             R::ShuttingDown => f.write_str("shutting down"),
             R::ShutdownComplete => f.write_str("shutdown complete"),
         }

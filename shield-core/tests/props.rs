@@ -147,6 +147,7 @@ fn arb_obs() -> impl Strategy<Value = Observation> {
             db,
             outcomes,
             shutdown_requested,
+            requests: Vec::new(),
         })
 }
 

@@ -311,7 +311,10 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
         DcsView::Unreachable { since } => return dcs_unreachable(cx, *since),
         DcsView::Reachable(view) => view,
     };
-    let reason = situation(cx, view);
+    let mut reason = situation(cx, view);
+    if let Some(r) = requests(cx, view) {
+        reason = r;
+    }
     if !cx.st.shutting_down {
         let data = cx.member_data();
         cx.push(Action::TouchMember { data: Box::new(data) });
@@ -332,6 +335,35 @@ fn situation(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
         follower::leaderless_key(cx)
     } else {
         unlocked::race(cx, view)
+    }
+}
+
+/// Operator requests (REST). `None`: nothing asked, or nothing to do; carry on.
+fn requests(cx: &mut Ctx<'_>, view: &ClusterView) -> Option<Reason> {
+    let req = *cx.obs.requests.first()?;
+    let refuse = |why: &str| Some(Reason::RequestRefused { why: why.to_owned() });
+    let db_action = cx.actions.iter().any(|a| matches!(a, Action::RunDbTask { .. } | Action::StopDb { .. }));
+    if cx.obs.db.busy.is_some() || db_action || cx.st.lease.is_none() && view.is_leader(cx.me()) {
+        return refuse("a database task is already in progress");
+    }
+    match req {
+        crate::observation::Request::Restart => {
+            if !matches!(cx.obs.db.process, DbProcess::Running { .. }) {
+                return refuse("PostgreSQL is not running");
+            }
+            cx.push(Action::RunDbTask { task: crate::action::DbTask::Restart });
+            Some(Reason::Restarting)
+        }
+        crate::observation::Request::Reinitialize => {
+            if view.is_leader(cx.me()) {
+                return refuse("I am the leader, can not reinitialize");
+            }
+            if view.leader_name().is_none() {
+                return refuse("Cluster has no leader, can not reinitialize");
+            }
+            cx.push(Action::RunDbTask { task: crate::action::DbTask::WipeDataDir });
+            Some(Reason::Reinitializing)
+        }
     }
 }
 

@@ -145,6 +145,7 @@ fn obs(view: ViewB, db: DbStatus) -> Observation {
         db,
         outcomes: Vec::new(),
         shutdown_requested: false,
+        requests: Vec::new(),
     }
 }
 
@@ -611,4 +612,33 @@ fn reasons_read_like_patroni_log_lines() {
         Reason::NotHealthiest(Ineligible::PrimaryAlive { peer: n("b") }).to_string(),
         "following: not the healthiest node (primary (b) is still alive)"
     );
+}
+
+#[test]
+fn operator_restart_and_reinitialize_requests() {
+    let v = || ViewB::new().leader("l").member("l", member(MemberRole::Primary, "running", 9, 1));
+    let mut o = obs(v(), db_replica(5, 1, Some("l")));
+    o.requests = vec![crate::observation::Request::Restart];
+    let (acts, reason, _) = run(&state("a"), &o);
+    assert_eq!((acts, reason), (vec![task(DbTask::Restart)], Reason::Restarting));
+
+    o.requests = vec![crate::observation::Request::Reinitialize];
+    let (acts, reason, _) = run(&state("a"), &o);
+    assert_eq!((acts, reason), (vec![task(DbTask::WipeDataDir)], Reason::Reinitializing));
+
+    // The leader keeps renewing and refuses to wipe itself.
+    let mut o = obs(ViewB::new().leader("a").status(5), db_primary(5, 1));
+    o.requests = vec![crate::observation::Request::Reinitialize];
+    let (acts, reason, _) = run(&leader_state("a"), &o);
+    assert_eq!(acts, vec![renew(None)]);
+    assert_eq!(reason, Reason::RequestRefused { why: "I am the leader, can not reinitialize".into() });
+    o.requests = vec![crate::observation::Request::Restart];
+    let (acts, reason, _) = run(&leader_state("a"), &o);
+    assert_eq!((acts, reason), (vec![renew(None), task(DbTask::Restart)], Reason::Restarting));
+
+    // A stopped database cannot be restarted in place.
+    let mut o = obs(v(), db_stopped(5, 1, false, DbProcess::Crashed));
+    o.requests = vec![crate::observation::Request::Restart];
+    let (_, reason, _) = run(&state("a"), &o);
+    assert!(matches!(reason, Reason::RequestRefused { .. }), "{reason:?}");
 }

@@ -334,6 +334,7 @@ impl World {
             db: n.db.status(),
             outcomes: std::mem::take(&mut n.outcomes),
             shutdown_requested: false,
+            requests: Vec::new(),
         };
         let d = (self.cfg.decide)(&n.state, &obs);
         self.report.decisions += 1;
