@@ -76,6 +76,13 @@ impl std::fmt::Debug for ApiState {
 
 type Shared = Arc<ApiState>;
 
+impl ApiState {
+    /// A copy of the last cycle's snapshot (a poisoned lock gives an empty one).
+    fn snapshot(&self) -> Snapshot {
+        self.snap.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
 /// An early answer from a request helper (boxed: a `Response` is large).
 type Reject = Box<Response>;
 
@@ -191,7 +198,7 @@ async fn health(
     method: Method,
     path: &'static str,
 ) -> Response {
-    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let snap = s.snapshot();
     let db = snap.db.as_ref();
     let running = matches!(db.map(|d| d.process), Some(DbProcess::Running { .. }));
     let primary = snap.holds_lock && role_str(db) == "primary";
@@ -239,12 +246,12 @@ async fn health(
 }
 
 async fn patroni(State(s): State<Shared>) -> Response {
-    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let snap = s.snapshot();
     Json(status_json(&s, &snap)).into_response()
 }
 
 async fn cluster(State(s): State<Shared>) -> Response {
-    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let snap = s.snapshot();
     let v = &snap.cluster;
     let members: Vec<Value> = v
         .members
@@ -280,18 +287,18 @@ async fn cluster(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let snap = s.snapshot();
     let body = crate::metrics::render(&s.scope, s.name.as_str(), &snap);
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 async fn history(State(s): State<Shared>) -> Response {
-    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let snap = s.snapshot();
     Json(Value::Array(snap.cluster.history.iter().map(|h| h.to_json()).collect())).into_response()
 }
 
 async fn config(State(s): State<Shared>) -> Response {
-    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let snap = s.snapshot();
     match &snap.cluster.config {
         Some((c, _)) => Json(c.to_json()).into_response(),
         None => (StatusCode::BAD_GATEWAY, "config is not set in the DCS").into_response(),
@@ -386,7 +393,7 @@ async fn restart(State(s): State<Shared>, headers: HeaderMap, body: String) -> R
         }
     }
     let (busy, running, done0, failed0) = {
-        let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+        let snap = s.snapshot();
         let db = snap.db.as_ref();
         (
             db.is_some_and(|d| d.busy.is_some()),
@@ -426,7 +433,7 @@ async fn reinitialize(State(s): State<Shared>, headers: HeaderMap, body: String)
             return *r;
         }
     }
-    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let snap = s.snapshot();
     if snap.holds_lock {
         return text(StatusCode::SERVICE_UNAVAILABLE, "I am the leader, can not reinitialize");
     }
@@ -529,7 +536,7 @@ async fn manual(s: Shared, headers: HeaderMap, body: String, failover: bool) -> 
         },
         Some(other) => return text(StatusCode::BAD_REQUEST, format!("`scheduled_at` must be a string, not {other}")),
     };
-    let snap = s.snap.lock().map(|g| g.clone()).unwrap_or_default();
+    let snap = s.snapshot();
     // Validate against a fresh read, not the last cycle's snapshot.
     let fresh = match s.dcs.read().await {
         Ok(v) => v,

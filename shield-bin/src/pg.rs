@@ -162,25 +162,20 @@ impl Postgres {
         for (k, v) in &p {
             text.push_str(&format!("{k} = {}\n", conf_quote(v)));
         }
-        let signal = d.join("standby.signal");
-        #[allow(clippy::single_match)]
-        match upstream {
-            Some(m) => {
-                let (host, port) = self.member_addr(m)?;
-                let r = &self.cfg.replication;
-                let info = format!(
-                    "host={} port={port} user={} application_name={} passfile={} sslmode=prefer",
-                    conninfo_quote(&host),
-                    conninfo_quote(&r.username),
-                    conninfo_quote(self.name.as_str()),
-                    conninfo_quote(&self.cfg.pgpass.display().to_string())
-                );
-                text.push_str(&format!("# shield upstream: {m}\nprimary_conninfo = {}\n", conf_quote(&info)));
-                text.push_str("recovery_target_timeline = 'latest'\n");
-                std::fs::write(&signal, b"").map_err(|e| io("write standby.signal", e))?;
-            }
-            // A standby without upstream keeps its standby.signal (start() manages it).
-            None => {}
+        // A standby without upstream keeps the standby.signal start() wrote.
+        if let Some(m) = upstream {
+            let (host, port) = self.member_addr(m)?;
+            let r = &self.cfg.replication;
+            let info = format!(
+                "host={} port={port} user={} application_name={} passfile={} sslmode=prefer",
+                conninfo_quote(&host),
+                conninfo_quote(&r.username),
+                conninfo_quote(self.name.as_str()),
+                conninfo_quote(&self.cfg.pgpass.display().to_string())
+            );
+            text.push_str(&format!("# shield upstream: {m}\nprimary_conninfo = {}\n", conf_quote(&info)));
+            text.push_str("recovery_target_timeline = 'latest'\n");
+            std::fs::write(d.join("standby.signal"), b"").map_err(|e| io("write standby.signal", e))?;
         }
         std::fs::write(&conf, text).map_err(|e| io("write postgresql.conf", e))?;
         let mut hba = String::from("# Written by Shield from the config's pg_hba.\n");

@@ -308,7 +308,7 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
         return leader::shutdown(cx);
     }
     let view = match &cx.obs.dcs {
-        DcsView::Unreachable { since } => return dcs_unreachable(cx, *since),
+        DcsView::Unreachable { .. } => return dcs_unreachable(cx),
         DcsView::Reachable(view) => view,
     };
     let mut reason = situation(cx, view);
@@ -387,7 +387,7 @@ fn fence_check(cx: &mut Ctx<'_>) -> Option<Reason> {
     None
 }
 
-fn dcs_unreachable(cx: &mut Ctx<'_>, since: MonoMillis) -> Reason {
+fn dcs_unreachable(cx: &mut Ctx<'_>) -> Reason {
     if cx.st.lease.is_some() {
         // Keep trying to renew until the fencing deadline or retry_timeout, whichever is first.
         let renew = cx.renew_action();
@@ -396,7 +396,6 @@ fn dcs_unreachable(cx: &mut Ctx<'_>, since: MonoMillis) -> Reason {
     }
     if cx.obs.db.is_running_primary() && !cx.paused() {
         // A primary we do not know to hold a lease for: it must not run unchecked.
-        let _ = since;
         cx.fence();
         return Reason::PrimaryWithoutLock;
     }
