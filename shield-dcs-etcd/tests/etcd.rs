@@ -178,7 +178,13 @@ async fn three_node_cluster_survives_a_frozen_member_and_fails_without_quorum() 
     }
     // Two of three frozen: no quorum. Writes fail as unreachable, in bounded time.
     etcd.members[1].freeze();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The surviving member may answer for up to an election timeout (1 s) before it notices the
+    // lost quorum and steps down; from then on every call must fail.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.renew_leader().await.is_ok() {
+        assert!(Instant::now() < deadline, "writes still succeed 5 s after quorum was lost");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for _ in 0..3 {
         let t = Instant::now();
         let r = a.renew_leader().await;
