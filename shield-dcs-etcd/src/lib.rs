@@ -13,8 +13,16 @@
 //! | `history`, `status` | plain puts |
 //!
 //! Every call is bounded by `retry_timeout`: an etcd that does not answer is an error of kind
-//! [`ErrorKind::Unreachable`] in bounded time, never a hang. The client balances over all
-//! configured endpoints, so a dead member is routed around.
+//! [`ErrorKind::Unreachable`] in bounded time, never a hang.
+//!
+//! ## Endpoints: one at a time, moving on after a failure
+//!
+//! The backend talks to one configured endpoint at a time and moves to the next one after a call
+//! to it fails as unreachable (as Patroni's etcd3 client does). etcd-client's own balancing
+//! spreads calls over every endpoint, and a member that is frozen rather than dead keeps its TCP
+//! connection up, so about every other call would wait out `retry_timeout` on it: two such calls
+//! in a row cost the leader its lease. Sticking to a member that answers costs at most one
+//! timed-out call per frozen member.
 //!
 //! ## Lease renewal: unary keep-alives
 //!
@@ -29,6 +37,7 @@
 //! What it does not do: it does not retry a failed call itself (the daemon's next cycle is the
 //! retry), and it does not cache the cluster between reads.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -117,16 +126,28 @@ impl EtcdConfig {
 #[derive(Default)]
 struct LeaseState {
     id: Option<i64>,
-    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    /// The open keep-alive stream, with the generation of the connection it runs on.
+    stream: Option<(LeaseKeeper, LeaseKeepAliveStream, u64)>,
     /// The member value last written and the lease it was written under.
     member_written: Option<(String, i64)>,
+}
+
+/// The connection to the endpoint in use.
+#[derive(Default)]
+struct Connection {
+    client: Option<Client>,
+    /// Index into the configured endpoints of the one to use.
+    endpoint: usize,
+    /// Counts connections made, so that a failure seen on an old connection does not move a
+    /// newer one on.
+    generation: u64,
 }
 
 /// One node's handle on one cluster in etcd.
 pub struct EtcdDcs {
     cfg: EtcdConfig,
     prefix: String,
-    client: Mutex<Option<Client>>,
+    conn: Mutex<Connection>,
     lease: Mutex<LeaseState>,
 }
 
@@ -169,7 +190,7 @@ impl EtcdDcs {
     /// A handle; it connects on first use, so building one never blocks or fails on the network.
     pub fn new(cfg: EtcdConfig) -> EtcdDcs {
         let prefix = cfg.prefix();
-        EtcdDcs { cfg, prefix, client: Mutex::new(None), lease: Mutex::new(LeaseState::default()) }
+        EtcdDcs { cfg, prefix, conn: Mutex::new(Connection::default()), lease: Mutex::new(LeaseState::default()) }
     }
 
     /// The key prefix of this cluster.
@@ -215,35 +236,71 @@ impl EtcdDcs {
         o
     }
 
-    /// The connected client, connecting if needed, within retry_timeout.
-    async fn client(&self) -> Result<Client, PortError> {
-        let mut slot = self.client.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+    /// The client for the endpoint in use and its generation, connecting if needed, within
+    /// retry_timeout. A failed connect moves on to the next endpoint.
+    async fn client(&self) -> Result<(Client, u64), PortError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.client.as_ref() {
+            return Ok((c.clone(), conn.generation));
         }
-        let connect = Client::connect(self.cfg.endpoints.clone(), Some(self.connect_options()));
-        let c = tokio::time::timeout(self.timeout(), connect)
-            .await
-            .map_err(|_| {
-                PortError::new(ErrorKind::Unreachable, format!("etcd connect: no answer from {:?}", self.cfg.endpoints))
-            })?
-            .map_err(|e| port_error("connect", e))?;
-        *slot = Some(c.clone());
-        Ok(c)
+        let Some(endpoint) = self.cfg.endpoints.get(conn.endpoint % self.cfg.endpoints.len().max(1)).cloned() else {
+            return Err(PortError::new(ErrorKind::Rejected, "etcd: no endpoints configured"));
+        };
+        let connect = Client::connect([endpoint.as_str()], Some(self.connect_options()));
+        let connected = match tokio::time::timeout(self.timeout(), connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                conn.endpoint = conn.endpoint.wrapping_add(1);
+                return Err(port_error(&format!("connect to {endpoint}"), e));
+            }
+            Err(_) => {
+                conn.endpoint = conn.endpoint.wrapping_add(1);
+                let msg = format!("etcd connect: no answer from {endpoint} within retry_timeout");
+                return Err(PortError::new(ErrorKind::Unreachable, msg));
+            }
+        };
+        conn.generation += 1;
+        conn.client = Some(connected.clone());
+        Ok((connected, conn.generation))
     }
 
-    /// Runs one call bounded by retry_timeout.
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, PortError> {
-        match tokio::time::timeout(self.timeout(), f).await {
+    /// Drops connection `generation` (if it is still the one in use) after a failure that says
+    /// its endpoint does not answer; the next call connects to the next endpoint.
+    async fn move_on(&self, generation: u64) {
+        let mut conn = self.conn.lock().await;
+        if conn.generation == generation && conn.client.is_some() {
+            conn.client = None;
+            conn.endpoint = conn.endpoint.wrapping_add(1);
+        }
+    }
+
+    /// Runs one call on the endpoint in use, bounded by retry_timeout; an unreachable answer moves
+    /// on to the next endpoint.
+    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, PortError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_on(what, f).await.map(|(t, _)| t)
+    }
+
+    /// [`Self::call`], also returning the generation of the connection the call ran on.
+    async fn call_on<T, F, Fut>(&self, what: &str, f: F) -> Result<(T, u64), PortError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let (client, generation) = self.client().await?;
+        let r = match tokio::time::timeout(self.timeout(), f(client)).await {
             Ok(r) => r.map_err(|e| port_error(what, e)),
             Err(_) => {
                 Err(PortError::new(ErrorKind::Unreachable, format!("etcd {what}: no answer within retry_timeout")))
             }
+        };
+        if matches!(&r, Err(e) if e.kind == ErrorKind::Unreachable) {
+            self.move_on(generation).await;
         }
+        r.map(|t| (t, generation))
     }
 
     /// Our lease, granted if we have none.
@@ -251,9 +308,8 @@ impl EtcdDcs {
         if let Some(id) = st.id {
             return Ok(id);
         }
-        let mut c = self.client().await?;
         let ttl = self.ttl_s();
-        let r = self.bounded("lease grant", c.lease_grant(ttl, None)).await?;
+        let r = self.call("lease grant", |mut c| async move { c.lease_grant(ttl, None).await }).await?;
         st.id = Some(r.id());
         st.stream = None;
         Ok(r.id())
@@ -265,8 +321,7 @@ impl EtcdDcs {
         let id = self.ensure_lease(st).await?;
         let ttl = match self.cfg.keepalive {
             KeepAliveMode::Unary => {
-                let mut c = self.client().await?;
-                match self.bounded("lease keep-alive", c.lease_keep_alive(id)).await {
+                match self.call("lease keep-alive", |mut c| async move { c.lease_keep_alive(id).await }).await {
                     Ok(_) => 1,
                     Err(e) if e.kind == ErrorKind::LeaseLost => 0,
                     Err(e) => return Err(e),
@@ -285,10 +340,9 @@ impl EtcdDcs {
 
     async fn keep_alive_stream(&self, st: &mut LeaseState, id: i64) -> Result<i64, PortError> {
         if st.stream.is_none() {
-            let mut c = self.client().await?;
-            match self.bounded("lease keep-alive", c.lease_keep_alive(id)).await {
-                Ok(s) => {
-                    st.stream = Some(s);
+            match self.call_on("lease keep-alive", |mut c| async move { c.lease_keep_alive(id).await }).await {
+                Ok(((keeper, stream), generation)) => {
+                    st.stream = Some((keeper, stream, generation));
                     return Ok(1);
                 }
                 Err(e) if e.kind == ErrorKind::LeaseLost => return Ok(0),
@@ -296,7 +350,8 @@ impl EtcdDcs {
             }
         }
         let timeout = self.timeout();
-        let Some((keeper, stream)) = st.stream.as_mut() else { return Ok(0) };
+        let Some((keeper, stream, generation)) = st.stream.as_mut() else { return Ok(0) };
+        let generation = *generation;
         let round = async {
             keeper.keep_alive().await?;
             stream.message().await
@@ -305,19 +360,19 @@ impl EtcdDcs {
             Ok(Ok(Some(resp))) => Ok(resp.ttl()),
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
                 st.stream = None;
+                self.move_on(generation).await;
                 Err(PortError::new(ErrorKind::Unreachable, "etcd lease keep-alive stream broke".to_owned()))
             }
         }
     }
 
     async fn txn(&self, what: &str, txn: Txn) -> Result<bool, PortError> {
-        let mut c = self.client().await?;
-        Ok(self.bounded(what, c.txn(txn)).await?.succeeded())
+        Ok(self.call(what, |mut c| async move { c.txn(txn).await }).await?.succeeded())
     }
 
     async fn put(&self, what: &str, rel: &str, value: &str) -> Result<(), PortError> {
-        let mut c = self.client().await?;
-        self.bounded(what, c.put(self.key(rel), value, None)).await.map(|_| ())
+        let (key, value) = (self.key(rel), value.to_owned());
+        self.call(what, |mut c| async move { c.put(key, value, None).await }).await.map(|_| ())
     }
 }
 
@@ -332,8 +387,10 @@ impl Dcs for EtcdDcs {
     }
 
     async fn read(&self) -> Result<ClusterView, PortError> {
-        let mut c = self.client().await?;
-        let resp = self.bounded("read", c.get(self.prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let prefix = self.prefix.clone();
+        let resp = self
+            .call("read", |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })
+            .await?;
         let revision = Revision(resp.header().map_or(0, |h| h.revision()));
         let entries: Vec<KvEntry> = resp
             .kvs()
@@ -425,19 +482,17 @@ impl Dcs for EtcdDcs {
         if st.member_written.as_ref() == Some(&(value.clone(), lease)) {
             return Ok(());
         }
-        let mut c = self.client().await?;
-        let key = self.key(&format!("members/{}", self.cfg.member));
-        let put = c.put(key, value.clone(), Some(PutOptions::new().with_lease(lease)));
-        self.bounded("touch member", put).await?;
+        let (key, v) = (self.key(&format!("members/{}", self.cfg.member)), value.clone());
+        let options = Some(PutOptions::new().with_lease(lease));
+        self.call("touch member", |mut c| async move { c.put(key, v, options).await }).await?;
         st.member_written = Some((value, lease));
         Ok(())
     }
 
     async fn delete_member(&self) -> Result<(), PortError> {
         self.lease.lock().await.member_written = None;
-        let mut c = self.client().await?;
         let key = self.key(&format!("members/{}", self.cfg.member));
-        self.bounded("delete member", c.delete(key, None)).await.map(|_| ())
+        self.call("delete member", |mut c| async move { c.delete(key, None).await }).await.map(|_| ())
     }
 
     async fn write_cas(&self, key: DcsKey, value: &str, expected: Option<Revision>) -> Result<(), PortError> {
@@ -476,9 +531,10 @@ impl Dcs for EtcdDcs {
     }
 
     async fn watch(&self, after: Revision, timeout_ms: u64) -> Result<Watch, PortError> {
-        let mut c = self.client().await?;
         let opts = WatchOptions::new().with_prefix().with_start_revision(after.0 + 1);
-        let mut stream = self.bounded("watch", c.watch(self.prefix.clone(), Some(opts))).await?;
+        let prefix = self.prefix.clone();
+        let (mut stream, generation) =
+            self.call_on("watch", |mut c| async move { c.watch(prefix, Some(opts)).await }).await?;
         let wait = async {
             loop {
                 match stream.message().await {
@@ -505,15 +561,19 @@ impl Dcs for EtcdDcs {
             }
         };
         match tokio::time::timeout(Duration::from_millis(timeout_ms), wait).await {
+            Ok(Err(e)) if e.kind == ErrorKind::Unreachable => {
+                self.move_on(generation).await;
+                Err(e)
+            }
             Ok(r) => r.map(|revision| Watch { revision }),
             Err(_) => Ok(Watch { revision: after }),
         }
     }
 
     async fn delete_cluster(&self) -> Result<(), PortError> {
-        let mut c = self.client().await?;
-        let del = c.delete(self.prefix.clone(), Some(DeleteOptions::new().with_prefix()));
-        self.bounded("delete cluster", del).await.map(|_| ())
+        let prefix = self.prefix.clone();
+        let options = Some(DeleteOptions::new().with_prefix());
+        self.call("delete cluster", |mut c| async move { c.delete(prefix, options).await }).await.map(|_| ())
     }
 }
 
