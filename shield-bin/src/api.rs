@@ -48,6 +48,25 @@ pub struct Snapshot {
     pub restarts_done: u64,
     /// Restarts that failed.
     pub restarts_failed: u64,
+    /// What the last status query learned about the running server.
+    pub server: crate::pg::ServerInfo,
+}
+
+/// A restart scheduled with `POST /restart {"schedule": ...}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledRestart {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The timestamp as given.
+    pub at: String,
+    /// Restart only if the server version is lower than this (`server_version_num` form).
+    pub below_version: Option<u32>,
+    /// The version as given.
+    pub postgres_version: Option<String>,
+    /// Restart only if a parameter change is pending.
+    pub restart_pending: bool,
+    /// Restart only if the role is this (`primary` or `replica`).
+    pub role: Option<&'static str>,
 }
 
 /// Shared API state.
@@ -58,14 +77,18 @@ pub struct ApiState {
     pub name: MemberName,
     /// The cluster.
     pub scope: String,
-    /// Basic auth for unsafe methods.
-    pub auth: Option<Credentials>,
+    /// Basic auth for unsafe methods (replaced by a config reload).
+    pub auth: Mutex<Option<Credentials>>,
     /// For switchover/failover requests.
     pub dcs: Arc<dyn Dcs>,
     /// Wakes the loop (after a request is written).
     pub wake: tokio::sync::Notify,
     /// Operator requests for the next cycle.
     pub requests: Mutex<Vec<shield_core::Request>>,
+    /// The restart waiting for its time, if any.
+    pub scheduled_restart: Mutex<Option<ScheduledRestart>>,
+    /// A configuration reload was asked for (SIGHUP or `POST /reload`).
+    pub reload_requested: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -77,9 +100,50 @@ impl std::fmt::Debug for ApiState {
 type Shared = Arc<ApiState>;
 
 impl ApiState {
+    /// A state for member `name` of cluster `scope`, with an empty snapshot.
+    pub fn new(name: MemberName, scope: &str, auth: Option<Credentials>, dcs: Arc<dyn Dcs>) -> ApiState {
+        ApiState {
+            snap: Mutex::new(Snapshot::default()),
+            name,
+            scope: scope.to_owned(),
+            auth: Mutex::new(auth),
+            dcs,
+            wake: tokio::sync::Notify::new(),
+            requests: Mutex::new(Vec::new()),
+            scheduled_restart: Mutex::new(None),
+            reload_requested: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     /// A copy of the last cycle's snapshot (a poisoned lock gives an empty one).
     fn snapshot(&self) -> Snapshot {
         self.snap.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// The scheduled restart, if any.
+    pub fn scheduled_restart(&self) -> Option<ScheduledRestart> {
+        self.scheduled_restart.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Asks the loop for a restart if the scheduled one is due at `now_ms` (and clears it). The
+    /// filters are checked now, when the restart would happen, as Patroni does.
+    pub fn fire_due_restart(&self, now_ms: i64) {
+        let due = {
+            let Ok(mut g) = self.scheduled_restart.lock() else { return };
+            match g.as_ref() {
+                Some(r) if r.at_ms <= now_ms => g.take(),
+                _ => None,
+            }
+        };
+        let Some(r) = due else { return };
+        let snap = self.snapshot();
+        match restart_conditions(&snap, r.role, r.below_version, r.restart_pending) {
+            Ok(()) => {
+                tracing::info!(at = %r.at, "running the scheduled restart");
+                enqueue(self, shield_core::Request::Restart);
+            }
+            Err(why) => tracing::info!(at = %r.at, "scheduled restart skipped: {why}"),
+        }
     }
 }
 
@@ -117,7 +181,8 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/switchover", post(switchover).delete(delete_switchover))
         .route("/failover", post(failover))
-        .route("/restart", post(restart))
+        .route("/restart", post(restart).delete(delete_restart))
+        .route("/reload", post(reload))
         .route("/reinitialize", post(reinitialize))
         .with_state(state)
 }
@@ -152,6 +217,23 @@ fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
         "pause": snap.paused,
         "reason": snap.reason,
     });
+    if let Some(t) = &snap.server.postmaster_start_time {
+        v["postmaster_start_time"] = json!(t);
+    }
+    if let Some(n) = snap.server.server_version {
+        v["server_version"] = json!(n);
+    }
+    if !snap.server.pending_restart.is_empty() {
+        v["pending_restart"] = json!(true);
+        v["pending_restart_reason"] = json!(snap.server.pending_restart);
+    }
+    if let Some(r) = s.scheduled_restart() {
+        let mut sr = json!({"schedule": r.at});
+        if let Some(pv) = &r.postgres_version {
+            sr["postgres_version"] = json!(pv);
+        }
+        v["scheduled_restart"] = sr;
+    }
     if let Some(db) = db {
         if let Some(t) = db.timeline {
             v["timeline"] = json!(t.0);
@@ -376,40 +458,125 @@ fn enqueue(s: &ApiState, r: shield_core::Request) {
     s.wake.notify_one();
 }
 
-/// `POST /restart`: restarts PostgreSQL now and answers when it is back (60 s at most).
-/// Scheduled restarts and the `role`/`postgres_version`/`restart_pending` filters are not
-/// supported yet and are refused rather than ignored.
+/// Parses `15.2`, `15` or `9.6.24` into `server_version_num` form (150002, 150000, 90624).
+fn parse_pg_version(v: &str) -> Option<u32> {
+    let parts: Vec<u32> = v.trim().split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [major] if *major >= 10 => Some(major * 10_000),
+        [major, minor] if *major >= 10 => Some(major * 10_000 + minor),
+        [major, minor] => Some(major * 10_000 + minor * 100),
+        [major, minor, patch] if *major < 10 => Some(major * 10_000 + minor * 100 + patch),
+        _ => None,
+    }
+}
+
+/// Whether a restart with these filters applies now; `Err` says why not.
+fn restart_conditions(
+    snap: &Snapshot,
+    role: Option<&'static str>,
+    below_version: Option<u32>,
+    restart_pending: bool,
+) -> Result<(), String> {
+    let db = snap.db.as_ref();
+    if let Some(want) = role {
+        let have = role_str(db);
+        if have != want {
+            return Err(format!("role {have} does not match {want}"));
+        }
+    }
+    if let (Some(below), Some(have)) = (below_version, snap.server.server_version) {
+        if have >= below {
+            return Err(format!("PostgreSQL version {have} is not lower than {below}"));
+        }
+    }
+    if restart_pending && snap.server.pending_restart.is_empty() {
+        return Err("no restart is pending".to_owned());
+    }
+    Ok(())
+}
+
+/// `POST /restart`: restarts PostgreSQL now and answers when it is back (`timeout` seconds,
+/// 60 by default), or schedules the restart (`schedule`). The `role`, `postgres_version` and
+/// `restart_pending` filters are checked when the restart would happen.
 async fn restart(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    if !body.trim().is_empty() {
-        let m = match parse_body(&body) {
+    let m = if body.trim().is_empty() {
+        serde_json::Map::new()
+    } else {
+        match parse_body(&body) {
             Ok(m) => m,
             Err(r) => return *r,
-        };
-        if let Some(k) = m.keys().find(|k| k.as_str() != "timeout") {
-            return text(StatusCode::BAD_REQUEST, format!("`{k}` is not supported by Shield's /restart yet"));
+        }
+    };
+    let bad = |msg: String| text(StatusCode::BAD_REQUEST, msg);
+    let mut role = None;
+    let mut below_version = None;
+    let mut postgres_version = None;
+    let mut restart_pending = false;
+    let mut schedule = None;
+    let mut timeout_s = 60u64;
+    for (k, v) in &m {
+        match (k.as_str(), v) {
+            ("role", Value::String(r)) => {
+                role = Some(match r.as_str() {
+                    "primary" | "master" | "leader" => "primary",
+                    "replica" => "replica",
+                    other => return bad(format!("PostgreSQL role should be either primary or replica, not {other:?}")),
+                })
+            }
+            ("postgres_version", Value::String(pv)) => match parse_pg_version(pv) {
+                Some(n) => {
+                    below_version = Some(n);
+                    postgres_version = Some(pv.clone());
+                }
+                None => return bad(format!("PostgreSQL version should be in the first.major.minor format: {pv:?}")),
+            },
+            ("restart_pending", Value::Bool(b)) => restart_pending = *b,
+            ("timeout", t) => {
+                match t.as_u64().or_else(|| t.as_str().and_then(|x| x.trim_end_matches('s').parse().ok())) {
+                    Some(n) if n > 0 => timeout_s = n,
+                    _ => return bad(format!("`timeout` must be a positive number of seconds, not {t}")),
+                }
+            }
+            ("schedule", Value::String(t)) => match shield_core::cluster::parse_timestamp_ms(t) {
+                Ok(ms) => schedule = Some((ms, t.clone())),
+                Err(e) => return text(StatusCode::UNPROCESSABLE_ENTITY, e),
+            },
+            (k @ ("role" | "postgres_version" | "restart_pending" | "schedule"), v) => {
+                return bad(format!("`{k}` has the wrong type: {v}"))
+            }
+            (k, _) => return bad(format!("unknown field `{k}`")),
         }
     }
-    let (busy, running, done0, failed0) = {
-        let snap = s.snapshot();
-        let db = snap.db.as_ref();
-        (
-            db.is_some_and(|d| d.busy.is_some()),
-            matches!(db.map(|d| d.process), Some(DbProcess::Running { .. })),
-            snap.restarts_done,
-            snap.restarts_failed,
-        )
-    };
-    if busy {
+    let snap = s.snapshot();
+    if let Some((at_ms, at)) = schedule {
+        if snap.paused {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "Can't schedule restart in the paused state");
+        }
+        let Ok(mut g) = s.scheduled_restart.lock() else {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal state is unavailable");
+        };
+        if g.is_some() {
+            return text(StatusCode::CONFLICT, "Another restart is already scheduled");
+        }
+        *g = Some(ScheduledRestart { at_ms, at, below_version, postgres_version, restart_pending, role });
+        return text(StatusCode::ACCEPTED, "Restart scheduled");
+    }
+    if let Err(why) = restart_conditions(&snap, role, below_version, restart_pending) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, format!("restart conditions are not satisfied: {why}"));
+    }
+    let db = snap.db.as_ref();
+    if db.is_some_and(|d| d.busy.is_some()) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "a database task is already in progress");
     }
-    if !running {
+    if !matches!(db.map(|d| d.process), Some(DbProcess::Running { .. })) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "PostgreSQL is not running");
     }
+    let (done0, failed0) = (snap.restarts_done, snap.restarts_failed);
     enqueue(&s, shield_core::Request::Restart);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (done, failed) = s.snap.lock().map(|g| (g.restarts_done, g.restarts_failed)).unwrap_or_default();
@@ -420,7 +587,28 @@ async fn restart(State(s): State<Shared>, headers: HeaderMap, body: String) -> R
             return text(StatusCode::SERVICE_UNAVAILABLE, "restart failed");
         }
     }
-    text(StatusCode::SERVICE_UNAVAILABLE, "restart did not finish within 60 s")
+    text(StatusCode::SERVICE_UNAVAILABLE, format!("restart did not finish within {timeout_s} s"))
+}
+
+/// `DELETE /restart`: forget the scheduled restart.
+async fn delete_restart(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    match s.scheduled_restart.lock().map(|mut g| g.take()) {
+        Ok(Some(_)) => text(StatusCode::OK, "scheduled restart deleted"),
+        _ => text(StatusCode::NOT_FOUND, "no restarts are scheduled"),
+    }
+}
+
+/// `POST /reload`: re-read the config file on the next cycle, as SIGHUP does.
+async fn reload(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    s.reload_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+    s.wake.notify_one();
+    text(StatusCode::ACCEPTED, "reload scheduled")
 }
 
 /// `POST /reinitialize`: wipe this replica's data and clone it again from the leader.
@@ -470,7 +658,7 @@ async fn delete_switchover(State(s): State<Shared>, headers: HeaderMap) -> Respo
 
 fn authorized(s: &ApiState, headers: &HeaderMap) -> Result<(), Reject> {
     use base64::Engine as _;
-    let Some(want) = &s.auth else { return Ok(()) };
+    let Some(want) = s.auth.lock().ok().and_then(|g| g.clone()) else { return Ok(()) };
     let got = headers
         .get("authorization")
         .and_then(|h| h.to_str().ok())
@@ -613,6 +801,16 @@ mod tests {
         let mut c = json!({"ttl": 4, "postgresql": {"parameters": {"a": 1, "b": 2}}, "pause": true});
         merge(&mut c, &json!({"ttl": 6, "postgresql": {"parameters": {"a": null, "c": 3}}, "pause": null}));
         assert_eq!(c, json!({"ttl": 6, "postgresql": {"parameters": {"b": 2, "c": 3}}}));
+    }
+
+    #[test]
+    fn postgres_versions_parse_into_version_numbers() {
+        assert_eq!(parse_pg_version("15.2"), Some(150002));
+        assert_eq!(parse_pg_version("15"), Some(150000));
+        assert_eq!(parse_pg_version("9.6.24"), Some(90624));
+        assert_eq!(parse_pg_version("9.6"), Some(90600));
+        assert_eq!(parse_pg_version("fifteen"), None);
+        assert_eq!(parse_pg_version("15.2.1"), None);
     }
 
     #[test]

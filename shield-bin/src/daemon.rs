@@ -11,7 +11,7 @@ use shield_dcs_consul::{Consistency, ConsulConfig, ConsulDcs};
 use shield_dcs_etcd::{EtcdConfig, EtcdDcs, EtcdTls};
 use tokio::sync::watch;
 
-use crate::api::{ApiState, Snapshot};
+use crate::api::ApiState;
 use crate::config::{DcsSettings, NodeConfig};
 use crate::driver::Driver;
 use crate::journal::Journal;
@@ -102,15 +102,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     if cfg.watchdog != shield_core::WatchdogMode::Off {
         tracing::warn!("watchdog: no watchdog backend yet; running without one");
     }
-    let api = Arc::new(ApiState {
-        snap: Mutex::new(Snapshot::default()),
-        name: cfg.name.clone(),
-        scope: cfg.scope.clone(),
-        auth: cfg.api_auth.clone(),
-        dcs: dcs.clone(),
-        wake: tokio::sync::Notify::new(),
-        requests: Mutex::new(Vec::new()),
-    });
+    let api = Arc::new(ApiState::new(cfg.name.clone(), &cfg.scope, cfg.api_auth.clone(), dcs.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .map_err(|e| format!("`restapi.listen` {}: {e}", cfg.api_listen))?;
@@ -121,7 +113,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         }
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(signals(stop_tx));
+    tokio::spawn(signals(stop_tx, api.clone()));
     let journal_path = cfg.pg.data_dir.with_extension("journal.jsonl");
     let journal = match Journal::open(&journal_path) {
         Ok(j) => Some(j),
@@ -140,12 +132,14 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         journal,
         state: NodeState::new(settings),
         shutdown: stop_rx,
+        config: cfg.clone(),
+        db_reload_pending: false,
     };
     driver.run().await;
     Ok(())
 }
 
-async fn signals(stop: watch::Sender<bool>) {
+async fn signals(stop: watch::Sender<bool>, api: Arc<ApiState>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -157,7 +151,11 @@ async fn signals(stop: watch::Sender<bool>) {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: orderly shutdown"); let _ = stop.send(true); }
             _ = int.recv() => { tracing::info!("SIGINT: orderly shutdown"); let _ = stop.send(true); }
-            _ = hup.recv() => { tracing::warn!("SIGHUP: configuration reload is not implemented yet; restart the node to apply changes"); }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                api.reload_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+                api.wake.notify_one();
+            }
         }
     }
 }

@@ -33,6 +33,10 @@ pub struct Driver {
     pub journal: Option<Journal>,
     pub state: NodeState,
     pub shutdown: watch::Receiver<bool>,
+    /// The node config as last loaded (a reload re-reads its file).
+    pub config: crate::config::NodeConfig,
+    /// Parameters changed; rewrite postgresql.conf and signal the server when no task runs.
+    pub db_reload_pending: bool,
 }
 
 struct Running {
@@ -62,7 +66,9 @@ impl Driver {
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut unreachable_since: Option<MonoMillis> = None;
         let mut last_reason = String::new();
+        let mut cycles: u64 = 0;
         loop {
+            cycles += 1;
             // ---- observe -------------------------------------------------------------------
             while let Ok((task, result)) = done_rx.try_recv() {
                 if running.as_ref().is_some_and(|r| r.task == task) {
@@ -82,6 +88,15 @@ impl Driver {
                 }
                 outcomes.push(Outcome::DbTaskDone { task, result });
             }
+            if self.api.reload_requested.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.reload_config();
+            }
+            // Never rewrite postgresql.conf under a running clone, rewind or restart.
+            if self.db_reload_pending && running.is_none() {
+                self.db_reload_pending = false;
+                self.reload_database();
+            }
+            self.api.fire_due_restart(wall_ms());
             let sent = mono(start);
             let retry = Duration::from_millis(self.state.config.timing.retry_timeout_ms);
             let dcs_view = match tokio::time::timeout(retry, self.dcs.read()).await {
@@ -91,8 +106,17 @@ impl Driver {
                         *c = view.clone();
                     }
                     if let Some((cfg, _)) = &view.config {
-                        if let Ok(mut p) = self.dcs_parameters.lock() {
-                            *p = cfg.postgresql.parameters.iter().map(|(k, v)| (k.clone(), json_scalar(v))).collect();
+                        let new: BTreeMap<String, String> =
+                            cfg.postgresql.parameters.iter().map(|(k, v)| (k.clone(), json_scalar(v))).collect();
+                        let changed = self.dcs_parameters.lock().is_ok_and(|mut p| {
+                            let changed = *p != new;
+                            *p = new;
+                            changed
+                        });
+                        // Parameters changed in the DCS take effect as Patroni applies them: a
+                        // reload; what needs a restart shows as pending_restart.
+                        if changed && cycles > 1 {
+                            self.db_reload_pending = true;
                         }
                     }
                     DcsView::Reachable(view)
@@ -205,7 +229,8 @@ impl Driver {
                             .await;
                         note(&mut outcomes, "config", r);
                     }
-                    Action::TouchMember { data } => {
+                    Action::TouchMember { mut data } => {
+                        data.pending_restart = !self.db.info().pending_restart.is_empty();
                         let r = bounded(retry, self.dcs.touch_member(&data)).await;
                         note(&mut outcomes, "member", r);
                     }
@@ -345,12 +370,61 @@ impl Driver {
         out
     }
 
+    /// Re-reads the config file and applies what can change at run time: tags, the REST API's
+    /// credentials and the local PostgreSQL parameters. A bad file keeps the running config.
+    fn reload_config(&mut self) {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let new = match crate::config::NodeConfig::load(&self.config.file, &env) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reload: the config file has an error; keeping the running configuration");
+                return;
+            }
+        };
+        let old = &self.config;
+        let fixed = [
+            ("scope", old.scope != new.scope),
+            ("name", old.name != new.name),
+            ("namespace", old.namespace != new.namespace),
+            ("the DCS section", old.dcs != new.dcs),
+            ("restapi.listen", old.api_listen != new.api_listen),
+            ("postgresql.data_dir", old.pg.data_dir != new.pg.data_dir),
+            ("postgresql.bin_dir", old.pg.bin_dir != new.pg.bin_dir),
+            ("postgresql.listen", old.pg.port != new.pg.port || old.pg.listen_host != new.pg.listen_host),
+        ];
+        for (key, changed) in fixed {
+            if changed {
+                tracing::warn!(key, "reload: this setting changes only when shield restarts");
+            }
+        }
+        self.state.settings.tags = new.tags.clone();
+        if let Ok(mut a) = self.api.auth.lock() {
+            *a = new.api_auth.clone();
+        }
+        let params_changed = old.pg.parameters != new.pg.parameters;
+        self.db.set_local_parameters(new.pg.parameters.clone());
+        self.config = new;
+        if params_changed {
+            self.db_reload_pending = true;
+        }
+        tracing::info!("reload: configuration re-read");
+    }
+
+    fn reload_database(&self) {
+        match self.db.reload() {
+            Ok(true) => tracing::info!("parameters changed: PostgreSQL configuration reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "PostgreSQL configuration reload failed"),
+        }
+    }
+
     fn publish(&self, obs: &Observation, d: &shield_core::Decision, reason: &str) {
         let Ok(mut s) = self.api.snap.lock() else { return };
         if let DcsView::Reachable(v) = &obs.dcs {
             s.cluster = v.clone();
         }
         s.db = Some(obs.db.clone());
+        s.server = self.db.info();
         s.holds_lock = d.next.lease.is_some();
         s.paused = d.next.config.pause;
         s.reason = reason.to_owned();

@@ -36,6 +36,21 @@ pub struct Postgres {
     cluster: Arc<Mutex<ClusterView>>,
     /// Parameters from the DCS config (the driver keeps them current).
     dcs_parameters: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Local `postgresql.parameters` (replaced by a config reload).
+    local_parameters: Mutex<BTreeMap<String, String>>,
+    /// What the last status query learned about the running server.
+    info: Mutex<ServerInfo>,
+}
+
+/// Facts about the running server for the REST API and `shieldctl`, from the last status query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `pg_postmaster_start_time()`, as PostgreSQL prints it.
+    pub postmaster_start_time: Option<String>,
+    /// `server_version_num`, e.g. 150004.
+    pub server_version: Option<u32>,
+    /// Parameters whose new value waits for a restart (`pg_settings.pending_restart`).
+    pub pending_restart: Vec<String>,
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> PortError {
@@ -72,7 +87,45 @@ impl Postgres {
         cluster: Arc<Mutex<ClusterView>>,
         dcs_parameters: Arc<Mutex<BTreeMap<String, String>>>,
     ) -> Postgres {
-        Postgres { cfg, scope: scope.to_owned(), name, hba, initdb_args, cluster, dcs_parameters }
+        let local_parameters = Mutex::new(cfg.parameters.clone());
+        let info = Mutex::new(ServerInfo::default());
+        Postgres {
+            cfg,
+            scope: scope.to_owned(),
+            name,
+            hba,
+            initdb_args,
+            cluster,
+            dcs_parameters,
+            local_parameters,
+            info,
+        }
+    }
+
+    /// What the last status query learned (empty while the server is not running).
+    pub fn info(&self) -> ServerInfo {
+        self.info.lock().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the local `postgresql.parameters` (a config reload); [`Self::reload`] applies them.
+    pub fn set_local_parameters(&self, p: BTreeMap<String, String>) {
+        if let Ok(mut l) = self.local_parameters.lock() {
+            *l = p;
+        }
+    }
+
+    /// Rewrites postgresql.conf from the current DCS and local parameters and, if the server is
+    /// running, signals it to re-read its configuration (settings that need a restart then show
+    /// as pending). Does nothing without a valid data directory.
+    pub fn reload(&self) -> Result<bool, PortError> {
+        if !self.data().join("PG_VERSION").is_file() || !self.data().join("postgresql.base.conf").is_file() {
+            return Ok(false);
+        }
+        self.write_config(self.configured_upstream().as_ref())?;
+        let Some(pid) = self.postmaster_pid() else { return Ok(false) };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
+            .map_err(|e| io("signal the postmaster to reload", e))?;
+        Ok(true)
     }
 
     fn bin(&self, name: &str) -> PathBuf {
@@ -151,7 +204,9 @@ impl Postgres {
         if let Ok(dcs) = self.dcs_parameters.lock() {
             p.extend(dcs.clone());
         }
-        p.extend(self.cfg.parameters.clone());
+        if let Ok(local) = self.local_parameters.lock() {
+            p.extend(local.clone());
+        }
         p.insert("listen_addresses".into(), self.cfg.listen_host.clone());
         p.insert("port".into(), self.cfg.port.to_string());
         p.insert("cluster_name".into(), self.scope.clone());
@@ -243,7 +298,9 @@ impl Postgres {
                  CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
                  (SELECT received_tli FROM pg_stat_wal_receiver), \
                  (SELECT status FROM pg_stat_wal_receiver), \
-                 (SELECT timeline_id FROM pg_control_checkpoint())";
+                 (SELECT timeline_id FROM pg_control_checkpoint()), \
+                 pg_postmaster_start_time()::text, current_setting('server_version_num')::int, \
+                 (SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart)";
         let row = tokio::time::timeout(STATUS_TIMEOUT, c.query_one(q, &[]))
             .await
             .map_err(|_| PortError::new(ErrorKind::Unreachable, "postgres: status query timed out"))?
@@ -259,6 +316,17 @@ impl Postgres {
         let ckpt_tl = row.get::<_, Option<i32>>(7).and_then(|t| u32::try_from(t).ok());
         st.timeline = primary_tl.or(recv_tl).or(ckpt_tl).map(Timeline);
         st.streaming = row.get::<_, Option<String>>(6).as_deref() == Some("streaming");
+        let info = ServerInfo {
+            postmaster_start_time: row.get(8),
+            server_version: row.get::<_, Option<i32>>(9).and_then(|v| u32::try_from(v).ok()),
+            pending_restart: row
+                .get::<_, Option<String>>(10)
+                .map(|s| s.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+        };
+        if let Ok(mut i) = self.info.lock() {
+            *i = info;
+        }
         Ok(())
     }
 
@@ -457,6 +525,11 @@ impl Database for Postgres {
             .filter(|l| l.0 > 0)
             .or_else(|| cd.get("Latest checkpoint location").and_then(|l| Lsn::parse_pg(l)));
         st.upstream = self.configured_upstream();
+        if self.postmaster_pid().is_none() {
+            if let Ok(mut i) = self.info.lock() {
+                *i = ServerInfo::default();
+            }
+        }
         st.process = match self.postmaster_pid() {
             None if state.starts_with("shut down") => DbProcess::Stopped,
             None => DbProcess::Crashed,
