@@ -97,15 +97,15 @@ struct RawRestApi {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAuth {
-    username: String,
-    password: String,
+pub(crate) struct RawAuth {
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
-struct RawEtcd {
+pub(crate) struct RawEtcd {
     #[serde(default)]
     host: Option<String>,
     #[serde(default)]
@@ -139,7 +139,7 @@ struct RawEtcd {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
-struct RawConsul {
+pub(crate) struct RawConsul {
     #[serde(default)]
     host: Option<String>,
     #[serde(default)]
@@ -606,7 +606,11 @@ fn hosts_list(v: &Value) -> Option<Vec<String>> {
     }
 }
 
-fn dcs_settings(file: &Path, etcd: Option<RawEtcd>, consul: Option<RawConsul>) -> Result<DcsSettings, ConfigFileError> {
+pub(crate) fn dcs_settings(
+    file: &Path,
+    etcd: Option<RawEtcd>,
+    consul: Option<RawConsul>,
+) -> Result<DcsSettings, ConfigFileError> {
     match (etcd, consul) {
         (Some(_), Some(_)) => Err(err(file, "both `etcd3` and `consul` are set; configure exactly one DCS")),
         (None, None) => Err(err(file, "no DCS configured: add an `etcd3` (or `consul`) section")),

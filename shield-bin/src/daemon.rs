@@ -20,10 +20,21 @@ use crate::pg::Postgres;
 /// Builds the DCS client the config names.
 pub fn build_dcs(cfg: &NodeConfig) -> Result<Arc<dyn Dcs>, String> {
     let t = &cfg.bootstrap_dcs.timing;
-    match &cfg.dcs {
+    dcs_client(&cfg.dcs, &cfg.namespace, &cfg.scope, cfg.name.clone(), t)
+}
+
+/// A DCS client for cluster `scope` under `namespace`, acting as `member`.
+pub fn dcs_client(
+    dcs: &DcsSettings,
+    namespace: &str,
+    scope: &str,
+    member: shield_core::MemberName,
+    t: &shield_core::Timing,
+) -> Result<Arc<dyn Dcs>, String> {
+    match dcs {
         DcsSettings::Etcd3 { endpoints, auth, tls } => {
-            let mut e = EtcdConfig::new(endpoints.clone(), &cfg.scope, cfg.name.clone());
-            e.namespace = cfg.namespace.clone();
+            let mut e = EtcdConfig::new(endpoints.clone(), scope, member);
+            e.namespace = namespace.to_owned();
             e.ttl_ms = t.ttl_ms;
             e.retry_timeout_ms = t.retry_timeout_ms;
             e.auth = auth.as_ref().map(|a| (a.username.clone(), a.password.clone()));
@@ -40,8 +51,8 @@ pub fn build_dcs(cfg: &NodeConfig) -> Result<Arc<dyn Dcs>, String> {
             Ok(Arc::new(EtcdDcs::new(e)))
         }
         DcsSettings::Consul { url, token, dc, tls, consistency, checks } => {
-            let mut c = ConsulConfig::new(url, &cfg.scope, cfg.name.clone());
-            c.namespace = cfg.namespace.clone();
+            let mut c = ConsulConfig::new(url, scope, member);
+            c.namespace = namespace.to_owned();
             c.ttl_ms = t.ttl_ms;
             c.retry_timeout_ms = t.retry_timeout_ms;
             c.token = token.clone();

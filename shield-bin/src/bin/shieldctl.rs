@@ -1,6 +1,21 @@
-//! The `shieldctl` CLI. Not implemented yet: see README.md (issue 5).
+//! `shieldctl`: patronictl's commands, prompts and tables for Shield clusters.
 
-fn main() {
-    eprintln!("shieldctl: not implemented yet (see README.md, status)");
-    std::process::exit(2);
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = shield_bin::ctl::Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(shield_bin::ctl::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
