@@ -316,8 +316,21 @@ async fn restart_and_reinitialize_over_rest() {
     let (code, text) = http_post(c.nodes[r].api_port, "/restart", "").await;
     assert_eq!(code, 200, "{text}");
     assert_ne!(c.nodes[r].postmaster_pid(), before, "a new postmaster");
-    let (code, text) = http_post(c.nodes[r].api_port, "/restart", r#"{"schedule": "2030-01-01T00:00:00+00:00"}"#).await;
-    assert_eq!(code, 400, "scheduled restarts are refused, not ignored: {text}");
+    let later = r#"{"schedule": "2030-01-01T00:00:00+00:00"}"#;
+    let (code, text) = http_post(c.nodes[r].api_port, "/restart", later).await;
+    assert_eq!((code, text.as_str()), (202, "Restart scheduled"));
+    let (code, text) = http_post(c.nodes[r].api_port, "/restart", later).await;
+    assert_eq!(code, 409, "one scheduled restart at a time: {text}");
+    let (_, status) = http_get(c.nodes[r].api_port, "/patroni").await;
+    assert!(status.contains("2030-01-01T00:00:00+00:00"), "scheduled_restart in /patroni: {status}");
+    let (code, text) = http_post(c.nodes[r].api_port, "/restart", r#"{"role": "primary"}"#).await;
+    assert_eq!(code, 503, "a replica does not match role primary: {text}");
+    let (code, text) = http_post(c.nodes[r].api_port, "/restart", r#"{"postgres_version": "fifteen"}"#).await;
+    assert_eq!(code, 400, "{text}");
+    let (code, _) = http_call_method(c.nodes[r].api_port, "/restart", None, hyper::Method::DELETE).await;
+    assert_eq!(code, 200);
+    let (code, _) = http_call_method(c.nodes[r].api_port, "/restart", None, hyper::Method::DELETE).await;
+    assert_eq!(code, 404);
 
     let (code, text) = http_post(c.nodes[p].api_port, "/reinitialize", "{}").await;
     assert_eq!((code, text.as_str()), (503, "I am the leader, can not reinitialize"));

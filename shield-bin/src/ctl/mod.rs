@@ -28,11 +28,11 @@ use crate::http::Answer;
 #[derive(Debug, Parser)]
 #[command(name = "shieldctl", version, about = "Operate Shield (and Patroni) clusters, as patronictl does")]
 pub struct Cli {
-    /// The config file: a node's config, or one with just the DCS section, `scope` and `ctl`.
-    #[arg(short = 'c', long = "config-file", env = "SHIELDCTL_CONFIG_FILE", global = true)]
+    /// The config file (before the command, as with patronictl): a node's config, or one with just the DCS section, `scope` and `ctl`.
+    #[arg(short = 'c', long = "config-file", env = "SHIELDCTL_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
     /// The DCS to use instead of a config file: etcd3://host:port[/namespace] or consul://host:port.
-    #[arg(short = 'd', long = "dcs-url", visible_alias = "dcs", env = "DCS_URL", global = true)]
+    #[arg(short = 'd', long = "dcs-url", visible_alias = "dcs", env = "DCS_URL")]
     pub dcs_url: Option<String>,
     /// The command.
     #[command(subcommand)]
@@ -396,4 +396,13 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     }
     let ctx = Ctx::load(&cli)?;
     commands::run(&ctx, cli.command).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

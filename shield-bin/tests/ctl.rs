@@ -1,0 +1,243 @@
+//! `shieldctl` against a live 3-node cluster (real etcd, real PostgreSQL 15): every command an
+//! operator uses in Halo Shield's runbook, driven as an operator would, prompts included.
+
+#[path = "../../testkit/cluster.rs"]
+mod cluster;
+#[path = "../../testkit/servers.rs"]
+mod servers;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cluster::*;
+use serde_json::Value;
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs shieldctl with `args`, feeding `stdin`.
+async fn ctl(config: &Path, args: &[&str], stdin: &str) -> Out {
+    let config = config.to_owned();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shieldctl"))
+            .arg("-c")
+            .arg(&config)
+            .args(&args)
+            // `query` reads the password from the environment, as psql does.
+            .env("PGPASSWORD", "su-pass")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn shieldctl");
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(stdin.as_bytes());
+        }
+        let o = child.wait_with_output().expect("shieldctl output");
+        let out = Out {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        };
+        println!("$ shieldctl {}\n{}{}", args.join(" "), out.stdout, out.stderr);
+        out
+    })
+    .await
+    .expect("shieldctl task")
+}
+
+fn must(o: Out) -> String {
+    assert!(o.ok, "shieldctl failed:\n{}{}", o.stdout, o.stderr);
+    o.stdout
+}
+
+async fn leader(config: &Path) -> String {
+    let out = must(ctl(config, &["list", "-f", "json"], "").await);
+    let rows: Vec<Value> = serde_json::from_str(&out).expect("list -f json");
+    rows.iter()
+        .find(|r| r["Role"] == "Leader")
+        .and_then(|r| r["Member"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
+async fn postmaster_start_time(api_port: u16) -> Option<String> {
+    let (_, body) = http_get(api_port, "/patroni").await;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["postmaster_start_time"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shieldctl_operates_a_live_cluster() {
+    let Some(mut c) = cluster().await else { return };
+    let cfg = c.root.path().join("shieldctl.yml");
+    std::fs::write(&cfg, format!("scope: e2e\n{}", c.dcs.section())).expect("ctl config");
+
+    // ---- list reflects reality ----------------------------------------------------------------
+    let p = c.primary;
+    wait_for("all three members in the DCS", Duration::from_secs(20), &c.nodes, || async {
+        let out = ctl(&cfg, &["list", "-f", "json"], "").await.stdout;
+        let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
+        let streaming = rows.iter().filter(|r| r["State"] == "streaming").count();
+        (rows.len() == 3 && streaming == 2).then_some(())
+    })
+    .await;
+    let table = must(ctl(&cfg, &["list"], "").await);
+    assert!(table.starts_with("+ Cluster: e2e ("), "{table}");
+    assert!(table.contains("| Member | Host"), "{table}");
+    let leader_row = table.lines().find(|l| l.contains("Leader")).expect("a leader row");
+    assert!(leader_row.contains(&c.nodes[p].name), "{table}");
+    assert_eq!(leader(&cfg).await, c.nodes[p].name);
+
+    // ---- pause stops automatic failover; resume restores it -----------------------------------
+    let out = must(ctl(&cfg, &["pause", "--wait"], "").await);
+    assert!(out.contains("Success: cluster management is paused"), "{out}");
+    assert!(must(ctl(&cfg, &["list"], "").await).contains(" Maintenance mode: on"));
+    let again = ctl(&cfg, &["pause"], "").await;
+    assert!(!again.ok && again.stderr.trim() == "Error: Cluster is already paused", "{}", again.stderr);
+    c.nodes[p].crash();
+    // Two ttls (4 s) without a leader: in pause nobody is promoted.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(writable(&c.nodes).await, Vec::<usize>::new(), "a replica was promoted in pause");
+    let out = must(ctl(&cfg, &["resume", "--wait"], "").await);
+    assert!(out.contains("Success: cluster management is resumed"), "{out}");
+    let p = wait_for("a replica to be promoted after resume", Duration::from_secs(30), &c.nodes, || async {
+        let w = writable(&c.nodes).await;
+        (w.len() == 1).then(|| w[0])
+    })
+    .await;
+    let old = c.primary;
+    c.nodes[old].start();
+    exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('after-resume')").await.expect("write");
+    wait_for("the old primary to rejoin", Duration::from_secs(60), &c.nodes, || {
+        replicas_stream_from(&c.nodes, p, "after-resume")
+    })
+    .await;
+
+    // ---- switchover --candidate X --force -----------------------------------------------------
+    let target = (p + 1) % 3;
+    let out = must(ctl(&cfg, &["switchover", "--candidate", &c.nodes[target].name, "--force"], "").await);
+    assert!(out.contains(&format!("Successfully switched over to \"{}\"", c.nodes[target].name)), "{out}");
+    wait_for("the candidate to be the only writable node", Duration::from_secs(30), &c.nodes, || async {
+        (writable(&c.nodes).await == vec![target]).then_some(())
+    })
+    .await;
+    let p = target;
+
+    // ---- interactive switchover, answered on stdin as in the seed's transcript ----------------
+    wait_for("both replicas to stream", Duration::from_secs(60), &c.nodes, || async {
+        exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('before-interactive')").await.ok()?;
+        replicas_stream_from(&c.nodes, p, "before-interactive").await
+    })
+    .await;
+    let target = (p + 1) % 3;
+    let answers = format!("\n{}\n\ny\n", c.nodes[target].name);
+    let out = must(ctl(&cfg, &["switchover"], &answers).await);
+    assert!(out.contains("Current cluster topology"), "{out}");
+    assert!(out.contains(&format!("Primary [{}]: ", c.nodes[p].name)), "{out}");
+    assert!(out.contains("When should the switchover take place (e.g. "), "{out}");
+    assert!(
+        out.contains(&format!(
+            "Are you sure you want to switchover cluster e2e, demoting current leader {}? [y/N]: ",
+            c.nodes[p].name
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&format!("Successfully switched over to \"{}\"", c.nodes[target].name)), "{out}");
+    wait_for("the interactive candidate to be the only writable node", Duration::from_secs(30), &c.nodes, || async {
+        (writable(&c.nodes).await == vec![target]).then_some(())
+    })
+    .await;
+    let p = target;
+    let refused = ctl(&cfg, &["switchover"], &format!("\n{}\n\nn\n", c.nodes[(p + 1) % 3].name)).await;
+    assert!(!refused.ok && refused.stderr.contains("Aborted"), "{}", refused.stderr);
+    assert_eq!(writable(&c.nodes).await, vec![p], "an answer of no changes nothing");
+
+    // ---- history lists the switchovers just made ----------------------------------------------
+    let out = must(ctl(&cfg, &["history", "-f", "json"], "").await);
+    let rows: Vec<Value> = serde_json::from_str(&out).expect("history json");
+    let leaders: Vec<&str> = rows.iter().filter_map(|r| r["New Leader"].as_str()).collect();
+    assert!(leaders.len() >= 3, "failover + 2 switchovers: {out}");
+    assert_eq!(leaders.last().copied(), Some(c.nodes[p].name.as_str()), "{out}");
+    let table = must(ctl(&cfg, &["history"], "").await);
+    assert!(table.contains("| TL |") && table.contains("New Leader"), "{table}");
+
+    // ---- restart: a new postmaster --------------------------------------------------------------
+    let r = (p + 1) % 3;
+    let before = postmaster_start_time(c.nodes[r].api_port).await.expect("postmaster_start_time");
+    let out = must(ctl(&cfg, &["restart", "e2e", &c.nodes[r].name, "--force"], "").await);
+    assert!(out.contains(&format!("Success: restart on member {}", c.nodes[r].name)), "{out}");
+    let after = wait_for("a new postmaster start time", Duration::from_secs(20), &c.nodes, || async {
+        postmaster_start_time(c.nodes[r].api_port).await.filter(|t| *t != before)
+    })
+    .await;
+    assert_ne!(before, after);
+    let out = must(ctl(&cfg, &["restart", "e2e", "--scheduled", "2030-01-01T00:00", "--force"], "").await);
+    assert_eq!(out.matches("Success: restart scheduled on member").count(), 3, "{out}");
+    wait_for("the scheduled restart column", Duration::from_secs(10), &c.nodes, || async {
+        ctl(&cfg, &["list"], "").await.stdout.contains("2030-01-01T00:00:00+00:00").then_some(())
+    })
+    .await;
+    let out = must(ctl(&cfg, &["flush", "e2e", "restart", "--force"], "").await);
+    assert_eq!(out.matches("Success: flush scheduled restart for member").count(), 3, "{out}");
+
+    // ---- reinit re-clones a replica -------------------------------------------------------------
+    let marker = std::fs::metadata(c.nodes[r].dir.join("data/PG_VERSION")).expect("data").modified().expect("mtime");
+    let out = must(ctl(&cfg, &["reinit", "e2e", &c.nodes[r].name, "--force", "--wait"], "").await);
+    assert!(out.contains(&format!("Reinitialize is completed on: {}", c.nodes[r].name)), "{out}");
+    let fresh = std::fs::metadata(c.nodes[r].dir.join("data/PG_VERSION")).expect("data").modified().expect("mtime");
+    assert_ne!(marker, fresh, "the data directory was cloned again");
+    let refused = ctl(&cfg, &["reinit", "e2e", &c.nodes[p].name, "--force"], "").await;
+    assert!(!refused.ok && refused.stderr.contains("is the leader"), "{}", refused.stderr);
+
+    // ---- edit-config: the DCS changes and the daemons apply it ----------------------------------
+    let out = must(ctl(&cfg, &["edit-config", "-s", "ttl=6", "-p", "work_mem=7MB", "--force"], "").await);
+    assert!(out.contains("-ttl: 4") && out.contains("+ttl: 6"), "a unified diff: {out}");
+    assert!(out.contains("Configuration changed"), "{out}");
+    assert!(must(ctl(&cfg, &["show-config"], "").await).contains("ttl: 6"));
+    wait_for("work_mem = 7MB on every node", Duration::from_secs(20), &c.nodes, || async {
+        for n in &c.nodes {
+            let rows = sql(n.pg_port, "SHOW work_mem").await.ok()?;
+            if rows.first()?.get::<_, String>(0) != "7MB" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let out = must(ctl(&cfg, &["edit-config", "-s", "ttl=6", "--force"], "").await);
+    assert!(out.contains("Not changed"), "{out}");
+    let bad = ctl(&cfg, &["edit-config", "-s", "loop_wait=60", "--force"], "").await;
+    assert!(!bad.ok && bad.stderr.contains("loop_wait"), "an invalid config names the key: {}", bad.stderr);
+
+    // ---- reload, dsn, query, version ------------------------------------------------------------
+    let out = must(ctl(&cfg, &["reload", "e2e", "--force"], "").await);
+    assert_eq!(out.matches("Reload request received for member").count(), 3, "{out}");
+    let out = must(ctl(&cfg, &["dsn"], "").await);
+    assert_eq!(out.trim(), format!("host=127.0.0.1 port={}", c.nodes[p].pg_port));
+    let out = ctl(&cfg, &["query", "-m", &c.nodes[r].name, "-c", "SELECT pg_is_in_recovery() AS r"], "").await;
+    assert_eq!(out.stdout.trim(), "r\nt", "{}", out.stderr);
+    let out = must(ctl(&cfg, &["version", "e2e"], "").await);
+    assert!(out.contains(&format!("{}: Shield", c.nodes[p].name)) && out.contains("PostgreSQL 15."), "{out}");
+
+    // ---- errors are one line ------------------------------------------------------------------
+    let e = ctl(&cfg, &["switchover", "--candidate", "nosuch", "--force"], "").await;
+    assert!(
+        !e.ok && e.stderr.trim() == "Error: Member nosuch does not exist in cluster e2e or is tagged as nofailover"
+    );
+    let e = ctl(&cfg, &["history", "no-such-cluster"], "").await;
+    assert!(!e.ok && e.stderr.lines().count() == 1 && e.stderr.contains("not in the DCS"), "{}", e.stderr);
+    let dead = c.root.path().join("dead.yml");
+    std::fs::write(&dead, format!("scope: e2e\netcd3:\n  hosts: 127.0.0.1:{}\n", servers::free_port())).expect("cfg");
+    let e = ctl(&dead, &["list"], "").await;
+    assert!(!e.ok && e.stderr.starts_with("Error: cannot read cluster e2e from the DCS"), "{}", e.stderr);
+    let e = ctl(&cfg, &["switchover"], "").await;
+    assert!(!e.ok && e.stderr.contains("pass --force"), "a closed stdin: {}", e.stderr);
+}
