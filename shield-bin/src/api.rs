@@ -388,7 +388,7 @@ async fn config(State(s): State<Shared>) -> Response {
 }
 
 /// Patroni's deep merge: objects merge key by key, `null` deletes, anything else replaces.
-fn merge(into: &mut Value, patch: &Value) {
+pub fn merge(into: &mut Value, patch: &Value) {
     match (into, patch) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in b {

@@ -738,21 +738,6 @@ fn scalar(v: &str) -> Value {
     serde_yaml_ng::from_str::<Value>(v).ok().filter(|x| !x.is_object() && !x.is_array()).unwrap_or_else(|| json!(v))
 }
 
-fn merge(into: &mut Value, patch: &Value) {
-    match (into, patch) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                if v.is_null() {
-                    a.remove(k);
-                } else {
-                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (slot, v) => *slot = v.clone(),
-    }
-}
-
 fn read_yaml_source(src: &str) -> Result<Value, String> {
     let text = if src == "-" {
         let mut s = String::new();
@@ -816,7 +801,7 @@ async fn edit_config(
         new = read_yaml_source(src)?;
     }
     if let Some(src) = apply {
-        merge(&mut new, &read_yaml_source(src)?);
+        crate::api::merge(&mut new, &read_yaml_source(src)?);
     }
     for kv in set {
         let (k, val) = kv.split_once('=').ok_or_else(|| format!("-s {kv:?}: expected KEY=VALUE"))?;
