@@ -46,22 +46,8 @@ stop_all() {
 }
 
 status() {
-    printf '%-6s %-18s %-8s %-9s %-4s %s\n' Member Host Role State TL "Replayed (bytes)"
-    for i in 0 1 2; do
-        local body
-        body=$(curl -s -m 2 "http://127.0.0.1:$((API_BASE + i))/patroni" || true)
-        if [ -z "$body" ]; then
-            printf '%-6s %-18s %-8s %-9s\n' "node$i" "127.0.0.1:$((PG_BASE + i))" "-" "down"
-            continue
-        fi
-        python3 - "$i" "$body" "$((PG_BASE + i))" <<'PY'
-import json, sys
-i, body, port = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-role = {"primary": "Leader"}.get(body.get("role"), "Replica")
-x = body.get("xlog", {})
-print(f"{'node'+i:<6} {'127.0.0.1:'+port:<18} {role:<8} {body.get('state',''):<9} {body.get('timeline',''):<4} {'' if role == 'Leader' else x.get('replayed_location', '')}")
-PY
-    done
+    if [ ! -x "$DEMO/shieldctl" ]; then echo "demo: no demo cluster in $DEMO" >&2; return 1; fi
+    "$DEMO/shieldctl" -c "$DEMO/shieldctl.yml" list || true
 }
 
 primary() {
@@ -101,7 +87,8 @@ else
     rm -rf "$DEMO"
     mkdir -p "$DEMO"
     trap 'echo; echo "demo: interrupted; stopping"; stop_all; exit 130' INT TERM
-    cp "$ROOT/target/release/shield" "$DEMO/shield"
+    cp "$ROOT/target/release/shield" "$ROOT/target/release/shieldctl" "$DEMO/"
+    printf 'scope: demo\netcd3:\n  hosts: 127.0.0.1:%s\n' "$ETCD_PORT" >"$DEMO/shieldctl.yml"
     "$SHIELD_ETCD_BIN" --name demo --data-dir "$DEMO/etcd" \
         --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
@@ -185,7 +172,8 @@ fi
 
 echo
 echo "demo: the cluster is left running in $DEMO"
-echo "  status:   scripts/demo.sh --status   (or curl http://127.0.0.1:$API_BASE/cluster)"
+echo "  status:   $DEMO/shieldctl -c $DEMO/shieldctl.yml list   (or scripts/demo.sh --status)"
+echo "  operate:  $DEMO/shieldctl -c $DEMO/shieldctl.yml switchover | history | edit-config ..."
 echo "  psql:     psql 'host=127.0.0.1 port=$PG_BASE user=postgres password=demo-su'"
 echo "  logs:     $DEMO/node*/shield.log; decisions: $DEMO/node*/data.journal.jsonl"
 echo "  stop:     scripts/demo.sh --stop"
