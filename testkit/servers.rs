@@ -52,9 +52,26 @@ pub fn find_bin(env_var: &str, name: &str) -> Option<PathBuf> {
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
+///
+/// Ports come from 20000-31999, below Linux's ephemeral range (32768-60999): a port the kernel
+/// hands out for `bind(:0)` can be taken by the source port of any outgoing connection (to etcd,
+/// say) before the server binds it, and two calls can return the same port. Each call here
+/// returns a port no earlier call in this process returned, and that was free just now.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on 127.0.0.1");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after another; start each at its own offset anyway.
+    let start = (std::process::id() * 97) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = FIRST + (start + n) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port in 20000-31999 on 127.0.0.1");
 }
 
 /// Waits until something accepts TCP connections on `port`.

@@ -290,8 +290,13 @@ impl Driver {
         let t = task.clone();
         let handle = tokio::spawn(async move {
             let r = db.run(&t).await;
+            // A finished task wakes the loop at once, except a failed start, clone or the like:
+            // retried on the next regular cycle, not in a tight loop (a port in use, say).
+            let wake_now = r.is_ok() || matches!(t, DbTask::Promote | DbTask::Stop(_));
             let _ = done.send((t, r));
-            notify.notify_one();
+            if wake_now {
+                notify.notify_one();
+            }
         });
         Running { task, handle }
     }
