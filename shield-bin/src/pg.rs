@@ -444,7 +444,20 @@ impl Postgres {
             let state = cd.get("Database cluster state").cloned().unwrap_or_default();
             if !state.starts_with("shut down") {
                 // pg_rewind needs a clean shutdown: finish crash recovery in single-user mode.
-                let args = vec!["--single".into(), "-D".into(), self.data().display().to_string(), "postgres".into()];
+                // Single-user mode refuses to run with a standby or recovery signal file
+                // ("standby mode is not supported by single-user servers"); rewind writes
+                // standby.signal again when it is done.
+                for f in ["standby.signal", "recovery.signal"] {
+                    let _ = std::fs::remove_file(self.data().join(f));
+                }
+                let args = vec![
+                    "--single".into(),
+                    "-c".into(),
+                    "archive_mode=off".into(),
+                    "-D".into(),
+                    self.data().display().to_string(),
+                    "postgres".into(),
+                ];
                 let mut cmd = Command::new(self.bin("postgres"));
                 cmd.args(&args).stdin(std::process::Stdio::null()).kill_on_drop(true);
                 let _ = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await;

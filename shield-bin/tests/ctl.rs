@@ -161,17 +161,24 @@ async fn shieldctl_operates_a_live_cluster() {
     assert_eq!(writable(&c.nodes).await, vec![p], "an answer of no changes nothing");
 
     // ---- history lists the switchovers just made ----------------------------------------------
-    let out = must(ctl(&cfg, &["history", "-f", "json"], "").await);
-    let rows: Vec<Value> = serde_json::from_str(&out).expect("history json");
-    let leaders: Vec<&str> = rows.iter().filter_map(|r| r["New Leader"].as_str()).collect();
-    assert!(leaders.len() >= 3, "failover + 2 switchovers: {out}");
-    assert_eq!(leaders.last().copied(), Some(c.nodes[p].name.as_str()), "{out}");
+    // The new leader writes the history line a cycle after its promotion.
+    let leaders = wait_for("history to list the last switchover", Duration::from_secs(10), &c.nodes, || async {
+        let out = ctl(&cfg, &["history", "-f", "json"], "").await.stdout;
+        let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
+        let leaders: Vec<String> = rows.iter().filter_map(|r| r["New Leader"].as_str().map(str::to_owned)).collect();
+        (leaders.last() == Some(&c.nodes[p].name)).then_some(leaders)
+    })
+    .await;
+    assert!(leaders.len() >= 3, "failover + 2 switchovers: {leaders:?}");
     let table = must(ctl(&cfg, &["history"], "").await);
     assert!(table.contains("| TL |") && table.contains("New Leader"), "{table}");
 
     // ---- restart: a new postmaster --------------------------------------------------------------
     let r = (p + 1) % 3;
-    let before = postmaster_start_time(c.nodes[r].api_port).await.expect("postmaster_start_time");
+    let before = wait_for("postmaster_start_time in /patroni", Duration::from_secs(10), &c.nodes, || {
+        postmaster_start_time(c.nodes[r].api_port)
+    })
+    .await;
     let out = must(ctl(&cfg, &["restart", "e2e", &c.nodes[r].name, "--force"], "").await);
     assert!(out.contains(&format!("Success: restart on member {}", c.nodes[r].name)), "{out}");
     let after = wait_for("a new postmaster start time", Duration::from_secs(20), &c.nodes, || async {
@@ -218,8 +225,18 @@ async fn shieldctl_operates_a_live_cluster() {
     assert!(!bad.ok && bad.stderr.contains("loop_wait"), "an invalid config names the key: {}", bad.stderr);
 
     // ---- reload, dsn, query, version ------------------------------------------------------------
+    // A local parameter added to one node's file takes effect on reload (local beats the DCS).
+    let file = c.nodes[r].dir.join("shield.yml");
+    let text = std::fs::read_to_string(&file).expect("node config");
+    let text = text.replace("    shared_buffers: 16MB\n", "    shared_buffers: 16MB\n    work_mem: 9MB\n");
+    std::fs::write(&file, text).expect("edit node config");
     let out = must(ctl(&cfg, &["reload", "e2e", "--force"], "").await);
     assert_eq!(out.matches("Reload request received for member").count(), 3, "{out}");
+    wait_for("work_mem = 9MB on the reloaded node", Duration::from_secs(20), &c.nodes, || async {
+        let rows = sql(c.nodes[r].pg_port, "SHOW work_mem").await.ok()?;
+        (rows.first()?.get::<_, String>(0) == "9MB").then_some(())
+    })
+    .await;
     let out = must(ctl(&cfg, &["dsn"], "").await);
     assert_eq!(out.trim(), format!("host=127.0.0.1 port={}", c.nodes[p].pg_port));
     let out = ctl(&cfg, &["query", "-m", &c.nodes[r].name, "-c", "SELECT pg_is_in_recovery() AS r"], "").await;
