@@ -69,6 +69,17 @@ pub struct ScheduledRestart {
     pub role: Option<&'static str>,
 }
 
+impl ScheduledRestart {
+    /// Patroni's `scheduled_restart` field, in `/patroni` and in the member key.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({ "schedule": self.at });
+        if let Some(pv) = &self.postgres_version {
+            v["postgres_version"] = json!(pv);
+        }
+        v
+    }
+}
+
 /// Shared API state.
 pub struct ApiState {
     /// The snapshot.
@@ -228,11 +239,7 @@ fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
         v["pending_restart_reason"] = json!(snap.server.pending_restart);
     }
     if let Some(r) = s.scheduled_restart() {
-        let mut sr = json!({"schedule": r.at});
-        if let Some(pv) = &r.postgres_version {
-            sr["postgres_version"] = json!(pv);
-        }
-        v["scheduled_restart"] = sr;
+        v["scheduled_restart"] = r.to_json();
     }
     if let Some(db) = db {
         if let Some(t) = db.timeline {

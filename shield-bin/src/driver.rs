@@ -232,8 +232,7 @@ impl Driver {
                     Action::TouchMember { mut data } => {
                         data.pending_restart = !self.db.info().pending_restart.is_empty();
                         if let Some(r) = self.api.scheduled_restart() {
-                            let v = crate::ctl::render::scheduled_restart_json(&r.at, r.postgres_version.as_deref());
-                            data.other.insert("scheduled_restart".into(), v);
+                            data.other.insert("scheduled_restart".into(), r.to_json());
                         }
                         let r = bounded(retry, self.dcs.touch_member(&data)).await;
                         note(&mut outcomes, "member", r);

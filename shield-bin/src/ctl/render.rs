@@ -2,7 +2,7 @@
 //! tested without a cluster.
 
 use comfy_table::{CellAlignment, ColumnConstraint, Table, Width};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use shield_core::cluster::{ClusterView, HistoryLine, Initialize, Member};
 use shield_core::MemberName;
 
@@ -350,15 +350,6 @@ pub fn members_with_role<'a>(v: &'a ClusterView, role: &str) -> Result<Vec<&'a M
         }
     };
     Ok(v.members.keys().filter(|n| pick(n)).collect())
-}
-
-/// `scheduled_restart` as Shield writes it into its member key, for `list`.
-pub fn scheduled_restart_json(at: &str, postgres_version: Option<&str>) -> Value {
-    let mut v = json!({ "schedule": at });
-    if let Some(pv) = postgres_version {
-        v["postgres_version"] = json!(pv);
-    }
-    v
 }
 
 #[cfg(test)]
