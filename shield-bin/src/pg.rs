@@ -538,12 +538,13 @@ impl Database for Postgres {
             .filter(|l| l.0 > 0)
             .or_else(|| cd.get("Latest checkpoint location").and_then(|l| Lsn::parse_pg(l)));
         st.upstream = self.configured_upstream();
-        if self.postmaster_pid().is_none() {
+        let pid = self.postmaster_pid();
+        if pid.is_none() {
             if let Ok(mut i) = self.info.lock() {
                 *i = ServerInfo::default();
             }
         }
-        st.process = match self.postmaster_pid() {
+        st.process = match pid {
             None if state.starts_with("shut down") => DbProcess::Stopped,
             None => DbProcess::Crashed,
             Some(_) => {
