@@ -17,6 +17,11 @@ use crate::driver::Driver;
 use crate::journal::Journal;
 use crate::pg::Postgres;
 
+/// Reads a TLS file named in the config; the error names the file.
+fn read_pem(p: &std::path::PathBuf) -> Result<Vec<u8>, String> {
+    std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
 /// Builds the DCS client the config names.
 pub fn build_dcs(cfg: &NodeConfig) -> Result<Arc<dyn Dcs>, String> {
     let t = &cfg.bootstrap_dcs.timing;
@@ -39,10 +44,9 @@ pub fn dcs_client(
             e.retry_timeout_ms = t.retry_timeout_ms;
             e.auth = auth.as_ref().map(|a| (a.username.clone(), a.password.clone()));
             if let Some((ca, cert, key)) = tls {
-                let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-                let ca_pem = ca.as_ref().map(read).transpose()?;
+                let ca_pem = ca.as_ref().map(read_pem).transpose()?;
                 let client = match (cert, key) {
-                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                    (Some(c), Some(k)) => Some((read_pem(c)?, read_pem(k)?)),
                     (None, None) => None,
                     _ => return Err("etcd3: `cert` and `key` must be given together".into()),
                 };
@@ -64,10 +68,9 @@ pub fn dcs_client(
                 _ => Consistency::Default,
             };
             if let Some((ca, cert, key)) = tls {
-                let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-                let ca = read(ca)?;
+                let ca = read_pem(ca)?;
                 let pair = match (cert, key) {
-                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                    (Some(c), Some(k)) => Some((read_pem(c)?, read_pem(k)?)),
                     _ => None,
                 };
                 let client =
