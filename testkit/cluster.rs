@@ -285,6 +285,15 @@ where
     }
 }
 
+/// Waits until exactly one node accepts writes (one other than `except`, if given) and returns it.
+pub async fn one_writable(what: &str, within: Duration, nodes: &[Node], except: Option<usize>) -> usize {
+    wait_for(what, within, nodes, || async {
+        let w = writable(nodes).await;
+        (w.len() == 1 && Some(w[0]) != except).then(|| w[0])
+    })
+    .await
+}
+
 /// All nodes streaming from the single primary `p`, and row `marker` visible everywhere.
 pub async fn replicas_stream_from(nodes: &[Node], p: usize, marker: &str) -> Option<()> {
     for (i, n) in nodes.iter().enumerate() {
@@ -309,11 +318,7 @@ pub async fn replicas_stream_from(nodes: &[Node], p: usize, marker: &str) -> Opt
 pub async fn crash_primary_and_rejoin(nodes: &mut [Node], primary: usize) -> (usize, Duration, Duration) {
     let t = Instant::now();
     nodes[primary].crash();
-    let new_primary = wait_for("a new primary", Duration::from_secs(30), nodes, || async {
-        let w = writable(nodes).await;
-        (w.len() == 1 && w[0] != primary).then(|| w[0])
-    })
-    .await;
+    let new_primary = one_writable("a new primary", Duration::from_secs(30), nodes, Some(primary)).await;
     exec(nodes[new_primary].pg_port, "INSERT INTO e2e VALUES ('after-failover')")
         .await
         .expect("commit on the new primary");
@@ -414,11 +419,7 @@ pub async fn cluster_with(dcs: TestDcs) -> Option<Cluster> {
         std::fs::write(n.dir.join("shield.yml"), n.config_with(&dcs.section(), &pg_bin)).expect("config");
         n.start();
     }
-    let primary = wait_for("one writable node", Duration::from_secs(90), &nodes, || async {
-        let w = writable(&nodes).await;
-        (w.len() == 1).then(|| w[0])
-    })
-    .await;
+    let primary = one_writable("one writable node", Duration::from_secs(90), &nodes, None).await;
     exec(nodes[primary].pg_port, "CREATE TABLE e2e (v text); INSERT INTO e2e VALUES ('boot')")
         .await
         .expect("write on the primary");

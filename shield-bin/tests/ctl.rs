@@ -108,11 +108,7 @@ async fn shieldctl_operates_a_live_cluster() {
     assert_eq!(writable(&c.nodes).await, Vec::<usize>::new(), "a replica was promoted in pause");
     let out = must(ctl(&cfg, &["resume", "--wait"], "").await);
     assert!(out.contains("Success: cluster management is resumed"), "{out}");
-    let p = wait_for("a replica to be promoted after resume", Duration::from_secs(30), &c.nodes, || async {
-        let w = writable(&c.nodes).await;
-        (w.len() == 1).then(|| w[0])
-    })
-    .await;
+    let p = one_writable("a replica to be promoted after resume", Duration::from_secs(30), &c.nodes, None).await;
     let old = c.primary;
     c.nodes[old].start();
     exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('after-resume')").await.expect("write");

@@ -163,11 +163,7 @@ async fn sigterm_on_the_primary_hands_over() {
     let daemon = c.nodes[p].child.as_ref().map(|ch| ch.id() as i32).expect("daemon");
     let t = Instant::now();
     signal_all(&[daemon], nix::sys::signal::Signal::SIGTERM);
-    let new_p = wait_for("a replica to take over", Duration::from_secs(20), &c.nodes, || async {
-        let w = writable(&c.nodes).await;
-        (w.len() == 1 && w[0] != p).then(|| w[0])
-    })
-    .await;
+    let new_p = one_writable("a replica to take over", Duration::from_secs(20), &c.nodes, Some(p)).await;
     println!("e2e: SIGTERM on the primary → {} took over in {:?}", c.nodes[new_p].name, t.elapsed());
     let status = c.nodes[p].child.as_mut().expect("child").wait().expect("wait");
     assert!(status.success(), "the daemon exits cleanly: {status}");
@@ -291,11 +287,7 @@ async fn etcd_quorum_loss_fences_the_primary_and_recovers() {
     etcd.members[1].thaw();
     etcd.members[2].thaw();
     let t = Instant::now();
-    let np = wait_for("one primary again", Duration::from_secs(60), &c.nodes, || async {
-        let w = writable(&c.nodes).await;
-        (w.len() == 1).then(|| w[0])
-    })
-    .await;
+    let np = one_writable("one primary again", Duration::from_secs(60), &c.nodes, None).await;
     println!("e2e: quorum back → {} primary after {:?} (was {})", c.nodes[np].name, t.elapsed(), c.nodes[p].name);
     exec(c.nodes[np].pg_port, "INSERT INTO e2e VALUES ('after-quorum')").await.expect("write");
     wait_for("replicas streaming again", Duration::from_secs(60), &c.nodes, || {
