@@ -634,6 +634,9 @@ async fn reinit(ctx: &Ctx, c: &str, names: Vec<String>, force: bool, wait: bool)
 async fn reload(ctx: &Ctx, c: &str, names: &[String], role: &str, force: bool) -> R {
     let v = ctx.read_existing(c).await?;
     let members = select(&v, c, names, role)?;
+    // The nodes act on a reload in their next cycle: loop_wait as the cluster runs with it.
+    let loop_wait_ms =
+        v.config.as_ref().map_or(DynamicConfig::default().timing.loop_wait_ms, |(cfg, _)| cfg.timing.loop_wait_ms);
     if !force {
         let list: Vec<String> = members.iter().map(ToString::to_string).collect();
         confirm(&format!("Are you sure you want to reload members {}?", list.join(", ")))?;
@@ -643,7 +646,7 @@ async fn reload(ctx: &Ctx, c: &str, names: &[String], role: &str, force: bool) -
         match ctx.rest(&v, m, "POST", "/reload", None, QUICK).await {
             Ok(a) if a.status == 202 || a.status == 200 => println!(
                 "Reload request received for member {m} and will be processed within {} seconds",
-                ctx.cfg.loop_wait_s
+                loop_wait_ms.div_ceil(1000)
             ),
             Ok(a) => {
                 failed += 1;

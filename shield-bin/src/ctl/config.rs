@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde_yaml_ng::Value;
 
 use crate::config::{dcs_settings, DcsSettings, RawAuth, RawConsul, RawEtcd};
 
@@ -19,8 +18,6 @@ pub struct CtlConfig {
     pub dcs: DcsSettings,
     /// Basic auth for unsafe REST calls: `ctl.authentication`, else `restapi.authentication`.
     pub auth: Option<(String, String)>,
-    /// `loop_wait` for messages (seconds), from `bootstrap.dcs` when present.
-    pub loop_wait_s: u64,
 }
 
 /// The file's sections shieldctl reads; everything else in a node config is ignored here.
@@ -40,8 +37,6 @@ struct RawCtlFile {
     restapi: Option<RawRestAuth>,
     #[serde(default)]
     ctl: Option<RawCtl>,
-    #[serde(default)]
-    bootstrap: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,20 +85,7 @@ impl CtlConfig {
             .and_then(|c| c.authentication)
             .or_else(|| raw.restapi.and_then(|r| r.authentication))
             .map(|a| (a.username, a.password));
-        let loop_wait_s = raw
-            .bootstrap
-            .as_ref()
-            .and_then(|b| b.get("dcs"))
-            .and_then(|d| d.get("loop_wait"))
-            .and_then(Value::as_u64)
-            .unwrap_or(shield_core::DynamicConfig::default().timing.loop_wait_ms.div_ceil(1000));
-        Ok(CtlConfig {
-            scope: raw.scope,
-            namespace: raw.namespace.unwrap_or_else(|| "/service".to_owned()),
-            dcs,
-            auth,
-            loop_wait_s,
-        })
+        Ok(CtlConfig { scope: raw.scope, namespace: raw.namespace.unwrap_or_else(|| "/service".to_owned()), dcs, auth })
     }
 
     /// Parses `--dcs-url`: `etcd3://host:port[,host:port..][/namespace]`, `etcd://...` or
@@ -142,8 +124,7 @@ impl CtlConfig {
             },
             other => return Err(format!("--dcs-url {url:?}: unknown DCS {other:?}; use etcd3:// or consul://")),
         };
-        let loop_wait_s = shield_core::DynamicConfig::default().timing.loop_wait_ms.div_ceil(1000);
-        Ok(CtlConfig { scope: None, namespace, dcs, auth: None, loop_wait_s })
+        Ok(CtlConfig { scope: None, namespace, dcs, auth: None })
     }
 }
 
