@@ -2,7 +2,8 @@
 //!
 //! The daemon is wiring around [`shield_core::decide`]: [`config`] reads the node's YAML, [`pg`]
 //! implements the database port, [`driver`] runs observe → decide → act, [`api`] serves
-//! Patroni's REST endpoints, and [`journal`] records every decision for replay.
+//! Patroni's REST endpoints, and [`journal`] records every decision for replay. [`ctl`] is
+//! `shieldctl`: patronictl's commands over the DCS and the members' REST APIs.
 
 pub mod api;
 pub mod config;
