@@ -147,6 +147,15 @@ watchdog:
 impl Drop for Node {
     fn drop(&mut self) {
         self.crash();
+        if std::thread::panicking() {
+            // A failed test shows what each daemon was doing, whatever assertion failed.
+            eprintln!("==== {} log (last 60 lines) ====", self.name);
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            for l in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{l}");
+            }
+        }
         // Children of the killed postmaster exit on their own; make sure none linger.
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -260,7 +269,7 @@ pub fn start_sampler(ports: Vec<u16>) -> (tokio::sync::watch::Sender<bool>, toki
     (stop_tx, h)
 }
 
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, nodes: &[Node], mut f: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -271,14 +280,7 @@ where
             return v;
         }
         if Instant::now() > deadline {
-            for n in nodes {
-                eprintln!("==== {} log (last 40 lines) ====", n.name);
-                let log = n.log();
-                let lines: Vec<&str> = log.lines().collect();
-                for l in &lines[lines.len().saturating_sub(40)..] {
-                    eprintln!("{l}");
-                }
-            }
+            // Each node prints its log tail as the panic drops it.
             panic!("timed out waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -287,7 +289,7 @@ where
 
 /// Waits until exactly one node accepts writes (one other than `except`, if given) and returns it.
 pub async fn one_writable(what: &str, within: Duration, nodes: &[Node], except: Option<usize>) -> usize {
-    wait_for(what, within, nodes, || async {
+    wait_for(what, within, || async {
         let w = writable(nodes).await;
         (w.len() == 1 && Some(w[0]) != except).then(|| w[0])
     })
@@ -325,7 +327,7 @@ pub async fn crash_primary_and_rejoin(nodes: &mut [Node], primary: usize) -> (us
     let rto = t.elapsed();
     let t = Instant::now();
     nodes[primary].start();
-    wait_for("the old primary to rejoin and stream", Duration::from_secs(90), nodes, || {
+    wait_for("the old primary to rejoin and stream", Duration::from_secs(90), || {
         replicas_stream_from(nodes, new_primary, "after-failover")
     })
     .await;
@@ -423,10 +425,8 @@ pub async fn cluster_with(dcs: TestDcs) -> Option<Cluster> {
     exec(nodes[primary].pg_port, "CREATE TABLE e2e (v text); INSERT INTO e2e VALUES ('boot')")
         .await
         .expect("write on the primary");
-    wait_for("replicas streaming the row", Duration::from_secs(90), &nodes, || {
-        replicas_stream_from(&nodes, primary, "boot")
-    })
-    .await;
+    wait_for("replicas streaming the row", Duration::from_secs(90), || replicas_stream_from(&nodes, primary, "boot"))
+        .await;
     Some(Cluster { nodes, primary, dcs, pg_bin, root })
 }
 

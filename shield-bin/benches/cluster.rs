@@ -139,7 +139,7 @@ async fn main() {
         })
         .await;
         m.entry("switchover write-unavailability (s)").or_default().push(gap.as_secs_f64());
-        wait_for("the old primary to follow", Duration::from_secs(60), &c.nodes, || async {
+        wait_for("the old primary to follow", Duration::from_secs(60), || async {
             let w = writable(&c.nodes).await;
             (w == vec![cand]).then_some(())
         })
@@ -157,10 +157,8 @@ async fn main() {
         let t = Instant::now();
         c.nodes[p].start();
         exec(c.nodes[np].pg_port, "INSERT INTO e2e VALUES ('rejoin')").await.expect("write");
-        wait_for("the old primary to rejoin", Duration::from_secs(90), &c.nodes, || {
-            replicas_stream_from(&c.nodes, np, "rejoin")
-        })
-        .await;
+        wait_for("the old primary to rejoin", Duration::from_secs(90), || replicas_stream_from(&c.nodes, np, "rejoin"))
+            .await;
         m.entry("old-primary rejoin (s)").or_default().push(t.elapsed().as_secs_f64());
         tokio::time::sleep(Duration::from_secs(3)).await;
 

@@ -44,10 +44,6 @@ pub struct Snapshot {
     pub fence_margin_ms: i64,
     /// Decisions since start, by reason kind.
     pub decisions: std::collections::BTreeMap<String, u64>,
-    /// Restarts that finished successfully (for `POST /restart` to wait on).
-    pub restarts_done: u64,
-    /// Restarts that failed.
-    pub restarts_failed: u64,
     /// What the last status query learned about the running server.
     pub server: crate::pg::ServerInfo,
 }
@@ -95,11 +91,23 @@ pub struct ApiState {
     /// Wakes the loop (after a request is written).
     pub wake: tokio::sync::Notify,
     /// Operator requests for the next cycle.
-    pub requests: Mutex<Vec<shield_core::Request>>,
+    pub requests: Mutex<Vec<Pending>>,
     /// The restart waiting for its time, if any.
     pub scheduled_restart: Mutex<Option<ScheduledRestart>>,
     /// A configuration reload was asked for (SIGHUP or `POST /reload`).
     pub reload_requested: std::sync::atomic::AtomicBool,
+}
+
+/// What a request's asker hears back: `Ok` when done (a restart: PostgreSQL is back), or why not.
+pub type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// An operator request on its way to the HA loop, with whoever waits for its answer.
+#[derive(Debug)]
+pub struct Pending {
+    /// What is asked.
+    pub request: shield_core::Request,
+    /// Answered by the loop: at once when refused, when the work is done otherwise.
+    pub reply: Option<Reply>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -151,7 +159,7 @@ impl ApiState {
         match restart_conditions(&snap, r.role, r.below_version, r.restart_pending) {
             Ok(()) => {
                 tracing::info!(at = %r.at, "running the scheduled restart");
-                enqueue(self, shield_core::Request::Restart);
+                enqueue(self, shield_core::Request::Restart, None);
             }
             Err(why) => tracing::info!(at = %r.at, "scheduled restart skipped: {why}"),
         }
@@ -458,11 +466,19 @@ async fn write_config(s: Shared, headers: HeaderMap, body: String, patch: bool) 
     }
 }
 
-fn enqueue(s: &ApiState, r: shield_core::Request) {
+fn enqueue(s: &ApiState, request: shield_core::Request, reply: Option<Reply>) {
     if let Ok(mut q) = s.requests.lock() {
-        q.push(r);
+        q.push(Pending { request, reply });
     }
     s.wake.notify_one();
+}
+
+/// Hands `request` to the loop and waits up to `timeout` for its answer.
+async fn ask(s: &ApiState, request: shield_core::Request, timeout: Duration) -> Option<Result<(), String>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    enqueue(s, request, Some(tx));
+    // A dropped sender (the daemon is going down) counts as no answer.
+    tokio::time::timeout(timeout, rx).await.ok()?.ok()
 }
 
 /// Parses `15.2`, `15` or `9.6.24` into `server_version_num` form (150002, 150000, 90624).
@@ -581,20 +597,11 @@ async fn restart(State(s): State<Shared>, headers: HeaderMap, body: String) -> R
     if !matches!(db.map(|d| d.process), Some(DbProcess::Running { .. })) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "PostgreSQL is not running");
     }
-    let (done0, failed0) = (snap.restarts_done, snap.restarts_failed);
-    enqueue(&s, shield_core::Request::Restart);
-    let deadline = Instant::now() + Duration::from_secs(timeout_s);
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let (done, failed) = s.snap.lock().map(|g| (g.restarts_done, g.restarts_failed)).unwrap_or_default();
-        if done > done0 {
-            return text(StatusCode::OK, "restarted successfully");
-        }
-        if failed > failed0 {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "restart failed");
-        }
+    match ask(&s, shield_core::Request::Restart, Duration::from_secs(timeout_s)).await {
+        Some(Ok(())) => text(StatusCode::OK, "restarted successfully"),
+        Some(Err(why)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("restart failed: {why}")),
+        None => text(StatusCode::SERVICE_UNAVAILABLE, format!("restart did not finish within {timeout_s} s")),
     }
-    text(StatusCode::SERVICE_UNAVAILABLE, format!("restart did not finish within {timeout_s} s"))
 }
 
 /// `DELETE /restart`: forget the scheduled restart.
@@ -638,8 +645,12 @@ async fn reinitialize(State(s): State<Shared>, headers: HeaderMap, body: String)
     if snap.db.as_ref().is_some_and(|d| d.busy.is_some()) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "a database task is already in progress");
     }
-    enqueue(&s, shield_core::Request::Reinitialize);
-    text(StatusCode::OK, "reinitialize started")
+    // The loop answers within a cycle or two; the re-clone itself is followed through /patroni.
+    match ask(&s, shield_core::Request::Reinitialize, Duration::from_secs(30)).await {
+        Some(Ok(())) => text(StatusCode::OK, "reinitialize started"),
+        Some(Err(why)) => text(StatusCode::SERVICE_UNAVAILABLE, why),
+        None => text(StatusCode::SERVICE_UNAVAILABLE, "the HA loop did not take the request within 30 s"),
+    }
 }
 
 async fn delete_switchover(State(s): State<Shared>, headers: HeaderMap) -> Response {

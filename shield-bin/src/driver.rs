@@ -67,6 +67,8 @@ impl Driver {
         let mut unreachable_since: Option<MonoMillis> = None;
         let mut last_reason = String::new();
         let mut cycles: u64 = 0;
+        // Who waits for the running restart (`POST /restart`) to finish.
+        let mut restart_waiters: Vec<crate::api::Reply> = Vec::new();
         loop {
             cycles += 1;
             // ---- observe -------------------------------------------------------------------
@@ -78,12 +80,8 @@ impl Driver {
                     tracing::warn!(task = ?task, error = %e, "database task failed");
                 }
                 if task == DbTask::Restart {
-                    if let Ok(mut s) = self.api.snap.lock() {
-                        if result.is_ok() {
-                            s.restarts_done += 1;
-                        } else {
-                            s.restarts_failed += 1;
-                        }
+                    for w in restart_waiters.drain(..) {
+                        let _ = w.send(result.clone().map_err(|e| e.to_string()));
                     }
                 }
                 outcomes.push(Outcome::DbTaskDone { task, result });
@@ -133,7 +131,8 @@ impl Driver {
             };
             db.busy = running.as_ref().map(|r| r.task.clone());
             let shutdown_requested = *self.shutdown.borrow();
-            let requests = self.api.requests.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
+            let pending = self.api.requests.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
+            let requests = pending.iter().map(|p| p.request).collect();
             let obs = Observation {
                 now: mono(start),
                 wall_ms: wall_ms(),
@@ -154,6 +153,15 @@ impl Driver {
                 j.append(&self.state, &obs, &d);
             }
             self.state = d.next.clone();
+            for (p, answer) in pending.into_iter().zip(d.answers.iter().cloned()) {
+                let Some(reply) = p.reply else { continue };
+                match answer {
+                    Ok(()) if p.request == shield_core::Request::Restart => restart_waiters.push(reply),
+                    answer => {
+                        let _ = reply.send(answer);
+                    }
+                }
+            }
             let to_instant = |m: MonoMillis| start + Duration::from_millis(m.0);
             // In pause Patroni's rules keep a primary running without the lock: no guard then.
             let guard = if d.next.config.pause { None } else { d.fence_at.map(to_instant) };
@@ -169,6 +177,11 @@ impl Driver {
                     Action::StopDb { mode: StopMode::Immediate } => {
                         if let Some(r) = running.take() {
                             r.handle.abort();
+                            if r.task == DbTask::Restart {
+                                for w in restart_waiters.drain(..) {
+                                    let _ = w.send(Err(format!("interrupted: {reason}")));
+                                }
+                            }
                         }
                         let result = self.db.stop(StopMode::Immediate).await.map_err(|e| e.to_string());
                         outcomes.push(Outcome::Stopped { mode: StopMode::Immediate, result });

@@ -15,3 +15,4 @@ pub mod journal;
 pub mod keeper;
 pub mod metrics;
 pub mod pg;
+pub mod pgwire;

@@ -40,6 +40,17 @@ pub struct Postgres {
     local_parameters: Mutex<BTreeMap<String, String>>,
     /// What the last status query learned about the running server.
     info: Mutex<ServerInfo>,
+    /// A standby's replayed timeline, as last read.
+    replay_tl: Mutex<Option<ReplayTimeline>>,
+    /// Whether the failure to read it has been logged.
+    replay_tl_warned: std::sync::atomic::AtomicBool,
+}
+
+/// A standby's replayed timeline, read for the postmaster started at `started`.
+#[derive(Clone, Debug)]
+struct ReplayTimeline {
+    started: Option<String>,
+    timeline: u32,
 }
 
 /// Facts about the running server for the REST API and `shieldctl`, from the last status query.
@@ -99,6 +110,8 @@ impl Postgres {
             dcs_parameters,
             local_parameters,
             info,
+            replay_tl: Mutex::new(None),
+            replay_tl_warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -233,8 +246,8 @@ impl Postgres {
             std::fs::write(d.join("standby.signal"), b"").map_err(|e| io("write standby.signal", e))?;
         }
         std::fs::write(&conf, text).map_err(|e| io("write postgresql.conf", e))?;
+        // Exactly the configured lines, as Patroni writes them: no implicit trust for local users.
         let mut hba = String::from("# Written by Shield from the config's pg_hba.\n");
-        hba.push_str("local all all trust\n");
         for l in &self.hba {
             hba.push_str(l);
             hba.push('\n');
@@ -290,6 +303,52 @@ impl Postgres {
         Ok(client)
     }
 
+    /// The timeline a standby is on: the one it replays (`IDENTIFY_SYSTEM`, cached while the
+    /// postmaster and the hints stay the same), or the WAL receiver's if that is ahead (WAL it
+    /// streams on a timeline is valid on that timeline). Without a replication connection, the
+    /// best guess from `received_tli` and the last restartpoint, which can lag a timeline switch.
+    async fn standby_timeline(&self, started: Option<&str>, recv_tl: Option<u32>, ckpt_tl: Option<u32>) -> Option<u32> {
+        let leader_tl = {
+            let view = self.cluster.lock().ok()?;
+            view.leader_name().and_then(|l| view.members.get(l)).and_then(|m| m.data.timeline).map(|t| t.0)
+        };
+        let hint = [recv_tl, ckpt_tl, leader_tl].into_iter().flatten().max();
+        let cached = self.replay_tl.lock().ok().and_then(|c| c.clone());
+        let fresh = |c: &ReplayTimeline| c.started.as_deref() == started && hint.is_none_or(|h| c.timeline >= h);
+        let replay = match cached {
+            Some(c) if fresh(&c) => Some(c.timeline),
+            _ => {
+                let r = &self.cfg.replication;
+                let target = crate::pgwire::Target {
+                    host: "127.0.0.1",
+                    port: self.cfg.port,
+                    user: &r.username,
+                    password: &r.password,
+                };
+                match crate::pgwire::identify_system(target, STATUS_TIMEOUT).await {
+                    Ok(id) => {
+                        if let Ok(mut c) = self.replay_tl.lock() {
+                            *c = Some(ReplayTimeline { started: started.map(str::to_owned), timeline: id.timeline });
+                        }
+                        Some(id.timeline)
+                    }
+                    Err(e) => {
+                        if !self.replay_tl_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::warn!(
+                                "cannot read the replayed timeline (IDENTIFY_SYSTEM as {} on 127.0.0.1:{}): {e}; \
+                                 pg_hba must allow that replication connection, or the timeline shown can lag",
+                                r.username,
+                                self.cfg.port
+                            );
+                        }
+                        ckpt_tl
+                    }
+                }
+            }
+        };
+        [replay, recv_tl].into_iter().flatten().max()
+    }
+
     async fn live_status(&self, st: &mut DbStatus) -> Result<(), PortError> {
         let c = self.connect().await?;
         let q = "SELECT pg_is_in_recovery(), \
@@ -314,10 +373,14 @@ impl Postgres {
         let primary_tl = row.get::<_, Option<String>>(4).and_then(|h| u32::from_str_radix(&h, 16).ok());
         let recv_tl = row.get::<_, Option<i32>>(5).and_then(|t| u32::try_from(t).ok());
         let ckpt_tl = row.get::<_, Option<i32>>(7).and_then(|t| u32::try_from(t).ok());
-        st.timeline = primary_tl.or(recv_tl).or(ckpt_tl).map(Timeline);
         st.streaming = row.get::<_, Option<String>>(6).as_deref() == Some("streaming");
+        let started: Option<String> = row.get(8);
+        st.timeline = match primary_tl {
+            Some(tl) => Some(Timeline(tl)),
+            None => self.standby_timeline(started.as_deref(), recv_tl, ckpt_tl).await.map(Timeline),
+        };
         let info = ServerInfo {
-            postmaster_start_time: row.get(8),
+            postmaster_start_time: started,
             server_version: row.get::<_, Option<i32>>(9).and_then(|v| u32::try_from(v).ok()),
             pending_restart: row
                 .get::<_, Option<String>>(10)

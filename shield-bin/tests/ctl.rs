@@ -82,7 +82,7 @@ async fn shieldctl_operates_a_live_cluster() {
 
     // ---- list reflects reality ----------------------------------------------------------------
     let p = c.primary;
-    wait_for("all three members in the DCS", Duration::from_secs(20), &c.nodes, || async {
+    wait_for("all three members in the DCS", Duration::from_secs(20), || async {
         let out = ctl(&cfg, &["list", "-f", "json"], "").await.stdout;
         let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
         let streaming = rows.iter().filter(|r| r["State"] == "streaming").count();
@@ -112,7 +112,7 @@ async fn shieldctl_operates_a_live_cluster() {
     let old = c.primary;
     c.nodes[old].start();
     exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('after-resume')").await.expect("write");
-    wait_for("the old primary to rejoin", Duration::from_secs(60), &c.nodes, || {
+    wait_for("the old primary to rejoin", Duration::from_secs(60), || {
         replicas_stream_from(&c.nodes, p, "after-resume")
     })
     .await;
@@ -121,19 +121,23 @@ async fn shieldctl_operates_a_live_cluster() {
     let target = (p + 1) % 3;
     let out = must(ctl(&cfg, &["switchover", "--candidate", &c.nodes[target].name, "--force"], "").await);
     assert!(out.contains(&format!("Successfully switched over to \"{}\"", c.nodes[target].name)), "{out}");
-    wait_for("the candidate to be the only writable node", Duration::from_secs(30), &c.nodes, || async {
+    wait_for("the candidate to be the only writable node", Duration::from_secs(30), || async {
         (writable(&c.nodes).await == vec![target]).then_some(())
     })
     .await;
     let p = target;
 
     // ---- interactive switchover, answered on stdin as in the seed's transcript ----------------
-    wait_for("both replicas to stream", Duration::from_secs(60), &c.nodes, || async {
+    wait_for("both replicas to stream", Duration::from_secs(60), || async {
         exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('before-interactive')").await.ok()?;
         replicas_stream_from(&c.nodes, p, "before-interactive").await
     })
     .await;
     let target = (p + 1) % 3;
+    // The third node only changes upstream: it knows the timeline it replays, so it never
+    // mistakes the new timeline for a divergence and never rewinds.
+    let bystander = (p + 2) % 3;
+    let bystander_log = c.nodes[bystander].log().len();
     let answers = format!("\n{}\n\ny\n", c.nodes[target].name);
     let out = must(ctl(&cfg, &["switchover"], &answers).await);
     assert!(out.contains("Current cluster topology"), "{out}");
@@ -147,7 +151,7 @@ async fn shieldctl_operates_a_live_cluster() {
         "{out}"
     );
     assert!(out.contains(&format!("Successfully switched over to \"{}\"", c.nodes[target].name)), "{out}");
-    wait_for("the interactive candidate to be the only writable node", Duration::from_secs(30), &c.nodes, || async {
+    wait_for("the interactive candidate to be the only writable node", Duration::from_secs(30), || async {
         (writable(&c.nodes).await == vec![target]).then_some(())
     })
     .await;
@@ -158,33 +162,45 @@ async fn shieldctl_operates_a_live_cluster() {
 
     // ---- history lists the switchovers just made ----------------------------------------------
     // The new leader writes the history line a cycle after its promotion.
-    let leaders = wait_for("history to list the last switchover", Duration::from_secs(10), &c.nodes, || async {
+    let (leaders, timelines) = wait_for("history to list the last switchover", Duration::from_secs(10), || async {
         let out = ctl(&cfg, &["history", "-f", "json"], "").await.stdout;
         let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
         let leaders: Vec<String> = rows.iter().filter_map(|r| r["New Leader"].as_str().map(str::to_owned)).collect();
-        (leaders.last() == Some(&c.nodes[p].name)).then_some(leaders)
+        let timelines: Vec<u64> = rows.iter().filter_map(|r| r["TL"].as_u64()).collect();
+        (leaders.last() == Some(&c.nodes[p].name)).then_some((leaders, timelines))
     })
     .await;
     assert!(leaders.len() >= 3, "failover + 2 switchovers: {leaders:?}");
+    // Each line names the timeline that ended: the promoted node knew which one it replayed.
+    assert!(timelines.windows(2).all(|w| w[1] == w[0] + 1), "one timeline per promotion: {timelines:?}");
     let table = must(ctl(&cfg, &["history"], "").await);
     assert!(table.contains("| TL |") && table.contains("New Leader"), "{table}");
 
     // ---- restart: a new postmaster --------------------------------------------------------------
+    // A node busy with a database task (following the new leader) refuses a restart at once, as
+    // Patroni does; an operator restarts a settled cluster.
+    wait_for("both replicas to stream from the new leader", Duration::from_secs(60), || async {
+        exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('before-restart')").await.ok()?;
+        replicas_stream_from(&c.nodes, p, "before-restart").await
+    })
+    .await;
+    let log = c.nodes[bystander].log();
+    assert!(!log[bystander_log..].contains("pg_rewind"), "a streaming replica was rewound:\n{}", &log[bystander_log..]);
     let r = (p + 1) % 3;
-    let before = wait_for("postmaster_start_time in /patroni", Duration::from_secs(10), &c.nodes, || {
+    let before = wait_for("postmaster_start_time in /patroni", Duration::from_secs(10), || {
         postmaster_start_time(c.nodes[r].api_port)
     })
     .await;
     let out = must(ctl(&cfg, &["restart", "e2e", &c.nodes[r].name, "--force"], "").await);
     assert!(out.contains(&format!("Success: restart on member {}", c.nodes[r].name)), "{out}");
-    let after = wait_for("a new postmaster start time", Duration::from_secs(20), &c.nodes, || async {
+    let after = wait_for("a new postmaster start time", Duration::from_secs(20), || async {
         postmaster_start_time(c.nodes[r].api_port).await.filter(|t| *t != before)
     })
     .await;
     assert_ne!(before, after);
     let out = must(ctl(&cfg, &["restart", "e2e", "--scheduled", "2030-01-01T00:00", "--force"], "").await);
     assert_eq!(out.matches("Success: restart scheduled on member").count(), 3, "{out}");
-    wait_for("the scheduled restart column", Duration::from_secs(10), &c.nodes, || async {
+    wait_for("the scheduled restart column", Duration::from_secs(10), || async {
         ctl(&cfg, &["list"], "").await.stdout.contains("2030-01-01T00:00:00+00:00").then_some(())
     })
     .await;
@@ -205,7 +221,7 @@ async fn shieldctl_operates_a_live_cluster() {
     assert!(out.contains("-ttl: 4") && out.contains("+ttl: 6"), "a unified diff: {out}");
     assert!(out.contains("Configuration changed"), "{out}");
     assert!(must(ctl(&cfg, &["show-config"], "").await).contains("ttl: 6"));
-    wait_for("work_mem = 7MB on every node", Duration::from_secs(20), &c.nodes, || async {
+    wait_for("work_mem = 7MB on every node", Duration::from_secs(20), || async {
         for n in &c.nodes {
             let rows = sql(n.pg_port, "SHOW work_mem").await.ok()?;
             if rows.first()?.get::<_, String>(0) != "7MB" {
@@ -228,7 +244,7 @@ async fn shieldctl_operates_a_live_cluster() {
     std::fs::write(&file, text).expect("edit node config");
     let out = must(ctl(&cfg, &["reload", "e2e", "--force"], "").await);
     assert_eq!(out.matches("Reload request received for member").count(), 3, "{out}");
-    wait_for("work_mem = 9MB on the reloaded node", Duration::from_secs(20), &c.nodes, || async {
+    wait_for("work_mem = 9MB on the reloaded node", Duration::from_secs(20), || async {
         let rows = sql(c.nodes[r].pg_port, "SHOW work_mem").await.ok()?;
         (rows.first()?.get::<_, String>(0) == "9MB").then_some(())
     })

@@ -26,21 +26,16 @@ async fn bootstrap_replicate_and_fail_over() {
     println!("e2e: 3 nodes bootstrapped and streaming in {:?}", t.elapsed());
     let nodes = &mut c.nodes;
     // Health endpoints follow within a cycle.
-    wait_for(
-        "/primary and /replica to answer 200 on the right nodes only",
-        Duration::from_secs(10),
-        &*nodes,
-        || async {
-            for (i, n) in nodes.iter().enumerate() {
-                let got = (http_status(n.api_port, "/primary").await, http_status(n.api_port, "/replica").await);
-                let want = if i == primary { (200, 503) } else { (503, 200) };
-                if got != want || http_status(n.api_port, "/health").await != 200 {
-                    return None;
-                }
+    wait_for("/primary and /replica to answer 200 on the right nodes only", Duration::from_secs(10), || async {
+        for (i, n) in nodes.iter().enumerate() {
+            let got = (http_status(n.api_port, "/primary").await, http_status(n.api_port, "/replica").await);
+            let want = if i == primary { (200, 503) } else { (503, 200) };
+            if got != want || http_status(n.api_port, "/health").await != 200 {
+                return None;
             }
-            Some(())
-        },
-    )
+        }
+        Some(())
+    })
     .await;
 
     // ---- node crash, then the old node rejoins as a replica -----------------------------------
@@ -75,7 +70,7 @@ async fn frozen_primary_never_leaves_two_writers() {
     signal_all(&tree, nix::sys::signal::Signal::SIGSTOP);
     signal_all(&[daemon], nix::sys::signal::Signal::SIGSTOP);
     let t = Instant::now();
-    let new_p = wait_for("another node to be promoted", Duration::from_secs(30), &c.nodes, || async {
+    let new_p = wait_for("another node to be promoted", Duration::from_secs(30), || async {
         let w = writable(&c.nodes).await;
         w.iter().copied().find(|&i| i != p)
     })
@@ -104,7 +99,7 @@ async fn frozen_daemon_is_fenced_by_the_keeper() {
     let daemon = c.nodes[p].child.as_ref().map(|ch| ch.id() as i32).expect("daemon");
     signal_all(&[daemon], nix::sys::signal::Signal::SIGSTOP);
     let t = Instant::now();
-    let new_p = wait_for("another node to be promoted", Duration::from_secs(30), &c.nodes, || async {
+    let new_p = wait_for("another node to be promoted", Duration::from_secs(30), || async {
         let w = writable(&c.nodes).await;
         w.iter().copied().find(|&i| i != p)
     })
@@ -131,19 +126,19 @@ async fn switchover_moves_the_primary_and_records_history() {
     let (code, text) = http_post(c.nodes[p].api_port, "/switchover", &body).await;
     assert_eq!(code, 200, "{text}\nleader log:\n{}", c.nodes[p].log());
     assert!(text.contains("Successfully switched over"), "{text}");
-    let now_p = wait_for("the candidate to take writes", Duration::from_secs(30), &c.nodes, || async {
+    let now_p = wait_for("the candidate to take writes", Duration::from_secs(30), || async {
         let w = writable(&c.nodes).await;
         (w == vec![cand]).then_some(cand)
     })
     .await;
     println!("e2e: switchover to {} in {:?}", c.nodes[now_p].name, t.elapsed());
     exec(c.nodes[cand].pg_port, "INSERT INTO e2e VALUES ('after-switchover')").await.expect("write on the new primary");
-    wait_for("the old primary to follow", Duration::from_secs(60), &c.nodes, || {
+    wait_for("the old primary to follow", Duration::from_secs(60), || {
         replicas_stream_from(&c.nodes, cand, "after-switchover")
     })
     .await;
     let want = c.nodes[cand].name.clone();
-    wait_for("the history key to record the switchover", Duration::from_secs(10), &c.nodes, || async {
+    wait_for("the history key to record the switchover", Duration::from_secs(10), || async {
         let (code, hist) = http_get(c.nodes[cand].api_port, "/history").await;
         (code == 200 && hist.contains(&want)).then_some(())
     })
@@ -177,14 +172,14 @@ async fn crashed_database_restarts_in_place() {
     let p = c.primary;
     // /metrics speaks Patroni's names.
     let want = format!("patroni_primary{{scope=\"e2e\",name=\"{}\"}} 1", c.nodes[p].name);
-    wait_for("/metrics to show the primary", Duration::from_secs(10), &c.nodes, || async {
+    wait_for("/metrics to show the primary", Duration::from_secs(10), || async {
         let (code, text) = http_get(c.nodes[p].api_port, "/metrics").await;
         (code == 200 && text.contains(&want) && text.contains("shield_decisions")).then_some(())
     })
     .await;
     let pid = c.nodes[p].postmaster_pid().expect("postmaster");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
-    wait_for("the same node to be primary again", Duration::from_secs(30), &c.nodes, || async {
+    wait_for("the same node to be primary again", Duration::from_secs(30), || async {
         let w = writable(&c.nodes).await;
         (w == vec![p] && c.nodes[p].postmaster_pid() != Some(pid)).then_some(())
     })
@@ -204,7 +199,7 @@ async fn crashed_database_restarts_in_place() {
     assert!(text.contains("ttl"), "{text}");
     let (code, _) = http_call_method(c.nodes[p].api_port, "/switchover", None, hyper::Method::DELETE).await;
     assert_eq!(code, 404, "nothing scheduled");
-    wait_for("replicas streaming again", Duration::from_secs(60), &c.nodes, || {
+    wait_for("replicas streaming again", Duration::from_secs(60), || {
         replicas_stream_from(&c.nodes, p, "after-restart")
     })
     .await;
@@ -238,7 +233,7 @@ async fn foreign_data_and_garbage_members_are_refused_without_harm() {
         .expect("etcdctl");
     assert!(put.status.success());
     stranger.start();
-    wait_for("the stranger to report the mismatch", Duration::from_secs(20), &c.nodes, || async {
+    wait_for("the stranger to report the mismatch", Duration::from_secs(20), || async {
         stranger.log().contains("system ID mismatch").then_some(())
     })
     .await;
@@ -273,7 +268,7 @@ async fn etcd_quorum_loss_fences_the_primary_and_recovers() {
     etcd.members[1].freeze();
     etcd.members[2].freeze();
     let t = Instant::now();
-    wait_for("the primary to fence itself", Duration::from_secs(10), &c.nodes, || async {
+    wait_for("the primary to fence itself", Duration::from_secs(10), || async {
         writable(&c.nodes).await.is_empty().then_some(())
     })
     .await;
@@ -290,7 +285,7 @@ async fn etcd_quorum_loss_fences_the_primary_and_recovers() {
     let np = one_writable("one primary again", Duration::from_secs(60), &c.nodes, None).await;
     println!("e2e: quorum back → {} primary after {:?} (was {})", c.nodes[np].name, t.elapsed(), c.nodes[p].name);
     exec(c.nodes[np].pg_port, "INSERT INTO e2e VALUES ('after-quorum')").await.expect("write");
-    wait_for("replicas streaming again", Duration::from_secs(60), &c.nodes, || {
+    wait_for("replicas streaming again", Duration::from_secs(60), || {
         replicas_stream_from(&c.nodes, np, "after-quorum")
     })
     .await;
@@ -330,7 +325,7 @@ async fn restart_and_reinitialize_over_rest() {
     let marker = std::fs::metadata(c.nodes[r].dir.join("data/PG_VERSION")).expect("data").modified().expect("mtime");
     let (code, text) = http_post(c.nodes[r].api_port, "/reinitialize", "").await;
     assert_eq!(code, 200, "{text}");
-    wait_for("the replica to be re-cloned and stream", Duration::from_secs(60), &c.nodes, || async {
+    wait_for("the replica to be re-cloned and stream", Duration::from_secs(60), || async {
         let fresh = std::fs::metadata(c.nodes[r].dir.join("data/PG_VERSION")).ok()?.modified().ok()? != marker;
         if !fresh {
             return None;

@@ -188,6 +188,10 @@ pub struct Decision {
     /// time if no newer decision has moved it, even if the loop is blocked. It is never later than
     /// the point where the leader lease could expire at the DCS.
     pub fence_at: Option<MonoMillis>,
+    /// One answer per [`Observation::requests`], in the same order: `Ok` when the request is
+    /// acted on by this decision's actions, `Err` saying why it is refused. Every request gets
+    /// an answer, so whoever asked never waits for a request that was dropped.
+    pub answers: Vec<Result<(), String>>,
 }
 
 /// The working set of one decide() call.
@@ -196,6 +200,7 @@ struct Ctx<'a> {
     st: NodeState,
     actions: Vec<Action>,
     wake_now: bool,
+    answers: Vec<Result<(), String>>,
 }
 
 impl Ctx<'_> {
@@ -285,7 +290,7 @@ impl Ctx<'_> {
 /// Total and deterministic: no I/O, no clock, no randomness, no `Result`. The same state and
 /// observation always give the same decision.
 pub fn decide(state: &NodeState, obs: &Observation) -> Decision {
-    let mut cx = Ctx { obs, st: state.clone(), actions: Vec::new(), wake_now: false };
+    let mut cx = Ctx { obs, st: state.clone(), actions: Vec::new(), wake_now: false, answers: Vec::new() };
     cx.st.probe_requested = false;
     let fenced = outcomes::absorb(&mut cx);
     if let DcsView::Reachable(view) = &obs.dcs {
@@ -338,33 +343,47 @@ fn situation(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     }
 }
 
-/// Operator requests (REST). `None`: nothing asked, or nothing to do; carry on.
+/// Operator requests (REST), each answered in `cx.answers`. `None`: nothing asked; carry on.
+/// A request that would run while a database task runs, or that this cycle already gave the
+/// database something to do, is refused: one task at a time, and the HA loop's task first.
 fn requests(cx: &mut Ctx<'_>, view: &ClusterView) -> Option<Reason> {
-    let req = *cx.obs.requests.first()?;
-    let refuse = |why: &str| Some(Reason::RequestRefused { why: why.to_owned() });
-    let db_action = cx.actions.iter().any(|a| matches!(a, Action::RunDbTask { .. } | Action::StopDb { .. }));
-    if cx.obs.db.busy.is_some() || db_action || cx.st.lease.is_none() && view.is_leader(cx.me()) {
-        return refuse("a database task is already in progress");
-    }
-    match req {
-        crate::observation::Request::Restart => {
-            if !matches!(cx.obs.db.process, DbProcess::Running { .. }) {
-                return refuse("PostgreSQL is not running");
+    use crate::observation::Request;
+    let mut reason = None;
+    for &req in &cx.obs.requests {
+        let db_action = cx.actions.iter().any(|a| matches!(a, Action::RunDbTask { .. } | Action::StopDb { .. }));
+        let why = if cx.obs.db.busy.is_some() || db_action || cx.st.lease.is_none() && view.is_leader(cx.me()) {
+            Some("a database task is already in progress")
+        } else {
+            match req {
+                Request::Restart if !matches!(cx.obs.db.process, DbProcess::Running { .. }) => {
+                    Some("PostgreSQL is not running")
+                }
+                Request::Restart => {
+                    cx.push(Action::RunDbTask { task: crate::action::DbTask::Restart });
+                    None
+                }
+                Request::Reinitialize if view.is_leader(cx.me()) => Some("I am the leader, can not reinitialize"),
+                Request::Reinitialize if view.leader_name().is_none() => {
+                    Some("Cluster has no leader, can not reinitialize")
+                }
+                Request::Reinitialize => {
+                    cx.push(Action::RunDbTask { task: crate::action::DbTask::WipeDataDir });
+                    None
+                }
             }
-            cx.push(Action::RunDbTask { task: crate::action::DbTask::Restart });
-            Some(Reason::Restarting)
+        };
+        let r = match why {
+            Some(why) => Reason::RequestRefused { why: why.to_owned() },
+            None if req == Request::Restart => Reason::Restarting,
+            None => Reason::Reinitializing,
+        };
+        cx.answers.push(why.map_or(Ok(()), |w| Err(w.to_owned())));
+        // The reason names the first request acted on, else the first refusal.
+        if reason.as_ref().is_none_or(|r: &Reason| matches!(r, Reason::RequestRefused { .. }) && why.is_none()) {
+            reason = Some(r);
         }
-        crate::observation::Request::Reinitialize => {
-            if view.is_leader(cx.me()) {
-                return refuse("I am the leader, can not reinitialize");
-            }
-            if view.leader_name().is_none() {
-                return refuse("Cluster has no leader, can not reinitialize");
-            }
-            cx.push(Action::RunDbTask { task: crate::action::DbTask::WipeDataDir });
-            Some(Reason::Reinitializing)
-        }
     }
+    reason
 }
 
 /// Fencing rules that hold whatever else is going on. They run before everything else.
@@ -410,7 +429,13 @@ fn finish(cx: Ctx<'_>, reason: Reason) -> Decision {
     if let Some(f) = fence_at {
         wake_at = wake_at.min(f);
     }
-    Decision { actions: cx.actions, next: cx.st, reason, wake_at, fence_at }
+    // Requests this cycle never reached (fencing, shutdown, DCS unreachable) are refused with
+    // the reason the node is busy with.
+    let mut answers = cx.answers;
+    while answers.len() < cx.obs.requests.len() {
+        answers.push(Err(format!("not now: {reason}")));
+    }
+    Decision { actions: cx.actions, next: cx.st, reason, wake_at, fence_at, answers }
 }
 
 #[cfg(test)]

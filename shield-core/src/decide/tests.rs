@@ -639,6 +639,43 @@ fn operator_restart_and_reinitialize_requests() {
     // A stopped database cannot be restarted in place.
     let mut o = obs(v(), db_stopped(5, 1, false, DbProcess::Crashed));
     o.requests = vec![crate::observation::Request::Restart];
-    let (_, reason, _) = run(&state("a"), &o);
+    let (_, reason, d) = run(&state("a"), &o);
     assert!(matches!(reason, Reason::RequestRefused { .. }), "{reason:?}");
+    // (The loop starts it this cycle, so that is the task in the way.)
+    assert_eq!(d.answers, vec![Err("a database task is already in progress".to_owned())]);
+}
+
+#[test]
+fn every_request_gets_an_answer() {
+    use crate::observation::Request;
+    let v = || ViewB::new().leader("l").member("l", member(MemberRole::Primary, "running", 9, 1));
+    // Two requests in one cycle: the first runs, the second would be a second task at once.
+    let mut o = obs(v(), db_replica(5, 1, Some("l")));
+    o.requests = vec![Request::Restart, Request::Reinitialize];
+    let (acts, reason, d) = run(&state("a"), &o);
+    assert_eq!((acts, reason), (vec![task(DbTask::Restart)], Reason::Restarting));
+    assert_eq!(d.answers, vec![Ok(()), Err("a database task is already in progress".to_owned())]);
+
+    // A refusal followed by an accepted request: the reason names what the node does.
+    let mut o = obs(ViewB::new().leader("a").status(5), db_primary(5, 1));
+    o.requests = vec![Request::Reinitialize, Request::Restart];
+    let (_, reason, d) = run(&leader_state("a"), &o);
+    assert_eq!(reason, Reason::Restarting);
+    assert_eq!(d.answers, vec![Err("I am the leader, can not reinitialize".to_owned()), Ok(())]);
+
+    // While a task runs, a restart is refused, not lost.
+    let mut o = obs(v(), db_replica(5, 1, Some("l")));
+    o.db.busy = Some(DbTask::Promote);
+    o.requests = vec![Request::Restart];
+    let (acts, _, d) = run(&state("a"), &o);
+    assert!(!acts.contains(&task(DbTask::Restart)), "{acts:?}");
+    assert_eq!(d.answers, vec![Err("a database task is already in progress".to_owned())]);
+
+    // A cycle that never reaches the requests (the DCS is unreachable) still answers them.
+    let mut o = obs(v(), db_replica(5, 1, Some("l")));
+    o.dcs = DcsView::Unreachable { since: NOW.plus(0) };
+    o.requests = vec![Request::Restart, Request::Restart];
+    let d = decide(&state("a"), &o);
+    assert_eq!(d.answers.len(), 2);
+    assert!(d.answers.iter().all(|a| a.as_ref().is_err_and(|e| e.starts_with("not now: "))), "{:?}", d.answers);
 }
