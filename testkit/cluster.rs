@@ -91,7 +91,9 @@ postgresql:
     unix_socket_directories: '{dir}'
     shared_buffers: 16MB
 watchdog:
-  mode: off
+  mode: required
+  driver: testing
+  device: {dir}/watchdog
 "#,
             name = self.name,
             api = self.api_port,
@@ -137,6 +139,32 @@ watchdog:
         if let Some(pid) = self.postmaster_pid() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
+    }
+
+    /// When the (testing) watchdog would have reset this host, in Unix ms: the last keepalive
+    /// plus the timeout it was armed with. `None` if it was never armed or was closed since.
+    pub fn watchdog_fires_at(&self) -> Option<i64> {
+        let record = std::fs::read_to_string(self.dir.join("watchdog")).ok()?;
+        let (mut timeout_ms, mut last) = (None, None);
+        for line in record.lines() {
+            let (ms, op) = line.split_once(' ')?;
+            let ms: i64 = ms.parse().ok()?;
+            match op.split_once(' ') {
+                Some(("timeout", s)) => timeout_ms = s.parse::<i64>().ok().map(|s| s * 1000),
+                _ if op == "keepalive" => last = Some(ms),
+                _ if op == "close" => last = None,
+                _ => {}
+            }
+        }
+        Some(last? + timeout_ms?)
+    }
+
+    /// When this node last took the leader lock (from its log), in Unix ms.
+    pub fn lock_taken_at(&self) -> Option<i64> {
+        let log = self.log();
+        let line = log.lines().rev().find(|l| l.contains("by acquiring session lock"))?;
+        let stamp = line.split_whitespace().next()?;
+        chrono::DateTime::parse_from_rfc3339(stamp).ok().map(|t| t.timestamp_millis())
     }
 
     pub fn log(&self) -> String {

@@ -278,7 +278,23 @@ struct RawWatchdog {
     #[serde(default)]
     device: Option<String>,
     #[serde(default)]
-    safety_margin: Option<i64>,
+    safety_margin: Option<Value>,
+    #[serde(default)]
+    driver: Option<String>,
+}
+
+/// The `watchdog` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchdogSettings {
+    /// `mode`: off, automatic (the default) or required.
+    pub mode: WatchdogMode,
+    /// `device` (`/dev/watchdog`).
+    pub device: PathBuf,
+    /// `driver`: `default` (Linux) or `testing` (a file recording each operation).
+    pub driver: crate::watchdog::Driver,
+    /// `safety_margin` in ms: the timeout is `ttl - safety_margin`. `None`: derived from the
+    /// fencing deadline (Shield's default; Patroni's 5 s does not fit a 4 s ttl).
+    pub safety_margin_ms: Option<u64>,
 }
 
 /// A user and password.
@@ -346,8 +362,8 @@ pub struct NodeConfig {
     pub pg_hba: Vec<String>,
     /// PostgreSQL settings.
     pub pg: PgSettings,
-    /// Watchdog mode.
-    pub watchdog: WatchdogMode,
+    /// The watchdog.
+    pub watchdog: WatchdogSettings,
     /// Node tags.
     pub tags: Tags,
     /// Keys that were accepted for compatibility but are not acted on yet (logged at start-up).
@@ -535,7 +551,7 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         .or_else(|| raw.bootstrap.as_ref().and_then(|b| b.pg_hba.clone()))
         .unwrap_or_default();
     let pg = pg_settings(file, raw.postgresql)?;
-    let watchdog = match raw.watchdog.as_ref().and_then(|w| w.mode.clone()) {
+    let mode = match raw.watchdog.as_ref().and_then(|w| w.mode.clone()) {
         None => WatchdogMode::Automatic,
         Some(Value::Bool(false)) => WatchdogMode::Off,
         Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
@@ -546,6 +562,7 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         },
         Some(v) => return Err(err(file, format!("`watchdog.mode`: {v:?} is not off, automatic or required"))),
     };
+    let watchdog = watchdog_settings(file, mode, raw.watchdog.as_ref())?;
     let tags = raw.tags.map(|t| {
         let j: serde_json::Map<String, serde_json::Value> =
             t.into_iter().map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(serde_json::Value::Null))).collect();
@@ -568,6 +585,33 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         tags: tags.unwrap_or_default(),
         ignored,
     })
+}
+
+fn watchdog_settings(
+    file: &Path,
+    mode: WatchdogMode,
+    raw: Option<&RawWatchdog>,
+) -> Result<WatchdogSettings, ConfigFileError> {
+    let device = raw.and_then(|w| w.device.clone()).unwrap_or_else(|| "/dev/watchdog".to_owned());
+    if device.trim().is_empty() {
+        return Err(err(file, "`watchdog.device` is empty"));
+    }
+    let driver = match raw.and_then(|w| w.driver.as_deref()) {
+        None | Some("default") | Some("linux") => crate::watchdog::Driver::Linux,
+        Some("testing") => crate::watchdog::Driver::Testing,
+        Some(other) => return Err(err(file, format!("`watchdog.driver`: {other:?} is not default or testing"))),
+    };
+    // Seconds, as Patroni takes it; -1 is Patroni's "half the ttl", which Shield's derived
+    // default (None) replaces with a bound that fits its lease arithmetic.
+    let safety_margin_ms = match raw.and_then(|w| w.safety_margin.as_ref()) {
+        None => None,
+        Some(v) => match v.as_f64() {
+            Some(-1.0) => None,
+            Some(m) if (0.0..3600.0).contains(&m) => Some((m * 1000.0).round() as u64),
+            _ => return Err(err(file, format!("`watchdog.safety_margin`: {v:?} is not a number of seconds (or -1)"))),
+        },
+    };
+    Ok(WatchdogSettings { mode, device: PathBuf::from(device), driver, safety_margin_ms })
 }
 
 fn parse_listen(s: &str, default_port: u16) -> Result<SocketAddr, String> {

@@ -83,6 +83,39 @@ pub fn dcs_client(
     }
 }
 
+/// The watchdog for `w`: `None` in mode off, or in mode automatic when the device is not
+/// usable (with a warning); an error in mode required, as Patroni exits then.
+fn watchdog(w: &crate::config::WatchdogSettings) -> Result<Option<Arc<dyn shield_core::ports::Watchdog>>, String> {
+    use crate::watchdog::{DeviceWatchdog, Driver};
+    use shield_core::WatchdogMode;
+    if w.mode == WatchdogMode::Off {
+        return Ok(None);
+    }
+    // Opening a watchdog starts it, so only look at the device here; it is opened before promotion.
+    let usable = match w.driver {
+        Driver::Linux => {
+            use std::os::unix::fs::FileTypeExt;
+            match std::fs::metadata(&w.device) {
+                Err(e) => Err(e.to_string()),
+                Ok(m) if !m.file_type().is_char_device() => Err("not a character device".to_owned()),
+                Ok(_) => nix::unistd::access(&w.device, nix::unistd::AccessFlags::W_OK).map_err(|e| e.to_string()),
+            }
+        }
+        Driver::Testing => Ok(()),
+    };
+    match usable {
+        Ok(()) => Ok(Some(Arc::new(DeviceWatchdog::new(w.driver.clone(), w.device.clone())))),
+        Err(why) if w.mode == WatchdogMode::Required => Err(format!(
+            "`watchdog.mode` is required but {} is not usable: {why} (modprobe softdog; give the daemon's user write access)",
+            w.device.display()
+        )),
+        Err(why) => {
+            tracing::warn!(device = %w.device.display(), "watchdog: not usable ({why}); running without one");
+            Ok(None)
+        }
+    }
+}
+
 /// Runs the node until SIGTERM/SIGINT finishes an orderly shutdown.
 pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     for k in &cfg.ignored {
@@ -112,10 +145,9 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     settings.conn_url = Some(format!("postgres://{}/postgres", cfg.pg.connect_address));
     settings.api_url = Some(format!("http://{}/patroni", cfg.api_connect));
     settings.bootstrap_config = cfg.bootstrap_dcs.clone();
-    settings.watchdog = shield_core::WatchdogMode::Off;
-    if cfg.watchdog != shield_core::WatchdogMode::Off {
-        tracing::warn!("watchdog: no watchdog backend yet; running without one");
-    }
+    let watchdog = watchdog(&cfg.watchdog)?;
+    settings.watchdog = if watchdog.is_some() { cfg.watchdog.mode } else { shield_core::WatchdogMode::Off };
+    settings.watchdog_safety_margin_ms = cfg.watchdog.safety_margin_ms;
     let api = Arc::new(ApiState::new(cfg.name.clone(), &cfg.scope, cfg.api_auth.clone(), dcs.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
@@ -148,6 +180,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         shutdown: stop_rx,
         config: cfg.clone(),
         db_reload_pending: false,
+        watchdog,
     };
     driver.run().await;
     Ok(())

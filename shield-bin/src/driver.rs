@@ -37,6 +37,8 @@ pub struct Driver {
     pub config: crate::config::NodeConfig,
     /// Parameters changed; rewrite postgresql.conf and signal the server when no task runs.
     pub db_reload_pending: bool,
+    /// The watchdog, when one is configured and usable.
+    pub watchdog: Option<Arc<dyn shield_core::ports::Watchdog>>,
 }
 
 struct Running {
@@ -54,6 +56,20 @@ fn wall_ms() -> i64 {
 }
 
 impl Driver {
+    /// Feeds the watchdog after a renewal that took `took_ms`, if shield-core asked for it and
+    /// the round trip was short enough that the watchdog still fires before the lease expires.
+    async fn feed_watchdog(&self, took_ms: u64, within_ms: Option<u64>, outcomes: &mut Vec<Outcome>) {
+        let (Some(w), Some(within)) = (&self.watchdog, within_ms) else { return };
+        if took_ms > within {
+            tracing::warn!(took_ms, within_ms = within, "watchdog not fed: the renewal came back too late");
+            return;
+        }
+        if let Err(e) = w.feed().await {
+            tracing::warn!(error = %e, "watchdog: cannot feed");
+            outcomes.push(Outcome::WatchdogFailed { reason: e.to_string() });
+        }
+    }
+
     /// Runs until the decision says Exit.
     pub async fn run(mut self) {
         let start = Instant::now();
@@ -198,10 +214,12 @@ impl Driver {
                             running = Some(self.spawn_task(task, &done_tx, &task_done));
                         }
                     }
-                    Action::RenewLeader { fence_after_ms, .. } => {
+                    Action::RenewLeader { fence_after_ms, feed_watchdog_within_ms } => {
                         let sent_at = mono(start);
                         let result = bounded(retry, self.dcs.renew_leader()).await.map_err(|e| e.kind);
                         if result.is_ok() {
+                            self.feed_watchdog(mono(start).since(sent_at), feed_watchdog_within_ms, &mut outcomes)
+                                .await;
                             if let Ok(mut s) = self.api.snap.lock() {
                                 s.renew_latency_ms = mono(start).since(sent_at) as i64;
                             }
@@ -268,9 +286,31 @@ impl Driver {
                         let reports = self.probe_peers(&obs).await;
                         outcomes.push(Outcome::PeersProbed { reports });
                     }
-                    // The watchdog and VIP backends come with their own issue; with none
-                    // configured these are no-ops.
-                    Action::ArmWatchdog | Action::DisarmWatchdog | Action::AddVip | Action::RemoveVip => {}
+                    Action::ArmWatchdog => {
+                        let timeout_ms = self.state.settings.watchdog_timeout_ms(&self.state.config.timing);
+                        let armed = match &self.watchdog {
+                            Some(w) => w.arm(timeout_ms).await,
+                            None => Err(PortError::new(ErrorKind::Io, "no watchdog device is usable")),
+                        };
+                        match armed {
+                            Ok(()) => tracing::info!(timeout_ms, "watchdog armed"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "watchdog: cannot arm");
+                                outcomes.push(Outcome::WatchdogFailed { reason: e.to_string() });
+                            }
+                        }
+                    }
+                    Action::DisarmWatchdog => {
+                        if let Some(w) = &self.watchdog {
+                            match w.disarm().await {
+                                Ok(()) => tracing::info!("watchdog disarmed"),
+                                Err(e) => tracing::warn!(error = %e, "watchdog: cannot disarm; it may reset the host"),
+                            }
+                        }
+                    }
+                    // The VIP backend comes with its own issue; without a VIP configured
+                    // shield-core never asks for these.
+                    Action::AddVip | Action::RemoveVip => {}
                     other => tracing::warn!(action = ?other, "action not supported by this daemon"),
                 }
             }

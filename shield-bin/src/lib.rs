@@ -6,6 +6,7 @@
 //! `shieldctl`: patronictl's commands over the DCS and the members' REST APIs.
 
 pub mod api;
+pub mod callbacks;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
@@ -16,3 +17,4 @@ pub mod keeper;
 pub mod metrics;
 pub mod pg;
 pub mod pgwire;
+pub mod watchdog;

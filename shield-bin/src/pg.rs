@@ -44,6 +44,17 @@ pub struct Postgres {
     replay_tl: Mutex<Option<ReplayTimeline>>,
     /// Whether the failure to read it has been logged.
     replay_tl_warned: std::sync::atomic::AtomicBool,
+    /// The current timeline and where it branched off, as last read from its history file.
+    branch: Mutex<Option<(u32, (Timeline, Lsn))>>,
+}
+
+/// The last entry of a timeline history file (`<parent tli>\t<switch lsn>\t<reason>` lines).
+fn parse_history_tail(text: &str) -> Option<(Timeline, Lsn)> {
+    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with('#'))?;
+    let mut f = line.split_whitespace();
+    let tl = f.next()?.parse().ok()?;
+    let lsn = Lsn::parse_pg(f.next()?)?;
+    Some((Timeline(tl), lsn))
 }
 
 /// A standby's replayed timeline, read for the postmaster started at `started`.
@@ -112,6 +123,7 @@ impl Postgres {
             info,
             replay_tl: Mutex::new(None),
             replay_tl_warned: std::sync::atomic::AtomicBool::new(false),
+            branch: Mutex::new(None),
         }
     }
 
@@ -349,6 +361,24 @@ impl Postgres {
         [replay, recv_tl].into_iter().flatten().max()
     }
 
+    /// Where timeline `tl` branched off its parent: the last entry of `pg_wal/<tl>.history`
+    /// (read once per timeline).
+    fn branch_point(&self, tl: u32) -> Option<(Timeline, Lsn)> {
+        if let Ok(c) = self.branch.lock() {
+            if let Some((cached_tl, b)) = *c {
+                if cached_tl == tl {
+                    return Some(b);
+                }
+            }
+        }
+        let text = std::fs::read_to_string(self.data().join(format!("pg_wal/{tl:08X}.history"))).ok()?;
+        let b = parse_history_tail(&text)?;
+        if let Ok(mut c) = self.branch.lock() {
+            *c = Some((tl, b));
+        }
+        Some(b)
+    }
+
     async fn live_status(&self, st: &mut DbStatus) -> Result<(), PortError> {
         let c = self.connect().await?;
         let q = "SELECT pg_is_in_recovery(), \
@@ -379,6 +409,7 @@ impl Postgres {
             Some(tl) => Some(Timeline(tl)),
             None => self.standby_timeline(started.as_deref(), recv_tl, ckpt_tl).await.map(Timeline),
         };
+        st.branched_from = primary_tl.filter(|&tl| tl > 1).and_then(|tl| self.branch_point(tl));
         let info = ServerInfo {
             postmaster_start_time: started,
             server_version: row.get::<_, Option<i32>>(9).and_then(|v| u32::try_from(v).ok()),
@@ -683,6 +714,15 @@ mod tests {
         assert_eq!(host_port("10.0.0.1:1921"), Some(("10.0.0.1".into(), 1921)));
         assert_eq!(host_port("postgres://[::1]:5432/postgres"), Some(("::1".into(), 5432)));
         assert_eq!(host_port("nonsense"), None);
+    }
+
+    #[test]
+    fn history_files_give_the_last_switch() {
+        let text = "1\t0/3000060\tno recovery target specified\n\n2\t0/40001C8\tno recovery target specified\n";
+        assert_eq!(parse_history_tail(text), Some((Timeline(2), Lsn(0x0400_01C8))));
+        assert_eq!(parse_history_tail("# comment only\n"), None);
+        assert_eq!(parse_history_tail("x\t0/1\n"), None, "garbage is no answer, not a panic");
+        assert_eq!(parse_history_tail("1\tnot-an-lsn\n"), None);
     }
 
     #[test]

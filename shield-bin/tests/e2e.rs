@@ -57,6 +57,15 @@ async fn bootstrap_replicate_and_fail_over() {
     }
 }
 
+/// The frozen primary stopped feeding its watchdog early enough that the watchdog would have
+/// reset the host before another node could take the leader lock.
+fn assert_watchdog_fires_first(frozen: &Node, new_leader: &Node) {
+    let fires = frozen.watchdog_fires_at().expect("the primary's watchdog was armed and fed");
+    let taken = new_leader.lock_taken_at().expect("the new leader logged taking the lock");
+    println!("e2e: the frozen primary's watchdog fires {} ms before the lock is taken elsewhere", taken - fires);
+    assert!(fires < taken, "watchdog fires at {fires}, the lock was taken at {taken}");
+}
+
 /// Freeze the primary's daemon *and* its whole database; nothing may let two nodes take writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_primary_never_leaves_two_writers() {
@@ -76,6 +85,7 @@ async fn frozen_primary_never_leaves_two_writers() {
     })
     .await;
     println!("e2e: frozen primary → {} promoted after {:?}", c.nodes[new_p].name, t.elapsed());
+    assert_watchdog_fires_first(&c.nodes[p], &c.nodes[new_p]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     signal_all(&[daemon], nix::sys::signal::Signal::SIGCONT);
     signal_all(&tree, nix::sys::signal::Signal::SIGCONT);
@@ -105,6 +115,7 @@ async fn frozen_daemon_is_fenced_by_the_keeper() {
     })
     .await;
     println!("e2e: frozen daemon → {} promoted after {:?}", c.nodes[new_p].name, t.elapsed());
+    assert_watchdog_fires_first(&c.nodes[p], &c.nodes[new_p]);
     signal_all(&[daemon], nix::sys::signal::Signal::SIGCONT);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop.send(true);

@@ -119,6 +119,10 @@ pub struct DbStatus {
     pub streaming: bool,
     /// A long database task the driver is running in the background.
     pub busy: Option<DbTask>,
+    /// On a primary past timeline 1: the parent timeline and the exact switch point, from the
+    /// current timeline's history file (what the history key records).
+    #[serde(default)]
+    pub branched_from: Option<(Timeline, Lsn)>,
 }
 
 impl DbStatus {
@@ -134,6 +138,7 @@ impl DbStatus {
             upstream: None,
             streaming: false,
             busy: None,
+            branched_from: None,
         }
     }
 

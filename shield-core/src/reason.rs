@@ -114,6 +114,8 @@ pub enum Reason {
     LeaderHealthy,
     /// We hold the lock and are promoting.
     Promoting,
+    /// We hold the lock; the watchdog (mode `required`) is armed before promotion.
+    ArmingWatchdog,
     /// Holding the lock while a background database task runs.
     LeaderBusy,
     /// The lock holder's database crashed; restarting it in place.
@@ -264,6 +266,7 @@ impl fmt::Display for Reason {
             R::PrimaryWithoutLock => f.write_str("stopped a primary that runs without the leader lock"),
             R::LeaderHealthy => f.write_str("no action. I am the leader with the lock"),
             R::Promoting => f.write_str("promoted self to leader by acquiring session lock"),
+            R::ArmingWatchdog => f.write_str("arming the watchdog before promotion"),
             R::LeaderBusy => f.write_str("updated leader lock during a database task"),
             R::RestartingCrashedPrimary => f.write_str("starting primary after failure"),
             R::PrimaryStartTimedOut => f.write_str("released leader lock: primary did not start within primary_start_timeout"),

@@ -57,6 +57,8 @@ fn arb_db() -> impl Strategy<Value = DbStatus> {
             upstream: up.map(name),
             streaming,
             busy,
+            // An arbitrary switch record, consistent or not with the timeline.
+            branched_from: tl.zip(lsn).map(|(t, l)| (Timeline(t / 2), Lsn(l / 2))),
         })
 }
 

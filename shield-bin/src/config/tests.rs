@@ -75,8 +75,27 @@ fn patronis_sample_config_is_accepted_unchanged() {
     assert_eq!(c.pg.port, 5432);
     assert_eq!(c.pg.rewind.username, "rewind_user");
     assert_eq!(c.pg.parameters["unix_socket_directories"], "..");
-    assert_eq!(c.watchdog, WatchdogMode::Off);
+    assert_eq!(c.watchdog.mode, WatchdogMode::Off);
+    assert_eq!(c.watchdog.device, Path::new("/dev/watchdog"));
     assert_eq!(c.pg_hba.len(), 2);
+}
+
+#[test]
+fn watchdog_section() {
+    let c = parse(&PATRONI.replace("  mode: off", "  mode: required\n  device: /dev/watchdog1\n  safety_margin: 1.5"))
+        .expect("valid");
+    assert_eq!(c.watchdog.mode, WatchdogMode::Required);
+    assert_eq!(c.watchdog.device, Path::new("/dev/watchdog1"));
+    assert_eq!(c.watchdog.safety_margin_ms, Some(1_500));
+    assert_eq!(c.watchdog.driver, crate::watchdog::Driver::Linux);
+    // Patroni's -1 ("half the ttl") and no section at all: Shield's derived timeout.
+    let c = parse(&PATRONI.replace("  mode: off", "  mode: automatic\n  safety_margin: -1")).expect("valid");
+    assert_eq!((c.watchdog.mode, c.watchdog.safety_margin_ms), (WatchdogMode::Automatic, None));
+    let c = parse(&PATRONI.replace("watchdog:\n  mode: off\n", "")).expect("valid");
+    assert_eq!(c.watchdog.mode, WatchdogMode::Automatic, "Patroni's default mode");
+    let c =
+        parse(&PATRONI.replace("  mode: off", "  mode: required\n  driver: testing\n  device: /tmp/wd")).expect("ok");
+    assert_eq!(c.watchdog.driver, crate::watchdog::Driver::Testing);
 }
 
 #[test]
@@ -109,6 +128,10 @@ fn unknown_and_invalid_keys_name_the_key_and_the_file() {
     assert!(e.to_string().contains("postgresql.listen"), "{e}");
     let e = parse(&PATRONI.replace("  mode: off", "  mode: sometimes")).expect_err("bad mode");
     assert!(e.to_string().contains("watchdog.mode"), "{e}");
+    let e = parse(&PATRONI.replace("  mode: off", "  mode: required\n  safety_margin: soon")).expect_err("margin");
+    assert!(e.to_string().contains("watchdog.safety_margin"), "{e}");
+    let e = parse(&PATRONI.replace("  mode: off", "  mode: required\n  driver: acme")).expect_err("driver");
+    assert!(e.to_string().contains("watchdog.driver"), "{e}");
     let e = parse(&PATRONI.replace("etcd3:", "zookeeper:\n  hosts: [a]\netcd3:")).expect_err("zk");
     assert!(e.to_string().contains("zookeeper"), "{e}");
     let e = parse("scope: [").expect_err("yaml");

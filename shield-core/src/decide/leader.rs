@@ -52,8 +52,11 @@ fn paused_leader(cx: &mut Ctx<'_>) -> Reason {
 fn running_primary(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     cx.st.crash_since = None;
     let db = &cx.obs.db;
-    if let (Some((tl, lsn)), Some(now_tl)) = (cx.st.promoted_from, db.timeline) {
-        if now_tl > tl {
+    if let (Some(promoted_from), Some(now_tl)) = (cx.st.promoted_from, db.timeline) {
+        if now_tl > promoted_from.0 {
+            // The server's own record of the switch when it has one: what this node saw of its
+            // position before promoting can be a little behind the true switch point.
+            let (tl, lsn) = db.branched_from.unwrap_or(promoted_from);
             let mut lines = view.history.clone();
             lines.push(HistoryLine {
                 timeline: tl,
@@ -92,6 +95,12 @@ fn promote(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     if cx.st.settings.watchdog != WatchdogMode::Off && !cx.st.watchdog_armed {
         cx.push(Action::ArmWatchdog);
         cx.st.watchdog_armed = true;
+        if cx.st.settings.watchdog == WatchdogMode::Required {
+            // Promote only once the arming is known to have worked: its failure arrives as an
+            // outcome next cycle (at once), and then the lock goes back instead.
+            cx.wake_now = true;
+            return Reason::ArmingWatchdog;
+        }
     }
     let db = &cx.obs.db;
     cx.st.promoted_from = Some((db.timeline.unwrap_or_default(), db.wal_position().unwrap_or_default()));

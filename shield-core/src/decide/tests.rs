@@ -382,6 +382,42 @@ fn won_lock_promotes_arming_the_watchdog_first() {
 }
 
 #[test]
+fn history_records_the_servers_own_switch_point() {
+    let mut st = leader_state("a");
+    st.promoted_from = Some((Timeline(1), Lsn(900)));
+    let mut db = db_primary(1_000, 2);
+    db.branched_from = Some((Timeline(1), Lsn(950)));
+    let (acts, _, _) = run(&st, &obs(ViewB::new().leader("a").status(1_000), db));
+    let Action::WriteHistory { lines } = &acts[1] else { panic!("{acts:?}") };
+    assert_eq!((lines[0].timeline, lines[0].lsn), (Timeline(1), Lsn(950)));
+}
+
+#[test]
+fn required_watchdog_is_armed_a_cycle_before_promotion() {
+    let mut st = state("a");
+    st.settings.watchdog = WatchdogMode::Required;
+    let won = vec![Outcome::LeaderAcquire { sent_at: NOW, result: Ok(true) }];
+    let o = with(obs(ViewB::new().leader("a").replica("b", 1_000), db_replica(1_000, 1, None)), won);
+    let (acts, reason, d) = run(&st, &o);
+    assert_eq!((acts, reason), (vec![renew(None), Action::ArmWatchdog], Reason::ArmingWatchdog));
+    assert_eq!(d.wake_at, NOW, "the next cycle comes at once");
+
+    // Armed without complaint: promote.
+    let o = obs(ViewB::new().leader("a").replica("b", 1_000), db_replica(1_000, 1, None));
+    let (acts, reason, _) = run(&d.next, &o);
+    assert_eq!(acts.last(), Some(&task(DbTask::Promote)), "{acts:?}");
+    assert_eq!(reason, Reason::Promoting);
+
+    // The arming failed: the lock goes back and the database is never promoted.
+    let failed = vec![Outcome::WatchdogFailed { reason: "no device".into() }];
+    let o = with(obs(ViewB::new().leader("a").replica("b", 1_000), db_replica(1_000, 1, None)), failed);
+    let (acts, reason, d2) = run(&d.next, &o);
+    assert!(acts.contains(&Action::ReleaseLeader) && !acts.contains(&task(DbTask::Promote)), "{acts:?}");
+    assert_eq!(reason, Reason::NotHealthiest(crate::reason::Ineligible::WatchdogRequired));
+    assert!(d2.next.lease.is_none());
+}
+
+#[test]
 fn healthy_leader_renews_binds_the_vip_and_records_history() {
     let mut st = leader_state("a");
     st.settings.vip = true;

@@ -124,6 +124,7 @@ impl SimDb {
             upstream: self.upstream.clone(),
             streaming: self.streaming,
             busy: self.task.as_ref().map(|t| t.task.clone()),
+            branched_from: d.filter(|_| self.writable()).and_then(|d| d.history.last().copied()),
         }
     }
 
