@@ -75,6 +75,10 @@ restapi:
   - host replication replicator 127.0.0.1/32 md5
   - host all all 127.0.0.1/32 md5
 postgresql:
+  callbacks:
+    on_start: {dir}/callback.sh
+    on_stop: {dir}/callback.sh
+    on_role_change: {dir}/callback.sh
   listen: 127.0.0.1:{pg}
   connect_address: 127.0.0.1:{pg}
   data_dir: {dir}/data
@@ -165,6 +169,11 @@ watchdog:
         let line = log.lines().rev().find(|l| l.contains("by acquiring session lock"))?;
         let stamp = line.split_whitespace().next()?;
         chrono::DateTime::parse_from_rfc3339(stamp).ok().map(|t| t.timestamp_millis())
+    }
+
+    /// The callbacks this node ran so far (`<action> <role> <scope>` lines).
+    pub fn callbacks(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("callbacks.log")).unwrap_or_default().lines().map(str::to_owned).collect()
     }
 
     pub fn log(&self) -> String {
@@ -420,6 +429,11 @@ fn new_node(root: &Path, name: &str, uid: u32, gid: u32) -> Node {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).expect("node dir");
     let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
+    // The callback every node runs: one line per call, `<action> <role> <scope>`.
+    let script = dir.join("callback.sh");
+    std::fs::write(&script, format!("#!/bin/sh\necho \"$@\" >> {}\n", dir.join("callbacks.log").display()))
+        .expect("callback script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     Node { name: name.to_owned(), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid }
 }
 

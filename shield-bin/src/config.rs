@@ -267,6 +267,11 @@ struct RawPostgresql {
     pre_promote: Option<String>,
     #[serde(default)]
     before_stop: Option<String>,
+    // Shield's own keys.
+    #[serde(default)]
+    callback_timeout: Option<Value>,
+    #[serde(default)]
+    callback_primary_role: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -364,6 +369,11 @@ pub struct NodeConfig {
     pub pg: PgSettings,
     /// The watchdog.
     pub watchdog: WatchdogSettings,
+    /// `postgresql.callbacks`, `pre_promote`, `before_stop`.
+    pub scripts: crate::callbacks::Scripts,
+    /// The role name callbacks get for a primary: `master` (Patroni before 4.0, what Halo Shield
+    /// ships) unless `postgresql.callback_primary_role: primary`.
+    pub callback_primary_role: String,
     /// Node tags.
     pub tags: Tags,
     /// Keys that were accepted for compatibility but are not acted on yet (logged at start-up).
@@ -507,11 +517,8 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         ("log", raw.log.is_some()),
         ("ctl", raw.ctl.is_some()),
         ("citus", raw.citus.is_some()),
-        ("postgresql.callbacks", raw.postgresql.callbacks.is_some()),
         ("postgresql.create_replica_methods", raw.postgresql.create_replica_methods.is_some()),
         ("postgresql.recovery_conf", raw.postgresql.recovery_conf.is_some()),
-        ("postgresql.pre_promote", raw.postgresql.pre_promote.is_some()),
-        ("postgresql.before_stop", raw.postgresql.before_stop.is_some()),
         ("bootstrap.users", raw.bootstrap.as_ref().is_some_and(|b| b.users.is_some())),
         (
             "bootstrap.post_bootstrap",
@@ -550,6 +557,14 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         .clone()
         .or_else(|| raw.bootstrap.as_ref().and_then(|b| b.pg_hba.clone()))
         .unwrap_or_default();
+    let scripts = scripts(file, &raw.postgresql)?;
+    let callback_primary_role = match raw.postgresql.callback_primary_role.as_deref() {
+        None | Some("master") => "master".to_owned(),
+        Some("primary") => "primary".to_owned(),
+        Some(other) => {
+            return Err(err(file, format!("`postgresql.callback_primary_role`: {other:?} is not master or primary")))
+        }
+    };
     let pg = pg_settings(file, raw.postgresql)?;
     let mode = match raw.watchdog.as_ref().and_then(|w| w.mode.clone()) {
         None => WatchdogMode::Automatic,
@@ -563,6 +578,7 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         Some(v) => return Err(err(file, format!("`watchdog.mode`: {v:?} is not off, automatic or required"))),
     };
     let watchdog = watchdog_settings(file, mode, raw.watchdog.as_ref())?;
+
     let tags = raw.tags.map(|t| {
         let j: serde_json::Map<String, serde_json::Value> =
             t.into_iter().map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(serde_json::Value::Null))).collect();
@@ -582,8 +598,43 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         pg_hba,
         pg,
         watchdog,
+        scripts,
+        callback_primary_role,
         tags: tags.unwrap_or_default(),
         ignored,
+    })
+}
+
+fn scripts(file: &Path, raw: &RawPostgresql) -> Result<crate::callbacks::Scripts, ConfigFileError> {
+    use crate::callbacks::{split_command, Event};
+    let mut callbacks = BTreeMap::new();
+    for (k, cmd) in raw.callbacks.iter().flatten() {
+        let event = Event::from_key(k).ok_or_else(|| {
+            err(file, format!("`postgresql.callbacks.{k}`: not a callback (on_start, on_stop, on_restart, on_reload, on_role_change)"))
+        })?;
+        let argv = split_command(cmd).map_err(|e| err(file, format!("`postgresql.callbacks.{k}`: {e}")))?;
+        callbacks.insert(event, argv);
+    }
+    let one = |key: &str, cmd: &Option<String>| -> Result<Option<Vec<String>>, ConfigFileError> {
+        cmd.as_deref().map(|c| split_command(c).map_err(|e| err(file, format!("`postgresql.{key}`: {e}")))).transpose()
+    };
+    let timeout = match &raw.callback_timeout {
+        None => std::time::Duration::from_secs(30),
+        Some(v) => match v.as_f64() {
+            Some(s) if s > 0.0 && s <= 3600.0 => std::time::Duration::from_secs_f64(s),
+            _ => {
+                return Err(err(
+                    file,
+                    format!("`postgresql.callback_timeout`: {v:?} is not a number of seconds (0-3600]"),
+                ))
+            }
+        },
+    };
+    Ok(crate::callbacks::Scripts {
+        callbacks,
+        pre_promote: one("pre_promote", &raw.pre_promote)?,
+        before_stop: one("before_stop", &raw.before_stop)?,
+        timeout,
     })
 }
 

@@ -181,6 +181,9 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         config: cfg.clone(),
         db_reload_pending: false,
         watchdog,
+        callbacks: Arc::new(crate::callbacks::Callbacks::new(cfg.scripts.clone(), &cfg.scope)),
+        db_role: None,
+        demote_pending: false,
     };
     driver.run().await;
     Ok(())

@@ -18,6 +18,7 @@ use shield_core::{decide, Lsn, MemberName, MonoMillis, NodeState, Timeline};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::api::ApiState;
+use crate::callbacks::{Callbacks, Event};
 use crate::journal::Journal;
 use crate::pg::Postgres;
 
@@ -39,6 +40,21 @@ pub struct Driver {
     pub db_reload_pending: bool,
     /// The watchdog, when one is configured and usable.
     pub watchdog: Option<Arc<dyn shield_core::ports::Watchdog>>,
+    /// User scripts on database events.
+    pub callbacks: Arc<Callbacks>,
+    /// The database's role as last seen running (for callbacks).
+    pub db_role: Option<Role>,
+    /// A demotion stopped the database; its restart as a replica is the role change.
+    pub demote_pending: bool,
+}
+
+/// A running database's role, as callbacks name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts writes.
+    Primary,
+    /// In recovery.
+    Replica,
 }
 
 struct Running {
@@ -56,6 +72,38 @@ fn wall_ms() -> i64 {
 }
 
 impl Driver {
+    fn callback(&self, event: Event, role: Role) {
+        let role = match role {
+            Role::Primary => self.config.callback_primary_role.as_str(),
+            Role::Replica => "replica",
+        };
+        self.callbacks.fire(event, role);
+    }
+
+    /// The callback a finished database task calls for, as Patroni fires them.
+    fn task_callback(&mut self, task: &DbTask) {
+        match task {
+            DbTask::Promote => self.callback(Event::OnRoleChange, Role::Primary),
+            DbTask::Bootstrap | DbTask::Start(StartAs::Primary) => self.callback(Event::OnStart, Role::Primary),
+            DbTask::Start(StartAs::Replica { .. }) if std::mem::take(&mut self.demote_pending) => {
+                self.callback(Event::OnRoleChange, Role::Replica)
+            }
+            DbTask::Start(StartAs::Replica { .. }) => self.callback(Event::OnStart, Role::Replica),
+            DbTask::Restart => {
+                if let Some(r) = self.db_role {
+                    self.callback(Event::OnRestart, r);
+                }
+            }
+            DbTask::Stop(_) if self.state.demoting => self.demote_pending = true,
+            DbTask::Stop(_) => {
+                if let Some(r) = self.db_role.take() {
+                    self.callback(Event::OnStop, r);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Feeds the watchdog after a renewal that took `took_ms`, if shield-core asked for it and
     /// the round trip was short enough that the watchdog still fires before the lease expires.
     async fn feed_watchdog(&self, took_ms: u64, within_ms: Option<u64>, outcomes: &mut Vec<Outcome>) {
@@ -94,6 +142,9 @@ impl Driver {
                 }
                 if let Err(e) = &result {
                     tracing::warn!(task = ?task, error = %e, "database task failed");
+                }
+                if result.is_ok() {
+                    self.task_callback(&task);
                 }
                 if task == DbTask::Restart {
                     for w in restart_waiters.drain(..) {
@@ -146,6 +197,20 @@ impl Driver {
                 },
             };
             db.busy = running.as_ref().map(|r| r.task.clone());
+            let role = match db.process {
+                DbProcess::Running { in_recovery } => Some(if in_recovery { Role::Replica } else { Role::Primary }),
+                _ => None,
+            };
+            if let (None, Some(r), None) = (self.db_role, role, &running) {
+                // A database found running (Shield started on a live server): on_start, as
+                // Patroni calls it when it attaches.
+                if cycles == 1 {
+                    self.callback(Event::OnStart, r);
+                }
+            }
+            if role.is_some() {
+                self.db_role = role;
+            }
             let shutdown_requested = *self.shutdown.borrow();
             let pending = self.api.requests.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
             let requests = pending.iter().map(|p| p.request).collect();
@@ -200,6 +265,9 @@ impl Driver {
                             }
                         }
                         let result = self.db.stop(StopMode::Immediate).await.map_err(|e| e.to_string());
+                        if let (Ok(()), Some(r)) = (&result, self.db_role.take()) {
+                            self.callback(Event::OnStop, r);
+                        }
                         outcomes.push(Outcome::Stopped { mode: StopMode::Immediate, result });
                     }
                     Action::StopDb { mode: StopMode::Fast } => {
@@ -340,8 +408,20 @@ impl Driver {
         let done = done.clone();
         let notify = notify.clone();
         let t = task.clone();
+        let scripts = self.callbacks.clone();
         let handle = tokio::spawn(async move {
-            let r = db.run(&t).await;
+            let r = match &t {
+                // A failing pre_promote cancels the promotion; shield-core gives the lock back.
+                DbTask::Promote => match scripts.pre_promote().await {
+                    Ok(()) => db.run(&t).await,
+                    Err(why) => Err(PortError::new(ErrorKind::Rejected, why)),
+                },
+                DbTask::Stop(_) | DbTask::Restart => {
+                    scripts.before_stop().await;
+                    db.run(&t).await
+                }
+                _ => db.run(&t).await,
+            };
             // A finished task wakes the loop at once, except a failed start, clone or the like:
             // retried on the next regular cycle, not in a tight loop (a port in use, say).
             let wake_now = r.is_ok() || matches!(t, DbTask::Promote | DbTask::Stop(_));
@@ -452,6 +532,7 @@ impl Driver {
             ("postgresql.data_dir", old.pg.data_dir != new.pg.data_dir),
             ("postgresql.bin_dir", old.pg.bin_dir != new.pg.bin_dir),
             ("postgresql.listen", old.pg.port != new.pg.port || old.pg.listen_host != new.pg.listen_host),
+            ("watchdog", old.watchdog != new.watchdog),
         ];
         for (key, changed) in fixed {
             if changed {
@@ -464,6 +545,10 @@ impl Driver {
         }
         let params_changed = old.pg.parameters != new.pg.parameters;
         self.db.set_local_parameters(new.pg.parameters.clone());
+        if old.scripts != new.scripts {
+            // Scripts already running finish (or time out) on their own.
+            self.callbacks = Arc::new(Callbacks::new(new.scripts.clone(), &new.scope));
+        }
         self.config = new;
         if params_changed {
             self.db_reload_pending = true;
@@ -473,7 +558,12 @@ impl Driver {
 
     fn reload_database(&self) {
         match self.db.reload() {
-            Ok(true) => tracing::info!("parameters changed: PostgreSQL configuration reloaded"),
+            Ok(true) => {
+                tracing::info!("parameters changed: PostgreSQL configuration reloaded");
+                if let Some(r) = self.db_role {
+                    self.callback(Event::OnReload, r);
+                }
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "PostgreSQL configuration reload failed"),
         }

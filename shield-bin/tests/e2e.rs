@@ -148,6 +148,18 @@ async fn switchover_moves_the_primary_and_records_history() {
         replicas_stream_from(&c.nodes, cand, "after-switchover")
     })
     .await;
+    // Callbacks as Patroni calls them: the old primary became a replica, the candidate a master.
+    wait_for("the role-change callbacks", Duration::from_secs(10), || async {
+        let old = c.nodes[p].callbacks();
+        let new = c.nodes[cand].callbacks();
+        (old.last().map(String::as_str) == Some("on_role_change replica e2e")
+            && new.last().map(String::as_str) == Some("on_role_change master e2e"))
+        .then_some(())
+    })
+    .await;
+    // The bootstrap node's first callback was on_start as master, a cloned replica's as replica.
+    assert_eq!(c.nodes[p].callbacks().first().map(String::as_str), Some("on_start master e2e"));
+    assert_eq!(c.nodes[cand].callbacks().first().map(String::as_str), Some("on_start replica e2e"));
     let want = c.nodes[cand].name.clone();
     wait_for("the history key to record the switchover", Duration::from_secs(10), || async {
         let (code, hist) = http_get(c.nodes[cand].api_port, "/history").await;

@@ -91,10 +91,11 @@ fn diverged(cx: &Ctx<'_>, view: &ClusterView, leader: &MemberName) -> bool {
         return false;
     };
     let leader_tl = view.members.get(leader).and_then(|m| m.data.timeline).unwrap_or_else(|| view.timeline());
-    if mine_tl > leader_tl {
-        return true;
-    }
-    if mine_tl == leader_tl {
+    // A timeline at or above the leader's, as published, is no evidence: the leader's member key
+    // lags its promotion by a cycle, while our WAL receiver already streams its new timeline. A
+    // real fork there (two nodes promoted onto the same timeline number) shows as a replica that
+    // cannot stream, and the stall rule rewinds it.
+    if mine_tl >= leader_tl {
         return false;
     }
     view.history.iter().find(|h| h.timeline == mine_tl).is_some_and(|h| mine_lsn > h.lsn)

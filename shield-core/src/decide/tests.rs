@@ -601,6 +601,18 @@ fn diverged_replica_rewinds_recloneses_or_asks_for_help() {
     assert_eq!(acts, vec![task(DbTask::Start(StartAs::Replica { upstream: Some(n("l")) }))]);
 }
 
+#[test]
+fn a_replica_ahead_of_the_leaders_published_timeline_is_not_rewound() {
+    // Just after a promotion the leader's member key still says timeline 2 while our WAL
+    // receiver already streams its timeline 3.
+    let mut cfg = DynamicConfig::default();
+    cfg.postgresql.use_pg_rewind = true;
+    let v = ViewB::new().leader("l").member("l", member(MemberRole::Primary, "running", 900, 2)).history(&[(1, 100)]);
+    let (acts, reason, _) = run(&state("a"), &obs(v.config(cfg), db_replica(950, 3, Some("l"))));
+    assert!(!acts.iter().any(|a| matches!(a, Action::RunDbTask { task: DbTask::Rewind { .. } })), "{acts:?}");
+    assert_eq!(reason, Reason::Following { leader: n("l") });
+}
+
 // ---- pause and shutdown -----------------------------------------------------------------------
 
 #[test]
