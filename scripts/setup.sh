@@ -3,6 +3,7 @@
 # on its own. Idempotent: every step checks before it acts, and downloads are cached in .cache/.
 #
 # - protoc (Debian's protobuf-compiler), needed by etcd-client at build time;
+# - systemd-analyze and ip, for the unit-file and VIP tests;
 # - PostgreSQL 15 server binaries (Debian's postgresql-15), if pg_config --bindir has none;
 # - etcd 3.5 (etcd-server, etcd-client from Debian trixie) and Consul 1.8 (consul from Debian
 #   bullseye): static binaries inside Debian packages of other releases, fetched with
@@ -41,6 +42,16 @@ apt_install() {
 if ! command -v protoc >/dev/null 2>&1; then
     say "installing protobuf-compiler"
     apt_install protobuf-compiler
+fi
+
+# ---- systemd-analyze (checks the shipped unit files) and iproute2 (VIP tests) ----------------
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    say "installing systemd (for systemd-analyze)"
+    apt_install systemd
+fi
+if ! command -v ip >/dev/null 2>&1; then
+    say "installing iproute2"
+    apt_install iproute2
 fi
 
 # ---- PostgreSQL 15 -------------------------------------------------------------------------

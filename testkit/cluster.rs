@@ -108,6 +108,11 @@ watchdog:
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         // Run a copy inside the node's own directory: the build tree may sit under a directory
         // the unprivileged user cannot enter (a CI checkout under /root, say).
         let exe = self.dir.join("shield");
@@ -121,6 +126,7 @@ watchdog:
             .arg(self.dir.join("shield.yml"))
             .env("SHIELD_LOG", "info")
             .env("HOME", &self.dir)
+            .envs(env.iter().copied())
             .uid(self.uid)
             .gid(self.gid)
             .stdout(Stdio::from(log.try_clone().expect("log")))

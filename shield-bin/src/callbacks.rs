@@ -230,6 +230,7 @@ fn spawn(argv: &[String]) -> std::io::Result<tokio::process::Child> {
         // Its own process group, so ending it ends whatever it started too.
         .process_group(0)
         .kill_on_drop(false);
+    crate::sdnotify::scrub(c.as_std_mut());
     c.spawn()
 }
 

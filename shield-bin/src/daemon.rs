@@ -184,6 +184,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         callbacks: Arc::new(crate::callbacks::Callbacks::new(cfg.scripts.clone(), &cfg.scope)),
         db_role: None,
         demote_pending: false,
+        notify: crate::sdnotify::Notifier::from_env(),
     };
     driver.run().await;
     Ok(())

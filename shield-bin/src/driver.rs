@@ -46,6 +46,8 @@ pub struct Driver {
     pub db_role: Option<Role>,
     /// A demotion stopped the database; its restart as a replica is the role change.
     pub demote_pending: bool,
+    /// Messages to systemd.
+    pub notify: crate::sdnotify::Notifier,
 }
 
 /// A running database's role, as callbacks name it.
@@ -249,6 +251,16 @@ impl Driver {
             let _ = guard_tx.send(guard);
             keeper.set(guard);
             self.publish(&obs, &d, &reason);
+            if shutdown_requested {
+                self.notify.stopping();
+            }
+            let role = match (d.next.lease.is_some(), self.db_role) {
+                (true, _) => "leader",
+                (false, Some(Role::Primary)) => "primary",
+                (false, Some(Role::Replica)) => "replica",
+                (false, None) => "database not running",
+            };
+            self.notify.cycle(&format!("{role}: {reason}"));
             // ---- act -----------------------------------------------------------------------
             let mut exit = false;
             for action in d.actions.clone() {

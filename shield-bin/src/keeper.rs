@@ -75,7 +75,7 @@ impl Keeper {
     /// and that is logged.
     pub fn start(data_dir: &Path) -> Keeper {
         let spawned = std::env::current_exe().and_then(|exe| {
-            std::process::Command::new(exe)
+            crate::sdnotify::scrub(&mut std::process::Command::new(exe))
                 .arg("--fence-keeper")
                 .arg(data_dir)
                 .stdin(std::process::Stdio::piped())

@@ -17,4 +17,5 @@ pub mod keeper;
 pub mod metrics;
 pub mod pg;
 pub mod pgwire;
+pub mod sdnotify;
 pub mod watchdog;

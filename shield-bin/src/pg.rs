@@ -171,6 +171,7 @@ impl Postgres {
         let path = self.bin(bin);
         let mut cmd = Command::new(&path);
         cmd.args(args).env("PGPASSFILE", &self.cfg.pgpass).kill_on_drop(true);
+        crate::sdnotify::scrub(cmd.as_std_mut());
         let out = tokio::time::timeout(timeout, cmd.output())
             .await
             .map_err(|_| PortError::new(ErrorKind::Io, format!("{bin} did not finish within {timeout:?}")))?
@@ -554,6 +555,7 @@ impl Postgres {
                 ];
                 let mut cmd = Command::new(self.bin("postgres"));
                 cmd.args(&args).stdin(std::process::Stdio::null()).kill_on_drop(true);
+                crate::sdnotify::scrub(cmd.as_std_mut());
                 let _ = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await;
             }
         }

@@ -358,3 +358,46 @@ async fn restart_and_reinitialize_over_rest() {
     .await;
     assert_eq!(writable(&c.nodes).await, vec![p]);
 }
+
+/// Under systemd (`Type=notify`): READY after the first cycle, STATUS with role and decision,
+/// WATCHDOG=1 keep-alives, STOPPING on SIGTERM; PostgreSQL (built with systemd support on Debian)
+/// must not speak on the daemon's socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notifications() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut c) = cluster().await else { return };
+    let r = (c.primary + 1) % 3;
+    let path = c.nodes[r].dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    c.nodes[r].crash();
+    let socket = path.display().to_string();
+    c.nodes[r].start_with_env(&[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "1000000")]);
+    let mut got: Vec<String> = Vec::new();
+    let t = Instant::now();
+    let mut buf = [0u8; 4096];
+    let enough = |got: &[String]| {
+        got.iter().any(|m| m.contains("STATUS=replica: "))
+            && got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3
+    };
+    while t.elapsed() < Duration::from_secs(30) && !enough(&got) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    println!("e2e: sd_notify messages: {got:?}");
+    assert!(got.first().is_some_and(|m| m.starts_with("READY=1\n")), "READY first: {got:?}");
+    assert_eq!(got.iter().filter(|m| m.contains("READY=1")).count(), 1, "one READY, from Shield only: {got:?}");
+    assert!(enough(&got), "status and keep-alives: {got:?}");
+    let daemon = c.nodes[r].child.as_ref().map(|ch| ch.id() as i32).expect("daemon");
+    signal_all(&[daemon], nix::sys::signal::Signal::SIGTERM);
+    let t = Instant::now();
+    let mut stopping = false;
+    while t.elapsed() < Duration::from_secs(20) && !stopping {
+        if let Ok(n) = sock.recv(&mut buf) {
+            stopping = String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
+        }
+    }
+    assert!(stopping, "STOPPING=1 on SIGTERM");
+}
