@@ -99,3 +99,20 @@ fn liveness_fires_when_nobody_takes_over() {
     let cfg = SimConfig { faults: vec![FaultKind::NodeCrash], decide: never_acquire, ..SimConfig::default() };
     assert_eq!(fired(&cfg), "liveness");
 }
+
+/// Fences the database but never gives the VIP up.
+fn keep_the_vip(st: &NodeState, o: &Observation) -> Decision {
+    let mut d = decide(st, o);
+    d.actions.retain(|a| *a != Action::RemoveVip);
+    d
+}
+
+#[test]
+fn single_vip_fires_when_the_vip_is_never_removed() {
+    let cfg = SimConfig {
+        faults: vec![FaultKind::PartitionDcs, FaultKind::Isolate],
+        decide: keep_the_vip,
+        ..SimConfig::default()
+    };
+    assert_eq!(fired(&cfg), "single-vip");
+}

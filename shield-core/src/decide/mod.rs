@@ -317,6 +317,12 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
         DcsView::Reachable(view) => view,
     };
     let mut reason = situation(cx, view);
+    // Only the lock holder holds the VIP (a node restarted with the address still bound, a lock
+    // lost to another node).
+    if cx.st.vip_bound && !view.is_leader(cx.me()) {
+        cx.push(Action::RemoveVip);
+        cx.st.vip_bound = false;
+    }
     if let Some(r) = requests(cx, view) {
         reason = r;
     }

@@ -172,7 +172,11 @@ impl World {
                 None
             }
             Action::AddVip => {
+                let was = self.nodes[i].vip;
                 self.nodes[i].vip = !self.fenced(i);
+                if self.nodes[i].vip && !was {
+                    self.check(Hook::VipBound { node: i });
+                }
                 None
             }
             Action::RemoveVip => {

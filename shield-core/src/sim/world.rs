@@ -502,6 +502,7 @@ impl World {
                 replica: n.db.process == crate::sim::db::SimProcess::Running { in_recovery: true },
                 upstream: n.db.upstream.clone(),
                 streaming: n.db.streaming,
+                vip: n.vip,
             })
             .collect();
         let view = ready(self.nodes[0].dcs.read()).ok();

@@ -5,11 +5,13 @@
 
 mod liveness;
 mod promote_with_lease;
+mod single_vip;
 mod single_writer;
 mod timeline_monotonic;
 
 pub use liveness::Liveness;
 pub use promote_with_lease::PromoteWithLease;
+pub use single_vip::SingleVip;
 pub use single_writer::SingleWriter;
 pub use timeline_monotonic::TimelineMonotonic;
 
@@ -30,6 +32,8 @@ pub struct NodeSnap {
     pub upstream: Option<MemberName>,
     /// The replica is streaming.
     pub streaming: bool,
+    /// The host holds the cluster VIP.
+    pub vip: bool,
 }
 
 /// The cluster at one instant.
@@ -57,6 +61,11 @@ pub enum Hook {
     },
     /// The DCS `history` key was written.
     HistoryWritten,
+    /// Node `node` just bound the VIP.
+    VipBound {
+        /// The node.
+        node: usize,
+    },
     /// Faults stopped at `faults_ended_ms` and the liveness bound has passed.
     Settled {
         /// When the last fault ended.
@@ -74,5 +83,11 @@ pub trait Invariant: std::fmt::Debug {
 
 /// All checkers, in a fixed order.
 pub fn all() -> Vec<Box<dyn Invariant>> {
-    vec![Box::new(SingleWriter), Box::new(PromoteWithLease), Box::new(TimelineMonotonic::default()), Box::new(Liveness)]
+    vec![
+        Box::new(SingleWriter),
+        Box::new(SingleVip),
+        Box::new(PromoteWithLease),
+        Box::new(TimelineMonotonic::default()),
+        Box::new(Liveness),
+    ]
 }
