@@ -3,7 +3,7 @@
 # on its own. Idempotent: every step checks before it acts, and downloads are cached in .cache/.
 #
 # - protoc (Debian's protobuf-compiler), needed by etcd-client at build time;
-# - systemd-analyze and ip, for the unit-file and VIP tests;
+# - systemd-analyze, ip, arping and setpriv, for the unit-file and VIP tests;
 # - PostgreSQL 15 server binaries (Debian's postgresql-15), if pg_config --bindir has none;
 # - etcd 3.5 (etcd-server, etcd-client from Debian trixie) and Consul 1.8 (consul from Debian
 #   bullseye): static binaries inside Debian packages of other releases, fetched with
@@ -52,6 +52,14 @@ fi
 if ! command -v ip >/dev/null 2>&1; then
     say "installing iproute2"
     apt_install iproute2
+fi
+if ! command -v arping >/dev/null 2>&1; then
+    say "installing iputils-arping"
+    apt_install iputils-arping
+fi
+if ! command -v setpriv >/dev/null 2>&1; then
+    say "installing util-linux (setpriv)"
+    apt_install util-linux
 fi
 
 # ---- PostgreSQL 15 -------------------------------------------------------------------------

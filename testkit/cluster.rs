@@ -43,6 +43,20 @@ pub fn run_as() -> Option<(u32, u32)> {
     }
 }
 
+/// Where a node's daemon and database are reached.
+pub struct Host {
+    /// The address published to the cluster.
+    pub ip: &'static str,
+    /// What PostgreSQL listens on.
+    pub listen: &'static str,
+    /// A network allowed in pg_hba besides loopback.
+    pub net: Option<&'static str>,
+}
+
+impl Host {
+    pub const LOOPBACK: Host = Host { ip: "127.0.0.1", listen: "127.0.0.1", net: None };
+}
+
 pub struct Node {
     pub name: String,
     pub dir: PathBuf,
@@ -51,16 +65,29 @@ pub struct Node {
     pub child: Option<Child>,
     pub uid: u32,
     pub gid: u32,
+    /// The network namespace the daemon runs in (VIP tests), with CAP_NET_ADMIN and CAP_NET_RAW
+    /// as ambient capabilities, as the systemd unit grants them.
+    pub netns: Option<String>,
 }
 
 impl Node {
     pub fn config_with(&self, dcs_section: &str, pg_bin: &Path) -> String {
+        self.config_on(&Host::LOOPBACK, dcs_section, pg_bin)
+    }
+
+    /// The node's config for a daemon reachable at `host`.
+    pub fn config_on(&self, host: &Host, dcs_section: &str, pg_bin: &Path) -> String {
+        let hba: String = host
+            .net
+            .iter()
+            .map(|n| format!("  - host replication replicator {n} md5\n  - host all all {n} md5\n"))
+            .collect();
         format!(
             r#"scope: e2e
 name: {name}
 restapi:
-  listen: 127.0.0.1:{api}
-  connect_address: 127.0.0.1:{api}
+  listen: {ip}:{api}
+  connect_address: {ip}:{api}
 {dcs_section}bootstrap:
   dcs:
     ttl: 4
@@ -74,13 +101,13 @@ restapi:
   pg_hba:
   - host replication replicator 127.0.0.1/32 md5
   - host all all 127.0.0.1/32 md5
-postgresql:
+{hba}postgresql:
   callbacks:
     on_start: {dir}/callback.sh
     on_stop: {dir}/callback.sh
     on_role_change: {dir}/callback.sh
-  listen: 127.0.0.1:{pg}
-  connect_address: 127.0.0.1:{pg}
+  listen: {listen}:{pg}
+  connect_address: {ip}:{pg}
   data_dir: {dir}/data
   bin_dir: {bin}
   pgpass: {dir}/pgpass
@@ -104,6 +131,8 @@ watchdog:
             pg = self.pg_port,
             dir = self.dir.display(),
             bin = pg_bin.display(),
+            ip = host.ip,
+            listen = host.listen,
         )
     }
 
@@ -122,13 +151,28 @@ watchdog:
         }
         let log = std::fs::File::create(self.dir.join("shield.log")).expect("log file");
         let _ = std::os::unix::fs::chown(self.dir.join("shield.log"), Some(self.uid), Some(self.gid));
-        let child = Command::new(&exe)
+        let mut cmd = match &self.netns {
+            // `ip netns exec` and setpriv both exec, so the child's pid is the daemon's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "setpriv"])
+                    .arg(format!("--reuid={}", self.uid))
+                    .arg(format!("--regid={}", self.gid))
+                    .args(["--clear-groups", "--inh-caps=+net_admin,+net_raw", "--ambient-caps=+net_admin,+net_raw"])
+                    .arg(&exe);
+                c
+            }
+            None => {
+                let mut c = Command::new(&exe);
+                c.uid(self.uid).gid(self.gid);
+                c
+            }
+        };
+        let child = cmd
             .arg(self.dir.join("shield.yml"))
             .env("SHIELD_LOG", "info")
             .env("HOME", &self.dir)
             .envs(env.iter().copied())
-            .uid(self.uid)
-            .gid(self.gid)
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -196,6 +240,12 @@ impl Drop for Node {
             let log = self.log();
             let lines: Vec<&str> = log.lines().collect();
             for l in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{l}");
+            }
+            let pg = std::fs::read_to_string(self.dir.join("data.postgres.log")).unwrap_or_default();
+            let lines: Vec<&str> = pg.lines().collect();
+            eprintln!("==== {} PostgreSQL log (last 15 lines) ====", self.name);
+            for l in &lines[lines.len().saturating_sub(15)..] {
                 eprintln!("{l}");
             }
         }
@@ -431,7 +481,7 @@ impl Cluster {
     }
 }
 
-fn new_node(root: &Path, name: &str, uid: u32, gid: u32) -> Node {
+pub fn new_node(root: &Path, name: &str, uid: u32, gid: u32) -> Node {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).expect("node dir");
     let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
@@ -440,7 +490,7 @@ fn new_node(root: &Path, name: &str, uid: u32, gid: u32) -> Node {
     std::fs::write(&script, format!("#!/bin/sh\necho \"$@\" >> {}\n", dir.join("callbacks.log").display()))
         .expect("callback script");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    Node { name: name.to_owned(), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid }
+    Node { name: name.to_owned(), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid, netns: None }
 }
 
 /// Three nodes on etcd, bootstrapped, with table `e2e` replicated everywhere.

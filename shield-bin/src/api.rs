@@ -46,6 +46,10 @@ pub struct Snapshot {
     pub decisions: std::collections::BTreeMap<String, u64>,
     /// What the last status query learned about the running server.
     pub server: crate::pg::ServerInfo,
+    /// The configured VIP (`address/prefix`), if any.
+    pub vip: Option<String>,
+    /// Whether this host holds it.
+    pub vip_bound: bool,
 }
 
 /// A restart scheduled with `POST /restart {"schedule": ...}`.
@@ -245,6 +249,9 @@ fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
     if !snap.server.pending_restart.is_empty() {
         v["pending_restart"] = json!(true);
         v["pending_restart_reason"] = json!(snap.server.pending_restart);
+    }
+    if let Some(vip) = &snap.vip {
+        v["vip"] = json!({"address": vip, "bound": snap.vip_bound});
     }
     if let Some(r) = s.scheduled_restart() {
         v["scheduled_restart"] = r.to_json();

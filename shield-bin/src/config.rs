@@ -43,6 +43,9 @@ struct RawConfig {
     postgresql: RawPostgresql,
     #[serde(default)]
     watchdog: Option<RawWatchdog>,
+    /// Shield's own key: Patroni has no VIP.
+    #[serde(default)]
+    vip: Option<RawVip>,
     #[serde(default)]
     tags: Option<BTreeMap<String, Value>>,
     // Accepted for compatibility, not acted on.
@@ -288,6 +291,21 @@ struct RawWatchdog {
     driver: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVip {
+    address: String,
+    #[serde(default)]
+    netmask: Option<String>,
+    #[serde(default)]
+    prefix: Option<u8>,
+    interface: String,
+    #[serde(default)]
+    broadcast: Option<String>,
+    #[serde(default)]
+    announcements: Option<u32>,
+}
+
 /// The `watchdog` section.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WatchdogSettings {
@@ -369,6 +387,8 @@ pub struct NodeConfig {
     pub pg: PgSettings,
     /// The watchdog.
     pub watchdog: WatchdogSettings,
+    /// The `vip` section, if any.
+    pub vip: Option<crate::vip::VipSettings>,
     /// `postgresql.callbacks`, `pre_promote`, `before_stop`.
     pub scripts: crate::callbacks::Scripts,
     /// The role name callbacks get for a primary: `master` (Patroni before 4.0, what Halo Shield
@@ -578,6 +598,7 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         Some(v) => return Err(err(file, format!("`watchdog.mode`: {v:?} is not off, automatic or required"))),
     };
     let watchdog = watchdog_settings(file, mode, raw.watchdog.as_ref())?;
+    let vip = raw.vip.as_ref().map(|v| vip_settings(file, v)).transpose()?;
 
     let tags = raw.tags.map(|t| {
         let j: serde_json::Map<String, serde_json::Value> =
@@ -598,6 +619,7 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         pg_hba,
         pg,
         watchdog,
+        vip,
         scripts,
         callback_primary_role,
         tags: tags.unwrap_or_default(),
@@ -636,6 +658,47 @@ fn scripts(file: &Path, raw: &RawPostgresql) -> Result<crate::callbacks::Scripts
         before_stop: one("before_stop", &raw.before_stop)?,
         timeout,
     })
+}
+
+fn vip_settings(file: &Path, raw: &RawVip) -> Result<crate::vip::VipSettings, ConfigFileError> {
+    let ip = |key: &str, v: &str| -> Result<std::net::Ipv4Addr, ConfigFileError> {
+        match v.trim().parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => Ok(a),
+            Ok(std::net::IpAddr::V6(_)) => {
+                Err(err(file, format!("`vip.{key}`: {v:?}: IPv6 VIPs are not supported yet")))
+            }
+            Err(_) => Err(err(file, format!("`vip.{key}`: {v:?} is not an IPv4 address"))),
+        }
+    };
+    let address = ip("address", &raw.address)?;
+    if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
+        return Err(err(file, format!("`vip.address`: {address} cannot be a host address")));
+    }
+    let prefix = match (&raw.netmask, raw.prefix) {
+        (Some(_), Some(_)) => return Err(err(file, "`vip`: give `netmask` or `prefix`, not both")),
+        (None, None) => {
+            return Err(err(file, "`vip`: `netmask` (e.g. 255.255.255.0) or `prefix` (e.g. 24) is required"))
+        }
+        (None, Some(p)) if p <= 32 => p,
+        (None, Some(p)) => return Err(err(file, format!("`vip.prefix`: {p} is not between 0 and 32"))),
+        (Some(m), None) => crate::vip::netmask_prefix(ip("netmask", m)?)
+            .ok_or_else(|| err(file, format!("`vip.netmask`: {m:?} is not a netmask (contiguous ones)")))?,
+    };
+    let interface = raw.interface.trim().to_owned();
+    // Linux interface names: 1-15 bytes, no slash, colon or whitespace.
+    if interface.is_empty()
+        || interface.len() > 15
+        || interface.contains(['/', ':'])
+        || interface.contains(char::is_whitespace)
+    {
+        return Err(err(file, format!("`vip.interface`: {:?} is not a network interface name", raw.interface)));
+    }
+    let broadcast = raw.broadcast.as_deref().map(|b| ip("broadcast", b)).transpose()?;
+    let announcements = raw.announcements.unwrap_or(3);
+    if announcements > 100 {
+        return Err(err(file, format!("`vip.announcements`: {announcements} is too many (at most 100)")));
+    }
+    Ok(crate::vip::VipSettings { address, prefix, interface, broadcast, announcements })
 }
 
 fn watchdog_settings(

@@ -148,7 +148,22 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     let watchdog = watchdog(&cfg.watchdog)?;
     settings.watchdog = if watchdog.is_some() { cfg.watchdog.mode } else { shield_core::WatchdogMode::Off };
     settings.watchdog_safety_margin_ms = cfg.watchdog.safety_margin_ms;
+    let vip: Option<Arc<dyn shield_core::ports::Vip>> = match &cfg.vip {
+        Some(v) => Some(Arc::new(crate::vip::IpVip::new(v.clone()).map_err(|e| format!("`vip`: {e}"))?)),
+        None => None,
+    };
+    settings.vip = vip.is_some();
+    // An address left bound by an earlier run is found, so shield-core removes it unless this
+    // node holds the lock (and keeps it if it does).
+    let vip_bound = match &vip {
+        Some(v) => v.is_bound().await.map_err(|e| format!("`vip`: {e}"))?,
+        None => false,
+    };
     let api = Arc::new(ApiState::new(cfg.name.clone(), &cfg.scope, cfg.api_auth.clone(), dcs.clone()));
+    if let Ok(mut s) = api.snap.lock() {
+        s.vip = cfg.vip.as_ref().map(|v| v.cidr());
+        s.vip_bound = vip_bound;
+    }
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .map_err(|e| format!("`restapi.listen` {}: {e}", cfg.api_listen))?;
@@ -176,7 +191,11 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         dcs_parameters: params,
         api,
         journal,
-        state: NodeState::new(settings),
+        state: {
+            let mut st = NodeState::new(settings);
+            st.vip_bound = vip_bound;
+            st
+        },
         shutdown: stop_rx,
         config: cfg.clone(),
         db_reload_pending: false,
@@ -185,6 +204,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         db_role: None,
         demote_pending: false,
         notify: crate::sdnotify::Notifier::from_env(),
+        vip,
     };
     driver.run().await;
     Ok(())

@@ -48,6 +48,8 @@ pub struct Driver {
     pub demote_pending: bool,
     /// Messages to systemd.
     pub notify: crate::sdnotify::Notifier,
+    /// The cluster VIP, when configured.
+    pub vip: Option<Arc<dyn shield_core::ports::Vip>>,
 }
 
 /// A running database's role, as callbacks name it.
@@ -127,7 +129,7 @@ impl Driver {
         let task_done = Arc::new(Notify::new());
         let (guard_tx, guard_rx) = watch::channel::<Option<Instant>>(None);
         tokio::spawn(fence_guard(guard_rx, self.data_dir.clone()));
-        let mut keeper = crate::keeper::Keeper::start(&self.data_dir);
+        let mut keeper = crate::keeper::Keeper::start(&self.data_dir, self.config.vip.as_ref());
         let mut running: Option<Running> = None;
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut unreachable_since: Option<MonoMillis> = None;
@@ -388,9 +390,26 @@ impl Driver {
                             }
                         }
                     }
-                    // The VIP backend comes with its own issue; without a VIP configured
-                    // shield-core never asks for these.
-                    Action::AddVip | Action::RemoveVip => {}
+                    Action::AddVip | Action::RemoveVip => {
+                        let adding = action == Action::AddVip;
+                        // Never bind past the fencing deadline: the lease may be someone else's.
+                        let result = match &self.vip {
+                            Some(_) if adding && fenced => {
+                                Err(PortError::new(ErrorKind::LeaseLost, "past the fencing deadline"))
+                            }
+                            Some(v) if adding => v.add().await,
+                            Some(v) => v.remove().await,
+                            None => Err(PortError::new(ErrorKind::Io, "no VIP is configured")),
+                        };
+                        let bound = result.is_ok() == adding;
+                        if let Err(e) = result {
+                            tracing::error!(error = %e, adding, "vip: failed");
+                            outcomes.push(Outcome::VipFailed { adding, reason: e.to_string() });
+                        }
+                        if let Ok(mut s) = self.api.snap.lock() {
+                            s.vip_bound = bound;
+                        }
+                    }
                     other => tracing::warn!(action = ?other, "action not supported by this daemon"),
                 }
             }

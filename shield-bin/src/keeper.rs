@@ -2,9 +2,10 @@
 //! daemon itself is frozen (SIGSTOP, a stalled VM thread, a debugger).
 //!
 //! The daemon's in-process fence guard stops working the moment the daemon stops running. The
-//! keeper is a separate process (`shield --fence-keeper DATA_DIR`) that reads deadlines from its
-//! stdin, one per line, as `CLOCK_MONOTONIC` nanoseconds (`-` clears it). When a deadline passes
-//! without a newer one, it sends SIGQUIT (immediate shutdown) to the postmaster. If the daemon
+//! keeper is a separate process (`shield --fence-keeper DATA_DIR [VIP/PREFIX INTERFACE]`) that
+//! reads deadlines from its stdin, one per line, as `CLOCK_MONOTONIC` nanoseconds (`-` clears it).
+//! When a deadline passes without a newer one, it sends SIGQUIT (immediate shutdown) to the
+//! postmaster and removes the VIP. If the daemon
 //! dies, the pipe closes and the keeper enforces the last deadline before exiting, so a crashed
 //! daemon cannot leave a primary running past its lease either.
 //!
@@ -25,8 +26,17 @@ pub fn mono_ns() -> u64 {
     clock_gettime(ClockId::CLOCK_MONOTONIC).map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64).unwrap_or(0)
 }
 
+/// What the keeper does at a deadline: stop the postmaster at once, then drop the VIP (`cidr`,
+/// `interface`) if one is configured, so the fenced host neither takes writes nor answers on it.
+fn fence(data_dir: &Path, vip: Option<&(String, String)>) {
+    Postgres::kill_now(data_dir);
+    if let Some((cidr, interface)) = vip {
+        crate::vip::remove_blocking(cidr, interface);
+    }
+}
+
 /// The keeper's main loop. Returns when stdin closes and any pending deadline is settled.
-pub fn run(data_dir: &Path) {
+pub fn run(data_dir: &Path, vip: Option<(String, String)>) {
     let (tx, rx) = mpsc::channel::<Option<u64>>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -44,7 +54,7 @@ pub fn run(data_dir: &Path) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if deadline.is_some_and(|d| mono_ns() >= d) {
                     eprintln!("shield fence keeper: lease deadline passed without renewal; stopping PostgreSQL");
-                    Postgres::kill_now(data_dir);
+                    fence(data_dir, vip.as_ref());
                     deadline = None;
                 }
             }
@@ -55,7 +65,7 @@ pub fn run(data_dir: &Path) {
                     eprintln!(
                         "shield fence keeper: the daemon exited holding the lease; stopping PostgreSQL at its deadline"
                     );
-                    Postgres::kill_now(data_dir);
+                    fence(data_dir, vip.as_ref());
                 }
                 return;
             }
@@ -73,11 +83,13 @@ pub struct Keeper {
 impl Keeper {
     /// Starts `shield --fence-keeper DATA_DIR`. On failure only the in-process guard works,
     /// and that is logged.
-    pub fn start(data_dir: &Path) -> Keeper {
+    pub fn start(data_dir: &Path, vip: Option<&crate::vip::VipSettings>) -> Keeper {
+        let vip_args: Vec<String> = vip.map(|v| vec![v.cidr(), v.interface.clone()]).unwrap_or_default();
         let spawned = std::env::current_exe().and_then(|exe| {
             crate::sdnotify::scrub(&mut std::process::Command::new(exe))
                 .arg("--fence-keeper")
                 .arg(data_dir)
+                .args(&vip_args)
                 .stdin(std::process::Stdio::piped())
                 .spawn()
         });

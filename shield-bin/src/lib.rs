@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod pg;
 pub mod pgwire;
 pub mod sdnotify;
+pub mod vip;
 pub mod watchdog;

@@ -52,6 +52,9 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot) -> String {
         "time left before the fencing deadline at the last cycle (0 without a lease)",
         snap.fence_margin_ms,
     );
+    if snap.vip.is_some() {
+        gauge("shield_vip_bound", "1 if this host holds the cluster VIP", i64::from(snap.vip_bound));
+    }
     let decisions = Family::<Labels, Gauge>::default();
     for (reason, n) in &snap.decisions {
         let mut l = base.clone();

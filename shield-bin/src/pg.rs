@@ -179,9 +179,13 @@ impl Postgres {
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
+            // The last few lines: libpq's cause comes a line before its "Is the server running"
+            // hint, and the hint alone names no cause.
             let err = String::from_utf8_lossy(&out.stderr);
-            let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no output)");
-            Err(PortError::new(ErrorKind::Io, format!("{bin} failed ({}): {last}", out.status)))
+            let lines: Vec<&str> = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+            let tail = if tail.is_empty() { "(no output)".to_owned() } else { tail };
+            Err(PortError::new(ErrorKind::Io, format!("{bin} failed ({}): {tail}", out.status)))
         }
     }
 

@@ -242,4 +242,11 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Adding (`adding`) or removing the VIP failed; the next cycle tries again.
+    VipFailed {
+        /// Which of the two.
+        adding: bool,
+        /// Why.
+        reason: String,
+    },
 }

@@ -22,7 +22,8 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("--fence-keeper") {
         if let Some(dir) = argv.get(2) {
-            shield_bin::keeper::run(std::path::Path::new(dir));
+            let vip = argv.get(3).zip(argv.get(4)).map(|(c, i)| (c.clone(), i.clone()));
+            shield_bin::keeper::run(std::path::Path::new(dir), vip);
             return ExitCode::SUCCESS;
         }
         eprintln!("shield: --fence-keeper needs the data directory");

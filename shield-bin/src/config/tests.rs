@@ -81,6 +81,51 @@ fn patronis_sample_config_is_accepted_unchanged() {
 }
 
 #[test]
+fn vip_section_as_the_seed_asks_for_it() {
+    let vip = "vip:\n  address: 10.16.16.199\n  interface: eth0\n  netmask: 255.255.255.0\n  broadcast: 10.16.16.255\n";
+    let c = parse(&format!("{PATRONI}{vip}")).expect("valid");
+    let v = c.vip.expect("a VIP");
+    assert_eq!((v.cidr(), v.interface.as_str(), v.announcements), ("10.16.16.199/24".to_owned(), "eth0", 3));
+    assert_eq!(v.broadcast, Some("10.16.16.255".parse().expect("ip")));
+    let c = parse(&format!("{PATRONI}vip:\n  address: 10.0.0.5\n  prefix: 16\n  interface: bond0\n")).expect("ok");
+    assert_eq!(c.vip.expect("vip").cidr(), "10.0.0.5/16");
+    assert!(parse(PATRONI).expect("valid").vip.is_none());
+    for (bad, names) in [
+        ("vip:\n  address: 10.0.0.300\n  prefix: 24\n  interface: eth0\n", "vip.address"),
+        ("vip:\n  address: fe80::1\n  prefix: 64\n  interface: eth0\n", "IPv6"),
+        ("vip:\n  address: 10.0.0.5\n  interface: eth0\n", "netmask"),
+        ("vip:\n  address: 10.0.0.5\n  netmask: 255.0.255.0\n  interface: eth0\n", "vip.netmask"),
+        ("vip:\n  address: 10.0.0.5\n  prefix: 33\n  interface: eth0\n", "vip.prefix"),
+        ("vip:\n  address: 10.0.0.5\n  prefix: 24\n  netmask: 255.255.255.0\n  interface: eth0\n", "not both"),
+        ("vip:\n  address: 10.0.0.5\n  prefix: 24\n  interface: 'eth 0'\n", "vip.interface"),
+        ("vip:\n  address: 10.0.0.5\n  prefix: 24\n", "interface"),
+        ("vip:\n  address: 0.0.0.0\n  prefix: 24\n  interface: eth0\n", "vip.address"),
+    ] {
+        let e = parse(&format!("{PATRONI}{bad}")).expect_err(bad);
+        assert!(e.to_string().contains(names), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn scripts_are_split_and_checked() {
+    let cb = "  callbacks:\n    on_role_change: /usr/local/bin/vip.sh --quiet\n    on_stop: \"'/opt/my scripts/stop.sh'\"\n  pre_promote: /bin/fence-old-primary\n  pgpass: /tmp/pgpass0";
+    let c = parse(&PATRONI.replace("  pgpass: /tmp/pgpass0", cb)).expect("valid");
+    use crate::callbacks::Event;
+    assert_eq!(c.scripts.callbacks[&Event::OnRoleChange], ["/usr/local/bin/vip.sh", "--quiet"]);
+    // Split as Patroni's shlex.split does: quotes inside the YAML value keep a space.
+    assert_eq!(c.scripts.callbacks[&Event::OnStop], ["/opt/my scripts/stop.sh"]);
+    assert_eq!(c.scripts.pre_promote.as_deref(), Some(&["/bin/fence-old-primary".to_owned()][..]));
+    assert_eq!(c.callback_primary_role, "master");
+    assert!(c.ignored.iter().all(|k| !k.contains("callbacks") && !k.contains("pre_promote")), "{:?}", c.ignored);
+    let bad = PATRONI.replace("  pgpass: /tmp/pgpass0", "  callbacks:\n    on_promote: /x\n  pgpass: /tmp/pgpass0");
+    assert!(parse(&bad).expect_err("unknown callback").to_string().contains("postgresql.callbacks.on_promote"));
+    let bad = PATRONI.replace("  pgpass: /tmp/pgpass0", "  before_stop: \"/x 'y\"\n  pgpass: /tmp/pgpass0");
+    assert!(parse(&bad).expect_err("open quote").to_string().contains("postgresql.before_stop"));
+    let bad = PATRONI.replace("  pgpass: /tmp/pgpass0", "  callback_timeout: 0\n  pgpass: /tmp/pgpass0");
+    assert!(parse(&bad).expect_err("zero timeout").to_string().contains("callback_timeout"));
+}
+
+#[test]
 fn watchdog_section() {
     let c = parse(&PATRONI.replace("  mode: off", "  mode: required\n  device: /dev/watchdog1\n  safety_margin: 1.5"))
         .expect("valid");

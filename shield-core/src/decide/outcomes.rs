@@ -71,6 +71,9 @@ fn absorb_one(cx: &mut Ctx<'_>, outcome: &Outcome) -> Option<Reason> {
         Outcome::DbTaskDone { task, result } => return task_done(cx, task, result),
         Outcome::Stopped { .. } => {}
         Outcome::DcsWriteFailed { .. } => {}
+        // Believe the address is where it may still be: bound after a failed removal (so the
+        // removal is retried), unbound after a failed add (so the add is retried).
+        Outcome::VipFailed { adding, .. } => cx.st.vip_bound = !adding,
         Outcome::WatchdogFailed { .. } => {
             cx.st.watchdog_armed = false;
             if cx.st.settings.watchdog == WatchdogMode::Required && cx.st.lease.is_some() {

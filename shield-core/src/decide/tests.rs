@@ -382,6 +382,34 @@ fn won_lock_promotes_arming_the_watchdog_first() {
 }
 
 #[test]
+fn only_the_lock_holder_keeps_the_vip_and_failures_are_retried() {
+    // A replica that finds the VIP bound (left from an earlier run) drops it.
+    let mut st = state("a");
+    st.settings.vip = true;
+    st.vip_bound = true;
+    let v = ViewB::new().leader("l").member("l", member(MemberRole::Primary, "running", 9, 1));
+    let (acts, _, d) = run(&st, &obs(v, db_replica(5, 1, Some("l"))));
+    assert!(acts.contains(&Action::RemoveVip), "{acts:?}");
+    assert!(!d.next.vip_bound);
+    // The removal failed: believed bound again, so the next cycle removes it again.
+    let v = ViewB::new().leader("l").member("l", member(MemberRole::Primary, "running", 9, 1));
+    let o =
+        with(obs(v, db_replica(5, 1, Some("l"))), vec![Outcome::VipFailed { adding: false, reason: "EPERM".into() }]);
+    let (acts, _, _) = run(&d.next, &o);
+    assert!(acts.contains(&Action::RemoveVip), "{acts:?}");
+    // The leader's add failed: added again next cycle.
+    let mut st = leader_state("a");
+    st.settings.vip = true;
+    st.vip_bound = true;
+    let o = with(
+        obs(ViewB::new().leader("a").status(1_000), db_primary(1_000, 2)),
+        vec![Outcome::VipFailed { adding: true, reason: "no such device".into() }],
+    );
+    let (acts, _, _) = run(&st, &o);
+    assert!(acts.contains(&Action::AddVip), "{acts:?}");
+}
+
+#[test]
 fn history_records_the_servers_own_switch_point() {
     let mut st = leader_state("a");
     st.promoted_from = Some((Timeline(1), Lsn(900)));
