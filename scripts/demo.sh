@@ -14,9 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEMO="${SHIELD_DEMO_DIR:-/tmp/shield-demo}"
-ETCD_PORT=23790
-PG_BASE=25432
-API_BASE=28008
+# Below the range the tests take free ports from (20000-31999), so a demo never collides with them.
+ETCD_PORT=12379
+PG_BASE=15432
+API_BASE=18008
 DRILL=1
 MODE=start
 
@@ -67,8 +68,14 @@ esac
 
 # shellcheck source=scripts/setup.sh
 source scripts/setup.sh
-echo "demo: building shield (release)"
-cargo build --release -q -p shield-bin
+# CI runs the demo with the debug build its tests already made (SHIELD_DEMO_PROFILE=debug).
+PROFILE="${SHIELD_DEMO_PROFILE:-release}"
+echo "demo: building shield ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+    cargo build --release -q -p shield-bin
+else
+    cargo build -q -p shield-bin
+fi
 
 run_as=()
 if [ "$(id -u)" = 0 ]; then
@@ -87,7 +94,7 @@ else
     rm -rf "$DEMO"
     mkdir -p "$DEMO"
     trap 'echo; echo "demo: interrupted; stopping"; stop_all; exit 130' INT TERM
-    cp "$ROOT/target/release/shield" "$ROOT/target/release/shieldctl" "$DEMO/"
+    cp "$ROOT/target/$PROFILE/shield" "$ROOT/target/$PROFILE/shieldctl" "$DEMO/"
     printf 'scope: demo\netcd3:\n  hosts: 127.0.0.1:%s\n' "$ETCD_PORT" >"$DEMO/shieldctl.yml"
     "$SHIELD_ETCD_BIN" --name demo --data-dir "$DEMO/etcd" \
         --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -163,10 +170,16 @@ if [ "$DRILL" = 1 ]; then
     echo "demo: node$new is the new primary, $took s after the kill"
     echo "demo: restarting node$p; it rejoins as a replica"
     start_node "$p"
+    rejoined=0
     for _ in $(seq 1 120); do
-        [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$((API_BASE + p))/replica")" = 200 ] && break
+        if [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$((API_BASE + p))/replica")" = 200 ]; then
+            rejoined=1
+            break
+        fi
         sleep 0.5
     done
+    if [ "$rejoined" = 0 ]; then echo "demo: node$p did not rejoin within 60 s; see $DEMO/node$p/shield.log" >&2; exit 1; fi
+    echo "demo: node$p rejoined as a replica"
     status
 fi
 

@@ -18,3 +18,14 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked -- --nocapture 2>&1 | tee target/test-output.txt
+
+# The README's second command, checked: the demo cluster starts, the drill reports a new primary
+# and the old node rejoining, and the cluster stops. (The debug build the tests just made.)
+echo "== demo"
+export SHIELD_DEMO_DIR="${TMPDIR:-/tmp}/shield-demo-ci-$$"
+trap 'SHIELD_DEMO_DIR="$SHIELD_DEMO_DIR" bash scripts/demo.sh --stop >/dev/null 2>&1 || true' EXIT
+SHIELD_DEMO_PROFILE=debug bash scripts/demo.sh 2>&1 | tee target/demo-output.txt
+grep -Eq '^demo: node[0-9] is the new primary, [0-9.]+ s after the kill$' target/demo-output.txt
+grep -Eq '^demo: node[0-9] rejoined as a replica$' target/demo-output.txt
+grep -q '| Leader ' target/demo-output.txt
+echo "== demo: ok"

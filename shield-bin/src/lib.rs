@@ -7,11 +7,13 @@
 
 pub mod api;
 pub mod callbacks;
+pub mod check;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod driver;
 pub mod http;
+pub mod init;
 pub mod journal;
 pub mod keeper;
 pub mod metrics;

@@ -137,3 +137,131 @@ fn which(cmd: &str) -> Result<std::path::PathBuf, ()> {
     let path = std::env::var_os("PATH").ok_or(())?;
     std::env::split_paths(&path).map(|d| d.join(cmd)).find(|p| p.is_file()).ok_or(())
 }
+
+fn init(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = shield()
+        .current_dir(dir)
+        .arg("init")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("shield init");
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(stdin.as_bytes());
+    }
+    let o = child.wait_with_output().expect("output");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn validates(path: &std::path::Path) {
+    let o = shield().arg("--validate-config").arg(path).output().expect("validate");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn init_etcd_writes_checks_and_never_overwrites_silently() {
+    let dir = tempfile::tempdir().expect("dir");
+    let args = ["etcd", "--members", "10.0.0.1,10.0.0.2,10.0.0.3", "--this", "10.0.0.2", "--out", "etc"];
+    let (ok, out, err) = init(dir.path(), &args, "");
+    assert!(ok, "{err}");
+    assert!(out.contains("10.0.0.2 will be used as node IP") && out.contains("systemctl daemon-reload"), "{out}");
+    let conf = std::fs::read_to_string(dir.path().join("etc/etcd.conf.yml")).expect("config");
+    assert!(conf.contains("name: etcd2") && conf.contains("advertise-client-urls: http://10.0.0.2:2379"), "{conf}");
+    let unit = std::fs::read_to_string(dir.path().join("etc/etcd.service")).expect("unit");
+    assert!(unit.contains("--config-file etc/etcd.conf.yml"), "{unit}");
+    // Again: nothing changes. A different member list: a diff and no write without --force.
+    let (ok, out, _) = init(dir.path(), &args, "");
+    assert!(ok && out.contains("etcd.conf.yml: unchanged"), "{out}");
+    let changed = ["etcd", "--members", "10.0.0.1,10.0.0.2,10.0.0.5", "--this", "10.0.0.2", "--out", "etc"];
+    let (ok, _, err) = init(dir.path(), &changed, "");
+    assert!(
+        !ok && err.contains(
+            "+initial-cluster: etcd1=http://10.0.0.1:2380,etcd2=http://10.0.0.2:2380,etcd3=http://10.0.0.5:2380"
+        ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("etc/etcd.conf.yml")).expect("config"), conf);
+    let forced: Vec<&str> = changed.iter().copied().chain(["--force"]).collect();
+    let (ok, out, _) = init(dir.path(), &forced, "");
+    assert!(ok && out.contains("replaced"), "{out}");
+    // Bad lists are refused (flags) or asked again (prompt); two members get a warning.
+    let (ok, _, err) = init(dir.path(), &["etcd", "--members", "10.0.0.1,10.0.0.1", "--this", "10.0.0.1"], "");
+    assert!(!ok && err.contains("10.0.0.1 is listed twice"), "{err}");
+    let (ok, out, err) =
+        init(dir.path(), &["etcd", "--this", "10.0.0.1", "--out", "two"], "10.0.0.1,banana\n10.0.0.1,10.0.0.2\n");
+    assert!(ok, "{err}");
+    assert!(out.contains("Please input IP list where etcd cluster will be running"), "{out}");
+    assert!(out.contains("\"10.0.0.1,banana\" is not a valid etcd member list"), "{out}");
+    assert!(out.contains("warning: 2 member(s): the cluster cannot survive losing one"), "{out}");
+}
+
+#[test]
+fn init_node_asks_the_seeds_questions_and_writes_a_config_the_daemon_accepts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let common = ["--this", "10.16.16.155", "--bin-dir", "/usr/lib/postgresql/15/bin", "--out", "node/shield.yml"];
+    let mut args = vec!["node", "--data-dir", data.to_str().expect("utf8")];
+    args.extend(common);
+    // The seed's answers: the etcd list, then the defaults except the VIP (one bad answer first).
+    let answers = "10.16.16.155,10.16.16.156,10.16.16.157\n\n10.16.16.300\n10.16.16.199\n\n\n\n";
+    let (ok, out, err) = init(dir.path(), &args, answers);
+    assert!(ok, "{err}\n{out}");
+    for q in [
+        "Input current node name\nDefault: node1\nnode1 will be used as node name",
+        "\"10.16.16.300\" is not a valid VIP",
+        "10.16.16.199 will be used as VIP",
+        "Default: eth0\neth0 will be used as network interface",
+        "Default: 255.255.255.0\n255.255.255.0 will be used as VIP netmask",
+        "Default: 10.16.16.255\n10.16.16.255 will be used as VIP broadcast address",
+        "every node of the cluster needs the same ones",
+    ] {
+        assert!(out.contains(q), "missing {q:?} in:\n{out}");
+    }
+    let config = dir.path().join("node/shield.yml");
+    validates(&config);
+    let text = std::fs::read_to_string(&config).expect("config");
+    assert!(text.contains(
+        "vip:\n  address: 10.16.16.199\n  netmask: 255.255.255.0\n  broadcast: 10.16.16.255\n  interface: eth0"
+    ));
+    assert!(text.contains("  - host replication replicator 10.16.16.0/24 scram-sha-256"), "{text}");
+    let unit = std::fs::read_to_string(dir.path().join("node/shield.service")).expect("unit");
+    assert!(
+        unit.contains("AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW") && unit.contains("node/shield.yml"),
+        "{unit}"
+    );
+    // The same answers again: the same file (the passwords are kept), nothing rewritten.
+    let (ok, out, _) = init(dir.path(), &args, answers);
+    assert!(ok && out.contains("shield.yml: unchanged"), "{out}");
+    // With flags nothing is asked; a missing value without a default is named.
+    let (ok, _, err) = init(dir.path(), &["node", "--name", "node2", "--out", "n2.yml"], "");
+    assert!(!ok && err.contains("etcd member list is required"), "{err}");
+}
+
+#[test]
+fn init_node_from_a_halo_patroni_file_keeps_it_and_adds_the_vip() {
+    let dir = tempfile::tempdir().expect("dir");
+    let halo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/patroni_halo.yml");
+    // Shield runs Halo's file unchanged.
+    validates(std::path::Path::new(halo));
+    let (ok, out, err) =
+        init(dir.path(), &["node", "--from-patroni", halo, "--vip", "10.16.16.199/24", "--out", "shield.yml"], "");
+    assert!(ok, "{err}{out}");
+    let text = std::fs::read_to_string(dir.path().join("shield.yml")).expect("config");
+    let original = std::fs::read_to_string(halo).expect("fixture");
+    assert!(text.starts_with(&original), "the Patroni file is kept as it was");
+    assert!(text.ends_with(
+        "vip:\n  address: 10.16.16.199\n  netmask: 255.255.255.0\n  broadcast: 10.16.16.255\n  interface: eth0\n"
+    ));
+    validates(&dir.path().join("shield.yml"));
+    // Converting twice is refused, naming why.
+    let (ok, _, err) =
+        init(dir.path(), &["node", "--from-patroni", "shield.yml", "--vip", "10.16.16.199", "--out", "again.yml"], "");
+    assert!(!ok && err.contains("already has a `vip` section"), "{err}");
+}

@@ -256,6 +256,43 @@ async fn shieldctl_operates_a_live_cluster() {
     let out = must(ctl(&cfg, &["version", "e2e"], "").await);
     assert!(out.contains(&format!("{}: Shield", c.nodes[p].name)) && out.contains("PostgreSQL 15."), "{out}");
 
+    // ---- shield check: the preflight check against the live cluster -----------------------------
+    let check = |config: &Path| {
+        use std::os::unix::process::CommandExt;
+        let o = Command::new(c.nodes[r].dir.join("shield"))
+            .arg("check")
+            .arg(config)
+            .uid(c.nodes[r].uid)
+            .gid(c.nodes[r].gid)
+            .output()
+            .expect("shield check");
+        println!("$ shield check {}\n{}", config.display(), String::from_utf8_lossy(&o.stdout));
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (ok, out) = check(&c.nodes[r].dir.join("shield.yml"));
+    assert!(ok, "{out}");
+    for want in [
+        "ok    config:",
+        "ok    user:",
+        "ok    bin_dir:",
+        "PostgreSQL 15",
+        "ok    data_dir:",
+        "ok    dcs: reachable; cluster e2e: 3 member(s), leader",
+        "ok    replication user: replicator connects for replication to",
+    ] {
+        assert!(out.contains(want), "missing {want:?}:\n{out}");
+    }
+    let broken = c.nodes[r].dir.join("broken.yml");
+    let text = std::fs::read_to_string(c.nodes[r].dir.join("shield.yml")).expect("config");
+    let text = text.replace(&format!("bin_dir: {}", c.pg_bin.display()), "bin_dir: /nonexistent/bin");
+    let text = text.replace("password: rep-pass", "password: wrong");
+    std::fs::write(&broken, text).expect("write");
+    let _ = std::os::unix::fs::chown(&broken, Some(c.nodes[r].uid), Some(c.nodes[r].gid));
+    let (ok, out) = check(&broken);
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL  bin_dir: /nonexistent/bin: missing postgres"), "{out}");
+    assert!(out.contains("FAIL  replication user: replicator cannot connect"), "{out}");
+
     // ---- errors are one line ------------------------------------------------------------------
     let e = ctl(&cfg, &["switchover", "--candidate", "nosuch", "--force"], "").await;
     assert!(

@@ -143,13 +143,28 @@ fn logged_at(node: &Node, what: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next()?).ok().map(|t| t.timestamp_millis())
 }
 
-/// The test kit's node config on host `i`, plus the VIP.
-fn config(i: usize, node: &Node, pg_bin: &Path) -> String {
-    let host = Host { ip: IPS[i], listen: "0.0.0.0", net: Some("10.77.0.0/24") };
-    let dcs = format!("etcd3:\n  hosts: {ETCD_IP}:2379\n");
-    let vip =
-        format!("vip:\n  address: {VIP}\n  netmask: 255.255.255.0\n  broadcast: 10.77.0.255\n  interface: eth0\n");
-    node.config_on(&host, &dcs, pg_bin) + &vip
+/// Writes node `i`'s config with `shield init node`, as an operator would (flags, no prompts).
+fn init_node(i: usize, node: &Node, pg_bin: &Path) {
+    let out = node.dir.join("shield.yml");
+    let run = Command::new(env!("CARGO_BIN_EXE_shield"))
+        .args(["init", "node", "--etcd", ETCD_IP, "--name", &node.name, "--vip", &format!("{VIP}/24")])
+        .args(["--interface", "eth0", "--scope", "vip", "--this", &host_ip(i)])
+        .args(["--superuser-password", "su-pass", "--replication-password", "rep-pass"])
+        .arg("--data-dir")
+        .arg(node.dir.join("data"))
+        .arg("--bin-dir")
+        .arg(pg_bin)
+        .arg("--socket-dir")
+        .arg(&node.dir)
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .expect("shield init node");
+    assert!(run.status.success(), "shield init node: {}", String::from_utf8_lossy(&run.stderr));
+    for f in [out.clone(), node.dir.join("shield.service")] {
+        let _ = std::os::unix::fs::chown(&f, Some(node.uid), Some(node.gid));
+    }
 }
 
 fn tools_present() -> bool {
@@ -199,11 +214,14 @@ async fn vip_follows_the_primary_across_crash_and_partition() {
             .expect("etcd"),
     );
     let mut nodes: Vec<Node> = (0..3).map(|i| new_node(root.path(), &format!("node{i}"), uid, gid)).collect();
+    // Each host has its own addresses: every node on the usual ports, configured by `shield
+    // init node` (which also proves its configs start a cluster).
     for (i, n) in nodes.iter_mut().enumerate() {
         n.netns = Some(net.ns(&format!("h{i}")));
-        // Each host has its own addresses: every node on the usual ports.
         (n.pg_port, n.api_port) = (5432, 8008);
-        std::fs::write(n.dir.join("shield.yml"), config(i, n, &pg_bin)).expect("config");
+        init_node(i, n, &pg_bin);
+    }
+    for n in &mut nodes {
         n.start();
     }
 

@@ -1,20 +1,125 @@
-//! The `shield` daemon: `shield CONFIG.yml`, or `shield --validate-config CONFIG.yml`.
+//! The `shield` daemon: `shield CONFIG.yml`, or `shield --validate-config CONFIG.yml`; and the
+//! set-up commands `shield init etcd|node`, `shield check CONFIG`, `shield demo`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use shield_bin::config::NodeConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "shield", version, about = "Shield: high availability for PostgreSQL-compatible databases")]
+#[command(
+    name = "shield",
+    version,
+    about = "Shield: high availability for PostgreSQL-compatible databases",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
     /// Check the config file and exit.
     #[arg(long)]
     validate_config: bool,
     /// The node's YAML config (Patroni's keys).
-    config: PathBuf,
+    #[arg(required = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write the config and systemd unit for an etcd member or a database node.
+    Init {
+        #[command(subcommand)]
+        what: Box<InitCmd>,
+    },
+    /// Check a node's config against this host: DCS, binaries, data directory, replication user,
+    /// VIP interface and capabilities, watchdog.
+    Check {
+        /// The node's YAML config.
+        config: PathBuf,
+    },
+    /// Start the local demo cluster and run a failover drill (Shield's scripts/demo.sh).
+    Demo {
+        /// Passed on: --no-drill, --status, --stop.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum InitCmd {
+    /// This host's etcd member: etcd.conf.yml and etcd.service (the seed's etcd_config.sh).
+    Etcd(Box<shield_bin::init::EtcdInit>),
+    /// This database node: the YAML config and shield.service (the seed's patroni_config.sh).
+    Node(Box<shield_bin::init::NodeInit>),
+}
+
+fn subcommand(cmd: Cmd) -> ExitCode {
+    let stdin = std::io::stdin();
+    let mut ask = shield_bin::init::Asker::new(stdin.lock(), std::io::stdout());
+    let result = match cmd {
+        Cmd::Init { what } => match *what {
+            InitCmd::Etcd(a) => shield_bin::init::init_etcd(&a, &mut ask),
+            InitCmd::Node(a) => shield_bin::init::init_node(&a, &mut ask).map(|_| ()),
+        },
+        Cmd::Check { config } => return check(&config),
+        Cmd::Demo { args } => return demo(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shield: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(config: &std::path::Path) -> ExitCode {
+    let env: BTreeMap<String, String> =
+        std::env::vars().filter(|(k, _)| k.starts_with("PATRONI_") || k.starts_with("SHIELD_")).collect();
+    let cfg = match NodeConfig::load(config, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL  config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("ok    config: {}", config.display());
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        eprintln!("shield: cannot start the runtime");
+        return ExitCode::FAILURE;
+    };
+    let lines = rt.block_on(shield_bin::check::run(&cfg));
+    for l in &lines {
+        println!("{l}");
+    }
+    if lines.iter().any(|l| l.level == shield_bin::check::Level::Fail) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `shield demo` runs the demo script of the source tree this binary was built from.
+fn demo(args: &[String]) -> ExitCode {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo.sh");
+    if !script.is_file() {
+        eprintln!(
+            "shield: `shield demo` runs scripts/demo.sh from Shield's source tree, not found at {}",
+            script.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match std::process::Command::new("bash").arg(&script).args(args).status() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => ExitCode::from(u8::try_from(s.code().unwrap_or(1)).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("shield: cannot run {}: {e}", script.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -30,9 +135,16 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let args = Args::parse();
+    if let Some(cmd) = args.cmd {
+        return subcommand(cmd);
+    }
+    let Some(config) = args.config else {
+        eprintln!("shield: a config file is required (shield CONFIG.yml)");
+        return ExitCode::from(2);
+    };
     let env: BTreeMap<String, String> =
         std::env::vars().filter(|(k, _)| k.starts_with("PATRONI_") || k.starts_with("SHIELD_")).collect();
-    let cfg = match NodeConfig::load(&args.config, &env) {
+    let cfg = match NodeConfig::load(&config, &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shield: {e}");
@@ -40,9 +152,9 @@ fn main() -> ExitCode {
         }
     };
     if args.validate_config {
-        println!("{}: ok", args.config.display());
+        println!("{}: ok", config.display());
         for k in &cfg.ignored {
-            println!("{}: note: `{k}` is accepted but not acted on by Shield yet", args.config.display());
+            println!("{}: note: `{k}` is accepted but not acted on by Shield yet", config.display());
         }
         return ExitCode::SUCCESS;
     }
