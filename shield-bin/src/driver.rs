@@ -390,6 +390,12 @@ impl Driver {
                             }
                         }
                     }
+                    Action::SyncSlots { create, drop } => {
+                        if let Err(e) = self.db.sync_slots(&create, &drop).await {
+                            // Retried next cycle: the slots are read again.
+                            tracing::warn!(error = %e, "replication slots: sync failed");
+                        }
+                    }
                     Action::AddVip | Action::RemoveVip => {
                         let adding = action == Action::AddVip;
                         // Never bind past the fencing deadline: the lease may be someone else's.

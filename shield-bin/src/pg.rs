@@ -231,6 +231,9 @@ impl Postgres {
         p.insert("max_wal_senders".into(), "10".into());
         p.insert("max_replication_slots".into(), "10".into());
         p.insert("wal_keep_size".into(), "128MB".into());
+        // A replica whose slot the leader creates a cycle after it connects retries in 1 s, not
+        // PostgreSQL's 5 s.
+        p.insert("wal_retrieve_retry_interval".into(), "1s".into());
         if let Ok(dcs) = self.dcs_parameters.lock() {
             p.extend(dcs.clone());
         }
@@ -259,6 +262,10 @@ impl Postgres {
                 conninfo_quote(&self.cfg.pgpass.display().to_string())
             );
             text.push_str(&format!("# shield upstream: {m}\nprimary_conninfo = {}\n", conf_quote(&info)));
+            if self.use_slots() {
+                let slot = shield_core::slot_name(&self.name);
+                text.push_str(&format!("primary_slot_name = {}\n", conf_quote(&slot)));
+            }
             text.push_str("recovery_target_timeline = 'latest'\n");
             std::fs::write(d.join("standby.signal"), b"").map_err(|e| io("write standby.signal", e))?;
         }
@@ -293,6 +300,11 @@ impl Postgres {
                 .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                 .collect(),
         )
+    }
+
+    /// The cluster's `postgresql.use_slots` (Patroni's default: true).
+    fn use_slots(&self) -> bool {
+        self.cluster.lock().ok().and_then(|v| v.config.as_ref().map(|(c, _)| c.postgresql.use_slots)).unwrap_or(true)
     }
 
     /// The postmaster's pid if it is alive.
@@ -394,7 +406,9 @@ impl Postgres {
                  (SELECT status FROM pg_stat_wal_receiver), \
                  (SELECT timeline_id FROM pg_control_checkpoint()), \
                  pg_postmaster_start_time()::text, current_setting('server_version_num')::int, \
-                 (SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart)";
+                 (SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart), \
+                 (SELECT string_agg(slot_name || ':' || active, ',' ORDER BY slot_name) \
+                    FROM pg_replication_slots WHERE slot_type = 'physical')";
         let row = tokio::time::timeout(STATUS_TIMEOUT, c.query_one(q, &[]))
             .await
             .map_err(|_| PortError::new(ErrorKind::Unreachable, "postgres: status query timed out"))?
@@ -415,6 +429,13 @@ impl Postgres {
             None => self.standby_timeline(started.as_deref(), recv_tl, ckpt_tl).await.map(Timeline),
         };
         st.branched_from = primary_tl.filter(|&tl| tl > 1).and_then(|tl| self.branch_point(tl));
+        st.slots = Some(
+            row.get::<_, Option<String>>(11)
+                .map(|s| {
+                    s.split(',').filter_map(|e| e.rsplit_once(':')).map(|(n, a)| (n.to_owned(), a == "true")).collect()
+                })
+                .unwrap_or_default(),
+        );
         let info = ServerInfo {
             postmaster_start_time: started,
             server_version: row.get::<_, Option<i32>>(9).and_then(|v| u32::try_from(v).ok()),
@@ -602,6 +623,26 @@ fn sql_ident(s: &str) -> String {
 
 #[async_trait]
 impl Database for Postgres {
+    async fn sync_slots(&self, create: &[String], drop: &[String]) -> Result<(), PortError> {
+        let c = self.connect().await?;
+        for name in create {
+            // Reserve WAL at once, so the member's WAL is kept from now on.
+            let q = format!("SELECT pg_create_physical_replication_slot({}, true)", sql_literal(name));
+            c.batch_execute(&q).await.map_err(|e| io(&format!("create slot {name}"), e))?;
+            tracing::info!(slot = %name, "replication slot created");
+        }
+        for name in drop {
+            let q = format!(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE slot_name = {} AND slot_type = 'physical' AND NOT active",
+                sql_literal(name)
+            );
+            c.batch_execute(&q).await.map_err(|e| io(&format!("drop slot {name}"), e))?;
+            tracing::info!(slot = %name, "replication slot dropped");
+        }
+        Ok(())
+    }
+
     async fn status(&self) -> Result<DbStatus, PortError> {
         let mut st = DbStatus::empty();
         let d = self.data();

@@ -127,6 +127,13 @@ pub enum Action {
         /// The leader's WAL position.
         optime: Lsn,
     },
+    /// Create and drop physical replication slots on the running server (quick SQL).
+    SyncSlots {
+        /// Slots to create.
+        create: Vec<String>,
+        /// Slots to drop (never an active one).
+        drop: Vec<String>,
+    },
     /// Append to `history` (plain put of the whole list).
     WriteHistory {
         /// The full new list.

@@ -123,6 +123,10 @@ pub struct DbStatus {
     /// current timeline's history file (what the history key records).
     #[serde(default)]
     pub branched_from: Option<(Timeline, Lsn)>,
+    /// The physical replication slots on the running server, as `(name, active)`; `None` when
+    /// not known (not running, or not read).
+    #[serde(default)]
+    pub slots: Option<Vec<(String, bool)>>,
 }
 
 impl DbStatus {
@@ -139,6 +143,7 @@ impl DbStatus {
             streaming: false,
             busy: None,
             branched_from: None,
+            slots: None,
         }
     }
 

@@ -59,6 +59,7 @@ fn arb_db() -> impl Strategy<Value = DbStatus> {
             busy,
             // An arbitrary switch record, consistent or not with the timeline.
             branched_from: tl.zip(lsn).map(|(t, l)| (Timeline(t / 2), Lsn(l / 2))),
+            slots: up.map(|u| vec![(format!("n{u}"), streaming), ("backup".to_owned(), true)]),
         })
 }
 
@@ -210,6 +211,21 @@ proptest! {
         if let (Some(f), Some(h)) = (d.fence_at, d.next.lease) {
             prop_assert!(d.wake_at <= f);
             prop_assert!(f.0 < h.renewed_sent_at.0 + d.next.config.timing.ttl_ms);
+        }
+    }
+
+    /// Slots in use are never dropped, and existing ones are not created again.
+    #[test]
+    fn never_drops_an_active_slot(st in arb_state(), o in arb_obs()) {
+        let d = decide(&st, &o);
+        for a in &d.actions {
+            if let Action::SyncSlots { drop, create } = a {
+                let slots = o.db.slots.clone().unwrap_or_default();
+                for n in drop {
+                    prop_assert!(slots.iter().any(|(s, active)| s == n && !active), "dropped {n} from {slots:?}");
+                }
+                prop_assert!(create.iter().all(|c| !slots.iter().any(|(s, _)| s == c)), "created an existing slot");
+            }
         }
     }
 

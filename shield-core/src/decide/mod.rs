@@ -323,6 +323,7 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
         cx.push(Action::RemoveVip);
         cx.st.vip_bound = false;
     }
+    sync_slots(cx, view);
     if let Some(r) = requests(cx, view) {
         reason = r;
     }
@@ -346,6 +347,58 @@ fn situation(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
         follower::leaderless_key(cx)
     } else {
         unlocked::race(cx, view)
+    }
+}
+
+/// Patroni's slot name for a member: lowercase, anything but `[a-z0-9_]` replaced by `_`.
+pub fn slot_name(member: &MemberName) -> String {
+    member
+        .as_str()
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' { c } else { '_' })
+        .collect()
+}
+
+/// Physical replication slots, as Patroni keeps them (`use_slots`): on the leader one per member
+/// that streams from it, on a replica one per member that cascades from it (`replicatefrom`), so
+/// the upstream keeps the WAL its downstreams still need. Other physical slots are dropped (a
+/// member that left, a demoted primary's), as Patroni does, but never an active one. Nothing
+/// happens while a database task runs, or with `use_slots: false`.
+fn sync_slots(cx: &mut Ctx<'_>, view: &ClusterView) {
+    let db = &cx.obs.db;
+    let Some(existing) = &db.slots else { return };
+    if !cx.st.config.postgresql.use_slots {
+        // Slots are then the operator's business: none created, none dropped.
+        return;
+    }
+    if db.busy.is_some() || cx.actions.iter().any(|a| matches!(a, Action::RunDbTask { .. } | Action::StopDb { .. })) {
+        return;
+    }
+    let me = cx.me();
+    let leader = view.leader_name();
+    let am_leader = leader == Some(me) && db.is_running_primary();
+    let streams_from_me = |m: &crate::cluster::Member| match &m.data.tags.replicatefrom {
+        Some(r) if view.members.get(r).is_some_and(|u| u.data.state == "running") && *r != m.name => r == me,
+        _ => leader == Some(me),
+    };
+    let replica = leader.is_some_and(|l| l != me) && db.is_running_replica();
+    let want: std::collections::BTreeSet<String> = if am_leader || replica {
+        view.members
+            .values()
+            .filter(|m| m.name != *me && streams_from_me(m))
+            .map(|m| slot_name(&m.name))
+            .filter(|s| *s != slot_name(me))
+            .collect()
+    } else {
+        Default::default()
+    };
+    let have: std::collections::BTreeSet<&str> = existing.iter().map(|(n, _)| n.as_str()).collect();
+    let create: Vec<String> = want.iter().filter(|w| !have.contains(w.as_str())).cloned().collect();
+    let drop: Vec<String> =
+        existing.iter().filter(|(n, active)| !*active && !want.contains(n)).map(|(n, _)| n.clone()).collect();
+    if !create.is_empty() || !drop.is_empty() {
+        cx.push(Action::SyncSlots { create, drop });
     }
 }
 

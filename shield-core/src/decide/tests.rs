@@ -410,6 +410,46 @@ fn only_the_lock_holder_keeps_the_vip_and_failures_are_retried() {
 }
 
 #[test]
+fn slots_follow_the_members_that_stream_from_this_node() {
+    let sync = |acts: &[Action]| {
+        acts.iter().find_map(|a| match a {
+            Action::SyncSlots { create, drop } => Some((create.clone(), drop.clone())),
+            _ => None,
+        })
+    };
+    let mut cascading = member(MemberRole::Replica, "running", 900, 1);
+    cascading.tags.replicatefrom = Some(n("b"));
+    let v = || {
+        ViewB::new()
+            .leader("a")
+            .status(1_000)
+            .member("b", member(MemberRole::Replica, "running", 900, 1))
+            .member("Node-C", member(MemberRole::Replica, "running", 900, 1))
+            .member("d", cascading.clone())
+    };
+    // The leader: one slot per member streaming from it (not d, which cascades from b); a slot
+    // of a member that left goes, an active one stays whatever it is.
+    let mut db = db_primary(1_000, 1);
+    db.slots = Some(vec![("b".into(), true), ("gone".into(), false), ("backup".into(), true)]);
+    let (acts, _, _) = run(&leader_state("a"), &obs(v(), db.clone()));
+    assert_eq!(sync(&acts), Some((vec!["node_c".to_owned()], vec!["gone".to_owned()])), "{acts:?}");
+    // Everything in place: nothing to do.
+    db.slots = Some(vec![("b".into(), true), ("node_c".into(), true)]);
+    let (acts, _, _) = run(&leader_state("a"), &obs(v(), db));
+    assert_eq!(sync(&acts), None);
+    // Replica b keeps a slot for d, which cascades from it, and drops a demoted primary's slots.
+    let mut db = db_replica(900, 1, Some("a"));
+    db.slots = Some(vec![("node_c".into(), false)]);
+    let (acts, _, _) = run(&state("b"), &obs(v(), db.clone()));
+    assert_eq!(sync(&acts), Some((vec!["d".to_owned()], vec!["node_c".to_owned()])), "{acts:?}");
+    // use_slots: false leaves slots alone.
+    let mut cfg = DynamicConfig::default();
+    cfg.postgresql.use_slots = false;
+    let (acts, _, _) = run(&state("b"), &obs(v().config(cfg), db));
+    assert_eq!(sync(&acts), None);
+}
+
+#[test]
 fn history_records_the_servers_own_switch_point() {
     let mut st = leader_state("a");
     st.promoted_from = Some((Timeline(1), Lsn(900)));

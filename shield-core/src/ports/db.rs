@@ -19,4 +19,7 @@ pub trait Database: Send + Sync {
 
     /// Stops the postmaster now. With [`StopMode::Immediate`] this must not wait on clients.
     async fn stop(&self, mode: StopMode) -> Result<(), PortError>;
+
+    /// Creates and drops physical replication slots on the running server (quick).
+    async fn sync_slots(&self, create: &[String], drop: &[String]) -> Result<(), PortError>;
 }

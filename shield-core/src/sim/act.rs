@@ -163,6 +163,8 @@ impl World {
                 self.start_task(i, task);
                 None
             }
+            // Not modelled (the simulated databases report no slots, so decide() asks for none).
+            Action::SyncSlots { .. } => None,
             Action::ArmWatchdog => {
                 self.feed_watchdog(i, self.now);
                 None

@@ -125,6 +125,8 @@ impl SimDb {
             streaming: self.streaming,
             busy: self.task.as_ref().map(|t| t.task.clone()),
             branched_from: d.filter(|_| self.writable()).and_then(|d| d.history.last().copied()),
+            // Slots are not modelled: no slot actions in the simulation.
+            slots: None,
         }
     }
 
