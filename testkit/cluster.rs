@@ -510,13 +510,18 @@ pub async fn cluster_on(consul: bool) -> Option<Cluster> {
 
 /// Three nodes on the given DCS, bootstrapped and streaming.
 pub async fn cluster_with(dcs: TestDcs) -> Option<Cluster> {
+    cluster_edited(dcs, |_, config| config).await
+}
+
+/// Three nodes whose configs `edit` changes first, bootstrapped and streaming.
+pub async fn cluster_edited(dcs: TestDcs, edit: impl Fn(&Node, String) -> String) -> Option<Cluster> {
     let pg_bin = pg_bindir()?;
     let (uid, gid) = run_as()?;
     let root = tempfile::tempdir().expect("temp dir");
     let _ = std::os::unix::fs::chown(root.path(), Some(uid), Some(gid));
     let mut nodes: Vec<Node> = (0..3).map(|i| new_node(root.path(), &format!("node{i}"), uid, gid)).collect();
     for n in &mut nodes {
-        std::fs::write(n.dir.join("shield.yml"), n.config_with(&dcs.section(), &pg_bin)).expect("config");
+        std::fs::write(n.dir.join("shield.yml"), edit(n, n.config_with(&dcs.section(), &pg_bin))).expect("config");
         n.start();
     }
     let primary = one_writable("one writable node", Duration::from_secs(90), &nodes, None).await;

@@ -171,11 +171,15 @@ impl TestCerts {
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key")).expect("CA cert");
         let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).expect("write PEM");
         write("ca.pem", ca.pem());
-        for (who, purpose) in
-            [("server", ExtendedKeyUsagePurpose::ServerAuth), ("client", ExtendedKeyUsagePurpose::ClientAuth)]
-        {
+        let both = || vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        for (who, purposes) in [
+            ("server", vec![ExtendedKeyUsagePurpose::ServerAuth]),
+            ("client", vec![ExtendedKeyUsagePurpose::ClientAuth]),
+            // A member's REST certificate: it serves, and it is presented to other members.
+            ("node", both()),
+        ] {
             let mut p = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
-            p.extended_key_usages = vec![purpose];
+            p.extended_key_usages = purposes;
             let key = KeyPair::generate().expect("key");
             let cert = p.signed_by(&key, &ca).expect("sign");
             write(&format!("{who}.pem"), cert.pem());

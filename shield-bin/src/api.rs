@@ -100,6 +100,8 @@ pub struct ApiState {
     pub scheduled_restart: Mutex<Option<ScheduledRestart>>,
     /// A configuration reload was asked for (SIGHUP or `POST /reload`).
     pub reload_requested: std::sync::atomic::AtomicBool,
+    /// Who may send unsafe requests (`restapi.allowlist`, `verify_client`).
+    pub access: Mutex<crate::serve::Access>,
 }
 
 /// What a request's asker hears back: `Ok` when done (a restart: PostgreSQL is back), or why not.
@@ -135,6 +137,7 @@ impl ApiState {
             requests: Mutex::new(Vec::new()),
             scheduled_restart: Mutex::new(None),
             reload_requested: std::sync::atomic::AtomicBool::new(false),
+            access: Mutex::new(crate::serve::Access::default()),
         }
     }
 

@@ -375,6 +375,10 @@ pub struct NodeConfig {
     pub api_connect: String,
     /// Basic auth for unsafe REST methods.
     pub api_auth: Option<Credentials>,
+    /// REST API TLS (`restapi.certfile`, `keyfile`, `cafile`, `verify_client`).
+    pub api_tls: Option<ApiTls>,
+    /// Who may send unsafe REST requests (`restapi.allowlist`, `allowlist_include_members`).
+    pub api_access: crate::serve::Access,
     /// The DCS.
     pub dcs: DcsSettings,
     /// `bootstrap.dcs`.
@@ -520,18 +524,7 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
             return Err(err(file, format!("`{k}`: this DCS is not supported by Shield; use etcd3 or consul")));
         }
     }
-    let r = &raw.restapi;
-    for (k, set) in [
-        ("restapi.certfile", r.certfile.is_some()),
-        ("restapi.keyfile", r.keyfile.is_some()),
-        ("restapi.cafile", r.cafile.is_some()),
-        ("restapi.verify_client", r.verify_client.is_some()),
-        ("restapi.allowlist", r.allowlist.is_some()),
-    ] {
-        if set {
-            return Err(err(file, format!("`{k}`: REST API TLS and allowlists are not implemented in Shield yet")));
-        }
-    }
+    let (api_tls, api_access) = rest_security(file, &raw.restapi)?;
     let mut ignored = Vec::new();
     for (k, set) in [
         ("log", raw.log.is_some()),
@@ -613,6 +606,8 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         api_listen,
         api_connect: raw.restapi.connect_address,
         api_auth,
+        api_tls,
+        api_access,
         dcs,
         bootstrap_dcs,
         initdb_args,
@@ -658,6 +653,80 @@ fn scripts(file: &Path, raw: &RawPostgresql) -> Result<crate::callbacks::Scripts
         before_stop: one("before_stop", &raw.before_stop)?,
         timeout,
     })
+}
+
+/// The REST API's TLS files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTls {
+    /// `certfile` (PEM chain).
+    pub cert: PathBuf,
+    /// `keyfile` (PEM; defaults to `certfile`, which may hold both, as in Patroni).
+    pub key: PathBuf,
+    /// `cafile`: clients' CA, and the CA Shield trusts when it calls other members.
+    pub ca: Option<PathBuf>,
+    /// `verify_client`.
+    pub verify: crate::tls::VerifyClient,
+}
+
+fn rest_security(file: &Path, r: &RawRestApi) -> Result<(Option<ApiTls>, crate::serve::Access), ConfigFileError> {
+    use crate::tls::VerifyClient;
+    if r.keyfile_password.is_some() {
+        return Err(err(
+            file,
+            "`restapi.keyfile_password`: encrypted keys are not supported; give an unencrypted keyfile",
+        ));
+    }
+    let verify = match r.verify_client.as_deref() {
+        None | Some("none") => VerifyClient::None,
+        Some("optional") => VerifyClient::Optional,
+        Some("required") => VerifyClient::Required,
+        Some(v) => return Err(err(file, format!("`restapi.verify_client`: {v:?} is not none, optional or required"))),
+    };
+    let tls = match (&r.certfile, &r.keyfile) {
+        (None, None) => {
+            if verify != VerifyClient::None || r.cafile.is_some() {
+                return Err(err(file, "`restapi.verify_client`/`cafile` need `restapi.certfile` (TLS)"));
+            }
+            None
+        }
+        (None, Some(_)) => return Err(err(file, "`restapi.keyfile` needs `restapi.certfile`")),
+        (Some(c), k) => {
+            if r.cafile.is_none() {
+                return Err(err(
+                    file,
+                    "`restapi.certfile` needs `restapi.cafile`: the CA members verify each other's API certificates with",
+                ));
+            }
+            Some(ApiTls {
+                cert: PathBuf::from(c),
+                key: PathBuf::from(k.as_deref().unwrap_or(c)),
+                ca: r.cafile.as_deref().map(PathBuf::from),
+                verify,
+            })
+        }
+    };
+    let mut allowlist = Vec::new();
+    for entry in r.allowlist.iter().flatten() {
+        match crate::serve::Cidr::parse(entry) {
+            Ok(c) => allowlist.push(c),
+            // A host name: its addresses now (at start-up and on reload), as Patroni resolves it.
+            Err(_) => {
+                use std::net::ToSocketAddrs as _;
+                let addrs = (entry.as_str(), 0).to_socket_addrs().map_err(|e| {
+                    err(file, format!("`restapi.allowlist`: {entry:?} is not an address, network or known host: {e}"))
+                })?;
+                for a in addrs {
+                    allowlist.push(crate::serve::Cidr::parse(&a.ip().to_string()).map_err(|e| err(file, e))?);
+                }
+            }
+        }
+    }
+    let access = crate::serve::Access {
+        allowlist,
+        include_members: r.allowlist_include_members.unwrap_or(false),
+        cert_for_unsafe: verify == VerifyClient::Optional,
+    };
+    Ok((tls, access))
 }
 
 fn vip_settings(file: &Path, raw: &RawVip) -> Result<crate::vip::VipSettings, ConfigFileError> {

@@ -143,7 +143,8 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     let mut settings = NodeSettings::new(cfg.name.clone());
     settings.tags = cfg.tags.clone();
     settings.conn_url = Some(format!("postgres://{}/postgres", cfg.pg.connect_address));
-    settings.api_url = Some(format!("http://{}/patroni", cfg.api_connect));
+    let scheme = if cfg.api_tls.is_some() { "https" } else { "http" };
+    settings.api_url = Some(format!("{scheme}://{}/patroni", cfg.api_connect));
     settings.bootstrap_config = cfg.bootstrap_dcs.clone();
     let watchdog = watchdog(&cfg.watchdog)?;
     settings.watchdog = if watchdog.is_some() { cfg.watchdog.mode } else { shield_core::WatchdogMode::Off };
@@ -167,12 +168,26 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .map_err(|e| format!("`restapi.listen` {}: {e}", cfg.api_listen))?;
-    let app = crate::api::router(api.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "REST API stopped");
+    crate::serve::set_access(&api, cfg.api_access.clone());
+    let server_tls = match &cfg.api_tls {
+        Some(t) => {
+            let server = crate::tls::server_config(&t.cert, &t.key, t.ca.as_deref(), t.verify)
+                .map_err(|e| format!("`restapi` TLS: {e}"))?;
+            // Calls to other members' APIs trust `cafile`, and present our certificate where
+            // members require client certificates.
+            if let Some(ca) = &t.ca {
+                let identity =
+                    (t.verify == crate::tls::VerifyClient::Required).then_some((t.cert.as_path(), t.key.as_path()));
+                crate::tls::set_client(
+                    crate::tls::client_config(ca, identity).map_err(|e| format!("`restapi.cafile`: {e}"))?,
+                );
+            }
+            Some(server)
         }
-    });
+        None => None,
+    };
+    let app = crate::api::router(api.clone());
+    tokio::spawn(crate::serve::serve(listener, app, api.clone(), server_tls));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(signals(stop_tx, api.clone()));
     let journal_path = cfg.pg.data_dir.with_extension("journal.jsonl");

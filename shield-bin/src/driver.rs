@@ -517,7 +517,14 @@ impl Driver {
             let name = m.name.clone();
             let tags = m.data.tags.clone();
             set.spawn(async move {
-                let body = crate::http::get_json(&url, Duration::from_secs(1)).await.ok()?;
+                let body = match crate::http::get_json(&url, Duration::from_secs(1)).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Down members are expected in a race; a TLS or auth mistake shows here.
+                        tracing::info!(member = %name, error = %e, "peer probe failed");
+                        return None;
+                    }
+                };
                 let role = body.get("role").and_then(Value::as_str).unwrap_or_default();
                 let state = body.get("state").and_then(Value::as_str).unwrap_or_default();
                 let x = body.get("xlog");
@@ -570,6 +577,7 @@ impl Driver {
             ("postgresql.bin_dir", old.pg.bin_dir != new.pg.bin_dir),
             ("postgresql.listen", old.pg.port != new.pg.port || old.pg.listen_host != new.pg.listen_host),
             ("watchdog", old.watchdog != new.watchdog),
+            ("restapi TLS", old.api_tls != new.api_tls),
         ];
         for (key, changed) in fixed {
             if changed {
@@ -580,6 +588,7 @@ impl Driver {
         if let Ok(mut a) = self.api.auth.lock() {
             *a = new.api_auth.clone();
         }
+        crate::serve::set_access(&self.api, new.api_access.clone());
         let params_changed = old.pg.parameters != new.pg.parameters;
         self.db.set_local_parameters(new.pg.parameters.clone());
         if old.scripts != new.scripts {

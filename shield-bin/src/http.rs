@@ -34,11 +34,28 @@ pub async fn request(
 ) -> Result<Answer, String> {
     use base64::Engine as _;
     use http_body_util::Full;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    if uri.scheme_str() == Some("https") {
-        return Err(format!("{url}: REST calls over https are not supported by this client yet"));
-    }
+    let client = match (uri.scheme_str(), crate::tls::client()) {
+        (Some("https"), None) => {
+            return Err(format!("{url}: https needs a CA to trust (restapi.cafile, or ctl.cacert for shieldctl)"))
+        }
+        (_, Some(tls)) => {
+            let conn = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*tls).clone())
+                .https_or_http()
+                .enable_http1()
+                .build();
+            Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(conn)
+        }
+        (_, None) => {
+            let conn = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(plain_only())
+                .https_or_http()
+                .enable_http1()
+                .build();
+            Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(conn)
+        }
+    };
     let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| format!("{method}: {e}"))?;
     let mut req = hyper::Request::builder().method(method).uri(uri);
     if let Some((user, password)) = auth {
@@ -60,4 +77,13 @@ pub async fn request(
         Ok(Answer { status, body: String::from_utf8_lossy(&body).into_owned() })
     };
     tokio::time::timeout(timeout, run).await.map_err(|_| format!("{url}: no answer within {timeout:?}"))?
+}
+
+/// A client config for the plain-HTTP case: one connector type for both schemes; https URLs are
+/// refused before it could be used.
+fn plain_only() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+        .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
 }

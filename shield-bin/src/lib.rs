@@ -20,5 +20,7 @@ pub mod metrics;
 pub mod pg;
 pub mod pgwire;
 pub mod sdnotify;
+pub mod serve;
+pub mod tls;
 pub mod vip;
 pub mod watchdog;

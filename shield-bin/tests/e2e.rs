@@ -411,3 +411,79 @@ async fn systemd_notifications() {
     }
     assert!(stopping, "STOPPING=1 on SIGTERM");
 }
+
+/// The REST API over TLS with client certificates required: members probe each other over https
+/// in the leader race, and a node crash fails over as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_rest_api_with_client_certificates() {
+    let _serial = SERIAL.lock().await;
+    let certs = servers::TestCerts::generate();
+    // The nodes run as the unprivileged user: let it read the test certificates.
+    let _ = std::fs::set_permissions(certs.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    for f in ["ca.pem", "node.pem", "node-key.pem"] {
+        let _ = std::fs::set_permissions(certs.path(f), std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    }
+    let tls = format!(
+        "  certfile: {}\n  keyfile: {}\n  cafile: {}\n  verify_client: required\n",
+        certs.path("node.pem").display(),
+        certs.path("node-key.pem").display(),
+        certs.path("ca.pem").display()
+    );
+    let Some(dcs) = servers::EtcdCluster::start(1).map(TestDcs::Etcd) else { return };
+    let Some(mut c) = cluster_edited(dcs, |n, config| {
+        let at = format!("  connect_address: 127.0.0.1:{}\n", n.api_port);
+        config.replacen(&at, &format!("{at}{tls}"), 1)
+    })
+    .await
+    else {
+        return;
+    };
+    let p = c.primary;
+    // Plain HTTP gets nothing; https with the CA and a client certificate gets the status.
+    assert_eq!(http_status(c.nodes[p].api_port, "/patroni").await, 0, "plain HTTP answered on a TLS port");
+    shield_bin::tls::set_client(
+        shield_bin::tls::client_config(
+            &certs.path("ca.pem"),
+            Some((&certs.path("client.pem"), &certs.path("client-key.pem"))),
+        )
+        .expect("client TLS"),
+    );
+    let url = format!("https://127.0.0.1:{}/patroni", c.nodes[p].api_port);
+    let status = shield_bin::http::get_json(&url, Duration::from_secs(3)).await.expect("https status");
+    assert_eq!(status["role"], "primary", "{status}");
+    // shieldctl's REST calls go over https too, with ctl.cacert and its client certificate.
+    let ctl_cfg = c.root.path().join("ctl.yml");
+    let ctl_text = format!(
+        "scope: e2e\n{}ctl:\n  cacert: {}\n  certfile: {}\n  keyfile: {}\n",
+        c.dcs.section(),
+        certs.path("ca.pem").display(),
+        certs.path("client.pem").display(),
+        certs.path("client-key.pem").display()
+    );
+    std::fs::write(&ctl_cfg, ctl_text).expect("ctl config");
+    let r = (p + 1) % 3;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shieldctl"))
+        .arg("-c")
+        .arg(&ctl_cfg)
+        .args(["restart", "e2e", &c.nodes[r].name, "--force"])
+        .output()
+        .expect("shieldctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("Success: restart on member {}", c.nodes[r].name)),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the restarted replica to stream again", Duration::from_secs(30), || {
+        replicas_stream_from(&c.nodes, p, "boot")
+    })
+    .await;
+    // A crash: the race probes peers over https with the members' certificates.
+    c.nodes[p].crash();
+    let q = one_writable("a new primary", Duration::from_secs(30), &c.nodes, Some(p)).await;
+    let log = c.nodes[q].log();
+    assert!(log.contains("promoted self to leader"), "{log}");
+    let failed: Vec<&str> =
+        log.lines().filter(|l| l.contains("peer probe failed") && !l.contains(&c.nodes[p].name)).collect();
+    assert!(failed.is_empty(), "probes of live members failed: {failed:?}");
+}

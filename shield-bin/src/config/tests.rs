@@ -126,6 +126,39 @@ fn scripts_are_split_and_checked() {
 }
 
 #[test]
+fn rest_api_tls_and_allowlist() {
+    let rest = |extra: &str| {
+        PATRONI.replace("  connect_address: 127.0.0.1:8008\n", &format!("  connect_address: 127.0.0.1:8008\n{extra}"))
+    };
+    let c = parse(&rest(
+        "  certfile: /etc/ssl/api.pem\n  cafile: /etc/ssl/ca.pem\n  verify_client: optional\n  allowlist: [10.0.0.0/8, 127.0.0.1]\n  allowlist_include_members: true\n",
+    ))
+    .expect("valid");
+    let t = c.api_tls.expect("TLS");
+    assert_eq!(
+        (t.cert.to_str(), t.key.to_str()),
+        (Some("/etc/ssl/api.pem"), Some("/etc/ssl/api.pem")),
+        "key defaults to certfile"
+    );
+    assert_eq!(t.verify, crate::tls::VerifyClient::Optional);
+    assert_eq!(c.api_access.allowlist.len(), 2);
+    assert!(c.api_access.include_members && c.api_access.cert_for_unsafe);
+    assert!(parse(PATRONI).expect("valid").api_tls.is_none());
+    for (bad, names) in [
+        ("  verify_client: required\n", "need `restapi.certfile`"),
+        ("  certfile: /x.pem\n  verify_client: required\n", "needs `restapi.cafile`"),
+        ("  certfile: /x.pem\n", "needs `restapi.cafile`"),
+        ("  certfile: /x.pem\n  cafile: /ca.pem\n  verify_client: sometimes\n", "none, optional or required"),
+        ("  keyfile: /k.pem\n", "needs `restapi.certfile`"),
+        ("  certfile: /x.pem\n  cafile: /ca.pem\n  keyfile_password: s3cret\n", "encrypted keys"),
+        ("  allowlist: [10.0.0.0/40]\n", "restapi.allowlist"),
+    ] {
+        let e = parse(&rest(bad)).expect_err(bad);
+        assert!(e.to_string().contains(names), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn watchdog_section() {
     let c = parse(&PATRONI.replace("  mode: off", "  mode: required\n  device: /dev/watchdog1\n  safety_margin: 1.5"))
         .expect("valid");

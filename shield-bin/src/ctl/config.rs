@@ -18,6 +18,9 @@ pub struct CtlConfig {
     pub dcs: DcsSettings,
     /// Basic auth for unsafe REST calls: `ctl.authentication`, else `restapi.authentication`.
     pub auth: Option<(String, String)>,
+    /// For REST calls over https: the CA to trust (`ctl.cacert`, else `restapi.cafile`) and the
+    /// client certificate and key to present (`ctl.certfile`, `ctl.keyfile`).
+    pub tls: Option<(PathBuf, Option<(PathBuf, PathBuf)>)>,
 }
 
 /// The file's sections shieldctl reads; everything else in a node config is ignored here.
@@ -43,6 +46,8 @@ struct RawCtlFile {
 struct RawRestAuth {
     #[serde(default)]
     authentication: Option<RawAuth>,
+    #[serde(default)]
+    cafile: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,21 +76,37 @@ impl CtlConfig {
         let raw: RawCtlFile = serde_yaml_ng::from_str::<Option<RawCtlFile>>(text)
             .map_err(|e| format!("{}: {e}", file.display()))?
             .unwrap_or_default();
-        if let Some(c) = &raw.ctl {
-            if c.cacert.is_some() || c.certfile.is_some() || c.keyfile.is_some() || c.insecure == Some(true) {
-                return Err(format!(
-                    "{}: `ctl` TLS settings: shieldctl does not make REST calls over https yet",
-                    file.display()
-                ));
-            }
+        let ctl = raw.ctl.as_ref();
+        if ctl.and_then(|c| c.insecure) == Some(true) {
+            return Err(format!(
+                "{}: `ctl.insecure`: shieldctl always verifies the REST API's certificate; give `ctl.cacert`",
+                file.display()
+            ));
         }
+        let ca = ctl.and_then(|c| c.cacert.clone()).or_else(|| raw.restapi.as_ref().and_then(|r| r.cafile.clone()));
+        let identity = match (ctl.and_then(|c| c.certfile.clone()), ctl.and_then(|c| c.keyfile.clone())) {
+            (Some(c), k) => Some((PathBuf::from(&c), PathBuf::from(k.unwrap_or(c)))),
+            (None, Some(_)) => return Err(format!("{}: `ctl.keyfile` needs `ctl.certfile`", file.display())),
+            (None, None) => None,
+        };
+        let tls = match (ca, identity) {
+            (Some(ca), identity) => Some((PathBuf::from(ca), identity)),
+            (None, Some(_)) => return Err(format!("{}: `ctl.certfile` needs `ctl.cacert`", file.display())),
+            (None, None) => None,
+        };
         let dcs = dcs_settings(file, raw.etcd3.or(raw.etcd), raw.consul).map_err(|e| e.to_string())?;
         let auth = raw
             .ctl
             .and_then(|c| c.authentication)
             .or_else(|| raw.restapi.and_then(|r| r.authentication))
             .map(|a| (a.username, a.password));
-        Ok(CtlConfig { scope: raw.scope, namespace: raw.namespace.unwrap_or_else(|| "/service".to_owned()), dcs, auth })
+        Ok(CtlConfig {
+            scope: raw.scope,
+            namespace: raw.namespace.unwrap_or_else(|| "/service".to_owned()),
+            dcs,
+            auth,
+            tls,
+        })
     }
 
     /// Parses `--dcs-url`: `etcd3://host:port[,host:port..][/namespace]`, `etcd://...` or
@@ -124,7 +145,7 @@ impl CtlConfig {
             },
             other => return Err(format!("--dcs-url {url:?}: unknown DCS {other:?}; use etcd3:// or consul://")),
         };
-        Ok(CtlConfig { scope: None, namespace, dcs, auth: None })
+        Ok(CtlConfig { scope: None, namespace, dcs, auth: None, tls: None })
     }
 }
 
@@ -160,5 +181,23 @@ mod tests {
         assert!(CtlConfig::from_url("zk://h:1").is_err());
         assert!(CtlConfig::from_url("etcd3://nohost").is_err());
         assert!(CtlConfig::from_url("127.0.0.1:2379").is_err());
+    }
+
+    #[test]
+    fn https_settings_for_rest_calls() {
+        let base = "scope: x\netcd3:\n  host: 127.0.0.1:2379\n";
+        let c = CtlConfig::parse(
+            Path::new("p.yml"),
+            &format!("{base}ctl:\n  cacert: /ca.pem\n  certfile: /c.pem\n  keyfile: /k.pem\n"),
+        )
+        .expect("valid");
+        assert_eq!(c.tls, Some((PathBuf::from("/ca.pem"), Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem"))))));
+        // restapi.cafile serves when ctl has none (a node's own config file).
+        let c = CtlConfig::parse(Path::new("p.yml"), &format!("{base}restapi:\n  cafile: /ca.pem\n")).expect("valid");
+        assert_eq!(c.tls, Some((PathBuf::from("/ca.pem"), None)));
+        let e = CtlConfig::parse(Path::new("p.yml"), &format!("{base}ctl:\n  insecure: true\n")).expect_err("insecure");
+        assert!(e.contains("ctl.insecure"), "{e}");
+        let e = CtlConfig::parse(Path::new("p.yml"), &format!("{base}ctl:\n  certfile: /c.pem\n")).expect_err("no CA");
+        assert!(e.contains("needs `ctl.cacert`"), "{e}");
     }
 }

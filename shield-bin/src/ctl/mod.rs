@@ -304,10 +304,11 @@ impl Ctx {
                     if let Ok(f) = CtlConfig::parse(&file, &text) {
                         cfg.scope = f.scope;
                         cfg.auth = f.auth;
+                        cfg.tls = f.tls;
                     }
                 }
             }
-            return Ok(Ctx { cfg });
+            return Ctx::with(cfg);
         }
         let Some(file) = config_file(cli) else {
             return Err(
@@ -315,7 +316,16 @@ impl Ctx {
             );
         };
         let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        Ok(Ctx { cfg: CtlConfig::parse(&file, &text)? })
+        Ctx::with(CtlConfig::parse(&file, &text)?)
+    }
+
+    /// Settles the process's TLS client for https REST calls, then the context.
+    fn with(cfg: CtlConfig) -> Result<Ctx, String> {
+        if let Some((ca, identity)) = &cfg.tls {
+            let identity = identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+            crate::tls::set_client(crate::tls::client_config(ca, identity).map_err(|e| format!("ctl TLS: {e}"))?);
+        }
+        Ok(Ctx { cfg })
     }
 
     /// The named cluster, or the config's scope.
