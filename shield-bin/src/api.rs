@@ -605,7 +605,8 @@ async fn restart(State(s): State<Shared>, headers: HeaderMap, body: String) -> R
         return text(StatusCode::SERVICE_UNAVAILABLE, "a database task is already in progress");
     }
     if !matches!(db.map(|d| d.process), Some(DbProcess::Running { .. })) {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "PostgreSQL is not running");
+        let seen = db.map_or("not observed yet".to_owned(), |d| format!("{:?}", d.process).to_lowercase());
+        return text(StatusCode::SERVICE_UNAVAILABLE, format!("PostgreSQL is not running (last seen: {seen})"));
     }
     match ask(&s, shield_core::Request::Restart, Duration::from_secs(timeout_s)).await {
         Some(Ok(())) => text(StatusCode::OK, "restarted successfully"),

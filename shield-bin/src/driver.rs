@@ -137,6 +137,7 @@ impl Driver {
         let mut cycles: u64 = 0;
         // Who waits for the running restart (`POST /restart`) to finish.
         let mut restart_waiters: Vec<crate::api::Reply> = Vec::new();
+        let mut status_failing = false;
         loop {
             cycles += 1;
             // ---- observe -------------------------------------------------------------------
@@ -192,13 +193,27 @@ impl Driver {
                 }
                 Ok(Err(_)) | Err(_) => DcsView::Unreachable { since: *unreachable_since.get_or_insert(sent) },
             };
-            let mut db = match tokio::time::timeout(Duration::from_secs(5), self.db.status()).await {
-                Ok(Ok(s)) => s,
-                _ => DbStatus {
-                    process: DbProcess::Unknown,
-                    data_dir: DataDir::Invalid("status did not answer".into()),
-                    ..DbStatus::empty()
-                },
+            let status = tokio::time::timeout(Duration::from_secs(5), self.db.status()).await;
+            let mut db = match status {
+                Ok(Ok(s)) => {
+                    status_failing = false;
+                    s
+                }
+                failed => {
+                    // Once per spell of failures: the database then shows as "unknown".
+                    if !std::mem::replace(&mut status_failing, true) {
+                        let why = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "no answer within 5 s".to_owned(),
+                        };
+                        tracing::warn!(error = %why, "database status unavailable");
+                    }
+                    DbStatus {
+                        process: DbProcess::Unknown,
+                        data_dir: DataDir::Invalid("status did not answer".into()),
+                        ..DbStatus::empty()
+                    }
+                }
             };
             db.busy = running.as_ref().map(|r| r.task.clone());
             let role = match db.process {

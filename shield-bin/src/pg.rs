@@ -46,6 +46,8 @@ pub struct Postgres {
     replay_tl_warned: std::sync::atomic::AtomicBool,
     /// The current timeline and where it branched off, as last read from its history file.
     branch: Mutex<Option<(u32, (Timeline, Lsn))>>,
+    /// The status query failed last time (logged once per spell).
+    live_failing: std::sync::atomic::AtomicBool,
 }
 
 /// The last entry of a timeline history file (`<parent tli>\t<switch lsn>\t<reason>` lines).
@@ -124,6 +126,7 @@ impl Postgres {
             replay_tl: Mutex::new(None),
             replay_tl_warned: std::sync::atomic::AtomicBool::new(false),
             branch: Mutex::new(None),
+            live_failing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -690,9 +693,14 @@ impl Database for Postgres {
             None => DbProcess::Crashed,
             Some(_) => {
                 match self.live_status(&mut st).await {
-                    Ok(()) => {}
-                    // Running but not answering: starting, or hung.
-                    Err(_) => st.process = DbProcess::Starting,
+                    Ok(()) => self.live_failing.store(false, std::sync::atomic::Ordering::Relaxed),
+                    // Running but not answering: starting, or hung. Said once per spell.
+                    Err(e) => {
+                        if !self.live_failing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::info!(error = %e, "PostgreSQL runs but its status query failed; counted as starting");
+                        }
+                        st.process = DbProcess::Starting;
+                    }
                 }
                 st.process
             }

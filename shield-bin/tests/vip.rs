@@ -130,6 +130,20 @@ fn through_vip(net: &Net, pg_bin: &Path) -> Option<(bool, String)> {
     Some((rec == "t", dir.to_owned()))
 }
 
+/// Whether host `i`'s database streams from its upstream (asked on the host itself).
+fn streams(net: &Net, i: usize, pg_bin: &Path) -> bool {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.ns(&format!("h{i}"))])
+        .arg(pg_bin.join("psql"))
+        .args(["-h", &host_ip(i), "-p", "5432", "-U", "postgres", "-d", "postgres", "-Atc"])
+        .arg("SELECT status FROM pg_stat_wal_receiver")
+        .env("PGPASSWORD", "su-pass")
+        .env("PGCONNECT_TIMEOUT", "2")
+        .stderr(Stdio::null())
+        .output();
+    out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "streaming")
+}
+
 /// The node whose data directory the client reached through the VIP, if it is a primary.
 async fn primary_via_vip(net: &Net, pg_bin: &Path, nodes: &[Node]) -> Option<usize> {
     let (in_recovery, dir) = through_vip(net, pg_bin)?;
@@ -267,6 +281,13 @@ async fn vip_follows_the_primary_across_crash_and_partition() {
     .await;
     assert_eq!(reached, q);
     nodes[p].start();
+
+    // Both replicas stream from the new primary before the next fault.
+    wait_for("both replicas to stream from the new primary", Duration::from_secs(60), || async {
+        let streaming = (0..3).filter(|&i| i != q && streams(&net, i, &pg_bin)).count();
+        (streaming == 2).then_some(())
+    })
+    .await;
 
     // ---- partition: the old primary drops the VIP before the new one binds it ---------------
     let bound_before = logged_at(&nodes[q], "vip: bound");

@@ -104,6 +104,23 @@ fn promote(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     }
     let db = &cx.obs.db;
     cx.st.promoted_from = Some((db.timeline.unwrap_or_default(), db.wal_position().unwrap_or_default()));
+    // The replicas reconnect the moment the new timeline appears: their slots must exist by then
+    // (a standby can hold physical slots), or each waits out a failed start of streaming.
+    if cx.st.config.postgresql.use_slots {
+        if let Some(existing) = &db.slots {
+            let me = cx.me();
+            let create: Vec<String> = view
+                .members
+                .values()
+                .filter(|m| m.name != *me && m.data.tags.replicatefrom.is_none())
+                .map(|m| crate::decide::slot_name(&m.name))
+                .filter(|s| !existing.iter().any(|(e, _)| e == s))
+                .collect();
+            if !create.is_empty() {
+                cx.push(Action::SyncSlots { create, drop: Vec::new() });
+            }
+        }
+    }
     cx.push(Action::RunDbTask { task: DbTask::Promote });
     Reason::Promoting
 }

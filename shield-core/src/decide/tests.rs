@@ -461,6 +461,20 @@ fn history_records_the_servers_own_switch_point() {
 }
 
 #[test]
+fn the_new_leader_creates_the_replicas_slots_before_promoting() {
+    let mut db = db_replica(1_000, 1, None);
+    db.slots = Some(vec![("c".into(), false)]);
+    let v = ViewB::new().leader("a").replica("b", 1_000).replica("c", 1_000);
+    let o = with(obs(v, db), vec![Outcome::LeaderAcquire { sent_at: NOW, result: Ok(true) }]);
+    let (acts, reason, _) = run(&state("a"), &o);
+    assert_eq!(reason, Reason::Promoting);
+    let at = |want: &dyn Fn(&Action) -> bool| acts.iter().position(want);
+    let slots = at(&|a| *a == Action::SyncSlots { create: vec!["b".into()], drop: vec![] });
+    let promote = at(&|a| *a == task(DbTask::Promote));
+    assert!(slots.is_some() && slots < promote, "{acts:?}");
+}
+
+#[test]
 fn required_watchdog_is_armed_a_cycle_before_promotion() {
     let mut st = state("a");
     st.settings.watchdog = WatchdogMode::Required;
