@@ -355,6 +355,8 @@ pub enum DcsSettings {
         consistency: String,
         /// `checks`: session health checks.
         checks: Vec<String>,
+        /// `register_service: true`: the `service_tags` and `service_check_interval` (s).
+        service: Option<(Vec<String>, u64)>,
     },
 }
 
@@ -869,12 +871,28 @@ pub(crate) fn dcs_settings(
             Ok(DcsSettings::Etcd3 { endpoints, auth, tls })
         }
         (None, Some(c)) => {
-            if c.register_service == Some(true) {
-                return Err(err(
-                    file,
-                    "`consul.register_service`: not wired into the daemon yet (the backend supports it)",
-                ));
-            }
+            let service = match c.register_service {
+                Some(true) => {
+                    let interval = match &c.service_check_interval {
+                        None => 5,
+                        Some(v) => {
+                            match v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim_end_matches('s').parse().ok())) {
+                                Some(s) if (1..=3600).contains(&s) => s,
+                                _ => {
+                                    return Err(err(
+                                        file,
+                                        format!(
+                                        "`consul.service_check_interval`: {v:?} is not a number of seconds (1-3600)"
+                                    ),
+                                    ))
+                                }
+                            }
+                        }
+                    };
+                    Some((c.service_tags.clone().unwrap_or_default(), interval))
+                }
+                _ => None,
+            };
             let consistency = c.consistency.clone().unwrap_or_else(|| "default".into());
             if !["default", "consistent", "stale"].contains(&consistency.as_str()) {
                 return Err(err(
@@ -903,7 +921,15 @@ pub(crate) fn dcs_settings(
                 }
                 (None, None) => "http://127.0.0.1:8500".to_owned(),
             };
-            Ok(DcsSettings::Consul { url, token: c.token, dc: c.dc.unwrap_or_default(), tls, consistency, checks })
+            Ok(DcsSettings::Consul {
+                url,
+                token: c.token,
+                dc: c.dc.unwrap_or_default(),
+                tls,
+                consistency,
+                checks,
+                service,
+            })
         }
     }
 }

@@ -54,33 +54,62 @@ pub fn dcs_client(
             }
             Ok(Arc::new(EtcdDcs::new(e)))
         }
-        DcsSettings::Consul { url, token, dc, tls, consistency, checks } => {
-            let mut c = ConsulConfig::new(url, scope, member);
-            c.namespace = namespace.to_owned();
-            c.ttl_ms = t.ttl_ms;
-            c.retry_timeout_ms = t.retry_timeout_ms;
-            c.token = token.clone();
-            c.dc = dc.clone();
-            c.checks = checks.clone();
-            c.consistency = match consistency.as_str() {
-                "consistent" => Consistency::Consistent,
-                "stale" => Consistency::Stale,
-                _ => Consistency::Default,
-            };
-            if let Some((ca, cert, key)) = tls {
-                let ca = read_pem(ca)?;
-                let pair = match (cert, key) {
-                    (Some(c), Some(k)) => Some((read_pem(c)?, read_pem(k)?)),
-                    _ => None,
-                };
-                let client =
-                    shield_dcs_consul::tls_client(&ca, pair.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())))
-                        .map_err(|e| format!("consul: {e}"))?;
-                c.client = Some(client);
-            }
-            Ok(Arc::new(ConsulDcs::new(c)))
-        }
+        DcsSettings::Consul { .. } => Ok(Arc::new(consul_client(dcs, namespace, scope, member, t)?)),
     }
+}
+
+/// The Consul backend for `DcsSettings::Consul` (also used on its own to register the service).
+fn consul_client(
+    dcs: &DcsSettings,
+    namespace: &str,
+    scope: &str,
+    member: shield_core::MemberName,
+    t: &shield_core::Timing,
+) -> Result<ConsulDcs, String> {
+    let DcsSettings::Consul { url, token, dc, tls, consistency, checks, .. } = dcs else {
+        return Err("not a Consul DCS".to_owned());
+    };
+    let mut c = ConsulConfig::new(url, scope, member);
+    c.namespace = namespace.to_owned();
+    c.ttl_ms = t.ttl_ms;
+    c.retry_timeout_ms = t.retry_timeout_ms;
+    c.token = token.clone();
+    c.dc = dc.clone();
+    c.checks = checks.clone();
+    c.consistency = match consistency.as_str() {
+        "consistent" => Consistency::Consistent,
+        "stale" => Consistency::Stale,
+        _ => Consistency::Default,
+    };
+    if let Some((ca, cert, key)) = tls {
+        let ca = read_pem(ca)?;
+        let pair = match (cert, key) {
+            (Some(c), Some(k)) => Some((read_pem(c)?, read_pem(k)?)),
+            _ => None,
+        };
+        let client = shield_dcs_consul::tls_client(&ca, pair.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())))
+            .map_err(|e| format!("consul: {e}"))?;
+        c.client = Some(client);
+    }
+    Ok(ConsulDcs::new(c))
+}
+
+/// Consul's `register_service`: what the driver needs to keep the node's service entry current.
+pub fn service_registrar(cfg: &NodeConfig) -> Result<Option<crate::driver::Registrar>, String> {
+    let DcsSettings::Consul { service: Some((tags, interval_s)), .. } = &cfg.dcs else { return Ok(None) };
+    let consul = consul_client(&cfg.dcs, &cfg.namespace, &cfg.scope, cfg.name.clone(), &cfg.bootstrap_dcs.timing)?;
+    let (host, port) = crate::pg::host_port(&cfg.pg.connect_address)
+        .ok_or_else(|| format!("`postgresql.connect_address` {:?} is not host:port", cfg.pg.connect_address))?;
+    let scheme = if cfg.api_tls.is_some() { "https" } else { "http" };
+    Ok(Some(crate::driver::Registrar {
+        consul: Arc::new(consul),
+        host,
+        port,
+        api_base: format!("{scheme}://{}", cfg.api_connect),
+        tags: tags.clone(),
+        check_interval_s: *interval_s,
+        registered: None,
+    }))
 }
 
 /// The watchdog for `w`: `None` in mode off, or in mode automatic when the device is not
@@ -220,6 +249,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         demote_pending: false,
         notify: crate::sdnotify::Notifier::from_env(),
         vip,
+        registrar: service_registrar(&cfg)?,
     };
     driver.run().await;
     Ok(())

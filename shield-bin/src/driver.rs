@@ -50,6 +50,27 @@ pub struct Driver {
     pub notify: crate::sdnotify::Notifier,
     /// The cluster VIP, when configured.
     pub vip: Option<Arc<dyn shield_core::ports::Vip>>,
+    /// Consul service registration, when `register_service` is on.
+    pub registrar: Option<Registrar>,
+}
+
+/// Consul's `register_service`: the node's entry in the `<scope>` service, tagged with its role.
+#[derive(Debug)]
+pub struct Registrar {
+    /// A Consul client of its own (registration needs no session).
+    pub consul: Arc<shield_dcs_consul::ConsulDcs>,
+    /// The database's host and port, as clients connect.
+    pub host: String,
+    /// See `host`.
+    pub port: u16,
+    /// The REST API base URL, for the health check on the role path.
+    pub api_base: String,
+    /// `service_tags`.
+    pub tags: Vec<String>,
+    /// `service_check_interval`, s.
+    pub check_interval_s: u64,
+    /// The role last registered.
+    pub registered: Option<&'static str>,
 }
 
 /// A running database's role, as callbacks name it.
@@ -76,6 +97,37 @@ fn wall_ms() -> i64 {
 }
 
 impl Driver {
+    /// Keeps the Consul service entry's role tag current: `primary` for the lock holder running
+    /// as primary, `replica` for a running replica (re-registered when the role changes; a failed
+    /// registration is tried again next cycle).
+    async fn register_service(&mut self, leader: bool, retry: Duration) {
+        let Some(r) = &mut self.registrar else { return };
+        let role = match (leader, self.db_role) {
+            (true, Some(Role::Primary)) => "primary",
+            (_, Some(Role::Replica)) => "replica",
+            _ => return,
+        };
+        if r.registered == Some(role) {
+            return;
+        }
+        let reg = shield_dcs_consul::ServiceRegistration {
+            role: role.to_owned(),
+            host: r.host.clone(),
+            port: r.port,
+            api_base: r.api_base.clone(),
+            check_interval_s: r.check_interval_s,
+            extra_tags: r.tags.clone(),
+        };
+        match tokio::time::timeout(retry, r.consul.register_service(&reg)).await {
+            Ok(Ok(())) => {
+                tracing::info!(role, "consul: service registered");
+                r.registered = Some(role);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "consul: service registration failed"),
+            Err(_) => tracing::warn!("consul: service registration timed out"),
+        }
+    }
+
     fn callback(&self, event: Event, role: Role) {
         let role = match role {
             Role::Primary => self.config.callback_primary_role.as_str(),
@@ -278,6 +330,7 @@ impl Driver {
                 (false, None) => "database not running",
             };
             self.notify.cycle(&format!("{role}: {reason}"));
+            self.register_service(d.next.lease.is_some(), retry).await;
             // ---- act -----------------------------------------------------------------------
             let mut exit = false;
             for action in d.actions.clone() {

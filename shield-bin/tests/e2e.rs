@@ -282,11 +282,39 @@ async fn foreign_data_and_garbage_members_are_refused_without_harm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_and_fail_over_on_consul() {
     let _serial = SERIAL.lock().await;
-    let Some(mut c) = cluster_on(true).await else { return };
+    let Some(agent) = servers::ConsulAgent::start("1s", &[]) else { return };
+    let catalog = format!("{}/v1/catalog/service/e2e", agent.url());
+    // Patroni's register_service: each node is an instance of service `e2e`, tagged with its role.
+    let Some(mut c) = cluster_edited(TestDcs::Consul(agent), |_, config| {
+        config.replacen("consul:\n", "consul:\n  register_service: true\n  service_check_interval: 1\n", 1)
+    })
+    .await
+    else {
+        return;
+    };
+    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    let roles = |primary: usize| {
+        let (catalog, names) = (catalog.clone(), names.clone());
+        async move {
+            let v = shield_bin::http::get_json(&catalog, Duration::from_secs(2)).await.ok()?;
+            let entries = v.as_array()?;
+            let tagged = |name: &str, tag: &str| {
+                entries.iter().any(|e| {
+                    e["ServiceID"] == format!("e2e/{name}")
+                        && e["ServiceTags"].as_array().is_some_and(|t| t.iter().any(|x| x == tag))
+                })
+            };
+            let ok = names.iter().enumerate().all(|(i, n)| tagged(n, if i == primary { "primary" } else { "replica" }));
+            ok.then_some(())
+        }
+    };
+    wait_for("the Consul service to list the primary and the replicas", Duration::from_secs(20), || roles(c.primary))
+        .await;
     let (primary, nodes) = (c.primary, &mut c.nodes);
     let (new_primary, rto, _) = crash_primary_and_rejoin(nodes, primary).await;
     println!("e2e (consul): node crash → first commit on {} after {rto:?}", nodes[new_primary].name);
     assert_eq!(writable(nodes).await, vec![new_primary]);
+    wait_for("the Consul service to follow the failover", Duration::from_secs(20), || roles(new_primary)).await;
 }
 
 /// etcd loses quorum (2 of 3 members frozen): the primary fences itself before its lease could

@@ -251,9 +251,19 @@ fn consul_section_is_read_and_checked() {
         (url.as_str(), token.as_deref(), consistency.as_str(), tls),
         ("http://127.0.0.1:8500", Some("t"), "consistent", &None)
     );
-    let e = parse(&base.replace("bootstrap:", "consul:\n  host: 127.0.0.1:8500\n  register_service: true\nbootstrap:"))
-        .expect_err("not wired");
-    assert!(e.to_string().contains("register_service"), "{e}");
+    let c = parse(&base.replace(
+        "bootstrap:",
+        "consul:\n  host: 127.0.0.1:8500\n  register_service: true\n  service_tags: [dc1]\n  service_check_interval: 10s\nbootstrap:",
+    ))
+    .expect("register_service");
+    let DcsSettings::Consul { service, .. } = &c.dcs else { panic!("consul") };
+    assert_eq!(service, &Some((vec!["dc1".to_owned()], 10)));
+    let e = parse(&base.replace(
+        "bootstrap:",
+        "consul:\n  host: 127.0.0.1:8500\n  register_service: true\n  service_check_interval: often\nbootstrap:",
+    ))
+    .expect_err("bad interval");
+    assert!(e.to_string().contains("service_check_interval"), "{e}");
     let e = parse(&base.replace("bootstrap:", "consul:\n  cert: /a.pem\nbootstrap:")).expect_err("cert without ca");
     assert!(e.to_string().contains("cacert"), "{e}");
     let e = parse(&base.replace("bootstrap:", "consul:\n  consistency: sometimes\nbootstrap:")).expect_err("bad mode");

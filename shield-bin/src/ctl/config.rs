@@ -142,6 +142,7 @@ impl CtlConfig {
                 tls: None,
                 consistency: "consistent".into(),
                 checks: Vec::new(),
+                service: None,
             },
             other => return Err(format!("--dcs-url {url:?}: unknown DCS {other:?}; use etcd3:// or consul://")),
         };
