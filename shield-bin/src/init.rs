@@ -208,6 +208,12 @@ pub struct EtcdInit {
     /// The etcd binary the unit runs.
     #[arg(long, default_value = "/usr/local/bin/etcd")]
     pub etcd_bin: PathBuf,
+    /// Run the root steps instead of printing them (as root).
+    #[arg(long)]
+    pub apply: bool,
+    /// Where --apply installs the unit.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    pub systemd_dir: PathBuf,
     /// Replace files that differ (the old one is kept as .bak).
     #[arg(long)]
     pub force: bool,
@@ -269,11 +275,85 @@ pub fn init_etcd(args: &EtcdInit, ask: &mut Asker<'_>) -> Result<(), String> {
     report(&mut ask.out, &conf_path, &w);
     let w = write_file(&unit_path, &etcd_unit(&args.etcd_bin, &conf_path), args.force)?;
     report(&mut ask.out, &unit_path, &w);
-    ask.say("Run as root (on every member; start at least a majority together):");
-    ask.say("  id etcd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/etcd --shell /usr/sbin/nologin etcd");
-    ask.say(&format!("  install -d -o etcd -g etcd -m 700 {}", args.data_dir.display()));
-    ask.say(&format!("  install -m 644 {} /etc/systemd/system/etcd.service", unit_path.display()));
-    ask.say("  systemctl daemon-reload && systemctl enable --now etcd");
+    let data = args.data_dir.display().to_string();
+    let steps = vec![
+        Step::new(&["useradd", "--system", "--home-dir", "/var/lib/etcd", "--shell", "/usr/sbin/nologin", "etcd"])
+            .unless(&["id", "etcd"]),
+        Step::new(&["install", "-d", "-o", "etcd", "-g", "etcd", "-m", "700", &data]),
+        Step::new(&[
+            "install",
+            "-m",
+            "644",
+            &unit_path.display().to_string(),
+            &args.systemd_dir.join("etcd.service").display().to_string(),
+        ]),
+        Step::new(&["systemctl", "daemon-reload"]),
+        Step::new(&["systemctl", "enable", "--now", "etcd"]),
+    ];
+    root_steps(ask, "on every member; start at least a majority together", &steps, args.apply)
+}
+
+/// A root step `shield init` prints, or runs with `--apply`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    argv: Vec<String>,
+    /// Skipped when this command succeeds (`id etcd`: the user exists).
+    unless: Option<Vec<String>>,
+}
+
+impl Step {
+    fn new(argv: &[&str]) -> Step {
+        Step { argv: argv.iter().map(|a| (*a).to_owned()).collect(), unless: None }
+    }
+
+    fn unless(mut self, argv: &[&str]) -> Step {
+        self.unless = Some(argv.iter().map(|a| (*a).to_owned()).collect());
+        self
+    }
+
+    fn shown(&self) -> String {
+        let cmd = self.argv.join(" ");
+        match &self.unless {
+            Some(u) => format!("{} >/dev/null 2>&1 || {cmd}", u.join(" ")),
+            None => cmd,
+        }
+    }
+}
+
+/// Prints the root steps, or runs them in order (`--apply`, as root), stopping at the first
+/// failure with the step and its error output.
+fn root_steps(ask: &mut Asker<'_>, note: &str, steps: &[Step], apply: bool) -> Result<(), String> {
+    if !apply {
+        ask.say(&format!("Run as root ({note}), or re-run with --apply:"));
+        for s in steps {
+            ask.say(&format!("  {}", s.shown()));
+        }
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err("--apply needs root: run the printed steps as root, or this command with sudo".to_owned());
+    }
+    let run = |argv: &[String]| {
+        std::process::Command::new(&argv[0]).args(&argv[1..]).stdin(std::process::Stdio::null()).output()
+    };
+    for s in steps {
+        if let Some(u) = &s.unless {
+            if run(u).is_ok_and(|o| o.status.success()) {
+                ask.say(&format!("skipped (already done): {}", s.argv.join(" ")));
+                continue;
+            }
+        }
+        let out = run(&s.argv).map_err(|e| format!("`{}`: cannot run it: {e}", s.argv.join(" ")))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`{}` failed ({}): {}",
+                s.argv.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        ask.say(&format!("done: {}", s.argv.join(" ")));
+    }
     Ok(())
 }
 
@@ -334,6 +414,12 @@ pub struct NodeInit {
     /// The replication user's password, the same on every node (as above).
     #[arg(long)]
     pub replication_password: Option<String>,
+    /// Run the root steps instead of printing them (as root).
+    #[arg(long)]
+    pub apply: bool,
+    /// Where --apply installs the unit.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    pub systemd_dir: PathBuf,
     /// Replace files that differ (the old one is kept as .bak).
     #[arg(long)]
     pub force: bool,
@@ -525,9 +611,18 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
     ask.say("Next:");
     ask.say(&format!("  export SHIELDCTL_CONFIG_FILE={}", args.out.display()));
     ask.say(&format!("  shield check {}", args.out.display()));
-    ask.say("Run as root:");
-    ask.say(&format!("  install -m 644 {} /etc/systemd/system/shield.service", unit_path.display()));
-    ask.say("  systemctl daemon-reload && systemctl enable --now shield");
+    let steps = vec![
+        Step::new(&[
+            "install",
+            "-m",
+            "644",
+            &unit_path.display().to_string(),
+            &args.systemd_dir.join("shield.service").display().to_string(),
+        ]),
+        Step::new(&["systemctl", "daemon-reload"]),
+        Step::new(&["systemctl", "enable", "--now", "shield"]),
+    ];
+    root_steps(ask, "on this node", &steps, args.apply)?;
     ask.say("(No sudoers lines: the unit grants the daemon CAP_NET_ADMIN and CAP_NET_RAW for the VIP.)");
     Ok(args.out.clone())
 }

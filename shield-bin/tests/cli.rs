@@ -265,3 +265,59 @@ fn init_node_from_a_halo_patroni_file_keeps_it_and_adds_the_vip() {
         init(dir.path(), &["node", "--from-patroni", "shield.yml", "--vip", "10.16.16.199", "--out", "again.yml"], "");
     assert!(!ok && err.contains("already has a `vip` section"), "{err}");
 }
+
+/// `--apply` runs the printed root steps in order (the system tools replaced by recording fakes
+/// on PATH, so the test changes nothing on the host), skips what is already done, and stops at a
+/// failing step naming it.
+#[test]
+fn init_apply_runs_the_root_steps() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(std::env::var("SHIELD_REQUIRE_SERVERS").is_err(), "--apply is tested as root");
+        eprintln!("SKIPPED: --apply needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let fake = dir.path().join("bin");
+    std::fs::create_dir(&fake).expect("bin");
+    let log = dir.path().join("calls.log");
+    for (tool, status) in [("id", "1"), ("useradd", "0"), ("install", "0"), ("systemctl", "${FAIL_SYSTEMCTL:-0}")] {
+        let p = fake.join(tool);
+        std::fs::write(&p, format!("#!/bin/sh\necho \"{tool} $*\" >> {}\nexit {status}\n", log.display()))
+            .expect("fake");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
+    let run = |args: &[&str], fail: &str| {
+        shield()
+            .current_dir(dir.path())
+            .arg("init")
+            .args(args)
+            .env("PATH", &path)
+            .env("FAIL_SYSTEMCTL", fail)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("shield init")
+    };
+    let etcd = ["etcd", "--members", "10.0.0.1,10.0.0.2,10.0.0.3", "--this", "10.0.0.1", "--out", "etc"];
+    let args: Vec<&str> =
+        etcd.iter().copied().chain(["--apply", "--data-dir", "/srv/etcd", "--systemd-dir", "units"]).collect();
+    let o = run(&args, "0");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let calls = std::fs::read_to_string(&log).expect("calls");
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [
+            "id etcd",
+            "useradd --system --home-dir /var/lib/etcd --shell /usr/sbin/nologin etcd",
+            "install -d -o etcd -g etcd -m 700 /srv/etcd",
+            "install -m 644 etc/etcd.service units/etcd.service",
+            "systemctl daemon-reload",
+            "systemctl enable --now etcd",
+        ]
+    );
+    // A failing step stops the run and is named.
+    let o = run(&args, "1");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("`systemctl daemon-reload` failed"), "{err}");
+}

@@ -97,7 +97,8 @@ pub enum Reason {
     FenceDeadlinePassed,
     /// The DCS said our lease or leader key is gone.
     LeaseLost,
-    /// The DCS has been unreachable longer than retry_timeout while we were primary.
+    /// The DCS has been unreachable longer than retry_timeout while we held the lock with a
+    /// watchdog armed: stopping cleanly before the watchdog could reset the host.
     DcsUnreachableFenced {
         /// For how long.
         for_ms: u64,

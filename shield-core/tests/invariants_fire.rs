@@ -100,10 +100,12 @@ fn liveness_fires_when_nobody_takes_over() {
     assert_eq!(fired(&cfg), "liveness");
 }
 
-/// Fences the database but never gives the VIP up.
+/// Fences the database but never gives the VIP up, and has no fence keeper (which would drop
+/// the VIP at the deadline).
 fn keep_the_vip(st: &NodeState, o: &Observation) -> Decision {
     let mut d = decide(st, o);
     d.actions.retain(|a| *a != Action::RemoveVip);
+    d.fence_at = far_future(o);
     d
 }
 

@@ -454,10 +454,18 @@ fn fence_check(cx: &mut Ctx<'_>) -> Option<Reason> {
             return Some(Reason::FenceDeadlinePassed);
         }
     }
+    // Without a watchdog, a lease holder rides out an unreachable DCS until the fencing deadline
+    // above (the first moment its lease could expire), so a DCS stall shorter than that costs no
+    // demotion. With a watchdog armed it stops after retry_timeout, as Patroni does: the watchdog,
+    // fed only after renewals, would otherwise reset the whole host before that deadline. A
+    // primary without a lease is stopped at once in dcs_unreachable().
     if let DcsView::Unreachable { since } = cx.obs.dcs {
         let for_ms = now.since(since);
-        let primaryish = cx.st.lease.is_some() || cx.obs.db.is_running_primary();
-        if primaryish && for_ms > cx.st.config.timing.retry_timeout_ms && !cx.paused() {
+        if cx.st.lease.is_some()
+            && cx.st.watchdog_armed
+            && for_ms > cx.st.config.timing.retry_timeout_ms
+            && !cx.paused()
+        {
             cx.fence();
             return Some(Reason::DcsUnreachableFenced { for_ms });
         }

@@ -553,7 +553,7 @@ fn lost_lease_fences_immediately() {
 }
 
 #[test]
-fn unreachable_dcs_retries_then_fences_after_retry_timeout() {
+fn unreachable_dcs_is_ridden_out_until_the_fencing_deadline() {
     let mut o = obs(ViewB::new(), db_primary(5, 1));
     o.dcs = DcsView::Unreachable { since: NOW.plus(0) };
     o.now = NOW.plus(1_000);
@@ -561,9 +561,27 @@ fn unreachable_dcs_retries_then_fences_after_retry_timeout() {
     let d = decide(&st, &o);
     assert_eq!((d.actions.clone(), d.reason), (vec![renew(None)], Reason::RenewFailedRetrying));
     assert_eq!(d.wake_at, NOW.plus(2_000));
+    // Past retry_timeout the lease is still ours: keep renewing (an etcd stall costs nothing).
+    o.now = NOW.plus(2_500);
+    let d = decide(&st, &o);
+    assert_eq!((d.actions, d.reason), (vec![renew(None)], Reason::RenewFailedRetrying));
+    // At the deadline, the last moment before the lease could expire: stop.
+    o.now = NOW.plus(3_210);
+    let d = decide(&st, &o);
+    assert_eq!((d.actions, d.reason), (vec![IMMEDIATE], Reason::FenceDeadlinePassed));
+    // A primary with no lease of ours stops at once.
+    o.now = NOW.plus(100);
+    let d = decide(&state("a"), &o);
+    assert_eq!((d.actions, d.reason), (vec![IMMEDIATE], Reason::PrimaryWithoutLock));
+    // With a watchdog armed it stops after retry_timeout instead, before the watchdog (fed only
+    // after renewals) could reset the host.
+    let mut st = leader_state("a");
+    st.watchdog_armed = true;
+    st.settings.watchdog = WatchdogMode::Automatic;
     o.now = NOW.plus(1_501);
     let d = decide(&st, &o);
-    assert_eq!((d.actions, d.reason), (vec![IMMEDIATE], Reason::DcsUnreachableFenced { for_ms: 1_501 }));
+    assert_eq!(d.reason, Reason::DcsUnreachableFenced { for_ms: 1_501 });
+    assert!(d.actions.contains(&IMMEDIATE) && d.actions.contains(&Action::DisarmWatchdog), "{:?}", d.actions);
 }
 
 #[test]
