@@ -102,6 +102,8 @@ restapi:
   - host replication replicator 127.0.0.1/32 md5
   - host all all 127.0.0.1/32 md5
 {hba}postgresql:
+  basebackup:
+  - max-rate: 1G
   callbacks:
     on_start: {dir}/callback.sh
     on_stop: {dir}/callback.sh

@@ -433,6 +433,8 @@ pub struct PgSettings {
     pub use_pg_rewind: Option<bool>,
     /// `pg_ctl_timeout`, seconds.
     pub pg_ctl_timeout_s: u64,
+    /// `basebackup`: extra pg_basebackup options (Patroni's list of `option` or `{option: value}`).
+    pub basebackup_args: Vec<String>,
 }
 
 fn err(file: &Path, problem: impl Into<String>) -> ConfigFileError {
@@ -957,6 +959,24 @@ fn user(file: &Path, which: &str, u: Option<RawUser>, default_name: &str) -> Res
 }
 
 fn pg_settings(file: &Path, p: RawPostgresql) -> Result<PgSettings, ConfigFileError> {
+    // Options Shield sets itself (where to write, the source, WAL streaming) cannot be overridden.
+    const OWNED: [&str; 5] = ["--pgdata", "--dbname", "--wal-method", "--host", "--port"];
+    let basebackup_args = match &p.basebackup {
+        None => Vec::new(),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .map(|v| {
+                let arg = initdb_arg(v).ok_or_else(|| {
+                    err(file, format!("`postgresql.basebackup`: cannot use {v:?} as a pg_basebackup option"))
+                })?;
+                if OWNED.iter().any(|o| arg == *o || arg.starts_with(&format!("{o}="))) {
+                    return Err(err(file, format!("`postgresql.basebackup`: {arg} is set by Shield")));
+                }
+                Ok(arg)
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(v) => return Err(err(file, format!("`postgresql.basebackup`: {v:?} is not a list of options"))),
+    };
     let listen_host;
     let port;
     {
@@ -1016,6 +1036,7 @@ fn pg_settings(file: &Path, p: RawPostgresql) -> Result<PgSettings, ConfigFileEr
         parameters,
         use_pg_rewind: p.use_pg_rewind,
         pg_ctl_timeout_s: p.pg_ctl_timeout.unwrap_or(60),
+        basebackup_args,
     })
 }
 

@@ -533,16 +533,17 @@ impl Postgres {
                 format!("{} is not empty; refusing to clone over it", self.data().display()),
             ));
         }
-        let args = vec![
+        let mut args = vec![
             format!("--pgdata={}", self.data().display()),
-            "-X".into(),
-            "stream".into(),
+            "--wal-method=stream".into(),
             "--checkpoint=fast".into(),
             format!(
                 "--dbname=host={host} port={port} user={} application_name={}",
                 self.cfg.replication.username, self.name
             ),
         ];
+        // postgresql.basebackup (a later --checkpoint or --max-rate wins over the defaults).
+        args.extend(self.cfg.basebackup_args.iter().cloned());
         let r = self.run_bin("pg_basebackup", &args, Duration::from_secs(3600)).await;
         if let Err(e) = r {
             // Leave nothing half-copied behind: the next try needs an empty directory.

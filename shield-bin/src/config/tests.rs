@@ -159,6 +159,18 @@ fn rest_api_tls_and_allowlist() {
 }
 
 #[test]
+fn basebackup_options_as_patroni_writes_them() {
+    let bb = "  basebackup:\n  - max-rate: 100M\n  - checkpoint: spread\n  - verbose\n  pgpass: /tmp/pgpass0";
+    let c = parse(&PATRONI.replace("  pgpass: /tmp/pgpass0", bb)).expect("valid");
+    assert_eq!(c.pg.basebackup_args, ["--max-rate=100M", "--checkpoint=spread", "--verbose"]);
+    let owned =
+        PATRONI.replace("  pgpass: /tmp/pgpass0", "  basebackup:\n  - pgdata: /elsewhere\n  pgpass: /tmp/pgpass0");
+    assert!(parse(&owned).expect_err("owned").to_string().contains("--pgdata=/elsewhere is set by Shield"));
+    let bad = PATRONI.replace("  pgpass: /tmp/pgpass0", "  basebackup: fast\n  pgpass: /tmp/pgpass0");
+    assert!(parse(&bad).expect_err("not a list").to_string().contains("postgresql.basebackup"));
+}
+
+#[test]
 fn watchdog_section() {
     let c = parse(&PATRONI.replace("  mode: off", "  mode: required\n  device: /dev/watchdog1\n  safety_margin: 1.5"))
         .expect("valid");
