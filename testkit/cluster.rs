@@ -103,7 +103,7 @@ restapi:
   - host all all 127.0.0.1/32 md5
 {hba}postgresql:
   basebackup:
-  - max-rate: 1G
+  - max-rate: 500M
   callbacks:
     on_start: {dir}/callback.sh
     on_stop: {dir}/callback.sh
