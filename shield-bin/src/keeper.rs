@@ -21,6 +21,14 @@ use nix::time::{clock_gettime, ClockId};
 
 use crate::pg::Postgres;
 
+/// Prints a keeper message to the daemon's log, timestamped like the daemon's own lines (the
+/// keeper runs without the daemon's logger).
+pub fn say(msg: &str) {
+    let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    eprintln!("{now}  WARN shield fence keeper: {msg}");
+}
+
 /// Now on CLOCK_MONOTONIC, in nanoseconds (shared by every process on the host).
 pub fn mono_ns() -> u64 {
     clock_gettime(ClockId::CLOCK_MONOTONIC).map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64).unwrap_or(0)
@@ -53,7 +61,7 @@ pub fn run(data_dir: &Path, vip: Option<(String, String)>) {
             Ok(d) => deadline = d,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if deadline.is_some_and(|d| mono_ns() >= d) {
-                    eprintln!("shield fence keeper: lease deadline passed without renewal; stopping PostgreSQL");
+                    say("lease deadline passed without renewal; stopping PostgreSQL");
                     fence(data_dir, vip.as_ref());
                     deadline = None;
                 }
@@ -62,9 +70,7 @@ pub fn run(data_dir: &Path, vip: Option<(String, String)>) {
                 // The daemon is gone: enforce what it last promised, then leave.
                 if let Some(d) = deadline {
                     std::thread::sleep(Duration::from_nanos(d.saturating_sub(mono_ns())));
-                    eprintln!(
-                        "shield fence keeper: the daemon exited holding the lease; stopping PostgreSQL at its deadline"
-                    );
+                    say("the daemon exited holding the lease; stopping PostgreSQL at its deadline");
                     fence(data_dir, vip.as_ref());
                 }
                 return;

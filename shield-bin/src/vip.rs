@@ -161,7 +161,7 @@ impl Vip for IpVip {
 /// Removes the VIP without the async runtime (the fence keeper). Errors are printed.
 pub fn remove_blocking(cidr: &str, interface: &str) {
     let Some(ip) = find_tool("ip") else {
-        eprintln!("shield fence keeper: cannot remove the VIP {cidr}: `ip` is not installed");
+        crate::keeper::say(&format!("cannot remove the VIP {cidr}: `ip` is not installed"));
         return;
     };
     let out = crate::sdnotify::scrub(&mut std::process::Command::new(ip))
@@ -169,11 +169,9 @@ pub fn remove_blocking(cidr: &str, interface: &str) {
         .stdin(std::process::Stdio::null())
         .output();
     match out {
-        Ok(o) if o.status.success() => eprintln!("shield fence keeper: removed the VIP {cidr} from {interface}"),
-        Ok(o) => {
-            eprintln!("shield fence keeper: removing the VIP {cidr}: {}", String::from_utf8_lossy(&o.stderr).trim())
-        }
-        Err(e) => eprintln!("shield fence keeper: removing the VIP {cidr}: {e}"),
+        Ok(o) if o.status.success() => crate::keeper::say(&format!("vip: removed {cidr} from {interface}")),
+        Ok(o) => crate::keeper::say(&format!("removing the VIP {cidr}: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => crate::keeper::say(&format!("removing the VIP {cidr}: {e}")),
     }
 }
 
