@@ -208,6 +208,14 @@ pub struct EtcdInit {
     /// The etcd binary the unit runs.
     #[arg(long, default_value = "/usr/local/bin/etcd")]
     pub etcd_bin: PathBuf,
+    /// How files are written and root steps taken.
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+/// The options `shield init etcd` and `shield init node` share.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct WriteArgs {
     /// Run the root steps instead of printing them (as root).
     #[arg(long)]
     pub apply: bool,
@@ -271,9 +279,9 @@ pub fn init_etcd(args: &EtcdInit, ask: &mut Asker<'_>) -> Result<(), String> {
     ask.say(&format!("{this} will be used as node IP"));
     let conf_path = args.out.join("etcd.conf.yml");
     let unit_path = args.out.join("etcd.service");
-    let w = write_file(&conf_path, &etcd_config(&members, this, &args.data_dir), args.force)?;
+    let w = write_file(&conf_path, &etcd_config(&members, this, &args.data_dir), args.write.force)?;
     report(&mut ask.out, &conf_path, &w);
-    let w = write_file(&unit_path, &etcd_unit(&args.etcd_bin, &conf_path), args.force)?;
+    let w = write_file(&unit_path, &etcd_unit(&args.etcd_bin, &conf_path), args.write.force)?;
     report(&mut ask.out, &unit_path, &w);
     let data = args.data_dir.display().to_string();
     let steps = vec![
@@ -285,12 +293,12 @@ pub fn init_etcd(args: &EtcdInit, ask: &mut Asker<'_>) -> Result<(), String> {
             "-m",
             "644",
             &unit_path.display().to_string(),
-            &args.systemd_dir.join("etcd.service").display().to_string(),
+            &args.write.systemd_dir.join("etcd.service").display().to_string(),
         ]),
         Step::new(&["systemctl", "daemon-reload"]),
         Step::new(&["systemctl", "enable", "--now", "etcd"]),
     ];
-    root_steps(ask, "on every member; start at least a majority together", &steps, args.apply)
+    root_steps(ask, "on every member; start at least a majority together", &steps, args.write.apply)
 }
 
 /// A root step `shield init` prints, or runs with `--apply`.
@@ -414,15 +422,9 @@ pub struct NodeInit {
     /// The replication user's password, the same on every node (as above).
     #[arg(long)]
     pub replication_password: Option<String>,
-    /// Run the root steps instead of printing them (as root).
-    #[arg(long)]
-    pub apply: bool,
-    /// Where --apply installs the unit.
-    #[arg(long, default_value = "/etc/systemd/system")]
-    pub systemd_dir: PathBuf,
-    /// Replace files that differ (the old one is kept as .bak).
-    #[arg(long)]
-    pub force: bool,
+    /// How files are written and root steps taken.
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 /// The broadcast address of `ip`/`prefix`.
@@ -591,7 +593,7 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
     let env = std::collections::BTreeMap::new();
     crate::config::NodeConfig::parse(&args.out, &text, &env)
         .map_err(|e| format!("the generated config is invalid: {e}"))?;
-    let w = write_file(&args.out, &text, args.force)?;
+    let w = write_file(&args.out, &text, args.write.force)?;
     report(&mut ask.out, &args.out, &w);
     #[cfg(unix)]
     {
@@ -606,7 +608,7 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
         .replace("/usr/local/bin/shield /etc/shield/shield.yml", &format!("{} {}", exe.display(), args.out.display()))
         .replace("User=postgres", &format!("User={user}"))
         .replace("Group=postgres", &format!("Group={user}"));
-    let w = write_file(&unit_path, &unit, args.force)?;
+    let w = write_file(&unit_path, &unit, args.write.force)?;
     report(&mut ask.out, &unit_path, &w);
     ask.say("Next:");
     ask.say(&format!("  export SHIELDCTL_CONFIG_FILE={}", args.out.display()));
@@ -617,12 +619,12 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
             "-m",
             "644",
             &unit_path.display().to_string(),
-            &args.systemd_dir.join("shield.service").display().to_string(),
+            &args.write.systemd_dir.join("shield.service").display().to_string(),
         ]),
         Step::new(&["systemctl", "daemon-reload"]),
         Step::new(&["systemctl", "enable", "--now", "shield"]),
     ];
-    root_steps(ask, "on this node", &steps, args.apply)?;
+    root_steps(ask, "on this node", &steps, args.write.apply)?;
     ask.say("(No sudoers lines: the unit grants the daemon CAP_NET_ADMIN and CAP_NET_RAW for the VIP.)");
     Ok(args.out.clone())
 }

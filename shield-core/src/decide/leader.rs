@@ -108,12 +108,9 @@ fn promote(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     // (a standby can hold physical slots), or each waits out a failed start of streaming.
     if cx.st.config.postgresql.use_slots {
         if let Some(existing) = &db.slots {
-            let me = cx.me();
-            let create: Vec<String> = view
-                .members
-                .values()
-                .filter(|m| m.name != *me && m.data.tags.replicatefrom.is_none())
-                .map(|m| crate::decide::slot_name(&m.name))
+            // What sync_slots() will keep once this node leads.
+            let create: Vec<String> = crate::decide::slots_wanted(view, cx.me(), Some(cx.me()))
+                .into_iter()
                 .filter(|s| !existing.iter().any(|(e, _)| e == s))
                 .collect();
             if !create.is_empty() {

@@ -378,21 +378,8 @@ fn sync_slots(cx: &mut Ctx<'_>, view: &ClusterView) {
     let me = cx.me();
     let leader = view.leader_name();
     let am_leader = leader == Some(me) && db.is_running_primary();
-    let streams_from_me = |m: &crate::cluster::Member| match &m.data.tags.replicatefrom {
-        Some(r) if view.members.get(r).is_some_and(|u| u.data.state == "running") && *r != m.name => r == me,
-        _ => leader == Some(me),
-    };
     let replica = leader.is_some_and(|l| l != me) && db.is_running_replica();
-    let want: std::collections::BTreeSet<String> = if am_leader || replica {
-        view.members
-            .values()
-            .filter(|m| m.name != *me && streams_from_me(m))
-            .map(|m| slot_name(&m.name))
-            .filter(|s| *s != slot_name(me))
-            .collect()
-    } else {
-        Default::default()
-    };
+    let want = if am_leader || replica { slots_wanted(view, me, leader) } else { Default::default() };
     let have: std::collections::BTreeSet<&str> = existing.iter().map(|(n, _)| n.as_str()).collect();
     let create: Vec<String> = want.iter().filter(|w| !have.contains(w.as_str())).cloned().collect();
     let drop: Vec<String> =
@@ -400,6 +387,25 @@ fn sync_slots(cx: &mut Ctx<'_>, view: &ClusterView) {
     if !create.is_empty() || !drop.is_empty() {
         cx.push(Action::SyncSlots { create, drop });
     }
+}
+
+/// The slots `me` keeps when `leader` leads: one per member that streams from `me` (its
+/// running `replicatefrom` member, else the leader).
+pub(crate) fn slots_wanted(
+    view: &ClusterView,
+    me: &MemberName,
+    leader: Option<&MemberName>,
+) -> std::collections::BTreeSet<String> {
+    let streams_from_me = |m: &crate::cluster::Member| match &m.data.tags.replicatefrom {
+        Some(r) if view.members.get(r).is_some_and(|u| u.data.state == "running") && *r != m.name => r == me,
+        _ => leader == Some(me),
+    };
+    view.members
+        .values()
+        .filter(|m| m.name != *me && streams_from_me(m))
+        .map(|m| slot_name(&m.name))
+        .filter(|s| *s != slot_name(me))
+        .collect()
 }
 
 /// Operator requests (REST), each answered in `cx.answers`. `None`: nothing asked; carry on.
