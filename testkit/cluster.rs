@@ -532,6 +532,16 @@ pub async fn cluster_edited(dcs: TestDcs, edit: impl Fn(&Node, String) -> String
         .expect("write on the primary");
     wait_for("replicas streaming the row", Duration::from_secs(90), || replicas_stream_from(&nodes, primary, "boot"))
         .await;
+    // What the databases do reaches the leader's view a cycle later: a test acting through the
+    // REST API (a switchover naming a candidate) needs the leader to see every member running.
+    let api = nodes[primary].api_port;
+    wait_for("the leader to see every member running", Duration::from_secs(20), || async move {
+        let (_, body) = http_get(api, "/cluster").await;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let members = v["members"].as_array()?;
+        (members.len() == 3 && members.iter().all(|m| m["state"] == "running")).then_some(())
+    })
+    .await;
     Some(Cluster { nodes, primary, dcs, pg_bin, root })
 }
 
