@@ -13,6 +13,8 @@ use shield_core::MemberName;
 use shield_dcs_etcd::{EtcdConfig, EtcdDcs, KeepAliveMode};
 
 const ROUNDS: usize = 2_000;
+/// The lease ttl the benchmark renews with (the default config's).
+const TTL_MS: u64 = 4_000;
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -31,17 +33,17 @@ async fn main() {
         cfg.keepalive = mode;
         let d = EtcdDcs::new(cfg);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while d.acquire_leader().await != Ok(true) {
+        while d.acquire_leader(TTL_MS).await != Ok(true) {
             assert!(Instant::now() < deadline, "etcd never became ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for _ in 0..100 {
-            d.renew_leader().await.expect("warm-up renewal");
+            d.renew_leader(TTL_MS).await.expect("warm-up renewal");
         }
         let mut t = Vec::with_capacity(ROUNDS);
         for _ in 0..ROUNDS {
             let s = Instant::now();
-            d.renew_leader().await.expect("renewal");
+            d.renew_leader(TTL_MS).await.expect("renewal");
             t.push(s.elapsed());
         }
         t.sort();

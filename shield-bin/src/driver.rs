@@ -139,7 +139,7 @@ impl Driver {
     /// The callback a finished database task calls for, as Patroni fires them.
     fn task_callback(&mut self, task: &DbTask) {
         match task {
-            DbTask::Promote => self.callback(Event::OnRoleChange, Role::Primary),
+            DbTask::Promote { .. } => self.callback(Event::OnRoleChange, Role::Primary),
             DbTask::Bootstrap | DbTask::Start(StartAs::Primary) => self.callback(Event::OnStart, Role::Primary),
             DbTask::Start(StartAs::Replica { .. }) if std::mem::take(&mut self.demote_pending) => {
                 self.callback(Event::OnRoleChange, Role::Replica)
@@ -333,8 +333,17 @@ impl Driver {
             self.register_service(d.next.lease.is_some(), retry).await;
             // ---- act -----------------------------------------------------------------------
             let mut exit = false;
+            // Set when a lease action of this decision failed: what needs the lease is skipped.
+            let mut lease_gate_failed = false;
             for action in d.actions.clone() {
                 let fenced = d.fence_at.is_none_or(|f| mono(start) >= f);
+                if lease_gate_failed {
+                    if let Some(skipped) = Outcome::lease_skipped(&action) {
+                        tracing::warn!(action = ?action, "not run: a lease action before it failed");
+                        outcomes.push(skipped);
+                        continue;
+                    }
+                }
                 match action {
                     Action::Exit => exit = true,
                     Action::StopDb { mode: StopMode::Immediate } => {
@@ -356,17 +365,17 @@ impl Driver {
                         running = Some(self.spawn_task(DbTask::Stop(StopMode::Fast), &done_tx, &task_done));
                     }
                     Action::RunDbTask { task } => {
-                        let primary_making = matches!(task, DbTask::Promote | DbTask::Start(StartAs::Primary));
-                        if primary_making && fenced && !self.state.config.pause {
+                        if task.makes_primary() && fenced && !self.state.config.pause {
                             let e = PortError::new(ErrorKind::LeaseLost, "the fencing deadline passed first");
                             outcomes.push(Outcome::DbTaskDone { task, result: Err(e) });
                         } else {
                             running = Some(self.spawn_task(task, &done_tx, &task_done));
                         }
                     }
-                    Action::RenewLeader { fence_after_ms, feed_watchdog_within_ms } => {
+                    Action::RenewLeader { ttl_ms, fence_after_ms, feed_watchdog_within_ms } => {
                         let sent_at = mono(start);
-                        let result = bounded(retry, self.dcs.renew_leader()).await.map_err(|e| e.kind);
+                        let result = bounded(retry, self.dcs.renew_leader(ttl_ms)).await.map_err(|e| e.kind);
+                        lease_gate_failed |= result.is_err();
                         if result.is_ok() {
                             self.feed_watchdog(mono(start).since(sent_at), feed_watchdog_within_ms, &mut outcomes)
                                 .await;
@@ -385,12 +394,13 @@ impl Driver {
                                 keeper.set(Some(to));
                             }
                         }
-                        outcomes.push(Outcome::LeaderRenew { sent_at, result });
+                        outcomes.push(Outcome::LeaderRenew { sent_at, fence_after_ms, result });
                     }
-                    Action::AcquireLeader => {
+                    Action::AcquireLeader { ttl_ms, fence_after_ms } => {
                         let sent_at = mono(start);
-                        let result = bounded(retry, self.dcs.acquire_leader()).await.map_err(|e| e.kind);
-                        outcomes.push(Outcome::LeaderAcquire { sent_at, result });
+                        let result = bounded(retry, self.dcs.acquire_leader(ttl_ms)).await.map_err(|e| e.kind);
+                        lease_gate_failed |= result != Ok(true);
+                        outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result });
                     }
                     Action::ReleaseLeader => {
                         let result = bounded(retry, self.dcs.release_leader()).await.map_err(|e| e.kind);
@@ -426,6 +436,7 @@ impl Driver {
                     Action::WriteHistory { lines } => {
                         let v = Value::Array(lines.iter().map(|l| l.to_json()).collect()).to_string();
                         let r = bounded(retry, self.dcs.write_history(&v)).await;
+                        lease_gate_failed |= r.is_err();
                         note(&mut outcomes, "history", r);
                     }
                     Action::ClearFailover { revision, .. } => {
@@ -517,7 +528,7 @@ impl Driver {
         let handle = tokio::spawn(async move {
             let r = match &t {
                 // A failing pre_promote cancels the promotion; shield-core gives the lock back.
-                DbTask::Promote => match scripts.pre_promote().await {
+                DbTask::Promote { .. } => match scripts.pre_promote().await {
                     Ok(()) => db.run(&t).await,
                     Err(why) => Err(PortError::new(ErrorKind::Rejected, why)),
                 },
@@ -529,7 +540,7 @@ impl Driver {
             };
             // A finished task wakes the loop at once, except a failed start, clone or the like:
             // retried on the next regular cycle, not in a tight loop (a port in use, say).
-            let wake_now = r.is_ok() || matches!(t, DbTask::Promote | DbTask::Stop(_));
+            let wake_now = r.is_ok() || matches!(t, DbTask::Promote { .. } | DbTask::Stop(_));
             let _ = done.send((t, r));
             if wake_now {
                 notify.notify_one();

@@ -715,9 +715,14 @@ impl Database for Postgres {
             DbTask::Clone { source } => self.clone_from(source).await,
             DbTask::Start(how) => self.start(how).await,
             DbTask::Stop(mode) => self.stop_now(*mode).await,
-            DbTask::Promote => {
+            DbTask::Promote { timeline } => {
+                let placeholders = self.skip_reserved_timelines(*timeline).await?;
                 let args = vec!["promote".into(), "-D".into(), self.data().display().to_string(), "-w".into()];
-                self.run_bin("pg_ctl", &args, Duration::from_secs(self.cfg.pg_ctl_timeout_s + 5)).await.map(|_| ())
+                let r = self.run_bin("pg_ctl", &args, Duration::from_secs(self.cfg.pg_ctl_timeout_s + 5)).await;
+                for p in placeholders {
+                    let _ = std::fs::remove_file(p);
+                }
+                r.map(|_| ())
             }
             DbTask::Follow { upstream } => self.follow(upstream).await,
             DbTask::Rewind { source } => self.rewind(source).await,
@@ -751,6 +756,34 @@ impl Database for Postgres {
 }
 
 impl Postgres {
+    /// Makes the coming promotion create timeline `target`. PostgreSQL names a promotion's new
+    /// timeline one past the newest consecutive history file it finds after its own
+    /// (`findNewestTimeLine`); ids between the standby's timeline and `target` were reserved in
+    /// the DCS by promotions elsewhere that may have run, so a placeholder history file for each
+    /// makes PostgreSQL skip them. No PostgreSQL interface chooses the id directly, hence these
+    /// files. They are only probed for existence, never read, and are removed after the
+    /// promotion. Returns their paths.
+    async fn skip_reserved_timelines(&self, target: Timeline) -> Result<Vec<PathBuf>, PortError> {
+        let current = Database::status(self).await?.timeline.unwrap_or_default();
+        let parent =
+            std::fs::read_to_string(self.data().join(format!("pg_wal/{:08X}.history", current.0))).unwrap_or_default();
+        let mut made = Vec::new();
+        for tl in current.0.saturating_add(1)..target.0 {
+            let path = self.data().join(format!("pg_wal/{tl:08X}.history"));
+            if path.exists() {
+                continue;
+            }
+            let text =
+                format!("{parent}# timeline {tl} was reserved by another promotion in the DCS; skipped by shield\n");
+            std::fs::write(&path, text).map_err(|e| io("write a placeholder timeline history file", e))?;
+            made.push(path);
+        }
+        if !made.is_empty() {
+            tracing::info!(from = current.0, to = target.0, "promotion skips timeline ids reserved elsewhere");
+        }
+        Ok(made)
+    }
+
     /// Immediate stop without async (for the fence guard).
     pub fn kill_now(data_dir: &Path) {
         let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else { return };

@@ -14,6 +14,11 @@
 //!   [`DbTask`]; while it runs the observation reports `db.busy`, and its end arrives as
 //!   [`crate::Outcome::DbTaskDone`].
 //! - Every action's result comes back in the next observation's `outcomes`.
+//! - A failed lease action ([`Action::is_lease_gate`]: acquire, renew, or the `history` write
+//!   that reserves a promotion's timeline) stops every later action of the same decision that
+//!   needs the lease ([`Action::needs_lease`]): the driver reports each as failed with
+//!   [`crate::ports::ErrorKind::LeaseLost`] instead of running it. A renewal that came back
+//!   "lease lost" must never be followed by the promotion decided beside it.
 //! - [`Action::TouchMember`] and [`Action::WriteStatus`] are plain puts nothing else depends on:
 //!   the driver may pipeline them (send and go on without waiting for the answer), so that a slow
 //!   DCS does not push the next lease renewal back. A failure still comes back as an outcome.
@@ -22,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{FailoverRequest, HistoryLine, MemberData};
 use crate::config::DynamicConfig;
-use crate::types::{Lsn, MemberName, Revision, SystemId};
+use crate::types::{Lsn, MemberName, Revision, SystemId, Timeline};
 
 /// How to stop PostgreSQL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -63,8 +68,13 @@ pub enum DbTask {
     Start(StartAs),
     /// Graceful stop (the immediate stop is synchronous, see [`Action::StopDb`]).
     Stop(StopMode),
-    /// `pg_ctl promote`.
-    Promote,
+    /// `pg_ctl promote`, creating timeline `timeline` (reserved in the DCS `history` first, so
+    /// that no two promotions ever create the same timeline id). The backend makes the server
+    /// skip ids below it that another promotion reserved.
+    Promote {
+        /// The timeline the promotion creates.
+        timeline: Timeline,
+    },
     /// Point a running standby at a new upstream (rewrite primary_conninfo and reload/restart).
     Follow {
         /// The new upstream.
@@ -102,13 +112,23 @@ pub enum Action {
         /// The config to write.
         config: Box<DynamicConfig>,
     },
-    /// Create the leader key with our lease, only if absent.
-    AcquireLeader,
-    /// Renew our lease and re-assert the leader key. On success the driver moves its fence
-    /// guard to `sent_at + fence_after_ms` at once (the deadline the next decision will compute,
-    /// so a slow cycle never fences on a stale deadline), and feeds the watchdog if the round
-    /// trip took at most `feed_watchdog_within_ms`.
+    /// Create the leader key with a lease of `ttl_ms`, only if absent.
+    AcquireLeader {
+        /// The lease's time to live: the cluster's `ttl` as this decision knows it. The backend
+        /// grants a new lease when the one it holds was granted for another ttl.
+        ttl_ms: u64,
+        /// The fencing deadline a success gives, counted from the send time (computed from
+        /// `ttl_ms`, so the deadline is never later than the lease it guards).
+        fence_after_ms: u64,
+    },
+    /// Renew our lease (of `ttl_ms`) and re-assert the leader key. On success the driver moves
+    /// its fence guard to `sent_at + fence_after_ms` at once (the deadline the next decision will
+    /// compute, so a slow cycle never fences on a stale deadline), and feeds the watchdog if the
+    /// round trip took at most `feed_watchdog_within_ms`.
     RenewLeader {
+        /// The lease's time to live, as for [`Action::AcquireLeader`]: a changed `ttl` moves the
+        /// leader key to a new lease granted for it.
+        ttl_ms: u64,
         /// The guard's new deadline, counted from the send time of a successful renewal.
         fence_after_ms: u64,
         /// Feed the watchdog only if the renewal's round trip took at most this long. `None`:
@@ -169,4 +189,29 @@ pub enum Action {
     RemoveVip,
     /// Stop the daemon (after an orderly shutdown has finished).
     Exit,
+}
+
+impl DbTask {
+    /// The task makes the server a writable primary.
+    pub fn makes_primary(&self) -> bool {
+        matches!(self, DbTask::Promote { .. } | DbTask::Start(StartAs::Primary))
+    }
+}
+
+impl Action {
+    /// A lease action: when it fails, the later actions of the same decision that
+    /// [`Action::needs_lease`] are not run (the execution contract above).
+    pub fn is_lease_gate(&self) -> bool {
+        matches!(self, Action::AcquireLeader { .. } | Action::RenewLeader { .. } | Action::WriteHistory { .. })
+    }
+
+    /// Runs only while every lease action before it in the same decision succeeded: what makes
+    /// or announces a primary, and the `history` write.
+    pub fn needs_lease(&self) -> bool {
+        match self {
+            Action::RunDbTask { task } => task.makes_primary(),
+            Action::AddVip | Action::WriteHistory { .. } => true,
+            _ => false,
+        }
+    }
 }

@@ -195,6 +195,9 @@ pub enum Outcome {
     LeaderAcquire {
         /// Send time of the request.
         sent_at: MonoMillis,
+        /// The action's `fence_after_ms`: the deadline a success gives, counted from `sent_at`.
+        #[serde(default)]
+        fence_after_ms: u64,
         /// Ok(true): we now hold the lock; Ok(false): someone else does.
         result: Result<bool, ErrorKind>,
     },
@@ -202,6 +205,10 @@ pub enum Outcome {
     LeaderRenew {
         /// Send time of the request; the fencing deadline is counted from here.
         sent_at: MonoMillis,
+        /// The action's `fence_after_ms`: the deadline a success gives, counted from `sent_at`
+        /// (from the ttl the lease was renewed with, not from a config read later).
+        #[serde(default)]
+        fence_after_ms: u64,
         /// Ok(()) on success; [`ErrorKind::LeaseLost`] when the key is no longer ours.
         result: Result<(), ErrorKind>,
     },
@@ -254,4 +261,24 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+}
+
+impl Outcome {
+    /// The outcome of an action the driver did not run because a lease action before it in the
+    /// same decision failed (see the execution contract in [`crate::action`]). `None` for an
+    /// action that does not need the lease.
+    pub fn lease_skipped(action: &crate::Action) -> Option<Outcome> {
+        use crate::Action;
+        const WHY: &str = "not run: a lease action before it in the same decision failed";
+        match action {
+            Action::RunDbTask { task } if task.makes_primary() => {
+                Some(Outcome::DbTaskDone { task: task.clone(), result: Err(PortError::new(ErrorKind::LeaseLost, WHY)) })
+            }
+            Action::AddVip => Some(Outcome::VipFailed { adding: true, reason: WHY.to_owned() }),
+            Action::WriteHistory { .. } => {
+                Some(Outcome::DcsWriteFailed { what: "history".to_owned(), kind: ErrorKind::LeaseLost })
+            }
+            _ => None,
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! Each invariant fires on a deliberately broken decision rule: the checkers are not vacuous.
 
 use shield_core::sim::{run_seed, FaultKind, SimConfig, SimReport};
-use shield_core::{decide, Action, DbProcess, DbTask, Decision, MonoMillis, NodeState, Observation, StopMode};
+use shield_core::{
+    decide, Action, DbProcess, DbTask, Decision, MonoMillis, NodeState, Observation, StopMode, Timeline,
+};
 
 /// Runs seeds until one violates something; returns that report.
 fn first_violation(cfg: &SimConfig) -> SimReport {
@@ -53,7 +55,7 @@ fn promote_without_lock(st: &NodeState, o: &Observation) -> Decision {
     let replica = o.db.process == DbProcess::Running { in_recovery: true };
     for a in &mut d.actions {
         if *a == Action::ProbePeers && replica {
-            *a = Action::RunDbTask { task: DbTask::Promote };
+            *a = Action::RunDbTask { task: DbTask::Promote { timeline: Timeline(99) } };
             d.fence_at = far_future(o);
         }
     }
@@ -89,7 +91,7 @@ fn timeline_monotonic_fires_when_history_goes_back() {
 fn never_acquire(st: &NodeState, o: &Observation) -> Decision {
     let mut d = decide(st, o);
     if o.db.process == (DbProcess::Running { in_recovery: true }) {
-        d.actions.retain(|a| *a != Action::AcquireLeader);
+        d.actions.retain(|a| !matches!(a, Action::AcquireLeader { .. }));
     }
     d
 }

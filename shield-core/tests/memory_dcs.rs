@@ -39,7 +39,7 @@ async fn unreachable_store_fails_every_call_as_unreachable() {
     let a = store.client("service", "c", MemberName::new("a").expect("valid"), 4_000);
     store.set_reachable(false);
     assert_eq!(a.read().await.map(|_| ()).map_err(|e| e.kind), Err(ErrorKind::Unreachable));
-    assert_eq!(a.acquire_leader().await.map_err(|e| e.kind), Err(ErrorKind::Unreachable));
+    assert_eq!(a.acquire_leader(4_000).await.map_err(|e| e.kind), Err(ErrorKind::Unreachable));
     let m = MemberData::new(MemberRole::Replica, "running");
     assert_eq!(a.touch_member(&m).await.map_err(|e| e.kind), Err(ErrorKind::Unreachable));
     store.set_reachable(true);

@@ -41,7 +41,7 @@ fn arb_db() -> impl Strategy<Value = DbStatus> {
         prop::option::of(0u8..4),
         any::<bool>(),
         prop::option::of(prop_oneof![
-            Just(DbTask::Promote),
+            Just(DbTask::Promote { timeline: Timeline(2) }),
             Just(DbTask::Bootstrap),
             Just(DbTask::Stop(StopMode::Fast)),
             Just(DbTask::Rewind { source: name(1) }),
@@ -100,11 +100,21 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
 
 fn arb_outcomes() -> impl Strategy<Value = Vec<Outcome>> {
     let one = prop_oneof![
-        (NOW - 5_000..NOW, any::<bool>())
-            .prop_map(|(t, ok)| Outcome::LeaderAcquire { sent_at: MonoMillis(t), result: Ok(ok) }),
-        (NOW - 5_000..NOW).prop_map(|t| Outcome::LeaderRenew { sent_at: MonoMillis(t), result: Ok(()) }),
-        prop_oneof![Just(ErrorKind::LeaseLost), Just(ErrorKind::Unreachable)]
-            .prop_map(|k| Outcome::LeaderRenew { sent_at: MonoMillis(NOW - 10), result: Err(k) }),
+        (NOW - 5_000..NOW, any::<bool>()).prop_map(|(t, ok)| Outcome::LeaderAcquire {
+            sent_at: MonoMillis(t),
+            fence_after_ms: 3_210,
+            result: Ok(ok)
+        }),
+        (NOW - 5_000..NOW).prop_map(|t| Outcome::LeaderRenew {
+            sent_at: MonoMillis(t),
+            fence_after_ms: 3_210,
+            result: Ok(())
+        }),
+        prop_oneof![Just(ErrorKind::LeaseLost), Just(ErrorKind::Unreachable)].prop_map(|k| Outcome::LeaderRenew {
+            sent_at: MonoMillis(NOW - 10),
+            fence_after_ms: 3_210,
+            result: Err(k)
+        }),
         any::<bool>().prop_map(|ok| Outcome::InitializeRace { result: Ok(ok) }),
         (0u64..10_000_000, any::<bool>()).prop_map(|(l, p)| Outcome::PeersProbed {
             reports: [(
@@ -169,7 +179,7 @@ proptest! {
     #[test]
     fn never_promotes_without_the_lease(st in arb_state(), o in arb_obs()) {
         let d = decide(&st, &o);
-        if d.actions.contains(&Action::RunDbTask { task: DbTask::Promote }) {
+        if d.actions.iter().any(|a| matches!(a, Action::RunDbTask { task: DbTask::Promote { .. } })) {
             let DcsView::Reachable(v) = &o.dcs else { panic!("promoted with the DCS unreachable") };
             prop_assert!(v.is_leader(&name(0)), "promoted without the leader key");
             let hold = d.next.lease.expect("promoted without a lease");
@@ -184,7 +194,7 @@ proptest! {
         let d = decide(&st, &o);
         let fence_after = DynamicConfig::default().timing.fence_after_ms();
         let extended = o.outcomes.iter().any(|x| match x {
-            Outcome::LeaderRenew { sent_at, result: Ok(()) } | Outcome::LeaderAcquire { sent_at, result: Ok(true) } => {
+            Outcome::LeaderRenew { sent_at, result: Ok(()), .. } | Outcome::LeaderAcquire { sent_at, result: Ok(true), .. } => {
                 sent_at.0 + fence_after > o.now.0
             }
             _ => false,

@@ -145,8 +145,14 @@ pub fn tls_client(ca_pem: &[u8], client_cert_key_pem: Option<(&[u8], &[u8])>) ->
 #[derive(Debug, Default)]
 struct SessionState {
     id: Option<String>,
-    /// A TTL raised to the agent's minimum, once learned.
-    ttl_s: Option<u64>,
+    /// The Shield ttl `id` was created for, in ms.
+    created_for_ttl_ms: u64,
+    /// The Shield ttl the last acquire or renewal asked for (`None`: the configured one).
+    want_ttl_ms: Option<u64>,
+    /// Sessions replaced by one for another ttl, destroyed once the leader key has moved off.
+    retired: Vec<String>,
+    /// The agent's minimum session TTL, once learned from a refusal.
+    min_ttl_s: Option<u64>,
     member_written: Option<(String, String)>,
 }
 
@@ -221,23 +227,35 @@ impl ConsulDcs {
         }
     }
 
-    fn session_spec(&self, ttl_s: u64) -> SessionSpec {
+    /// The session for Shield's `ttl_ms`: TTL `ttl/2` (Consul invalidates between 1x and 2x of
+    /// it) and a lock-delay of `ttl/2`, so no other node can take the lock before `ttl` has passed.
+    fn session_spec(&self, ttl_ms: u64, ttl_s: u64) -> SessionSpec {
         SessionSpec {
             name: format!("{}-{}", self.cfg.scope, self.cfg.member),
             ttl_s,
-            lock_delay_ms: (self.cfg.ttl_ms / 2).clamp(1, 60_000),
+            lock_delay_ms: (ttl_ms / 2).clamp(1, 60_000),
             checks: self.cfg.checks.clone(),
         }
     }
 
-    /// Our session, created if we have none. A TTL the agent refuses as too short is raised to
-    /// its minimum once, with a warning.
+    /// The session TTL for Shield's `ttl_ms`, in seconds, before any raise to the agent's minimum.
+    fn session_ttl_for(ttl_ms: u64) -> u64 {
+        (ttl_ms / 2).div_ceil(1000).max(1)
+    }
+
+    /// Our session, created if we have none, or if ours was created for another ttl than the
+    /// one last asked for (the old one is retired: destroyed once the leader key has moved). A
+    /// TTL the agent refuses as too short is raised to its minimum, with a warning.
     async fn ensure_session(&self, st: &mut SessionState) -> Result<String, PortError> {
+        let ttl_ms = st.want_ttl_ms.unwrap_or(self.cfg.ttl_ms);
         if let Some(id) = &st.id {
-            return Ok(id.clone());
+            if st.created_for_ttl_ms == ttl_ms {
+                return Ok(id.clone());
+            }
         }
-        let ttl_s = st.ttl_s.unwrap_or_else(|| (self.cfg.ttl_ms / 2).div_ceil(1000).max(1));
-        let id = match self.raw.session_create(&self.session_spec(ttl_s), &self.cfg.dc).await {
+        let wanted_s = Self::session_ttl_for(ttl_ms);
+        let ttl_s = st.min_ttl_s.map_or(wanted_s, |m| m.max(wanted_s));
+        let id = match self.raw.session_create(&self.session_spec(ttl_ms, ttl_s), &self.cfg.dc).await {
             Ok(id) => id,
             Err(e) => match min_ttl_from_error(&e) {
                 Some(min) if min > ttl_s => {
@@ -246,15 +264,28 @@ impl ConsulDcs {
                         raised_to_s = min,
                         "consul session TTL below the agent's session_ttl_min; raised (failover will be slower)"
                     );
-                    st.ttl_s = Some(min);
-                    self.raw.session_create(&self.session_spec(min), &self.cfg.dc).await?
+                    st.min_ttl_s = Some(min);
+                    self.raw.session_create(&self.session_spec(ttl_ms, min), &self.cfg.dc).await?
                 }
                 _ => return Err(e),
             },
         };
-        st.id = Some(id.clone());
+        if let Some(old) = st.id.replace(id.clone()) {
+            st.retired.push(old);
+        }
+        st.created_for_ttl_ms = ttl_ms;
         st.member_written = None;
         Ok(id)
+    }
+
+    /// Destroys the retired sessions (best effort: each expires on its own anyway). Keys they
+    /// still hold go with them (`Behavior=delete`): the member key is written again next cycle.
+    async fn destroy_retired(&self, st: &mut SessionState) {
+        for id in std::mem::take(&mut st.retired) {
+            if let Err(e) = self.raw.session_destroy(&id, &self.cfg.dc).await {
+                tracing::debug!(error = %e, session = %id, "consul: could not destroy a retired session");
+            }
+        }
     }
 
     /// Renews our session; a session Consul no longer knows is forgotten (LeaseLost), and the
@@ -276,7 +307,8 @@ impl ConsulDcs {
     /// The session TTL in force (after any raise), in seconds.
     pub async fn session_ttl_s(&self) -> u64 {
         let st = self.session.lock().await;
-        st.ttl_s.unwrap_or_else(|| (self.cfg.ttl_ms / 2).div_ceil(1000).max(1))
+        let wanted = Self::session_ttl_for(st.want_ttl_ms.unwrap_or(self.cfg.ttl_ms));
+        st.min_ttl_s.map_or(wanted, |m| m.max(wanted))
     }
 
     /// Destroys our session (orderly shutdown: our keys go with it).
@@ -307,14 +339,20 @@ impl ConsulDcs {
         Ok(self.bounded(what, self.consul.create_or_update_key(req, value.as_bytes().to_vec())).await?.0)
     }
 
-    async fn delete(&self, what: &str, key: &str, cas: u32, recurse: bool) -> Result<bool, PortError> {
-        if cas != 0 {
+    /// Deletes `key` (with `recurse`, the prefix); with `cas`, only if its ModifyIndex is still
+    /// that one. Indexes are u64 end to end: no index ever becomes 0, which Consul would take as
+    /// "delete unconditionally".
+    async fn delete(&self, what: &str, key: &str, cas: Option<i64>, recurse: bool) -> Result<bool, PortError> {
+        if let Some(cas) = cas {
+            let index = u64::try_from(cas).ok().filter(|i| *i > 0).ok_or_else(|| {
+                PortError::new(ErrorKind::Rejected, format!("consul {what}: index {cas} is not a ModifyIndex"))
+            })?;
             // rs-consul always sends `recurse=<bool>`, and Consul takes the mere presence of
             // `recurse` as the flag: with `cas` it answers "Conflicting flags". So a
             // compare-and-delete goes through the hand-written client.
-            return self.raw.kv_delete_cas(key, u64::from(cas), &self.cfg.dc).await;
+            return self.raw.kv_delete_cas(key, index, &self.cfg.dc).await;
         }
-        let req = DeleteKeyRequest { key, datacenter: &self.cfg.dc, check_and_set: cas, recurse, ..Default::default() };
+        let req = DeleteKeyRequest { key, datacenter: &self.cfg.dc, check_and_set: 0, recurse, ..Default::default() };
         self.bounded(what, self.consul.delete_key(req)).await
     }
 
@@ -416,8 +454,9 @@ impl Dcs for ConsulDcs {
         self.put("write initialize", &self.key("initialize"), value, None, "").await.map(|_| ())
     }
 
-    async fn acquire_leader(&self) -> Result<bool, PortError> {
+    async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError> {
         let mut st = self.session.lock().await;
+        st.want_ttl_ms = Some(ttl_ms);
         let id = match self.renew_session(&mut st).await {
             Ok(id) => id,
             Err(e) if e.kind == ErrorKind::LeaseLost => self.ensure_session(&mut st).await?,
@@ -427,19 +466,25 @@ impl Dcs for ConsulDcs {
         self.put("acquire leader", &self.key("leader"), self.cfg.member.as_str(), None, &id).await
     }
 
-    async fn renew_leader(&self) -> Result<(), PortError> {
+    async fn renew_leader(&self, ttl_ms: u64) -> Result<(), PortError> {
         let mut st = self.session.lock().await;
+        st.want_ttl_ms = Some(ttl_ms);
         let id = self.renew_session(&mut st).await?;
-        drop(st);
         let key = self.key("leader");
         let me = self.cfg.member.as_str();
         match self.get_one("renew leader", &key).await? {
-            Some((_, _, Some(s))) if s == id => Ok(()),
-            // Our name with no session or an old one of ours (a restarted daemon): take it over
-            // under the current session, as Patroni does (compare-and-delete, then acquire).
-            Some((v, index, None)) if v == me => {
-                let freed = self.delete("renew leader", &key, u32::try_from(index).unwrap_or(0), false).await?;
+            Some((_, _, Some(s))) if s == id => {
+                self.destroy_retired(&mut st).await;
+                Ok(())
+            }
+            // Our name with no session, or under a session of ours retired for a changed ttl:
+            // take it over under the current session (compare-and-delete, then acquire, as
+            // Patroni does for a restarted daemon). A node racing into the gap probes us first
+            // and finds a running primary; one that still wins makes our acquire fail.
+            Some((v, index, owner)) if v == me && owner.as_ref().is_none_or(|o| st.retired.contains(o)) => {
+                let freed = self.delete("renew leader", &key, Some(index), false).await?;
                 if freed && self.put("renew leader", &key, me, None, &id).await? {
+                    self.destroy_retired(&mut st).await;
                     Ok(())
                 } else {
                     Err(PortError::new(
@@ -459,7 +504,7 @@ impl Dcs for ConsulDcs {
         let key = self.key("leader");
         if let Some((v, index, _)) = self.get_one("release leader", &key).await? {
             if v == self.cfg.member.as_str() {
-                self.delete("release leader", &key, u32::try_from(index).unwrap_or(0), false).await?;
+                self.delete("release leader", &key, Some(index), false).await?;
             }
         }
         Ok(())
@@ -489,7 +534,7 @@ impl Dcs for ConsulDcs {
 
     async fn delete_member(&self) -> Result<(), PortError> {
         self.session.lock().await.member_written = None;
-        self.delete("delete member", &self.key(&format!("members/{}", self.cfg.member)), 0, false).await.map(|_| ())
+        self.delete("delete member", &self.key(&format!("members/{}", self.cfg.member)), None, false).await.map(|_| ())
     }
 
     async fn write_cas(&self, key: DcsKey, value: &str, expected: Option<Revision>) -> Result<(), PortError> {
@@ -504,10 +549,7 @@ impl Dcs for ConsulDcs {
 
     async fn delete_cas(&self, key: DcsKey, expected: Revision) -> Result<(), PortError> {
         let what = format!("delete {}", key.as_str());
-        let cas = u32::try_from(expected.0).map_err(|_| {
-            PortError::new(ErrorKind::Rejected, format!("consul {what}: index {expected} out of range"))
-        })?;
-        if self.delete(&what, &self.key(key.as_str()), cas, false).await? {
+        if self.delete(&what, &self.key(key.as_str()), Some(expected.0), false).await? {
             Ok(())
         } else {
             Err(compare_failed(&what))
@@ -536,7 +578,7 @@ impl Dcs for ConsulDcs {
     }
 
     async fn delete_cluster(&self) -> Result<(), PortError> {
-        self.delete("delete cluster", &self.prefix, 0, true).await.map(|_| ())
+        self.delete("delete cluster", &self.prefix, None, true).await.map(|_| ())
     }
 }
 

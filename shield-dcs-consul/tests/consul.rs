@@ -88,9 +88,9 @@ async fn session_expiry_deletes_keys_and_wakes_a_watcher() {
     ready(&url).await;
     let a = dcs(&url, "expiry", "a");
     let b = dcs(&url, "expiry", "b");
-    assert_eq!(a.acquire_leader().await, Ok(true));
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
     a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.expect("touch");
-    a.renew_leader().await.expect("renew");
+    a.renew_leader(TTL_MS).await.expect("renew");
     let last = Instant::now();
     let mut rev = b.read().await.expect("read").revision;
     loop {
@@ -119,15 +119,15 @@ async fn lock_delay_keeps_an_invalidated_lock_from_being_retaken_early() {
     ready(&url).await;
     let a = dcs(&url, "delay", "a");
     let b = dcs(&url, "delay", "b");
-    assert_eq!(a.acquire_leader().await, Ok(true));
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
     // Invalidating the session (as expiry does) starts the lock-delay of ttl/2.
     a.destroy_session().await.expect("destroy");
     let t = Instant::now();
     assert!(b.read().await.expect("read").leader.is_none(), "behavior=delete removes the key");
-    assert_eq!(b.acquire_leader().await, Ok(false), "re-acquired inside the lock-delay");
+    assert_eq!(b.acquire_leader(TTL_MS).await, Ok(false), "re-acquired inside the lock-delay");
     let mut got = false;
     while t.elapsed() < Duration::from_millis(TTL_MS) {
-        if b.acquire_leader().await == Ok(true) {
+        if b.acquire_leader(TTL_MS).await == Ok(true) {
             got = true;
             break;
         }
@@ -139,7 +139,7 @@ async fn lock_delay_keeps_an_invalidated_lock_from_being_retaken_early() {
     assert!(after >= Duration::from_millis(TTL_MS / 2 - 200), "lock-delay too short: {after:?}");
     // An explicit release has no lock-delay.
     b.release_leader().await.expect("release");
-    assert_eq!(a.acquire_leader().await, Ok(true));
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +149,7 @@ async fn short_session_ttl_is_raised_to_the_agents_minimum() {
     ready(&url).await;
     let a = dcs(&url, "minttl", "a");
     assert_eq!(a.session_ttl_s().await, 2);
-    assert_eq!(a.acquire_leader().await, Ok(true), "the raised TTL is accepted");
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true), "the raised TTL is accepted");
     assert_eq!(a.session_ttl_s().await, 5);
     assert!(a.session_alive().await.expect("info"));
 }
@@ -160,13 +160,13 @@ async fn frozen_agent_is_unreachable_within_retry_timeout_and_recovers() {
     let url = agent.url();
     ready(&url).await;
     let a = dcs(&url, "freeze", "a");
-    assert_eq!(a.acquire_leader().await, Ok(true));
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
     agent.freeze();
     for op in ["read", "renew"] {
         let t = Instant::now();
         let r = match op {
             "read" => a.read().await.map(|_| ()),
-            _ => a.renew_leader().await,
+            _ => a.renew_leader(TTL_MS).await,
         };
         assert_eq!(r.map_err(|e| e.kind), Err(ErrorKind::Unreachable), "{op} while frozen");
         assert!(t.elapsed() <= Duration::from_millis(RETRY_MS + 300), "{op} took {:?}", t.elapsed());
@@ -174,9 +174,9 @@ async fn frozen_agent_is_unreachable_within_retry_timeout_and_recovers() {
     agent.thaw();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let r = match a.renew_leader().await {
+        let r = match a.renew_leader(TTL_MS).await {
             Ok(()) => Ok(true),
-            Err(e) if e.kind == ErrorKind::LeaseLost => a.acquire_leader().await,
+            Err(e) if e.kind == ErrorKind::LeaseLost => a.acquire_leader(TTL_MS).await,
             Err(e) => Err(e),
         };
         match r {
@@ -223,7 +223,7 @@ async fn patroni_formats_and_garbage() {
     assert_eq!(v.anomalies.len(), 4, "{:#?}", v.anomalies);
     // The leader key exists (empty, no session): acquire with our session may take it, as Consul
     // locks a key that no session holds. Either way nothing panics and the answer is typed.
-    assert!(d.acquire_leader().await.is_ok());
+    assert!(d.acquire_leader(TTL_MS).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +251,7 @@ async fn acl_token_is_required_and_used() {
     let with = ConsulDcs::new(cfg.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match with.acquire_leader().await {
+        match with.acquire_leader(TTL_MS).await {
             Ok(true) => break,
             _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
             other => panic!("with the token: {other:?}"),
@@ -318,7 +318,7 @@ async fn https_with_ca_and_client_certificate() {
     let d = ConsulDcs::new(cfg.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match d.acquire_leader().await {
+        match d.acquire_leader(TTL_MS).await {
             Ok(true) => break,
             other if Instant::now() < deadline => {
                 eprintln!("waiting for consul over TLS: {other:?}");

@@ -126,6 +126,12 @@ impl EtcdConfig {
 #[derive(Default)]
 struct LeaseState {
     id: Option<i64>,
+    /// The ttl `id` was granted for, in seconds.
+    granted_ttl_s: i64,
+    /// The ttl the last acquire or renewal asked for, in seconds (`None`: the configured one).
+    want_ttl_s: Option<i64>,
+    /// Leases replaced by one of another ttl, revoked once the leader key has moved off them.
+    retired: Vec<i64>,
     /// The open keep-alive stream, with the generation of the connection it runs on.
     stream: Option<(LeaseKeeper, LeaseKeepAliveStream, u64)>,
     /// The member value last written and the lease it was written under.
@@ -206,8 +212,9 @@ impl EtcdDcs {
         Duration::from_millis(self.cfg.retry_timeout_ms)
     }
 
-    fn ttl_s(&self) -> i64 {
-        self.cfg.ttl_ms.div_ceil(1000).max(1) as i64
+    /// etcd leases have whole seconds: rounded up, so a lease never ends before `ttl_ms`.
+    fn ttl_s(ttl_ms: u64) -> i64 {
+        i64::try_from(ttl_ms.div_ceil(1000).max(1)).unwrap_or(i64::MAX)
     }
 
     fn connect_options(&self) -> ConnectOptions {
@@ -303,16 +310,32 @@ impl EtcdDcs {
         r.map(|t| (t, generation))
     }
 
-    /// Our lease, granted if we have none.
+    /// Our lease, granted if we have none, or if ours was granted for another ttl than the one
+    /// last asked for (the old one is then retired: the leader key moves off it at the next
+    /// renewal, and it is revoked).
     async fn ensure_lease(&self, st: &mut LeaseState) -> Result<i64, PortError> {
+        let ttl = st.want_ttl_s.unwrap_or_else(|| Self::ttl_s(self.cfg.ttl_ms));
         if let Some(id) = st.id {
-            return Ok(id);
+            if st.granted_ttl_s == ttl {
+                return Ok(id);
+            }
         }
-        let ttl = self.ttl_s();
         let r = self.call("lease grant", |mut c| async move { c.lease_grant(ttl, None).await }).await?;
-        st.id = Some(r.id());
+        if let Some(old) = st.id.replace(r.id()) {
+            st.retired.push(old);
+        }
+        st.granted_ttl_s = ttl;
         st.stream = None;
         Ok(r.id())
+    }
+
+    /// Revokes the retired leases (best effort: each expires on its own anyway).
+    async fn revoke_retired(&self, st: &mut LeaseState) {
+        for id in std::mem::take(&mut st.retired) {
+            if let Err(e) = self.call("lease revoke", |mut c| async move { c.lease_revoke(id).await }).await {
+                tracing::debug!(error = %e, lease = id, "etcd: could not revoke a retired lease");
+            }
+        }
     }
 
     /// Keeps our lease alive once. `LeaseLost` if it has expired (it is then forgotten, and the
@@ -421,8 +444,9 @@ impl Dcs for EtcdDcs {
         self.put("write initialize", "initialize", value).await
     }
 
-    async fn acquire_leader(&self) -> Result<bool, PortError> {
+    async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError> {
         let mut st = self.lease.lock().await;
+        st.want_ttl_s = Some(Self::ttl_s(ttl_ms));
         let lease = self.keep_alive(&mut st).await.or_else(|e| match e.kind {
             ErrorKind::LeaseLost => Ok(0),
             _ => Err(e),
@@ -437,10 +461,10 @@ impl Dcs for EtcdDcs {
         self.txn("acquire leader", txn).await
     }
 
-    async fn renew_leader(&self) -> Result<(), PortError> {
+    async fn renew_leader(&self, ttl_ms: u64) -> Result<(), PortError> {
         let mut st = self.lease.lock().await;
+        st.want_ttl_s = Some(Self::ttl_s(ttl_ms));
         let lease = self.keep_alive(&mut st).await?;
-        drop(st);
         let key = self.key("leader");
         let me = self.cfg.member.as_str();
         // Fast path: the key holds our name under our lease; the keep-alive was the renewal.
@@ -449,16 +473,26 @@ impl Dcs for EtcdDcs {
             Compare::lease(key.clone(), CompareOp::Equal, lease),
         ]);
         if self.txn("renew leader", held).await? {
+            self.revoke_retired(&mut st).await;
             return Ok(());
         }
-        // Our name under another lease (a restarted daemon): re-attach it to ours.
-        let reattach = Txn::new().when([Compare::value(key.clone(), CompareOp::Equal, me)]).and_then([TxnOp::put(
-            key,
-            me,
-            Some(PutOptions::new().with_lease(lease)),
-        )]);
-        if self.txn("renew leader", reattach).await? {
-            return Ok(());
+        // Our name under another lease: one of ours retired for a changed ttl, or a restarted
+        // daemon's. Move it to ours, only if it is still exactly the key just read (same value,
+        // same lease), so a key deleted and written again meanwhile is never taken over.
+        let k = key.clone();
+        let found = self.call("renew leader", |mut c| async move { c.get(k, None).await }).await?;
+        let seen = found.kvs().first().filter(|kv| kv.value() == me.as_bytes()).map(|kv| kv.lease());
+        if let Some(seen) = seen {
+            let reattach = Txn::new()
+                .when([
+                    Compare::value(key.clone(), CompareOp::Equal, me),
+                    Compare::lease(key.clone(), CompareOp::Equal, seen),
+                ])
+                .and_then([TxnOp::put(key, me, Some(PutOptions::new().with_lease(lease)))]);
+            if self.txn("renew leader", reattach).await? {
+                self.revoke_retired(&mut st).await;
+                return Ok(());
+            }
         }
         Err(PortError::new(ErrorKind::LeaseLost, "etcd renew leader: the leader key is gone or held by another member"))
     }

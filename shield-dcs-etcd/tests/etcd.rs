@@ -94,9 +94,9 @@ async fn lease_expiry_removes_keys_and_wakes_a_watcher() {
     ready(&eps).await;
     let a = dcs(&eps, "expiry", "a");
     let b = dcs(&eps, "expiry", "b");
-    assert_eq!(a.acquire_leader().await, Ok(true));
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
     a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.expect("touch");
-    a.renew_leader().await.expect("renew");
+    a.renew_leader(TTL_MS).await.expect("renew");
     let last_renewal = Instant::now();
     let rev = b.read().await.expect("read").revision;
     // a stops renewing; b watches.
@@ -120,13 +120,13 @@ async fn frozen_etcd_is_unreachable_within_retry_timeout_and_recovers() {
     let eps = etcd.endpoints();
     ready(&eps).await;
     let a = dcs(&eps, "freeze", "a");
-    assert_eq!(a.acquire_leader().await, Ok(true));
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
     etcd.members[0].freeze();
     for op in ["read", "renew"] {
         let t = Instant::now();
         let kind = match op {
             "read" => a.read().await.map(|_| ()).map_err(|e| e.kind),
-            _ => a.renew_leader().await.map_err(|e| e.kind),
+            _ => a.renew_leader(TTL_MS).await.map_err(|e| e.kind),
         };
         let took = t.elapsed();
         assert_eq!(kind, Err(ErrorKind::Unreachable), "{op} while frozen");
@@ -138,9 +138,9 @@ async fn frozen_etcd_is_unreachable_within_retry_timeout_and_recovers() {
     // manual step.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = match a.renew_leader().await {
+        let r = match a.renew_leader(TTL_MS).await {
             Ok(()) => Ok(true),
-            Err(e) if e.kind == ErrorKind::LeaseLost => a.acquire_leader().await,
+            Err(e) if e.kind == ErrorKind::LeaseLost => a.acquire_leader(TTL_MS).await,
             Err(e) => Err(e),
         };
         match r {
@@ -152,7 +152,7 @@ async fn frozen_etcd_is_unreachable_within_retry_timeout_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(a.read().await.expect("read").is_leader(&name("a")));
-    a.renew_leader().await.expect("renewal works again");
+    a.renew_leader(TTL_MS).await.expect("renewal works again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,14 +161,14 @@ async fn three_node_cluster_survives_a_frozen_member_and_fails_without_quorum() 
     let eps = etcd.endpoints();
     ready(&eps).await;
     let a = dcs(&eps, "quorum", "a");
-    assert_eq!(a.acquire_leader().await, Ok(true));
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
     // One member frozen: the majority serves; a call may time out once while the client routes
     // around the frozen member, then service resumes with no manual step.
     etcd.members[0].freeze();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let t = Instant::now();
-        let r = a.renew_leader().await;
+        let r = a.renew_leader(TTL_MS).await;
         assert!(t.elapsed() <= Duration::from_millis(RETRY_MS + 300), "call took {:?}", t.elapsed());
         match r {
             Ok(()) => break,
@@ -186,7 +186,7 @@ async fn three_node_cluster_survives_a_frozen_member_and_fails_without_quorum() 
     let mut failures_in_a_row = 0;
     while failures_in_a_row < 3 {
         assert!(Instant::now() < deadline, "writes still succeed 10 s after quorum was lost");
-        match a.renew_leader().await {
+        match a.renew_leader(TTL_MS).await {
             Ok(()) => failures_in_a_row = 0,
             Err(_) => failures_in_a_row += 1,
         }
@@ -194,7 +194,7 @@ async fn three_node_cluster_survives_a_frozen_member_and_fails_without_quorum() 
     }
     for _ in 0..3 {
         let t = Instant::now();
-        let r = a.renew_leader().await;
+        let r = a.renew_leader(TTL_MS).await;
         assert_eq!(r.map_err(|e| e.kind), Err(ErrorKind::Unreachable));
         assert!(t.elapsed() <= Duration::from_millis(RETRY_MS + 300), "call took {:?}", t.elapsed());
         let w = a.write_cas(DcsKey::Failover, "{}", None).await;
@@ -256,8 +256,8 @@ async fn patroni_formats_round_trip_through_etcd() {
     d.write_status(&json!({"optime": 1, "slots": {}}).to_string()).await.expect("status");
     let leader = raw.get(format!("{p}leader"), None).await.expect("raw get");
     assert_eq!(leader.kvs()[0].value(), b"postgresql0", "the leader key holds the plain name");
-    assert_eq!(d.renew_leader().await.map_err(|e| e.kind), Err(ErrorKind::LeaseLost), "not ours");
-    assert_eq!(d.acquire_leader().await, Ok(false));
+    assert_eq!(d.renew_leader(TTL_MS).await.map_err(|e| e.kind), Err(ErrorKind::LeaseLost), "not ours");
+    assert_eq!(d.acquire_leader(TTL_MS).await, Ok(false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,8 +290,8 @@ async fn garbage_values_are_reported_never_fatal() {
     assert!(v.leader.is_some() && v.leader_name().is_none(), "an empty leader is a typed anomaly");
     assert_eq!(v.anomalies.len(), 8, "{:#?}", v.anomalies);
     // An empty leader value blocks acquisition (the key exists) but not renewal errors.
-    assert_eq!(good.acquire_leader().await, Ok(false));
-    assert_eq!(good.renew_leader().await.map_err(|e| e.kind), Err(ErrorKind::LeaseLost));
+    assert_eq!(good.acquire_leader(TTL_MS).await, Ok(false));
+    assert_eq!(good.renew_leader(TTL_MS).await.map_err(|e| e.kind), Err(ErrorKind::LeaseLost));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +313,7 @@ async fn username_and_password_auth() {
     cfg.retry_timeout_ms = RETRY_MS;
     cfg.auth = Some(("shield".into(), "s3cret".into()));
     let ok = EtcdDcs::new(cfg.clone());
-    assert_eq!(ok.acquire_leader().await, Ok(true));
+    assert_eq!(ok.acquire_leader(TTL_MS).await, Ok(true));
     assert!(ok.read().await.expect("read").is_leader(&name("a")));
 
     cfg.auth = Some(("shield".into(), "wrong".into()));
@@ -371,7 +371,7 @@ async fn tls_with_ca_and_client_certificate() {
     let ok = EtcdDcs::new(cfg.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match ok.acquire_leader().await {
+        match ok.acquire_leader(TTL_MS).await {
             Ok(won) => {
                 assert!(won);
                 break;

@@ -94,7 +94,7 @@ fn finish_bootstrap(cx: &mut Ctx<'_>, view: &ClusterView, mine: SystemId) -> Rea
         cx.push(Action::WriteConfig { config: Box::new(cx.st.settings.bootstrap_config.clone()) });
     }
     cx.push(Action::WriteHistory { lines: Vec::new() });
-    cx.push(Action::AcquireLeader);
+    cx.push(cx.acquire_action());
     cx.st.bootstrapping = false;
     cx.wake_now = true;
     Reason::InitializedNewCluster

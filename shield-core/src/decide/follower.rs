@@ -12,7 +12,7 @@ pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) 
     cx.st.yielding_since = None;
     cx.st.lease = None;
     let db = &cx.obs.db;
-    if db.is_running_primary() || db.busy == Some(DbTask::Promote) {
+    if db.is_running_primary() || db.busy.as_ref().is_some_and(|t| matches!(t, DbTask::Promote { .. })) {
         if cx.paused() {
             return Reason::Paused { detail: format!("running as primary while {leader} holds the lock") };
         }

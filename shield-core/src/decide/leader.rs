@@ -5,7 +5,7 @@ use crate::cluster::{ClusterView, FailoverRequest, HistoryLine, MemberRole};
 use crate::decide::{Ctx, WatchdogMode};
 use crate::observation::{DataDir, DbProcess, DcsView};
 use crate::reason::Reason;
-use crate::types::MemberName;
+use crate::types::{Lsn, MemberName, Timeline};
 
 /// We hold the leader key (per this cycle's snapshot).
 pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
@@ -21,7 +21,7 @@ pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
         return Reason::LeaderBusy;
     }
     match cx.obs.db.busy.clone() {
-        Some(DbTask::Promote) => return Reason::Promoting,
+        Some(DbTask::Promote { .. }) => return Reason::Promoting,
         Some(DbTask::Start(StartAs::Primary)) => return starting_primary(cx, view),
         Some(DbTask::Stop(StopMode::Fast)) if cx.st.demoting => return demoting(view),
         Some(_) => return Reason::LeaderBusy,
@@ -54,18 +54,19 @@ fn running_primary(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     let db = &cx.obs.db;
     if let (Some(promoted_from), Some(now_tl)) = (cx.st.promoted_from, db.timeline) {
         if now_tl > promoted_from.0 {
-            // The server's own record of the switch when it has one: what this node saw of its
-            // position before promoting can be a little behind the true switch point.
-            let (tl, lsn) = db.branched_from.unwrap_or(promoted_from);
+            // The line reserved before promoting carries the position this node saw then; the
+            // server's own record of the switch can be a little further on.
+            let lsn = db.branched_from.map_or(promoted_from.1, |(_, lsn)| lsn);
+            let line = history_line(cx, Timeline(now_tl.0.saturating_sub(1)), lsn);
             let mut lines = view.history.clone();
-            lines.push(HistoryLine {
-                timeline: tl,
-                lsn,
-                reason: "no recovery target specified".into(),
-                timestamp: Some(iso_timestamp(cx.obs.wall_ms)),
-                new_leader: Some(cx.me().to_string()),
-            });
-            cx.push(Action::WriteHistory { lines });
+            match lines.last_mut() {
+                Some(last) if last.timeline == line.timeline && last.lsn == line.lsn => {}
+                Some(last) if last.timeline == line.timeline => *last = line,
+                _ => lines.push(line),
+            }
+            if lines != view.history {
+                cx.push(Action::WriteHistory { lines });
+            }
             cx.st.promoted_from = None;
         }
     }
@@ -103,7 +104,16 @@ fn promote(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
         }
     }
     let db = &cx.obs.db;
-    cx.st.promoted_from = Some((db.timeline.unwrap_or_default(), db.wal_position().unwrap_or_default()));
+    let (mine, lsn) = (db.timeline.unwrap_or_default(), db.wal_position().unwrap_or_default());
+    // The new timeline id is reserved in `history` before the promotion runs (and the promotion
+    // is not run if that write fails): a promotion that is cut off before it could record itself
+    // has still burned its id, so the next one, on any node, creates a higher one. No timeline id
+    // is ever created twice.
+    let timeline = mine.max(view.timeline()).next();
+    let mut lines = view.history.clone();
+    lines.push(history_line(cx, Timeline(timeline.0.saturating_sub(1)), lsn));
+    cx.push(Action::WriteHistory { lines });
+    cx.st.promoted_from = Some((mine, lsn));
     // The replicas reconnect the moment the new timeline appears: their slots must exist by then
     // (a standby can hold physical slots), or each waits out a failed start of streaming.
     if cx.st.config.postgresql.use_slots {
@@ -118,7 +128,7 @@ fn promote(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
             }
         }
     }
-    cx.push(Action::RunDbTask { task: DbTask::Promote });
+    cx.push(Action::RunDbTask { task: DbTask::Promote { timeline } });
     Reason::Promoting
 }
 
@@ -270,6 +280,17 @@ pub(super) fn shutdown(cx: &mut Ctx<'_>) -> Reason {
     cx.st.lease = None;
     cx.push(Action::Exit);
     Reason::ShutdownComplete
+}
+
+/// The `history` line for a promotion by this node that ended `timeline` at `lsn`.
+fn history_line(cx: &Ctx<'_>, timeline: Timeline, lsn: Lsn) -> HistoryLine {
+    HistoryLine {
+        timeline,
+        lsn,
+        reason: "no recovery target specified".into(),
+        timestamp: Some(iso_timestamp(cx.obs.wall_ms)),
+        new_leader: Some(cx.me().to_string()),
+    }
 }
 
 /// `2024-07-02T17:06:00.123+00:00`, Patroni's history timestamp form.

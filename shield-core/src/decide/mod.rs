@@ -253,7 +253,18 @@ impl Ctx<'_> {
                 .saturating_sub(self.st.settings.watchdog_timeout_ms(timing))
                 .saturating_sub(NodeSettings::WATCHDOG_RESET_MS)
         });
-        Action::RenewLeader { fence_after_ms: self.st.config.timing.fence_after_ms(), feed_watchdog_within_ms: feed }
+        let timing = &self.st.config.timing;
+        Action::RenewLeader {
+            ttl_ms: timing.ttl_ms,
+            fence_after_ms: timing.fence_after_ms(),
+            feed_watchdog_within_ms: feed,
+        }
+    }
+
+    /// The acquire action, with the lease ttl and the deadline a success gives.
+    fn acquire_action(&self) -> Action {
+        let timing = &self.st.config.timing;
+        Action::AcquireLeader { ttl_ms: timing.ttl_ms, fence_after_ms: timing.fence_after_ms() }
     }
 
     /// What we publish in `members/<me>`.

@@ -22,25 +22,28 @@ pub(super) fn absorb(cx: &mut Ctx<'_>) -> Option<Reason> {
     fenced
 }
 
-/// The lease a success sent at `sent_at` gives, unless its deadline has already passed.
-fn hold(cx: &Ctx<'_>, sent_at: MonoMillis) -> Option<LeaseHold> {
-    let fence_at = sent_at.plus(cx.st.config.timing.fence_after_ms());
+/// The lease a success sent at `sent_at` gives, unless its deadline has already passed. The
+/// deadline comes from the action's own `fence_after_ms` (the ttl the lease was granted or
+/// renewed with), never from a config read since, and never later than the current config allows.
+fn hold(cx: &Ctx<'_>, sent_at: MonoMillis, fence_after_ms: u64) -> Option<LeaseHold> {
+    let fence_after_ms = fence_after_ms.min(cx.st.config.timing.fence_after_ms());
+    let fence_at = sent_at.plus(fence_after_ms);
     (fence_at > cx.now()).then_some(LeaseHold { renewed_sent_at: sent_at, fence_at })
 }
 
 fn absorb_one(cx: &mut Ctx<'_>, outcome: &Outcome) -> Option<Reason> {
     match outcome {
-        Outcome::LeaderAcquire { sent_at, result: Ok(true) } => {
-            if let Some(h) = hold(cx, *sent_at) {
+        Outcome::LeaderAcquire { sent_at, fence_after_ms, result: Ok(true) } => {
+            if let Some(h) = hold(cx, *sent_at, *fence_after_ms) {
                 cx.st.lease = Some(h);
             }
             cx.st.backoff_until = None;
             cx.st.yielding_since = None;
         }
         Outcome::LeaderAcquire { .. } => {}
-        Outcome::LeaderRenew { sent_at, result: Ok(()) } => {
+        Outcome::LeaderRenew { sent_at, fence_after_ms, result: Ok(()) } => {
             // Only a renewal sent after the one we counted from can move the deadline.
-            if let Some(h) = hold(cx, *sent_at) {
+            if let Some(h) = hold(cx, *sent_at, *fence_after_ms) {
                 if cx.st.lease.is_none_or(|old| h.renewed_sent_at >= old.renewed_sent_at) {
                     cx.st.lease = Some(h);
                 }
@@ -99,7 +102,7 @@ fn task_done(cx: &mut Ctx<'_>, task: &DbTask, result: &Result<(), PortError>) ->
             cx.st.rewind_failed = !why.is_retryable();
             Some(Reason::TaskFailed { why: format!("pg_rewind: {why}") })
         }
-        (DbTask::Promote, Err(why)) => {
+        (DbTask::Promote { .. }, Err(why)) => {
             // Give the lock back so a healthy node can take over, and stay out of races a while.
             cx.fence();
             cx.push(crate::action::Action::ReleaseLeader);

@@ -166,12 +166,14 @@ fn run(st: &NodeState, o: &Observation) -> (Vec<Action>, Reason, Decision) {
 }
 
 fn renew(feed: Option<u64>) -> Action {
-    Action::RenewLeader { fence_after_ms: 3_210, feed_watchdog_within_ms: feed }
+    Action::RenewLeader { ttl_ms: 4_000, fence_after_ms: 3_210, feed_watchdog_within_ms: feed }
 }
 
 fn task(t: DbTask) -> Action {
     Action::RunDbTask { task: t }
 }
+
+const ACQUIRE: Action = Action::AcquireLeader { ttl_ms: 4_000, fence_after_ms: 3_210 };
 
 const IMMEDIATE: Action = Action::StopDb { mode: StopMode::Immediate };
 
@@ -215,7 +217,7 @@ fn finished_bootstrap_publishes_and_takes_the_lock() {
             Action::WriteInitialize { system_id: SYSID },
             Action::WriteConfig { config: Box::new(st.settings.bootstrap_config.clone()) },
             Action::WriteHistory { lines: vec![] },
-            Action::AcquireLeader,
+            ACQUIRE,
         ]
     );
     assert_eq!(reason, Reason::InitializedNewCluster);
@@ -286,7 +288,7 @@ fn healthiest_node_acquires_the_lock() {
         probed(&[("b", report(1_000, false, 1)), ("c", report(900, false, 5))]),
     );
     let (acts, reason, _) = run(&state("a"), &o);
-    assert_eq!((acts, reason), (vec![Action::AcquireLeader], Reason::AcquiringLock));
+    assert_eq!((acts, reason), (vec![ACQUIRE], Reason::AcquiringLock));
 }
 
 #[test]
@@ -310,7 +312,7 @@ fn peers_behind_the_cluster_timeline_do_not_hold_the_race_up() {
     let v = unlocked().history(&[(1, 900)]);
     let o = with(obs(v, db_replica(1_000, 2, None)), probed(&[("b", stale)]));
     let (acts, reason, _) = run(&state("a"), &o);
-    assert_eq!((acts, reason), (vec![Action::AcquireLeader], Reason::AcquiringLock));
+    assert_eq!((acts, reason), (vec![ACQUIRE], Reason::AcquiringLock));
 }
 
 #[test]
@@ -331,12 +333,18 @@ fn own_rules_disqualify_before_probing() {
         })
     );
 
+    // Behind the cluster timeline: only Patroni's check_timeline refuses outright (the cluster
+    // timeline may have been reserved by a promotion that never ran); otherwise the peers decide.
     let behind = obs(unlocked().history(&[(1, 500)]), db_replica(1_000, 1, None));
-    let (_, reason, _) = run(&state("a"), &behind);
+    let mut strict = state("a");
+    strict.config.check_timeline = true;
+    let (_, reason, _) = run(&strict, &behind);
     assert_eq!(
         reason,
         Reason::NotHealthiest(Ineligible::TimelineBehind { mine: Some(Timeline(1)), cluster: Timeline(2) })
     );
+    let (acts, reason, _) = run(&state("a"), &behind);
+    assert_eq!((acts, reason), (vec![Action::ProbePeers], Reason::ProbingPeers));
 
     let mut backoff = state("a");
     backoff.backoff_until = Some(NOW.plus(1));
@@ -347,7 +355,7 @@ fn own_rules_disqualify_before_probing() {
 #[test]
 fn old_primary_still_running_retakes_the_lock_unless_superseded() {
     let (acts, reason, _) = run(&state("a"), &obs(unlocked(), db_primary(1_000, 1)));
-    assert_eq!((acts, reason), (vec![Action::AcquireLeader], Reason::AcquiringLock));
+    assert_eq!((acts, reason), (vec![ACQUIRE], Reason::AcquiringLock));
     let (acts, reason, _) = run(&state("a"), &obs(unlocked().history(&[(1, 900)]), db_primary(1_000, 1)));
     assert_eq!(acts, vec![]);
     assert_eq!(
@@ -372,10 +380,16 @@ fn won_lock_promotes_arming_the_watchdog_first() {
     st.settings.watchdog = WatchdogMode::Automatic;
     let o = with(
         obs(ViewB::new().leader("a").replica("b", 1_000), db_replica(1_000, 1, None)),
-        vec![Outcome::LeaderAcquire { sent_at: NOW, result: Ok(true) }],
+        vec![Outcome::LeaderAcquire { sent_at: NOW, fence_after_ms: 3_210, result: Ok(true) }],
     );
     let (acts, reason, d) = run(&st, &o);
-    assert_eq!(acts, vec![renew(None), Action::ArmWatchdog, task(DbTask::Promote)]);
+    assert_eq!(acts.len(), 4, "{acts:?}");
+    assert_eq!(acts[..2], [renew(None), Action::ArmWatchdog]);
+    // The new timeline is reserved in `history` before the promotion, which creates exactly it.
+    let Action::WriteHistory { lines } = &acts[2] else { panic!("no reservation: {acts:?}") };
+    assert_eq!((lines.len(), lines[0].timeline, lines[0].lsn), (1, Timeline(1), Lsn(1_000)));
+    assert_eq!(lines[0].new_leader.as_deref(), Some("a"));
+    assert_eq!(acts[3], task(DbTask::Promote { timeline: Timeline(2) }));
     assert_eq!(reason, Reason::Promoting);
     assert_eq!(d.fence_at, Some(NOW.plus(st.config.timing.fence_after_ms())));
     assert_eq!(d.next.promoted_from, Some((Timeline(1), Lsn(1_000))));
@@ -465,12 +479,12 @@ fn the_new_leader_creates_the_replicas_slots_before_promoting() {
     let mut db = db_replica(1_000, 1, None);
     db.slots = Some(vec![("c".into(), false)]);
     let v = ViewB::new().leader("a").replica("b", 1_000).replica("c", 1_000);
-    let o = with(obs(v, db), vec![Outcome::LeaderAcquire { sent_at: NOW, result: Ok(true) }]);
+    let o = with(obs(v, db), vec![Outcome::LeaderAcquire { sent_at: NOW, fence_after_ms: 3_210, result: Ok(true) }]);
     let (acts, reason, _) = run(&state("a"), &o);
     assert_eq!(reason, Reason::Promoting);
     let at = |want: &dyn Fn(&Action) -> bool| acts.iter().position(want);
     let slots = at(&|a| *a == Action::SyncSlots { create: vec!["b".into()], drop: vec![] });
-    let promote = at(&|a| *a == task(DbTask::Promote));
+    let promote = at(&|a| *a == task(DbTask::Promote { timeline: Timeline(2) }));
     assert!(slots.is_some() && slots < promote, "{acts:?}");
 }
 
@@ -478,7 +492,7 @@ fn the_new_leader_creates_the_replicas_slots_before_promoting() {
 fn required_watchdog_is_armed_a_cycle_before_promotion() {
     let mut st = state("a");
     st.settings.watchdog = WatchdogMode::Required;
-    let won = vec![Outcome::LeaderAcquire { sent_at: NOW, result: Ok(true) }];
+    let won = vec![Outcome::LeaderAcquire { sent_at: NOW, fence_after_ms: 3_210, result: Ok(true) }];
     let o = with(obs(ViewB::new().leader("a").replica("b", 1_000), db_replica(1_000, 1, None)), won);
     let (acts, reason, d) = run(&st, &o);
     assert_eq!((acts, reason), (vec![renew(None), Action::ArmWatchdog], Reason::ArmingWatchdog));
@@ -487,14 +501,17 @@ fn required_watchdog_is_armed_a_cycle_before_promotion() {
     // Armed without complaint: promote.
     let o = obs(ViewB::new().leader("a").replica("b", 1_000), db_replica(1_000, 1, None));
     let (acts, reason, _) = run(&d.next, &o);
-    assert_eq!(acts.last(), Some(&task(DbTask::Promote)), "{acts:?}");
+    assert_eq!(acts.last(), Some(&task(DbTask::Promote { timeline: Timeline(2) })), "{acts:?}");
     assert_eq!(reason, Reason::Promoting);
 
     // The arming failed: the lock goes back and the database is never promoted.
     let failed = vec![Outcome::WatchdogFailed { reason: "no device".into() }];
     let o = with(obs(ViewB::new().leader("a").replica("b", 1_000), db_replica(1_000, 1, None)), failed);
     let (acts, reason, d2) = run(&d.next, &o);
-    assert!(acts.contains(&Action::ReleaseLeader) && !acts.contains(&task(DbTask::Promote)), "{acts:?}");
+    assert!(
+        acts.contains(&Action::ReleaseLeader) && !acts.contains(&task(DbTask::Promote { timeline: Timeline(2) })),
+        "{acts:?}"
+    );
     assert_eq!(reason, Reason::NotHealthiest(crate::reason::Ineligible::WatchdogRequired));
     assert!(d2.next.lease.is_none());
 }
@@ -521,7 +538,7 @@ fn renewal_moves_the_fencing_deadline_from_its_send_time() {
     let sent = NOW.plus(50);
     let mut o = with(
         obs(ViewB::new().leader("a").status(5), db_primary(5, 1)),
-        vec![Outcome::LeaderRenew { sent_at: sent, result: Ok(()) }],
+        vec![Outcome::LeaderRenew { sent_at: sent, fence_after_ms: 3_210, result: Ok(()) }],
     );
     o.now = NOW.plus(60);
     let d = decide(&st, &o);
@@ -546,7 +563,7 @@ fn passed_fencing_deadline_stops_the_primary_at_once() {
 fn lost_lease_fences_immediately() {
     let o = with(
         obs(ViewB::new().leader("b"), db_primary(5, 1)),
-        vec![Outcome::LeaderRenew { sent_at: NOW, result: Err(ErrorKind::LeaseLost) }],
+        vec![Outcome::LeaderRenew { sent_at: NOW, fence_after_ms: 3_210, result: Err(ErrorKind::LeaseLost) }],
     );
     let d = decide(&leader_state("a"), &o);
     assert_eq!((d.actions, d.reason), (vec![IMMEDIATE], Reason::LeaseLost));
@@ -650,7 +667,7 @@ fn switchover_requests_are_validated() {
 fn named_candidate_takes_the_free_lock_and_others_wait() {
     let v = || unlocked().failover(Some("old"), Some("a"), None);
     let (acts, reason, _) = run(&state("a"), &obs(v(), db_replica(1_000, 1, Some("old"))));
-    assert_eq!((acts, reason), (vec![Action::AcquireLeader], Reason::AcquiringLock));
+    assert_eq!((acts, reason), (vec![ACQUIRE], Reason::AcquiringLock));
     let v = unlocked().failover(Some("old"), Some("b"), None);
     let (acts, reason, d) = run(&state("c"), &obs(v, db_replica(1_000, 1, Some("old"))));
     assert_eq!((acts, reason), (vec![], Reason::WaitingForCandidate { candidate: n("b") }));
@@ -813,7 +830,7 @@ fn every_request_gets_an_answer() {
 
     // While a task runs, a restart is refused, not lost.
     let mut o = obs(v(), db_replica(5, 1, Some("l")));
-    o.db.busy = Some(DbTask::Promote);
+    o.db.busy = Some(DbTask::Promote { timeline: Timeline(2) });
     o.requests = vec![Request::Restart];
     let (acts, _, d) = run(&state("a"), &o);
     assert!(!acts.contains(&task(DbTask::Restart)), "{acts:?}");
@@ -826,4 +843,74 @@ fn every_request_gets_an_answer() {
     let d = decide(&state("a"), &o);
     assert_eq!(d.answers.len(), 2);
     assert!(d.answers.iter().all(|a| a.as_ref().is_err_and(|e| e.starts_with("not now: "))), "{:?}", d.answers);
+}
+
+// ---- unique timelines --------------------------------------------------------------------------
+
+/// A promotion cut off before it could record itself burned timeline 2 (its reservation is the
+/// last `history` line): the next promotion, from timeline 1, creates timeline 3, never 2 again.
+#[test]
+fn promotion_skips_a_timeline_reserved_by_another() {
+    let o = with(
+        obs(ViewB::new().leader("a").replica("b", 1_000).history(&[(1, 900)]), db_replica(1_000, 1, None)),
+        vec![Outcome::LeaderAcquire { sent_at: NOW, fence_after_ms: 3_210, result: Ok(true) }],
+    );
+    let (acts, reason, _) = run(&state("a"), &o);
+    assert_eq!(reason, Reason::Promoting);
+    let Some(Action::WriteHistory { lines }) = acts.iter().find(|a| matches!(a, Action::WriteHistory { .. })) else {
+        panic!("no reservation: {acts:?}")
+    };
+    assert_eq!(
+        lines.iter().map(|l| (l.timeline, l.lsn)).collect::<Vec<_>>(),
+        [(Timeline(1), Lsn(900)), (Timeline(2), Lsn(1_000))]
+    );
+    assert_eq!(acts.last(), Some(&task(DbTask::Promote { timeline: Timeline(3) })));
+}
+
+/// Once promoted, the reserved line takes the server's own switch point; nothing is appended.
+#[test]
+fn promoted_primary_corrects_its_reserved_history_line() {
+    let mut st = leader_state("a");
+    st.promoted_from = Some((Timeline(1), Lsn(1_000)));
+    let mut db = db_primary(1_200, 2);
+    db.branched_from = Some((Timeline(1), Lsn(1_100)));
+    let o = obs(ViewB::new().leader("a").replica("b", 1_000).history(&[(1, 1_000)]), db);
+    let (acts, _, d) = run(&st, &o);
+    let Some(Action::WriteHistory { lines }) = acts.iter().find(|a| matches!(a, Action::WriteHistory { .. })) else {
+        panic!("no history write: {acts:?}")
+    };
+    assert_eq!(lines.iter().map(|l| (l.timeline, l.lsn)).collect::<Vec<_>>(), [(Timeline(1), Lsn(1_100))]);
+    assert_eq!(d.next.promoted_from, None);
+    // Already exact: no write at all.
+    let o = obs(ViewB::new().leader("a").replica("b", 1_000).history(&[(1, 1_100)]), o.db.clone());
+    let (acts, _, _) = run(&st, &o);
+    assert!(!acts.iter().any(|a| matches!(a, Action::WriteHistory { .. })), "{acts:?}");
+}
+
+/// A running member whose key shows a newer timeline than ours is a live server of a newer
+/// timeline: we do not race past it, whatever our WAL position.
+#[test]
+fn a_member_on_a_newer_timeline_blocks_the_race() {
+    let v = unlocked().member("b", member(MemberRole::Replica, "running", 10, 2));
+    let (acts, reason, _) = run(&state("a"), &obs(v, db_replica(5_000, 1, None)));
+    assert_eq!((acts, reason), (vec![], Reason::NotHealthiest(Ineligible::PeerAhead { peer: n("b") })));
+}
+
+/// Peers compare as (timeline, LSN): less WAL on a newer timeline is still ahead.
+#[test]
+fn a_peer_on_a_newer_timeline_is_ahead_whatever_its_lsn() {
+    let mut reports = std::collections::BTreeMap::new();
+    reports.insert(
+        n("b"),
+        PeerReport {
+            is_primary: false,
+            wal_position: Some(Lsn(10)),
+            timeline: Some(Timeline(2)),
+            can_promote: true,
+            priority: 1,
+        },
+    );
+    let o = with(obs(unlocked(), db_replica(5_000, 1, None)), vec![Outcome::PeersProbed { reports }]);
+    let (_, reason, _) = run(&state("a"), &o);
+    assert_eq!(reason, Reason::NotHealthiest(Ineligible::PeerAhead { peer: n("b") }));
 }

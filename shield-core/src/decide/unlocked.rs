@@ -45,14 +45,14 @@ pub(super) fn race(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
 fn paused(cx: &mut Ctx<'_>) -> Reason {
     if cx.obs.db.is_running_primary() {
         // Pause keeps a running primary in charge: it takes the free lock.
-        cx.push(Action::AcquireLeader);
+        cx.push(cx.acquire_action());
         return Reason::Paused { detail: "acquiring the free leader lock for the running primary".into() };
     }
     Reason::Paused { detail: "cluster has no leader; no automatic promotion".into() }
 }
 
 fn acquire(cx: &mut Ctx<'_>) -> Reason {
-    cx.push(Action::AcquireLeader);
+    cx.push(cx.acquire_action());
     cx.wake_now = true;
     Reason::AcquiringLock
 }
@@ -105,7 +105,7 @@ fn eligibility(cx: &Ctx<'_>, view: &ClusterView) -> Result<Checked, Ineligible> 
     });
     match reports {
         None => Ok(Checked::NeedProbe),
-        Some(reports) => compare_peers(cx, view, reports).map(|()| Checked::Acquire),
+        Some(reports) => compare_peers(cx, reports).map(|()| Checked::Acquire),
     }
 }
 
@@ -132,35 +132,43 @@ fn own_checks(cx: &Ctx<'_>, view: &ClusterView, manual: bool) -> Result<(), Inel
             return Err(Ineligible::Lagging { mine, optime, max_lag_bytes: cfg.maximum_lag_on_failover_bytes });
         }
     }
-    // Shield always refuses an automatic promotion from behind the cluster timeline: that would
-    // reuse a timeline id and throw away the newer timeline's writes. `check_timeline` adds
-    // Patroni's stricter rule that an unknown timeline is refused too. A manual failover may
-    // override the first rule, not the second.
+    // A promotion never reuses a timeline id (each reserves a fresh one in `history` first), so
+    // being behind the cluster timeline is no bar by itself: the cluster timeline may be one that
+    // a promotion reserved and never created. A member on a newer timeline wins the comparison
+    // with the peers, and the lag rule above bounds what is lost, as in Patroni. A member key that
+    // shows a newer timeline than ours, though, is a live server we must not race past.
+    // `check_timeline` is Patroni's stricter rule: never from behind, never from an unknown one.
     let tl = cx.obs.db.timeline;
-    let behind = tl.is_some_and(|t| t < view.timeline());
-    if (behind && !manual) || (cfg.check_timeline && tl.is_none_or(|t| t < view.timeline())) {
+    if cfg.check_timeline && tl.is_none_or(|t| t < view.timeline()) {
         return Err(Ineligible::TimelineBehind { mine: tl, cluster: view.timeline() });
+    }
+    if !manual {
+        let newer = view
+            .members
+            .values()
+            .filter(|m| m.name != *cx.me())
+            .find(|m| m.data.timeline.is_some_and(|t| tl.is_none_or(|mine| t > mine)) && m.data.state == "running");
+        if let Some(m) = newer {
+            return Err(Ineligible::PeerAhead { peer: m.name.clone() });
+        }
     }
     Ok(())
 }
 
-fn compare_peers(
-    cx: &Ctx<'_>,
-    view: &ClusterView,
-    reports: &std::collections::BTreeMap<MemberName, PeerReport>,
-) -> Result<(), Ineligible> {
-    let mine = cx.obs.db.wal_position().unwrap_or(Lsn(0));
+fn compare_peers(cx: &Ctx<'_>, reports: &std::collections::BTreeMap<MemberName, PeerReport>) -> Result<(), Ineligible> {
+    // Positions compare as (timeline, LSN): WAL on a newer timeline is ahead of any amount of
+    // WAL on an older one, which the newer timeline has forked away from.
+    let mine = (cx.obs.db.timeline.unwrap_or_default(), cx.obs.db.wal_position().unwrap_or(Lsn(0)));
     let my_priority = cx.st.settings.tags.priority();
     for (peer, r) in reports.iter().filter(|(p, _)| *p != cx.me()) {
         if r.is_primary {
             return Err(Ineligible::PrimaryAlive { peer: peer.clone() });
         }
-        // A peer that may not promote, or is behind the cluster timeline (so it never will),
-        // must not hold the race up however much WAL it has on its old timeline.
-        if !r.can_promote || r.timeline.is_some_and(|t| t < view.timeline()) {
+        // A peer that may not promote must not hold the race up however much WAL it has.
+        if !r.can_promote {
             continue;
         }
-        let theirs = r.wal_position.unwrap_or(Lsn(0));
+        let theirs = (r.timeline.unwrap_or_default(), r.wal_position.unwrap_or(Lsn(0)));
         if theirs > mine {
             return Err(Ineligible::PeerAhead { peer: peer.clone() });
         }

@@ -57,11 +57,16 @@ pub trait Dcs: Send + Sync {
     async fn write_initialize(&self, value: &str) -> Result<(), PortError>;
 
     /// Creates the leader key holding our name, with our lease, only if absent. Ok(false): held.
-    async fn acquire_leader(&self) -> Result<bool, PortError>;
+    ///
+    /// `ttl_ms` is the cluster's `ttl` as the caller's decision knows it. On success no other
+    /// member can take the key earlier than `ttl_ms` after the call was sent: a backend whose
+    /// lease was granted for another ttl grants a new one first.
+    async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError>;
 
     /// Renews our lease and checks the leader key still holds our name under our lease.
-    /// [`crate::ports::ErrorKind::LeaseLost`] when it does not.
-    async fn renew_leader(&self) -> Result<(), PortError>;
+    /// [`crate::ports::ErrorKind::LeaseLost`] when it does not. The same `ttl_ms` guarantee as
+    /// [`Dcs::acquire_leader`]: when the ttl changed, the key moves to a lease granted for it.
+    async fn renew_leader(&self, ttl_ms: u64) -> Result<(), PortError>;
 
     /// Deletes the leader key only if it holds our name.
     async fn release_leader(&self) -> Result<(), PortError>;

@@ -23,6 +23,12 @@ impl World {
                 self.cycle_done(i);
                 return;
             };
+            if self.nodes[i].lease_gate_failed {
+                if let Some(skipped) = Outcome::lease_skipped(&action) {
+                    self.nodes[i].outcomes.push(skipped);
+                    continue;
+                }
+            }
             if let Some(delay) = self.perform(i, action) {
                 self.at(self.now + delay, Ev::ActNext { node: i });
                 return;
@@ -85,13 +91,15 @@ impl World {
                 self.note_write(i, "config", r);
                 Some(lat)
             }
-            Action::AcquireLeader => {
-                let (result, lat) = self.dcs_call(i, |d| ready(d.acquire_leader()));
-                self.nodes[i].outcomes.push(Outcome::LeaderAcquire { sent_at, result });
+            Action::AcquireLeader { ttl_ms, fence_after_ms } => {
+                let (result, lat) = self.dcs_call(i, |d| ready(d.acquire_leader(ttl_ms)));
+                self.nodes[i].lease_gate_failed |= result != Ok(true);
+                self.nodes[i].outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result });
                 Some(lat)
             }
-            Action::RenewLeader { fence_after_ms, feed_watchdog_within_ms } => {
-                let (result, lat) = self.dcs_call(i, |d| ready(d.renew_leader()));
+            Action::RenewLeader { ttl_ms, fence_after_ms, feed_watchdog_within_ms } => {
+                let (result, lat) = self.dcs_call(i, |d| ready(d.renew_leader(ttl_ms)));
+                self.nodes[i].lease_gate_failed |= result.is_err();
                 if result.is_ok() {
                     let n = &mut self.nodes[i];
                     let to = sent_at.plus(fence_after_ms);
@@ -104,7 +112,7 @@ impl World {
                         self.feed_watchdog(i, self.now + lat);
                     }
                 }
-                self.nodes[i].outcomes.push(Outcome::LeaderRenew { sent_at, result });
+                self.nodes[i].outcomes.push(Outcome::LeaderRenew { sent_at, fence_after_ms, result });
                 Some(lat)
             }
             Action::ReleaseLeader => {
@@ -127,6 +135,7 @@ impl World {
             Action::WriteHistory { lines } => {
                 let v = serde_json::Value::Array(lines.iter().map(|l| l.to_json()).collect()).to_string();
                 let (r, lat) = self.dcs_call(i, |d| ready(d.write_history(&v)));
+                self.nodes[i].lease_gate_failed |= r.is_err();
                 self.note_write(i, "history", r);
                 self.check(Hook::HistoryWritten);
                 Some(lat)
@@ -155,7 +164,7 @@ impl World {
                 None
             }
             Action::RunDbTask { task } => {
-                if matches!(task, DbTask::Promote | DbTask::Start(crate::action::StartAs::Primary)) && self.fenced(i) {
+                if task.makes_primary() && self.fenced(i) {
                     let result = Err(PortError::new(ErrorKind::LeaseLost, "the fencing deadline passed first"));
                     self.nodes[i].outcomes.push(Outcome::DbTaskDone { task, result });
                     return None;
@@ -232,7 +241,7 @@ impl World {
             DbTask::Clone { .. } => self.rng.gen_range(2_000..8_000),
             DbTask::Start(_) | DbTask::Restart => self.rng.gen_range(200..1_500),
             DbTask::Stop(_) => self.rng.gen_range(50..600),
-            DbTask::Promote => self.rng.gen_range(50..500),
+            DbTask::Promote { .. } => self.rng.gen_range(50..500),
             DbTask::Follow { .. } => self.rng.gen_range(50..300),
             DbTask::Rewind { .. } => self.rng.gen_range(500..3_000),
             DbTask::WipeDataDir => self.rng.gen_range(10..200),
@@ -312,9 +321,13 @@ impl World {
                 self.nodes[i].db.stop_now(*mode);
                 Ok(())
             }
-            DbTask::Promote => {
-                self.nodes[i].db.promote().map_err(|e| (ErrorKind::Io, e))?;
+            DbTask::Promote { timeline } => {
+                self.nodes[i].db.promote(*timeline).map_err(|e| (ErrorKind::Io, e))?;
                 self.report.promotions += 1;
+                if let Some(d) = &self.nodes[i].db.data {
+                    let (timeline, fork_lsn) = (d.timeline, d.history.last().map_or(Lsn(0), |h| h.1));
+                    self.check(Hook::TimelineCreated { node: i, timeline, fork_lsn });
+                }
                 self.check(Hook::BecameWritable { node: i, promoted: true });
                 Ok(())
             }

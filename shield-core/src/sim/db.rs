@@ -171,14 +171,16 @@ impl SimDb {
         self.process = SimProcess::Running { in_recovery };
     }
 
-    /// Promotion: a new timeline forks at the current position.
-    pub fn promote(&mut self) -> Result<(), String> {
+    /// Promotion: a new timeline forks at the current position. Its id is the next one, or
+    /// `at_least` if that is higher (ids another promotion reserved are skipped, as the daemon
+    /// makes PostgreSQL do).
+    pub fn promote(&mut self, at_least: Timeline) -> Result<(), String> {
         if self.process != (SimProcess::Running { in_recovery: true }) {
             return Err("not a running standby".into());
         }
         let Some(d) = self.data.as_mut() else { return Err("no data directory".into()) };
         d.history.push((d.timeline, d.lsn));
-        d.timeline = d.timeline.next();
+        d.timeline = d.timeline.next().max(at_least);
         d.was_primary = true;
         self.process = SimProcess::Running { in_recovery: false };
         self.upstream = None;

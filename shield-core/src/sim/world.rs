@@ -74,6 +74,8 @@ pub(super) struct Node {
     pub watchdog_expire_ms: Option<u64>,
     pub unreachable_since: Option<MonoMillis>,
     pub vip: bool,
+    /// A lease action of the current decision failed: its lease-needing actions are skipped.
+    pub lease_gate_failed: bool,
 }
 
 impl Node {
@@ -151,6 +153,7 @@ impl World {
                     watchdog_expire_ms: None,
                     unreachable_since: None,
                     vip: false,
+                    lease_gate_failed: false,
                 }
             })
             .collect();
@@ -348,6 +351,7 @@ impl World {
         n.fence_at = d.fence_at;
         n.wake_local = d.wake_at;
         n.actions = Some(d.actions.into());
+        n.lease_gate_failed = false;
         if let Some(f) = d.fence_at {
             let t = self.nodes[i].global(f);
             self.at(t, Ev::FenceGuard { node: i });

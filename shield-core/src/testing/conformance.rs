@@ -65,6 +65,7 @@ pub async fn run_dcs_conformance<H: DcsHarness>(h: &H) -> Result<(), Conformance
     case!("watch-wakes", watch_wakes);
     case!("renewal-outlives-ttl", renewal_outlives_ttl);
     case!("lease-expiry", lease_expiry);
+    case!("ttl-change", ttl_change);
     case!("delete-cluster", delete_cluster);
     Ok(())
 }
@@ -72,10 +73,10 @@ pub async fn run_dcs_conformance<H: DcsHarness>(h: &H) -> Result<(), Conformance
 async fn leader_lock<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let a = h.client(scope, "a").await;
     let b = h.client(scope, "b").await;
-    check(a.acquire_leader().await == Ok(true), || "a could not acquire a free lock".into())?;
-    check(b.acquire_leader().await == Ok(false), || "b acquired a held lock".into())?;
-    a.renew_leader().await.map_err(|e| format!("holder's renewal failed: {e}"))?;
-    let b_renew = b.renew_leader().await;
+    check(a.acquire_leader(h.ttl_ms()).await == Ok(true), || "a could not acquire a free lock".into())?;
+    check(b.acquire_leader(h.ttl_ms()).await == Ok(false), || "b acquired a held lock".into())?;
+    a.renew_leader(h.ttl_ms()).await.map_err(|e| format!("holder's renewal failed: {e}"))?;
+    let b_renew = b.renew_leader(h.ttl_ms()).await;
     check(matches!(&b_renew, Err(e) if e.kind == ErrorKind::LeaseLost), || {
         format!("a non-holder's renewal gave {b_renew:?}, not lease lost")
     })?;
@@ -87,8 +88,8 @@ async fn leader_lock<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     a.release_leader().await.map_err(|e| e.to_string())?;
     let v = a.read().await.map_err(|e| e.to_string())?;
     check(v.leader.is_none(), || "the holder's release left the key".into())?;
-    check(b.acquire_leader().await == Ok(true), || "b could not acquire a released lock".into())?;
-    let a_renew = a.renew_leader().await;
+    check(b.acquire_leader(h.ttl_ms()).await == Ok(true), || "b could not acquire a released lock".into())?;
+    let a_renew = a.renew_leader(h.ttl_ms()).await;
     check(matches!(&a_renew, Err(e) if e.kind == ErrorKind::LeaseLost), || {
         format!("the old holder's renewal gave {a_renew:?}, not lease lost")
     })
@@ -154,7 +155,7 @@ async fn plain_puts_and_prefix_read<H: DcsHarness>(h: &H, scope: &str) -> CaseRe
 async fn watch_wakes<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let a = h.client(scope, "a").await;
     let b = h.client(scope, "b").await;
-    check(a.acquire_leader().await == Ok(true), || "acquire failed".into())?;
+    check(a.acquire_leader(h.ttl_ms()).await == Ok(true), || "acquire failed".into())?;
     let rev = b.read().await.map_err(|e| e.to_string())?.revision;
     a.release_leader().await.map_err(|e| e.to_string())?;
     let w = b.watch(rev, 10_000).await.map_err(|e| format!("watch: {e}"))?;
@@ -165,12 +166,12 @@ async fn watch_wakes<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
 
 async fn renewal_outlives_ttl<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let a = h.client(scope, "a").await;
-    check(a.acquire_leader().await == Ok(true), || "acquire failed".into())?;
+    check(a.acquire_leader(h.ttl_ms()).await == Ok(true), || "acquire failed".into())?;
     a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.map_err(|e| e.to_string())?;
     let step = h.ttl_ms() / 3;
     for i in 0..5 {
         h.pass_time(step).await;
-        a.renew_leader().await.map_err(|e| format!("renewal {i} failed: {e}"))?;
+        a.renew_leader(h.ttl_ms()).await.map_err(|e| format!("renewal {i} failed: {e}"))?;
         a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.map_err(|e| e.to_string())?;
     }
     let v = a.read().await.map_err(|e| e.to_string())?;
@@ -181,7 +182,7 @@ async fn renewal_outlives_ttl<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
 async fn lease_expiry<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let a = h.client(scope, "a").await;
     let b = h.client(scope, "b").await;
-    check(a.acquire_leader().await == Ok(true), || "acquire failed".into())?;
+    check(a.acquire_leader(h.ttl_ms()).await == Ok(true), || "acquire failed".into())?;
     a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.map_err(|e| e.to_string())?;
     b.touch_member(&MemberData::new(MemberRole::Replica, "running")).await.map_err(|e| e.to_string())?;
     let rev = b.read().await.map_err(|e| e.to_string())?.revision;
@@ -199,13 +200,13 @@ async fn lease_expiry<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     check(v.leader.is_none(), || format!("leader key outlived its lease: {:?}", v.leader))?;
     check(!v.members.contains_key(&name("a")), || "member key outlived its lease".into())?;
     check(v.members.contains_key(&name("b")), || "a live member key vanished".into())?;
-    let late = a.renew_leader().await;
+    let late = a.renew_leader(h.ttl_ms()).await;
     check(matches!(&late, Err(e) if e.kind == ErrorKind::LeaseLost), || format!("late renewal gave {late:?}"))?;
     // A backend may hold a released lock back for a while (Consul's lock-delay): the lock must be
     // free again within the slack.
     let mut waited = 0;
     loop {
-        match b.acquire_leader().await {
+        match b.acquire_leader(h.ttl_ms()).await {
             Ok(true) => return Ok(()),
             Ok(false) if waited < h.expiry_slack_ms() => {
                 h.pass_time(200).await;
@@ -214,6 +215,26 @@ async fn lease_expiry<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
             other => return Err(format!("expired lock could not be taken: {other:?}")),
         }
     }
+}
+
+/// A renewal with a longer ttl moves the leader key to a lease of that ttl: it outlives the old
+/// ttl (the holder's fencing deadline now counts on the new one). Back to the old ttl, the key
+/// expires on it again.
+async fn ttl_change<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
+    let a = h.client(scope, "a").await;
+    let (ttl, slack) = (h.ttl_ms(), h.expiry_slack_ms());
+    let long = 4 * ttl + 2 * slack;
+    check(a.acquire_leader(ttl).await == Ok(true), || "acquire failed".into())?;
+    a.renew_leader(long).await.map_err(|e| format!("renewal with a longer ttl failed: {e}"))?;
+    h.pass_time(ttl + slack).await;
+    let v = a.read().await.map_err(|e| e.to_string())?;
+    check(v.is_leader(&name("a")), || {
+        format!("the key expired on the old ttl of {ttl} ms after a renewal for {long} ms")
+    })?;
+    a.renew_leader(ttl).await.map_err(|e| format!("renewal back to the old ttl failed: {e}"))?;
+    h.pass_time(ttl + slack).await;
+    let v = a.read().await.map_err(|e| e.to_string())?;
+    check(v.leader.is_none(), || "the key outlived the ttl it was last renewed with".into())
 }
 
 async fn delete_cluster<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {

@@ -129,7 +129,7 @@ impl MemoryStore {
     /// A client for `member` in cluster `/<namespace>/<scope>/` with lease TTL `ttl_ms`.
     pub fn client(&self, namespace: &str, scope: &str, member: MemberName, ttl_ms: u64) -> MemoryDcs {
         let ns = namespace.trim_matches('/');
-        MemoryDcs { store: self.clone(), prefix: format!("/{ns}/{scope}/"), member, ttl_ms, lease: Mutex::new(None) }
+        MemoryDcs { store: self.clone(), prefix: format!("/{ns}/{scope}/"), member, lease: Mutex::new((None, ttl_ms)) }
     }
 }
 
@@ -139,8 +139,8 @@ pub struct MemoryDcs {
     store: MemoryStore,
     prefix: String,
     member: MemberName,
-    ttl_ms: u64,
-    lease: Mutex<Option<i64>>,
+    /// Our lease, if granted, and the ttl it was (or will be) granted for.
+    lease: Mutex<(Option<i64>, u64)>,
 }
 
 fn unreachable() -> PortError {
@@ -152,12 +152,12 @@ impl MemoryDcs {
         format!("{}{rel}", self.prefix)
     }
 
-    fn my_lease(&self) -> Option<i64> {
-        *self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lease_state(&self) -> MutexGuard<'_, (Option<i64>, u64)> {
+        self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn set_lease(&self, id: Option<i64>) {
-        *self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+    fn my_lease(&self) -> Option<i64> {
+        self.lease_state().0
     }
 
     /// Opens the store, failing if it is unreachable.
@@ -170,10 +170,13 @@ impl MemoryDcs {
         }
     }
 
-    /// Refreshes our lease, granting a new one if it is gone.
-    fn ensure_lease(&self, g: &mut Inner) -> i64 {
-        let expiry = g.now_ms + self.ttl_ms;
-        if let Some(id) = self.my_lease() {
+    /// Refreshes our lease, granting a new one if it is gone or was granted for another ttl
+    /// (`ttl_ms`; `None` keeps the ttl last asked for).
+    fn ensure_lease(&self, g: &mut Inner, ttl_ms: Option<u64>) -> i64 {
+        let mut st = self.lease_state();
+        let ttl = ttl_ms.unwrap_or(st.1);
+        let expiry = g.now_ms.saturating_add(ttl);
+        if let Some(id) = st.0.filter(|_| ttl == st.1) {
             if let Some(exp) = g.leases.get_mut(&id) {
                 *exp = expiry;
                 return id;
@@ -182,7 +185,7 @@ impl MemoryDcs {
         let id = g.next_lease;
         g.next_lease += 1;
         g.leases.insert(id, expiry);
-        self.set_lease(Some(id));
+        *st = (Some(id), ttl);
         id
     }
 }
@@ -225,9 +228,9 @@ impl Dcs for MemoryDcs {
         Ok(())
     }
 
-    async fn acquire_leader(&self) -> Result<bool, PortError> {
+    async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError> {
         let mut g = self.open()?;
-        let lease = self.ensure_lease(&mut g);
+        let lease = self.ensure_lease(&mut g, Some(ttl_ms));
         let key = self.key("leader");
         if g.keys.contains_key(&key) {
             return Ok(false);
@@ -236,18 +239,18 @@ impl Dcs for MemoryDcs {
         Ok(true)
     }
 
-    async fn renew_leader(&self) -> Result<(), PortError> {
+    async fn renew_leader(&self, ttl_ms: u64) -> Result<(), PortError> {
         let mut g = self.open()?;
         let lost = |why: &str| PortError::new(ErrorKind::LeaseLost, format!("leader key: {why}"));
-        let Some(id) = self.my_lease().filter(|id| g.leases.contains_key(id)) else {
+        if !self.my_lease().is_some_and(|id| g.leases.contains_key(&id)) {
             return Err(lost("our lease has expired"));
-        };
+        }
         let key = self.key("leader");
         let holder = g.keys.get(&key).cloned();
         match holder {
             Some(e) if e.value == self.member.as_str().as_bytes() => {
-                let expiry = g.now_ms + self.ttl_ms;
-                g.leases.insert(id, expiry);
+                // A changed ttl grants a new lease, and the key moves to it.
+                let id = self.ensure_lease(&mut g, Some(ttl_ms));
                 if e.lease != Some(id) {
                     g.put(&key, &e.value, Some(id));
                 }
@@ -269,7 +272,7 @@ impl Dcs for MemoryDcs {
 
     async fn touch_member(&self, data: &MemberData) -> Result<(), PortError> {
         let mut g = self.open()?;
-        let lease = self.ensure_lease(&mut g);
+        let lease = self.ensure_lease(&mut g, None);
         let value = data.to_json().to_string();
         g.put(&self.key(&format!("members/{}", self.member)), value.as_bytes(), Some(lease));
         Ok(())

@@ -8,14 +8,16 @@ mod promote_with_lease;
 mod single_vip;
 mod single_writer;
 mod timeline_monotonic;
+mod unique_timelines;
 
 pub use liveness::Liveness;
 pub use promote_with_lease::PromoteWithLease;
 pub use single_vip::SingleVip;
 pub use single_writer::SingleWriter;
 pub use timeline_monotonic::TimelineMonotonic;
+pub use unique_timelines::UniqueTimelines;
 
-use crate::types::{MemberName, Timeline};
+use crate::types::{Lsn, MemberName, Timeline};
 
 /// One node as the checkers see it.
 #[derive(Clone, Debug)]
@@ -61,6 +63,15 @@ pub enum Hook {
     },
     /// The DCS `history` key was written.
     HistoryWritten,
+    /// Node `node` promoted and created `timeline`, forking its parent at `fork_lsn`.
+    TimelineCreated {
+        /// The node.
+        node: usize,
+        /// The new timeline.
+        timeline: Timeline,
+        /// Where the parent timeline ended.
+        fork_lsn: Lsn,
+    },
     /// Node `node` just bound the VIP.
     VipBound {
         /// The node.
@@ -88,6 +99,7 @@ pub fn all() -> Vec<Box<dyn Invariant>> {
         Box::new(SingleVip),
         Box::new(PromoteWithLease),
         Box::new(TimelineMonotonic::default()),
+        Box::new(UniqueTimelines::default()),
         Box::new(Liveness),
     ]
 }
