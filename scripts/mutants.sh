@@ -11,6 +11,7 @@
 #   MUTANTS_JOBS      parallel build/test jobs (default 1; each job builds with every core)
 #   MUTANTS_TIMEOUT   seconds allowed for one mutant's tests (default 180)
 #   SHIELD_SIM_SEEDS  seeds of the simulation soak per mutant (default 100, not CI's 2,000)
+#   MUTANTS_ARGS      more cargo-mutants arguments, e.g. "--re 'outcomes.rs:59'" for a few mutants
 #
 # Only shield-core is built and tested (`cargo test -p shield-core`). Builds go to
 # target/mutants-build, so a run does not hold the lock on the main target directory.
@@ -31,6 +32,11 @@ else
     done
 fi
 
+extra=()
+if [ -n "${MUTANTS_ARGS:-}" ]; then
+    eval "extra=(${MUTANTS_ARGS})"
+fi
+
 root="$(pwd)"
 export CARGO_TARGET_DIR="${root}/target/mutants-build"
 export SHIELD_SIM_SEEDS="${SHIELD_SIM_SEEDS:-100}"
@@ -48,7 +54,8 @@ cargo mutants \
     --timeout "${MUTANTS_TIMEOUT:-180}" \
     --build-timeout 900 \
     --no-shuffle \
-    --output "$out"
+    --output "$out" \
+    ${MUTANTS_ARGS:+"${extra[@]}"}
 status=$?
 set -e
 
