@@ -91,7 +91,9 @@ impl Timing {
         if self.retry_timeout_ms < Self::MIN_RETRY_TIMEOUT_MS {
             return Err(bad("retry_timeout", "below the minimum of 0.2 s"));
         }
-        if self.loop_wait_ms + 2 * self.retry_timeout_ms > self.ttl_ms {
+        // In u128, so that no u64 values overflow: a sum past u64::MAX exceeds any ttl.
+        let busy_ms = u128::from(self.loop_wait_ms) + 2 * u128::from(self.retry_timeout_ms);
+        if busy_ms > u128::from(self.ttl_ms) {
             return Err(ConfigError::UnsafeTiming(format!(
                 "loop_wait ({} ms) + 2 * retry_timeout ({} ms) must not exceed ttl ({} ms)",
                 self.loop_wait_ms, self.retry_timeout_ms, self.ttl_ms
@@ -111,8 +113,15 @@ impl Timing {
     /// by the maximum drift, minus `fence_margin`. Because it is counted from the *send* time, the
     /// lease cannot expire at the DCS before this point has passed on the local clock.
     pub fn fence_after_ms(&self) -> u64 {
-        let drift = self.ttl_ms * Self::MAX_DRIFT_PPM / 1_000_000;
-        self.ttl_ms.saturating_sub(drift).saturating_sub(self.fence_margin_ms)
+        self.ttl_ms.saturating_sub(self.drift_ms()).saturating_sub(self.fence_margin_ms)
+    }
+
+    /// The most a ttl can shrink by clock-rate drift: `ttl * MAX_DRIFT_PPM / 1e6`, rounded down.
+    pub fn drift_ms(&self) -> u64 {
+        // In u128, so that no ttl overflows. The quotient is at most ttl; should it not fit, the
+        // whole ttl counts as drift, which only moves deadlines earlier.
+        let drift = u128::from(self.ttl_ms) * u128::from(Self::MAX_DRIFT_PPM) / 1_000_000;
+        u64::try_from(drift).unwrap_or(self.ttl_ms)
     }
 }
 

@@ -60,7 +60,8 @@ fn stalled(cx: &mut Ctx<'_>, leader: &MemberName) -> Reason {
     }
     let now = cx.obs.now;
     let since = *cx.st.not_streaming_since.get_or_insert(now);
-    let limit = STALL_REWIND_MS.max(2 * cx.st.config.timing.ttl_ms);
+    // Saturating: a limit at u64::MAX only means never rewinding on a stall.
+    let limit = STALL_REWIND_MS.max(cx.st.config.timing.ttl_ms.saturating_mul(2));
     if now.since(since) > limit && cx.st.config.postgresql.use_pg_rewind && !cx.st.rewind_failed {
         cx.st.not_streaming_since = None;
         cx.push(Action::RunDbTask { task: DbTask::Rewind { source: leader.clone() } });

@@ -186,11 +186,12 @@ fn manual_failover(cx: &mut Ctx<'_>, view: &ClusterView, req: &FailoverRequest) 
         if cx.paused() {
             return clear(cx, "can't run a scheduled switchover in the paused state".into());
         }
-        let late_ms = cx.obs.wall_ms - at_ms;
+        // In i128: the difference of two i64 (or 1.5 times a u64) can overflow i64.
+        let late_ms = i128::from(cx.obs.wall_ms) - i128::from(*at_ms);
         if late_ms < 0 {
             return Reason::SwitchoverScheduled { at: text.clone() };
         }
-        if late_ms as u64 > cx.st.config.timing.loop_wait_ms * 3 / 2 + 1_000 {
+        if late_ms > i128::from(cx.st.config.timing.loop_wait_ms) * 3 / 2 + 1_000 {
             return clear(cx, format!("the switchover scheduled at {text} is stale"));
         }
     }

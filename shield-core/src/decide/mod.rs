@@ -248,7 +248,7 @@ impl Ctx<'_> {
         // reset takes. So feed only if the renewal's round trip was short enough.
         let feed = self.st.watchdog_armed.then(|| {
             let timing = &self.st.config.timing;
-            let lease_floor = timing.ttl_ms - timing.ttl_ms * crate::config::Timing::MAX_DRIFT_PPM / 1_000_000;
+            let lease_floor = timing.ttl_ms.saturating_sub(timing.drift_ms());
             lease_floor
                 .saturating_sub(self.st.settings.watchdog_timeout_ms(timing))
                 .saturating_sub(NodeSettings::WATCHDOG_RESET_MS)
