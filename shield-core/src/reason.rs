@@ -119,6 +119,9 @@ pub enum Reason {
     ArmingWatchdog,
     /// Holding the lock while a background database task runs.
     LeaderBusy,
+    /// The leader key holds our name but this process holds no lease for it (a restarted
+    /// daemon): its database was writable with no deadline it can trust, so it was stopped.
+    RestartedHolderFenced,
     /// The lock holder's database crashed; restarting it in place.
     RestartingCrashedPrimary,
     /// The lock holder's database could not be started within primary_start_timeout.
@@ -269,6 +272,9 @@ impl fmt::Display for Reason {
             R::Promoting => f.write_str("promoted self to leader by acquiring session lock"),
             R::ArmingWatchdog => f.write_str("arming the watchdog before promotion"),
             R::LeaderBusy => f.write_str("updated leader lock during a database task"),
+            R::RestartedHolderFenced => f.write_str(
+                "stopped PostgreSQL: the leader key is mine but this process holds no lease for it yet (restarted daemon)",
+            ),
             R::RestartingCrashedPrimary => f.write_str("starting primary after failure"),
             R::PrimaryStartTimedOut => f.write_str("released leader lock: primary did not start within primary_start_timeout"),
             R::CrashFailover => f.write_str("stopped PostgreSQL to fail over after a crash"),

@@ -15,9 +15,15 @@ pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
         return paused_leader(cx);
     }
     if cx.st.lease.is_none() {
-        // The key is ours but no renewal has succeeded in this process yet: wait for one before
-        // doing anything a primary does. If it fails, outcomes::absorb fences.
+        // The key is ours but no renewal has succeeded in this process yet (a restarted daemon,
+        // or an acquisition whose deadline passed before its answer came): the lease this key is
+        // under may expire at any moment, so a writable database is stopped at once. A primary
+        // found crashed is restarted once the renewal has given a deadline.
         cx.wake_now = true;
+        if cx.obs.db.is_running_primary() || cx.obs.db.busy.as_ref().is_some_and(DbTask::makes_primary) {
+            cx.fence();
+            return Reason::RestartedHolderFenced;
+        }
         return Reason::LeaderBusy;
     }
     match cx.obs.db.busy.clone() {

@@ -1005,3 +1005,26 @@ fn failed_tasks_are_remembered() {
     let d = decide(&st, &done(obs(ViewB::empty(), DbStatus::empty()), DbTask::Bootstrap, ErrorKind::Io));
     assert!(!d.next.bootstrapping && matches!(d.reason, Reason::TaskFailed { .. }), "{:?}", d.reason);
 }
+
+/// A restarted daemon finds its own name in the leader key and its database writable: the lease
+/// that key is under may expire any moment, so it stops the database at once and renews; the
+/// crashed primary is restarted once a renewal has given it a deadline.
+#[test]
+fn a_restarted_holder_fences_at_once_then_restarts_under_a_new_lease() {
+    let v = || ViewB::new().leader("a").replica("b", 1_000).status(1_000);
+    let (acts, reason, d) = run(&state("a"), &obs(v(), db_primary(1_000, 1)));
+    assert_eq!((acts, reason), (vec![renew(None), IMMEDIATE], Reason::RestartedHolderFenced));
+    assert_eq!((d.next.lease, d.fence_at), (None, None));
+    // Paused: Patroni's rules keep the primary.
+    let (acts, _, _) = run(&state("a"), &obs(v().paused(), db_primary(1_000, 1)));
+    assert!(!acts.contains(&IMMEDIATE), "{acts:?}");
+    // The renewal came back: a deadline, and the crashed primary starts again.
+    let o = with(
+        obs(v(), db_stopped(1_000, 1, true, DbProcess::Crashed)),
+        vec![Outcome::LeaderRenew { sent_at: NOW, fence_after_ms: 3_210, result: Ok(()) }],
+    );
+    let (acts, reason, d) = run(&d.next, &o);
+    assert_eq!(reason, Reason::RestartingCrashedPrimary);
+    assert_eq!(acts, vec![renew(None), task(DbTask::Start(StartAs::Primary))]);
+    assert_eq!(d.fence_at, Some(NOW.plus(3_210)));
+}

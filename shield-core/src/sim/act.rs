@@ -105,8 +105,13 @@ impl World {
                     let to = sent_at.plus(fence_after_ms);
                     if n.fence_at.is_some_and(|f| f < to) {
                         n.fence_at = Some(to);
-                        let t = n.global(to);
-                        self.at(t, Ev::FenceGuard { node: i });
+                        let (t, paused) = (n.global(to), n.state.config.pause);
+                        if self.cfg.fence_guard {
+                            self.at(t, Ev::FenceGuard { node: i });
+                        }
+                        if !paused {
+                            self.set_keeper(i, Some(to));
+                        }
                     }
                     if feed_watchdog_within_ms.is_some_and(|w| lat <= w) {
                         self.feed_watchdog(i, self.now + lat);
@@ -202,9 +207,10 @@ impl World {
     }
 
     /// The fence guard's deadline has passed (or there is none): no primary-making action runs.
+    /// Part of the fence guard: a schedule without it lets them run.
     fn fenced(&self, i: usize) -> bool {
         let n = &self.nodes[i];
-        n.fence_at.is_none_or(|f| n.local(self.now) >= f)
+        self.cfg.fence_guard && n.fence_at.is_none_or(|f| n.local(self.now) >= f)
     }
 
     fn feed_watchdog(&mut self, i: usize, at: u64) {

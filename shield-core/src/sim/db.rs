@@ -90,17 +90,19 @@ pub struct SimDb {
     pub streaming: bool,
     /// A background task.
     pub task: Option<SimTask>,
+    /// The whole host is frozen: the postmaster answers nothing and acknowledges no write.
+    pub frozen: bool,
 }
 
 impl SimDb {
     /// A node with an empty data directory.
     pub fn empty() -> SimDb {
-        SimDb { data: None, process: SimProcess::Stopped, upstream: None, streaming: false, task: None }
+        SimDb { data: None, process: SimProcess::Stopped, upstream: None, streaming: false, task: None, frozen: false }
     }
 
     /// Accepts writes.
     pub fn writable(&self) -> bool {
-        self.process == SimProcess::Running { in_recovery: false }
+        self.process == SimProcess::Running { in_recovery: false } && !self.frozen
     }
 
     /// The status the daemon would observe.

@@ -25,11 +25,25 @@ pub enum FaultKind {
     DcsOutage,
     /// DCS calls are slow for everybody.
     DcsDelay,
+    /// The whole host stops (daemon, fence keeper and database together: a VM pause, a
+    /// cgroup freeze); the hardware watchdog keeps counting.
+    HostFreeze,
+    /// The daemon process dies and restarts later; the database keeps running and the fence
+    /// keeper enforces the last deadline it had.
+    DaemonCrash,
+    /// An operator changes the cluster's timings in the DCS `config` while it runs (`shieldctl
+    /// edit-config -s ttl=30 -s loop_wait=10 -s retry_timeout=10`, and others), and puts them
+    /// back when the fault ends.
+    TimingChange,
 }
+
+/// The timings a [`FaultKind::TimingChange`] sets: (ttl, loop_wait, retry_timeout) in ms.
+pub const TIMING_CHANGES: [(u64, u64, u64); 4] =
+    [(30_000, 10_000, 10_000), (10_000, 2_000, 3_000), (6_000, 1_000, 2_000), (3_000, 500, 1_000)];
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::NodeCrash,
         FaultKind::DbCrash,
         FaultKind::Freeze,
@@ -38,6 +52,9 @@ impl FaultKind {
         FaultKind::Isolate,
         FaultKind::DcsOutage,
         FaultKind::DcsDelay,
+        FaultKind::HostFreeze,
+        FaultKind::DaemonCrash,
+        FaultKind::TimingChange,
     ];
 
     /// The name used on the command line.
@@ -51,6 +68,9 @@ impl FaultKind {
             FaultKind::Isolate => "isolate",
             FaultKind::DcsOutage => "dcs-outage",
             FaultKind::DcsDelay => "dcs-delay",
+            FaultKind::HostFreeze => "host-freeze",
+            FaultKind::DaemonCrash => "daemon-crash",
+            FaultKind::TimingChange => "timing-change",
         }
     }
 
@@ -90,7 +110,8 @@ pub struct Fault {
     pub at_ms: u64,
     /// How long it lasts.
     pub duration_ms: u64,
-    /// Extra DCS latency for [`FaultKind::DcsDelay`].
+    /// Extra DCS latency for [`FaultKind::DcsDelay`]; for [`FaultKind::TimingChange`], the
+    /// index into [`TIMING_CHANGES`].
     pub extra_latency_ms: u64,
 }
 
@@ -102,6 +123,10 @@ impl fmt::Display for Fault {
                 write!(f, "dcs-delay +{}ms for {}ms", self.extra_latency_ms, self.duration_ms)
             }
             FaultKind::DbCrash => write!(f, "dbcrash n{}", self.node),
+            FaultKind::TimingChange => {
+                let (ttl, lw, rt) = TIMING_CHANGES[self.extra_latency_ms as usize % TIMING_CHANGES.len()];
+                write!(f, "timing-change ttl={ttl}ms loop_wait={lw}ms retry_timeout={rt}ms for {}ms", self.duration_ms)
+            }
             k => write!(f, "{k} n{} for {}ms", self.node, self.duration_ms),
         }
     }
@@ -149,11 +174,20 @@ pub fn schedule(
             // Mostly short pauses, sometimes longer than the lease.
             FaultKind::Freeze if rng.gen_bool(0.7) => rng.gen_range(50..1_500),
             FaultKind::Freeze => rng.gen_range(1_500..12_000),
+            FaultKind::HostFreeze if rng.gen_bool(0.7) => rng.gen_range(50..1_500),
+            FaultKind::HostFreeze => rng.gen_range(1_500..12_000),
+            FaultKind::DaemonCrash => rng.gen_range(500..10_000),
+            FaultKind::TimingChange => rng.gen_range(10_000..90_000),
             FaultKind::DcsOutage => rng.gen_range(500..15_000),
             FaultKind::DcsDelay => rng.gen_range(1_000..20_000),
             _ => rng.gen_range(500..20_000),
         };
-        let extra_latency_ms = if kind == FaultKind::DcsDelay { rng.gen_range(100..2_500) } else { 0 };
+        let extra_latency_ms = match kind {
+            FaultKind::DcsDelay => rng.gen_range(100..2_500),
+            // Which of TIMING_CHANGES.
+            FaultKind::TimingChange => rng.gen_range(0..TIMING_CHANGES.len() as u64),
+            _ => 0,
+        };
         out.push(Fault { kind, node: rng.gen_range(0..nodes), at_ms: t, duration_ms, extra_latency_ms });
     }
     out

@@ -59,6 +59,16 @@ pub struct SimConfig {
     pub config: DynamicConfig,
     /// Nodes have a watchdog (mode automatic).
     pub watchdog: bool,
+    /// The daemon's in-process fence guard: a timer that stops a writable database at the
+    /// decision's deadline however long the loop is stuck, and refuses to start a promotion, a
+    /// start as primary or a VIP binding past it. Off: only decide() itself fences.
+    pub fence_guard: bool,
+    /// The fence keeper: a separate process that enforces the deadline while the daemon is
+    /// frozen or dead (not while the whole host is).
+    pub keeper: bool,
+    /// Invariants not checked (by name), so that a fire test can show one checker catching its
+    /// rule although another would have caught the same run first.
+    pub invariants_off: Vec<&'static str>,
     /// Keep the whole trace, not just the last lines.
     pub trace_all: bool,
     /// The decision function.
@@ -77,6 +87,9 @@ impl Default for SimConfig {
             profile: FaultProfile::Chaos,
             config,
             watchdog: true,
+            fence_guard: true,
+            keeper: true,
+            invariants_off: Vec::new(),
             trace_all: false,
             decide: crate::decide,
         }

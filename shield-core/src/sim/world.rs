@@ -49,6 +49,7 @@ pub(super) enum Ev {
     ActNext { node: usize },
     TaskDone { node: usize, seq: u64 },
     FenceGuard { node: usize },
+    Keeper { node: usize, epoch: u64, at: u64 },
     WatchdogCheck { node: usize },
     Tick,
     FaultStart(Fault),
@@ -76,6 +77,15 @@ pub(super) struct Node {
     pub vip: bool,
     /// A lease action of the current decision failed: its lease-needing actions are skipped.
     pub lease_gate_failed: bool,
+    /// The host is down (crashed or rebooting): the keeper and the database with it.
+    pub host_down: bool,
+    /// The whole host is frozen (daemon, keeper and database) until this global time.
+    pub host_frozen_until: Option<u64>,
+    /// The fence keeper process of the running daemon: its instance and its deadline (global).
+    pub keeper_epoch: u64,
+    pub keeper_at: Option<u64>,
+    /// Keepers whose daemon died: each enforces its last deadline, then exits.
+    pub orphan_keepers: Vec<(u64, u64)>,
 }
 
 impl Node {
@@ -121,6 +131,8 @@ pub struct World {
     pub(super) faults_end_ms: u64,
     pub(super) last_leader: Option<MemberName>,
     pub(super) task_seq: u64,
+    /// The checkers' view of the DCS and the store revision it was read at.
+    pub(super) dcs_seen: Option<(i64, Option<MemberName>, crate::types::Timeline, bool)>,
 }
 
 impl World {
@@ -154,12 +166,18 @@ impl World {
                     unreachable_since: None,
                     vip: false,
                     lease_gate_failed: false,
+                    host_down: false,
+                    host_frozen_until: None,
+                    keeper_epoch: 0,
+                    keeper_at: None,
+                    orphan_keepers: Vec::new(),
                 }
             })
             .collect();
         let chaos_start = 20_000;
         let faults_end = cfg.duration_ms.saturating_sub(cfg.liveness_bound_ms);
         let schedule = faults::schedule(&mut rng, cfg.profile, &cfg.faults, cfg.nodes, chaos_start, faults_end);
+        let checkers = invariants::all().into_iter().filter(|c| !cfg.invariants_off.contains(&c.name())).collect();
         let mut w = World {
             trace: Trace::new(cfg.trace_all),
             net: Net { dcs_cut: vec![0; cfg.nodes], peer_cut: vec![0; cfg.nodes], ..Net::default() },
@@ -171,12 +189,13 @@ impl World {
             nodes,
             queue: BTreeMap::new(),
             seq: 0,
-            checkers: invariants::all(),
+            checkers,
             violation: None,
             report: SimReport::default(),
             faults_end_ms: faults_end,
             last_leader: None,
             task_seq: 0,
+            dcs_seen: None,
         };
         for f in schedule {
             let end = (f.at_ms + f.duration_ms).min(faults_end);
@@ -269,6 +288,7 @@ impl World {
             Ev::ActNext { node } => self.act_next(node),
             Ev::TaskDone { node, seq } => self.task_done(node, seq),
             Ev::FenceGuard { node } => self.fence_guard(node),
+            Ev::Keeper { node, epoch, at } => self.keeper(node, epoch, at),
             Ev::WatchdogCheck { node } => self.watchdog_check(node),
             Ev::Tick => self.tick(),
             Ev::FaultStart(f) => self.fault(f, true),
@@ -352,18 +372,72 @@ impl World {
         n.wake_local = d.wake_at;
         n.actions = Some(d.actions.into());
         n.lease_gate_failed = false;
-        if let Some(f) = d.fence_at {
+        if let Some(f) = d.fence_at.filter(|_| self.cfg.fence_guard) {
             let t = self.nodes[i].global(f);
             self.at(t, Ev::FenceGuard { node: i });
         }
+        // The driver hands the keeper the same deadline, except in pause.
+        let keep = d.fence_at.filter(|_| !self.nodes[i].state.config.pause);
+        self.set_keeper(i, keep);
         self.act_next(i);
+    }
+
+    /// Hands the fence keeper a new deadline (local time), as the driver does after each
+    /// decision and each successful renewal. No-op without a keeper.
+    pub(super) fn set_keeper(&mut self, i: usize, deadline: Option<MonoMillis>) {
+        if !self.cfg.keeper {
+            return;
+        }
+        let n = &mut self.nodes[i];
+        let at = deadline.map(|f| n.global(f));
+        if n.keeper_at == at {
+            return;
+        }
+        n.keeper_at = at;
+        if let Some(t) = at {
+            let epoch = n.keeper_epoch;
+            self.at(t, Ev::Keeper { node: i, epoch, at: t });
+        }
+    }
+
+    /// The fence keeper's timer: a separate process, so it runs while the daemon is frozen or
+    /// dead, but not while the whole host is frozen or down. At a deadline that no newer one
+    /// replaced (or the last one of a keeper whose daemon died) it stops the postmaster
+    /// immediately and removes the VIP.
+    fn keeper(&mut self, i: usize, epoch: u64, at: u64) {
+        let n = &mut self.nodes[i];
+        if n.host_down {
+            return;
+        }
+        if let Some(until) = n.host_frozen_until {
+            return self.at(until, Ev::Keeper { node: i, epoch, at });
+        }
+        let live = epoch == n.keeper_epoch && n.keeper_at == Some(at);
+        let orphan = n.orphan_keepers.contains(&(epoch, at));
+        if !live && !orphan {
+            return;
+        }
+        n.orphan_keepers.retain(|o| *o != (epoch, at));
+        if live {
+            n.keeper_at = None;
+        }
+        if matches!(n.db.process, crate::sim::db::SimProcess::Running { .. } | crate::sim::db::SimProcess::Starting)
+            || n.db.task.is_some()
+        {
+            if n.db.writable() {
+                self.report.fences += 1;
+            }
+            self.trace.line(self.now, self.nodes[i].name.as_str(), || "fence keeper: immediate stop at the deadline".into());
+            self.nodes[i].db.crash();
+        }
+        self.nodes[i].vip = false;
     }
 
     /// The daemon's fence guard: stops a writable database at the deadline even if the cycle is
     /// stuck in a slow call.
     fn fence_guard(&mut self, i: usize) {
         let n = &self.nodes[i];
-        if n.daemon != Daemon::Up {
+        if n.daemon != Daemon::Up || !self.cfg.fence_guard {
             return;
         }
         let Some(f) = n.fence_at else { return };
@@ -392,6 +466,12 @@ impl World {
 
     pub(super) fn crash_node(&mut self, i: usize) {
         let n = &mut self.nodes[i];
+        n.host_down = true;
+        n.host_frozen_until = None;
+        n.db.frozen = false;
+        n.keeper_at = None;
+        n.orphan_keepers.clear();
+        n.keeper_epoch += 1;
         n.daemon = Daemon::Down;
         n.db.crash();
         n.actions = None;
@@ -401,12 +481,31 @@ impl World {
         n.vip = false;
     }
 
+    /// The daemon process dies (kill -9, a panic); the database keeps running, and the fence
+    /// keeper enforces the deadline it last had, then exits. The watchdog device, closed without
+    /// the magic character, stays armed.
+    fn daemon_crash(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        if n.daemon == Daemon::Down {
+            return;
+        }
+        n.daemon = Daemon::Down;
+        n.actions = None;
+        n.outcomes.clear();
+        n.fence_at = None;
+        if let Some(at) = n.keeper_at.take() {
+            n.orphan_keepers.push((n.keeper_epoch, at));
+        }
+        n.keeper_epoch += 1;
+    }
+
     fn reboot(&mut self, i: usize) {
         let ttl = self.cfg.config.timing.ttl_ms;
         let n = &mut self.nodes[i];
         if n.daemon != Daemon::Down {
             return;
         }
+        n.host_down = false;
         n.daemon = Daemon::Up;
         n.state = NodeState::new(n.state.settings.clone());
         n.dcs = self.store.client("service", "sim", n.name.clone(), ttl);
@@ -422,6 +521,7 @@ impl World {
                 if let Some(d) = self.nodes[i].db.data.as_mut() {
                     d.lsn.0 += grow;
                     self.report.writes_acked += 1;
+                    self.check(Hook::WriteAcked { node: i });
                 }
             }
         }
@@ -440,6 +540,7 @@ impl World {
             running_replica
                 && self.peers_connected(i, u)
                 && matches!(s.db.process, crate::sim::db::SimProcess::Running { .. })
+                && !s.db.frozen
                 && matches!((&s.db.data, &r.db.data), (Some(sd), Some(rd)) if sd.can_serve(rd))
         });
         let Some(u) = source else {
@@ -476,8 +577,27 @@ impl World {
                 }
             }
             FaultKind::Freeze => {
-                if matches!(self.nodes[i].daemon, Daemon::Frozen { .. }) {
+                if matches!(self.nodes[i].daemon, Daemon::Frozen { .. }) && self.nodes[i].host_frozen_until.is_none() {
                     self.nodes[i].daemon = Daemon::Up;
+                }
+            }
+            FaultKind::HostFreeze if start => {
+                let n = &mut self.nodes[i];
+                if !n.host_down && n.host_frozen_until.is_none() {
+                    let until = self.now + f.duration_ms;
+                    n.host_frozen_until = Some(until);
+                    n.db.frozen = true;
+                    if n.daemon != Daemon::Down {
+                        n.daemon = Daemon::Frozen { until_ms: until };
+                    }
+                }
+            }
+            FaultKind::HostFreeze => self.thaw(i),
+            FaultKind::TimingChange => self.change_timing(start.then_some(f.extra_latency_ms)),
+            FaultKind::DaemonCrash if start => self.daemon_crash(i),
+            FaultKind::DaemonCrash => {
+                if !self.nodes[i].host_down {
+                    self.reboot(i);
                 }
             }
             FaultKind::PartitionDcs => self.net.dcs_cut[i] = bump(self.net.dcs_cut[i], start),
@@ -488,6 +608,61 @@ impl World {
             }
             FaultKind::DcsOutage => self.net.dcs_down = bump(self.net.dcs_down, start),
             FaultKind::DcsDelay => self.net.extra_latency_ms = if start { f.extra_latency_ms } else { 0 },
+        }
+    }
+
+    /// An operator's edit of the DCS `config`: the timings of `TIMING_CHANGES[which]`, or back
+    /// to the schedule's own config (`None`). The nodes see it at their next read, as they would
+    /// `shieldctl edit-config`.
+    fn change_timing(&mut self, which: Option<u64>) {
+        let mut cfg = self.cfg.config.clone();
+        if let Some(w) = which {
+            let (ttl, lw, rt) = faults::TIMING_CHANGES[w as usize % faults::TIMING_CHANGES.len()];
+            cfg.timing.ttl_ms = ttl;
+            cfg.timing.loop_wait_ms = lw;
+            cfg.timing.retry_timeout_ms = rt;
+        }
+        let key = "/service/sim/config";
+        if self.store.get_raw(key).is_some() {
+            self.store.put_raw(key, cfg.to_json().to_string().as_bytes());
+            self.after_dcs_change();
+        }
+    }
+
+    /// The whole host resumes. Every process wakes at once; the keeper's and the fence guard's
+    /// overdue deadlines are enforced before the database acknowledges anything (their timers are
+    /// already due; the milliseconds a real postmaster may answer first are not modelled).
+    fn thaw(&mut self, i: usize) {
+        if self.nodes[i].host_frozen_until.take().is_none() {
+            return;
+        }
+        let now = self.now;
+        let n = &self.nodes[i];
+        let local = n.local(now);
+        let keeper_due = n.keeper_at.is_some_and(|t| t <= now) || n.orphan_keepers.iter().any(|&(_, t)| t <= now);
+        let guard_due =
+            self.cfg.fence_guard && n.daemon != Daemon::Down && n.fence_at.is_some_and(|f| f <= local) && !n.state.config.pause;
+        if keeper_due || guard_due {
+            let n = &mut self.nodes[i];
+            n.keeper_at = n.keeper_at.filter(|&t| t > now);
+            n.orphan_keepers.retain(|&(_, t)| t > now);
+            if n.db.process == (crate::sim::db::SimProcess::Running { in_recovery: false }) {
+                self.report.fences += 1;
+            }
+            n.db.crash();
+            n.vip = false;
+            self.trace.line(now, self.nodes[i].name.as_str(), || "thawed past the deadline: immediate stop".into());
+        }
+        let n = &mut self.nodes[i];
+        n.db.frozen = false;
+        if matches!(n.daemon, Daemon::Frozen { .. }) {
+            n.daemon = Daemon::Up;
+        }
+        if self.nodes[i].db.writable() {
+            self.check(Hook::BecameWritable { node: i, promoted: false });
+        }
+        if self.nodes[i].vip {
+            self.check(Hook::VipBound { node: i });
         }
     }
 
@@ -506,16 +681,24 @@ impl World {
                 replica: n.db.process == crate::sim::db::SimProcess::Running { in_recovery: true },
                 upstream: n.db.upstream.clone(),
                 streaming: n.db.streaming,
-                vip: n.vip,
+                // A frozen host answers nothing on the address; it counts again once it thaws.
+                vip: n.vip && n.host_frozen_until.is_none(),
             })
             .collect();
-        let view = ready(self.nodes[0].dcs.read()).ok();
-        let snap = Snapshot {
-            now_ms: self.now,
-            nodes: &nodes,
-            lease_holder: view.as_ref().and_then(|v| v.leader_name().cloned()),
-            cluster_timeline: view.as_ref().map(|v| v.timeline()).unwrap_or_default(),
-        };
+        // What the checkers read of the DCS, parsed again only when the store changed (a check
+        // runs at every acknowledged write).
+        let revision = self.store.revision();
+        if self.dcs_seen.as_ref().is_none_or(|(r, ..)| *r != revision) {
+            let view = ready(self.nodes[0].dcs.read()).ok();
+            self.dcs_seen = Some((
+                revision,
+                view.as_ref().and_then(|v| v.leader_name().cloned()),
+                view.as_ref().map(|v| v.timeline()).unwrap_or_default(),
+                view.as_ref().and_then(|v| v.config.as_ref()).is_some_and(|(c, _)| c.pause),
+            ));
+        }
+        let Some((_, lease_holder, cluster_timeline, paused)) = self.dcs_seen.clone() else { return };
+        let snap = Snapshot { now_ms: self.now, nodes: &nodes, lease_holder, cluster_timeline, paused };
         for c in &mut self.checkers {
             if let Err(problem) = c.check(hook, &snap) {
                 self.trace.line(self.now, "VIOLATION", || format!("{}: {problem}", c.name()));

@@ -106,6 +106,11 @@ impl MemoryStore {
         g.expire();
     }
 
+    /// The store's revision: it changes with every write, deletion and expiry.
+    pub fn revision(&self) -> i64 {
+        self.lock().revision
+    }
+
     /// Simulated time now.
     pub fn now_ms(&self) -> u64 {
         self.lock().now_ms

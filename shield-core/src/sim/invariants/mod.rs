@@ -9,6 +9,7 @@ mod single_vip;
 mod single_writer;
 mod timeline_monotonic;
 mod unique_timelines;
+mod write_with_lease;
 
 pub use liveness::Liveness;
 pub use promote_with_lease::PromoteWithLease;
@@ -16,6 +17,7 @@ pub use single_vip::SingleVip;
 pub use single_writer::SingleWriter;
 pub use timeline_monotonic::TimelineMonotonic;
 pub use unique_timelines::UniqueTimelines;
+pub use write_with_lease::WriteWithLease;
 
 use crate::types::{Lsn, MemberName, Timeline};
 
@@ -49,6 +51,8 @@ pub struct Snapshot<'a> {
     pub lease_holder: Option<MemberName>,
     /// The cluster timeline from the DCS `history` key.
     pub cluster_timeline: Timeline,
+    /// The cluster is paused (the DCS `config` says so).
+    pub paused: bool,
 }
 
 /// When a checker is called.
@@ -63,6 +67,11 @@ pub enum Hook {
     },
     /// The DCS `history` key was written.
     HistoryWritten,
+    /// Node `node`'s database acknowledged a client write.
+    WriteAcked {
+        /// The node.
+        node: usize,
+    },
     /// Node `node` promoted and created `timeline`, forking its parent at `fork_lsn`.
     TimelineCreated {
         /// The node.
@@ -96,6 +105,7 @@ pub trait Invariant: std::fmt::Debug {
 pub fn all() -> Vec<Box<dyn Invariant>> {
     vec![
         Box::new(SingleWriter),
+        Box::new(WriteWithLease::default()),
         Box::new(SingleVip),
         Box::new(PromoteWithLease),
         Box::new(TimelineMonotonic::default()),
