@@ -42,6 +42,12 @@ struct Args {
     /// Disable the watchdog (shows what it protects against).
     #[arg(long)]
     no_watchdog: bool,
+    /// Leave out the fence keeper process.
+    #[arg(long)]
+    no_keeper: bool,
+    /// Leave out the daemon's in-process fence guard.
+    #[arg(long)]
+    no_fence_guard: bool,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +73,8 @@ fn main() -> ExitCode {
         duration_ms: args.minutes * 60_000,
         faults,
         watchdog: !args.no_watchdog,
+        keeper: !args.no_keeper,
+        fence_guard: !args.no_fence_guard,
         trace_all: args.seed.is_some(),
         ..SimConfig::default()
     };
@@ -78,7 +86,13 @@ fn main() -> ExitCode {
         println!("{}", r.render().lines().next().unwrap_or_default());
         return match &r.violation {
             None => {
-                println!("invariants: single-writer ok, promote-with-lease ok, timeline-monotonic ok, liveness ok");
+                let checked: Vec<String> = shield_core::sim::invariants::all()
+                    .iter()
+                    .map(|c| c.name())
+                    .filter(|n| !cfg.invariants_off.contains(n))
+                    .map(|n| format!("{n} ok"))
+                    .collect();
+                println!("invariants: {}", checked.join(", "));
                 ExitCode::SUCCESS
             }
             Some(v) => {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shield_core::action::{Action, DbTask, StartAs, StopMode};
+use shield_core::action::{Action, DbTask, StartAs, StopMode, WatchdogFeed};
 use shield_core::cluster::{ClusterView, Status};
 use shield_core::observation::{DataDir, DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport};
 use shield_core::ports::{Database, Dcs, DcsKey, ErrorKind, PortError};
@@ -160,15 +160,15 @@ impl Driver {
         }
     }
 
-    /// Feeds the watchdog after a renewal that took `took_ms`, if shield-core asked for it and
-    /// the round trip was short enough that the watchdog still fires before the lease expires.
-    async fn feed_watchdog(&self, took_ms: u64, within_ms: Option<u64>, outcomes: &mut Vec<Outcome>) {
-        let (Some(w), Some(within)) = (&self.watchdog, within_ms) else { return };
-        if took_ms > within {
-            tracing::warn!(took_ms, within_ms = within, "watchdog not fed: the renewal came back too late");
+    /// Feeds the watchdog after a renewal that took `took_ms`, if shield-core asked for it, with
+    /// the timeout that still fires before the renewed lease can expire.
+    async fn feed_watchdog(&self, took_ms: u64, feed: Option<WatchdogFeed>, outcomes: &mut Vec<Outcome>) {
+        let (Some(w), Some(feed)) = (&self.watchdog, feed) else { return };
+        let Some(timeout_ms) = feed.timeout_ms(took_ms) else {
+            tracing::warn!(took_ms, budget_ms = feed.budget_ms, "watchdog not fed: the renewal came back too late");
             return;
-        }
-        if let Err(e) = w.feed().await {
+        };
+        if let Err(e) = w.feed(timeout_ms).await {
             tracing::warn!(error = %e, "watchdog: cannot feed");
             outcomes.push(Outcome::WatchdogFailed { reason: e.to_string() });
         }
@@ -372,13 +372,12 @@ impl Driver {
                             running = Some(self.spawn_task(task, &done_tx, &task_done));
                         }
                     }
-                    Action::RenewLeader { ttl_ms, fence_after_ms, feed_watchdog_within_ms } => {
+                    Action::RenewLeader { ttl_ms, fence_after_ms, feed_watchdog } => {
                         let sent_at = mono(start);
                         let result = bounded(retry, self.dcs.renew_leader(ttl_ms)).await.map_err(|e| e.kind);
                         lease_gate_failed |= result.is_err();
                         if result.is_ok() {
-                            self.feed_watchdog(mono(start).since(sent_at), feed_watchdog_within_ms, &mut outcomes)
-                                .await;
+                            self.feed_watchdog(mono(start).since(sent_at), feed_watchdog, &mut outcomes).await;
                             if let Ok(mut s) = self.api.snap.lock() {
                                 s.renew_latency_ms = mono(start).since(sent_at) as i64;
                             }

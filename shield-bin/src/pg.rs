@@ -716,13 +716,9 @@ impl Database for Postgres {
             DbTask::Start(how) => self.start(how).await,
             DbTask::Stop(mode) => self.stop_now(*mode).await,
             DbTask::Promote { timeline } => {
-                let placeholders = self.skip_reserved_timelines(*timeline).await?;
+                self.skip_reserved_timelines(*timeline).await?;
                 let args = vec!["promote".into(), "-D".into(), self.data().display().to_string(), "-w".into()];
-                let r = self.run_bin("pg_ctl", &args, Duration::from_secs(self.cfg.pg_ctl_timeout_s + 5)).await;
-                for p in placeholders {
-                    let _ = std::fs::remove_file(p);
-                }
-                r.map(|_| ())
+                self.run_bin("pg_ctl", &args, Duration::from_secs(self.cfg.pg_ctl_timeout_s + 5)).await.map(|_| ())
             }
             DbTask::Follow { upstream } => self.follow(upstream).await,
             DbTask::Rewind { source } => self.rewind(source).await,
@@ -761,13 +757,14 @@ impl Postgres {
     /// (`findNewestTimeLine`); ids between the standby's timeline and `target` were reserved in
     /// the DCS by promotions elsewhere that may have run, so a placeholder history file for each
     /// makes PostgreSQL skip them. No PostgreSQL interface chooses the id directly, hence these
-    /// files. They are only probed for existence, never read, and are removed after the
-    /// promotion. Returns their paths.
-    async fn skip_reserved_timelines(&self, target: Timeline) -> Result<Vec<PathBuf>, PortError> {
+    /// files. They stay: a standby that follows the new timeline fetches the history file of
+    /// every id between its own timeline and the primary's (and fails without them); nothing
+    /// parses them, since the new timeline's own history names its real parent.
+    async fn skip_reserved_timelines(&self, target: Timeline) -> Result<(), PortError> {
         let current = Database::status(self).await?.timeline.unwrap_or_default();
         let parent =
             std::fs::read_to_string(self.data().join(format!("pg_wal/{:08X}.history", current.0))).unwrap_or_default();
-        let mut made = Vec::new();
+        let mut made = false;
         for tl in current.0.saturating_add(1)..target.0 {
             let path = self.data().join(format!("pg_wal/{tl:08X}.history"));
             if path.exists() {
@@ -776,12 +773,12 @@ impl Postgres {
             let text =
                 format!("{parent}# timeline {tl} was reserved by another promotion in the DCS; skipped by shield\n");
             std::fs::write(&path, text).map_err(|e| io("write a placeholder timeline history file", e))?;
-            made.push(path);
+            made = true;
         }
-        if !made.is_empty() {
+        if made {
             tracing::info!(from = current.0, to = target.0, "promotion skips timeline ids reserved elsewhere");
         }
-        Ok(made)
+        Ok(())
     }
 
     /// Immediate stop without async (for the fence guard).

@@ -187,18 +187,37 @@ impl DeviceWatchdog {
 #[async_trait]
 impl Watchdog for DeviceWatchdog {
     async fn arm(&self, timeout_ms: u64) -> Result<(), PortError> {
+        self.set_and_feed("arm", timeout_ms, true)
+    }
+
+    async fn feed(&self, timeout_ms: u64) -> Result<(), PortError> {
+        self.set_and_feed("feed", timeout_ms, false)
+    }
+
+    async fn disarm(&self) -> Result<(), PortError> {
+        match self.lock()?.take() {
+            Some(d) => d.magic_close().map_err(|e| self.failed("magic close", e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl DeviceWatchdog {
+    /// Sets the device's timeout to `timeout_ms` in whole seconds (rounded down) and pings it,
+    /// opening it first when `open` (arming); a device that keeps a longer timeout is stopped.
+    fn set_and_feed(&self, what: &str, timeout_ms: u64, open: bool) -> Result<(), PortError> {
         let secs = u32::try_from(timeout_ms / 1000).unwrap_or(u32::MAX);
         if secs == 0 {
             return Err(self.failed(
-                "arm",
+                what,
                 format!("the timeout the lease allows ({timeout_ms} ms) is under the device's 1 s resolution"),
             ));
         }
         let mut g = self.lock()?;
-        if g.is_none() {
+        if g.is_none() && open {
             *g = Some((self.open)().map_err(|e| self.failed("open", e))?);
         }
-        let Some(dev) = g.as_mut() else { return Err(self.failed("arm", "not open")) };
+        let Some(dev) = g.as_mut() else { return Err(self.failed(what, "not armed")) };
         let applied = dev.set_timeout(secs).map_err(|e| self.failed("set the timeout", e));
         let check = applied.and_then(|got| {
             if got > secs {
@@ -216,21 +235,6 @@ impl Watchdog for DeviceWatchdog {
             return Err(e);
         }
         Ok(())
-    }
-
-    async fn feed(&self) -> Result<(), PortError> {
-        let mut g = self.lock()?;
-        match g.as_mut() {
-            Some(d) => d.keepalive().map_err(|e| self.failed("keepalive", e)),
-            None => Err(self.failed("keepalive", "not armed")),
-        }
-    }
-
-    async fn disarm(&self) -> Result<(), PortError> {
-        match self.lock()?.take() {
-            Some(d) => d.magic_close().map_err(|e| self.failed("magic close", e)),
-            None => Ok(()),
-        }
     }
 }
 
@@ -287,12 +291,12 @@ mod tests {
         let (w, log) = watchdog(Ok(2), false);
         rt().block_on(async {
             w.arm(2_700).await.expect("works");
-            w.feed().await.expect("works");
+            w.feed(2_000).await.expect("works");
             w.disarm().await.expect("works");
             w.disarm().await.expect("works");
-            assert!(w.feed().await.is_err(), "a disarmed watchdog cannot be fed");
+            assert!(w.feed(2_000).await.is_err(), "a disarmed watchdog cannot be fed");
         });
-        assert_eq!(*log.lock().expect("log"), ["timeout 2", "keepalive", "keepalive", "close"]);
+        assert_eq!(*log.lock().expect("log"), ["timeout 2", "keepalive", "timeout 2", "keepalive", "close"]);
     }
 
     #[test]
@@ -309,6 +313,20 @@ mod tests {
         let e = rt().block_on(w.arm(2_700)).expect_err("fails");
         assert!(e.message.contains("60 s timeout, longer than the 2 s allowed"), "{e}");
         assert_eq!(log.lock().expect("log").last().map(String::as_str), Some("close"));
+    }
+
+    /// Each feed sets the timeout afresh; a device that keeps a longer one than the lease allows
+    /// is stopped rather than left to reset the host after the lease could have passed.
+    #[test]
+    fn a_feed_sets_the_timeout_and_refuses_a_longer_one() {
+        let (w, log) = watchdog(Ok(3), false);
+        rt().block_on(async {
+            w.arm(3_500).await.expect("arms at 3 s");
+            let e = w.feed(2_900).await.expect_err("the device keeps 3 s where 2 s was asked");
+            assert!(e.message.contains("3 s timeout, longer than the 2 s allowed"), "{e}");
+            assert!(w.feed(3_000).await.is_err(), "stopped: no longer armed");
+        });
+        assert_eq!(*log.lock().expect("log"), ["timeout 3", "keepalive", "timeout 2", "close"]);
     }
 
     #[test]
@@ -332,7 +350,7 @@ mod tests {
         let w = DeviceWatchdog::new(Driver::Testing, path.clone());
         rt().block_on(async {
             w.arm(3_000).await.expect("works");
-            w.feed().await.expect("works");
+            w.feed(2_000).await.expect("works");
             w.disarm().await.expect("works");
         });
         let ops: Vec<String> = std::fs::read_to_string(&path)
@@ -340,7 +358,7 @@ mod tests {
             .lines()
             .map(|l| l.split_once(' ').expect("time and operation").1.to_owned())
             .collect();
-        assert_eq!(ops, ["open", "timeout 3", "keepalive", "keepalive", "close"]);
+        assert_eq!(ops, ["open", "timeout 3", "keepalive", "timeout 2", "keepalive", "close"]);
     }
 
     #[test]

@@ -38,9 +38,28 @@ async fn bootstrap_replicate_and_fail_over() {
     })
     .await;
 
+    // ---- a promotion that reserved timeline 2 and never ran (the ghost's line in `history`) ---
+    let ghost = r#"[[1,16777216,"no recovery target specified","2026-01-01T00:00:00.000+00:00","ghost"]]"#;
+    let etcd = c.dcs.etcd_endpoint().expect("an etcd cluster");
+    let me = shield_core::MemberName::new("history-writer").expect("name");
+    let dcs = shield_dcs_etcd::EtcdDcs::new(shield_dcs_etcd::EtcdConfig::new(vec![etcd], "e2e", me));
+    shield_core::ports::Dcs::write_history(&dcs, ghost).await.expect("write the reservation");
+
     // ---- node crash, then the old node rejoins as a replica -----------------------------------
     let (new_primary, rto, rejoin) = crash_primary_and_rejoin(nodes, primary).await;
     println!("e2e: node crash → first commit on {} after {rto:?}", nodes[new_primary].name);
+    // PostgreSQL skipped the reserved id: the new primary writes on timeline 3, and `history`
+    // holds the ghost's reservation and this promotion's line.
+    let q = "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)";
+    let tli = sql(nodes[new_primary].pg_port, q).await.expect("timeline")[0].get::<_, String>(0);
+    assert_eq!(tli, "00000003", "the promotion must skip the reserved timeline 2");
+    let view = wait_for("history to record the promotion", Duration::from_secs(10), || async {
+        let v = shield_core::ports::Dcs::read(&dcs).await.ok()?;
+        (v.history.len() == 2).then_some(v)
+    })
+    .await;
+    assert_eq!(view.timeline(), shield_core::Timeline(3), "{:?}", view.history);
+    assert_eq!(view.history[1].new_leader.as_deref(), Some(nodes[new_primary].name.as_str()));
     println!("e2e: old primary rejoined as a streaming replica in {rejoin:?}");
     assert_eq!(writable(nodes).await, vec![new_primary], "exactly one writable node");
     let log = nodes[primary].log();

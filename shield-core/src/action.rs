@@ -52,6 +52,28 @@ pub enum StartAs {
     },
 }
 
+/// How the driver feeds the watchdog after a successful renewal: it sets the device's timeout
+/// afresh at each feed, to the whole seconds (what watchdog devices take) that still fit
+/// between the feed and the earliest moment the renewed lease could expire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchdogFeed {
+    /// From the renewal's send time, the time by which a watchdog fed after it must have reset
+    /// the host: the lease less clock drift and the time a reset takes.
+    pub budget_ms: u64,
+    /// The longest timeout to set (`ttl - watchdog.safety_margin` when that is configured).
+    pub max_timeout_ms: u64,
+}
+
+impl WatchdogFeed {
+    /// The timeout to set after a renewal whose round trip took `rtt_ms`, in whole seconds
+    /// rounded down; `None` when not even one second is left (then the watchdog is not fed).
+    pub fn timeout_ms(&self, rtt_ms: u64) -> Option<u64> {
+        let ms = self.budget_ms.saturating_sub(rtt_ms).min(self.max_timeout_ms);
+        let secs = ms / 1_000;
+        (secs >= 1).then_some(secs * 1_000)
+    }
+}
+
 /// A long database task, run in the background by the driver.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,17 +145,16 @@ pub enum Action {
     },
     /// Renew our lease (of `ttl_ms`) and re-assert the leader key. On success the driver moves
     /// its fence guard to `sent_at + fence_after_ms` at once (the deadline the next decision will
-    /// compute, so a slow cycle never fences on a stale deadline), and feeds the watchdog if the
-    /// round trip took at most `feed_watchdog_within_ms`.
+    /// compute, so a slow cycle never fences on a stale deadline), and feeds the watchdog as
+    /// `feed_watchdog` says.
     RenewLeader {
         /// The lease's time to live, as for [`Action::AcquireLeader`]: a changed `ttl` moves the
         /// leader key to a new lease granted for it.
         ttl_ms: u64,
         /// The guard's new deadline, counted from the send time of a successful renewal.
         fence_after_ms: u64,
-        /// Feed the watchdog only if the renewal's round trip took at most this long. `None`:
-        /// do not feed (watchdog disarmed).
-        feed_watchdog_within_ms: Option<u64>,
+        /// How to feed the watchdog after a success. `None`: do not feed (watchdog disarmed).
+        feed_watchdog: Option<WatchdogFeed>,
     },
     /// Delete the leader key if it still holds our name.
     ReleaseLeader,

@@ -6,7 +6,7 @@
 
 use std::thread;
 
-use shield_core::sim::{run_seed, FaultProfile, SimConfig, SimReport};
+use shield_core::sim::{run_seed, FaultKind, FaultProfile, SimConfig, SimReport};
 
 /// Runs `seeds` on two threads and returns every report with a violation, plus totals.
 fn soak(cfg: &SimConfig, seeds: std::ops::Range<u64>) -> (Vec<SimReport>, SimReport) {
@@ -42,18 +42,40 @@ fn soak(cfg: &SimConfig, seeds: std::ops::Range<u64>) -> (Vec<SimReport>, SimRep
 }
 
 fn seeds_from_env() -> u64 {
-    std::env::var("SHIELD_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000)
+    std::env::var("SHIELD_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4_000)
 }
 
+/// The CI soak: a quarter of the schedules in each profile. Every fault kind, with and without
+/// a watchdog; and a timing-heavy profile where operators change ttl, loop_wait and
+/// retry_timeout at run time between crashes, freezes and partitions.
 #[test]
 fn chaos_schedules_hold_every_invariant() {
     let total = seeds_from_env();
-    for (nodes, first) in [(3usize, 0u64), (5, 1_000_000)] {
-        let cfg = SimConfig { nodes, ..SimConfig::default() };
-        let n = total / 2;
+    let timing_heavy = vec![
+        FaultKind::TimingChange,
+        FaultKind::NodeCrash,
+        FaultKind::Freeze,
+        FaultKind::HostFreeze,
+        FaultKind::DaemonCrash,
+        FaultKind::PartitionDcs,
+        FaultKind::DcsDelay,
+    ];
+    let profiles = [
+        ("chaos, watchdog", SimConfig { nodes: 3, ..SimConfig::default() }, 0u64),
+        ("chaos, watchdog", SimConfig { nodes: 5, ..SimConfig::default() }, 1_000_000),
+        ("chaos, no watchdog", SimConfig { nodes: 3, watchdog: false, ..SimConfig::default() }, 2_000_000),
+        (
+            "timing-heavy, no watchdog",
+            SimConfig { nodes: 3, watchdog: false, faults: timing_heavy, ..SimConfig::default() },
+            3_000_000,
+        ),
+    ];
+    for (name, cfg, first) in profiles {
+        let nodes = cfg.nodes;
+        let n = total / 4;
         let (bad, t) = soak(&cfg, first..first + n);
         println!(
-            "{n} chaos schedules, {nodes} nodes, 10 simulated minutes each: {} violations; {} faults, {} promotions, \
+            "{n} {name} schedules, {nodes} nodes, 10 simulated minutes each: {} violations; {} faults, {} promotions, \
              {} fences, {} watchdog resets, {} rewinds, {} decisions",
             bad.len(),
             t.faults,
@@ -110,7 +132,42 @@ fn regression_seeds_from_long_soaks() {
     // 14413, 19858: a promotion queued behind a slow DCS call started after the fencing
     // deadline. The others: a peer behind the cluster timeline held the race up forever.
     let seeds = [7_566, 7_577, 10_848, 12_600, 14_361, 14_413, 17_365, 18_136, 19_858, 20_161];
-    let cfg = SimConfig::default();
+    // Those schedules were drawn from the first eight fault kinds.
+    let cfg = SimConfig { faults: FaultKind::ALL[..8].to_vec(), ..SimConfig::default() };
+    for seed in seeds {
+        let r = run_seed(&cfg, seed);
+        assert!(r.violation.is_none(), "{}", r.render());
+    }
+}
+
+/// Seed 869 (3 nodes, the first eight fault kinds, before the fix): n2 promoted to timeline 2
+/// while isolated and was fenced before it could write `history`; n1 then promoted from
+/// timeline 1 to timeline 2 again. Seeds move as the model grows, so the regression finds the
+/// first schedules where the old rule (no reservation) creates a timeline twice, and checks
+/// that the same schedules with the fix create none.
+#[test]
+fn regression_seed_869_creates_no_timeline_twice() {
+    fn promote_unreserved(st: &shield_core::NodeState, o: &shield_core::Observation) -> shield_core::Decision {
+        use shield_core::{Action, DbTask};
+        let mut d = shield_core::decide(st, o);
+        if d.actions.iter().any(|a| matches!(a, Action::RunDbTask { task: DbTask::Promote { .. } })) {
+            d.actions.retain(|a| !matches!(a, Action::WriteHistory { .. }));
+            let next = o.db.timeline.unwrap_or_default().next();
+            for a in &mut d.actions {
+                if let Action::RunDbTask { task: DbTask::Promote { timeline } } = a {
+                    *timeline = next;
+                }
+            }
+        }
+        d
+    }
+    let cfg = SimConfig { faults: FaultKind::ALL[..8].to_vec(), ..SimConfig::default() };
+    let broken = SimConfig { decide: promote_unreserved, ..cfg.clone() };
+    let seeds: Vec<u64> = (0..3_000)
+        .filter(|&s| run_seed(&broken, s).violation.is_some_and(|v| v.invariant == "unique-timelines"))
+        .take(3)
+        .collect();
+    assert_eq!(seeds.len(), 3, "the old rule should still break unique-timelines in 3,000 schedules");
     for seed in seeds {
         let r = run_seed(&cfg, seed);
         assert!(r.violation.is_none(), "{}", r.render());

@@ -9,8 +9,7 @@ use crate::types::{Lsn, MemberName, Timeline};
 
 /// We hold the leader key (per this cycle's snapshot).
 pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
-    let renew = cx.renew_action();
-    cx.push(renew);
+    cx.push_renew();
     if cx.paused() {
         return paused_leader(cx);
     }
@@ -262,8 +261,7 @@ pub(super) fn shutdown(cx: &mut Ctx<'_>) -> Reason {
     let running = matches!(db.process, DbProcess::Running { .. } | DbProcess::Starting);
     if running || db.busy.is_some() {
         if holder && reachable {
-            let renew = cx.renew_action();
-            cx.push(renew);
+            cx.push_renew();
         }
         if cx.st.vip_bound {
             cx.push(Action::RemoveVip);

@@ -241,24 +241,34 @@ impl Ctx<'_> {
         self.wake_now = true;
     }
 
-    /// The renewal action, feeding the watchdog only when that cannot outlive the lease.
+    /// Pushes the renewal. A renewal may land even when its answer never comes back, and from
+    /// then on the lease lasts only its own ttl: when that ttl gives an earlier deadline than
+    /// the one held (the cluster's ttl was lowered), the held deadline comes forward to it now,
+    /// counted from this moment (no later than the renewal can be sent).
+    fn push_renew(&mut self) {
+        let renew = self.renew_action();
+        if let (Some(hold), Action::RenewLeader { fence_after_ms, .. }) = (self.st.lease.as_mut(), &renew) {
+            hold.fence_at = hold.fence_at.min(self.obs.now.plus(*fence_after_ms));
+        }
+        self.push(renew);
+    }
+
+    /// The renewal action, feeding the watchdog only in a way that cannot outlive the lease.
     fn renew_action(&self) -> Action {
         // Fed at `f` after a renewal sent at `s`, the watchdog resets the host at `f + timeout`,
         // which must come before the lease can expire: `s + ttl` less drift, less the time a
-        // reset takes. So feed only if the renewal's round trip was short enough.
-        let feed = self.st.watchdog_armed.then(|| {
-            let timing = &self.st.config.timing;
-            let lease_floor = timing.ttl_ms.saturating_sub(timing.drift_ms());
-            lease_floor
-                .saturating_sub(self.st.settings.watchdog_timeout_ms(timing))
-                .saturating_sub(NodeSettings::WATCHDOG_RESET_MS)
-        });
+        // reset takes. The driver sets the timeout at each feed to what is left of that budget
+        // after the round trip, in whole seconds.
         let timing = &self.st.config.timing;
-        Action::RenewLeader {
-            ttl_ms: timing.ttl_ms,
-            fence_after_ms: timing.fence_after_ms(),
-            feed_watchdog_within_ms: feed,
-        }
+        let feed = self.st.watchdog_armed.then(|| crate::action::WatchdogFeed {
+            budget_ms: timing.ttl_ms.saturating_sub(timing.drift_ms()).saturating_sub(NodeSettings::WATCHDOG_RESET_MS),
+            max_timeout_ms: self
+                .st
+                .settings
+                .watchdog_safety_margin_ms
+                .map_or(u64::MAX, |m| timing.ttl_ms.saturating_sub(m)),
+        });
+        Action::RenewLeader { ttl_ms: timing.ttl_ms, fence_after_ms: timing.fence_after_ms(), feed_watchdog: feed }
     }
 
     /// The acquire action, with the lease ttl and the deadline a success gives.
@@ -493,8 +503,7 @@ fn fence_check(cx: &mut Ctx<'_>) -> Option<Reason> {
 fn dcs_unreachable(cx: &mut Ctx<'_>) -> Reason {
     if cx.st.lease.is_some() {
         // Keep trying to renew until the fencing deadline or retry_timeout, whichever is first.
-        let renew = cx.renew_action();
-        cx.push(renew);
+        cx.push_renew();
         return Reason::RenewFailedRetrying;
     }
     if cx.obs.db.is_running_primary() && !cx.paused() {

@@ -166,7 +166,8 @@ fn run(st: &NodeState, o: &Observation) -> (Vec<Action>, Reason, Decision) {
 }
 
 fn renew(feed: Option<u64>) -> Action {
-    Action::RenewLeader { ttl_ms: 4_000, fence_after_ms: 3_210, feed_watchdog_within_ms: feed }
+    let feed_watchdog = feed.map(|max_timeout_ms| crate::action::WatchdogFeed { budget_ms: 3_860, max_timeout_ms });
+    Action::RenewLeader { ttl_ms: 4_000, fence_after_ms: 3_210, feed_watchdog }
 }
 
 fn task(t: DbTask) -> Action {

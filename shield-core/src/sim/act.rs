@@ -97,7 +97,7 @@ impl World {
                 self.nodes[i].outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result });
                 Some(lat)
             }
-            Action::RenewLeader { ttl_ms, fence_after_ms, feed_watchdog_within_ms } => {
+            Action::RenewLeader { ttl_ms, fence_after_ms, feed_watchdog } => {
                 let (result, lat) = self.dcs_call(i, |d| ready(d.renew_leader(ttl_ms)));
                 self.nodes[i].lease_gate_failed |= result.is_err();
                 if result.is_ok() {
@@ -113,8 +113,8 @@ impl World {
                             self.set_keeper(i, Some(to));
                         }
                     }
-                    if feed_watchdog_within_ms.is_some_and(|w| lat <= w) {
-                        self.feed_watchdog(i, self.now + lat);
+                    if let Some(timeout) = feed_watchdog.and_then(|f| f.timeout_ms(lat)) {
+                        self.set_watchdog(i, self.now + lat, timeout);
                     }
                 }
                 self.nodes[i].outcomes.push(Outcome::LeaderRenew { sent_at, fence_after_ms, result });
@@ -180,7 +180,10 @@ impl World {
             // Not modelled (the simulated databases report no slots, so decide() asks for none).
             Action::SyncSlots { .. } => None,
             Action::ArmWatchdog => {
-                self.feed_watchdog(i, self.now);
+                // The device takes whole seconds, rounded down (at least one).
+                let n = &self.nodes[i];
+                let asked = n.state.settings.watchdog_timeout_ms(&n.state.config.timing);
+                self.set_watchdog(i, self.now, (asked / 1_000).max(1) * 1_000);
                 None
             }
             Action::DisarmWatchdog => {
@@ -213,9 +216,9 @@ impl World {
         self.cfg.fence_guard && n.fence_at.is_none_or(|f| n.local(self.now) >= f)
     }
 
-    fn feed_watchdog(&mut self, i: usize, at: u64) {
-        let n = &self.nodes[i];
-        let exp = at + n.state.settings.watchdog_timeout_ms(&n.state.config.timing);
+    /// Arms or feeds the watchdog at `at` with a timeout of `timeout_ms` (whole seconds).
+    fn set_watchdog(&mut self, i: usize, at: u64, timeout_ms: u64) {
+        let exp = at + timeout_ms;
         self.nodes[i].watchdog_expire_ms = Some(exp);
         self.at(exp, Ev::WatchdogCheck { node: i });
     }

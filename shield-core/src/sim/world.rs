@@ -427,7 +427,8 @@ impl World {
             if n.db.writable() {
                 self.report.fences += 1;
             }
-            self.trace.line(self.now, self.nodes[i].name.as_str(), || "fence keeper: immediate stop at the deadline".into());
+            self.trace
+                .line(self.now, self.nodes[i].name.as_str(), || "fence keeper: immediate stop at the deadline".into());
             self.nodes[i].db.crash();
         }
         self.nodes[i].vip = false;
@@ -640,8 +641,10 @@ impl World {
         let n = &self.nodes[i];
         let local = n.local(now);
         let keeper_due = n.keeper_at.is_some_and(|t| t <= now) || n.orphan_keepers.iter().any(|&(_, t)| t <= now);
-        let guard_due =
-            self.cfg.fence_guard && n.daemon != Daemon::Down && n.fence_at.is_some_and(|f| f <= local) && !n.state.config.pause;
+        let guard_due = self.cfg.fence_guard
+            && n.daemon != Daemon::Down
+            && n.fence_at.is_some_and(|f| f <= local)
+            && !n.state.config.pause;
         if keeper_due || guard_due {
             let n = &mut self.nodes[i];
             n.keeper_at = n.keeper_at.filter(|&t| t > now);
