@@ -114,8 +114,16 @@ fn main() -> ExitCode {
     }
     println!(
         "{n} seeds, {} nodes, {} min each, {} faults: {bad} violations, {} promotions, {} fences, \
-         {} watchdog resets, {} decisions",
-        args.nodes, args.minutes, args.profile, total.promotions, total.fences, total.watchdog_resets, total.decisions
+         {} watchdog resets, {} decisions, {} of {} acknowledged writes lost at failovers",
+        args.nodes,
+        args.minutes,
+        args.profile,
+        total.promotions,
+        total.fences,
+        total.watchdog_resets,
+        total.decisions,
+        total.writes_lost,
+        total.writes_acked
     );
     if bad == 0 {
         ExitCode::SUCCESS

@@ -256,3 +256,29 @@ fn write_with_lease_fires_when_the_lease_ignores_a_changed_ttl() {
         assert!(matches!(fired, "write-with-lease" | "single-writer"), "watchdog {watchdog}: {fired}");
     }
 }
+
+/// Ignores `maximum_lag_on_failover`: any replica may take over however far behind.
+fn ignore_the_lag(st: &NodeState, o: &Observation) -> Decision {
+    let mut lax = st.clone();
+    lax.config.maximum_lag_on_failover_bytes = u64::MAX;
+    let mut o = o.clone();
+    if let shield_core::DcsView::Reachable(v) = &mut o.dcs {
+        if let Some((c, _)) = &mut v.config {
+            c.maximum_lag_on_failover_bytes = u64::MAX;
+        }
+    }
+    decide(&lax, &o)
+}
+
+#[test]
+fn bounded_loss_fires_when_the_lag_rule_is_ignored() {
+    for watchdog in [false, true] {
+        let cfg = SimConfig {
+            faults: vec![FaultKind::PartitionPeers, FaultKind::NodeCrash, FaultKind::Isolate],
+            decide: ignore_the_lag,
+            watchdog,
+            ..SimConfig::default()
+        };
+        assert_eq!(fired_within(&cfg, 2_000), "bounded-loss", "watchdog {watchdog}");
+    }
+}

@@ -1029,3 +1029,24 @@ fn a_restarted_holder_fences_at_once_then_restarts_under_a_new_lease() {
     assert_eq!(acts, vec![renew(None), task(DbTask::Start(StartAs::Primary))]);
     assert_eq!(d.fence_at, Some(NOW.plus(3_210)));
 }
+
+/// Behind the cluster timeline, only the WAL up to where our timeline ended counts for the lag
+/// rule: the rest is a branch the cluster left behind.
+#[test]
+fn the_lag_rule_counts_an_old_timeline_only_up_to_its_end() {
+    // Timeline 1 ended at 1_000; we have 5_000_000 on it, the leader wrote up to 2_000_000.
+    let v = unlocked().history(&[(1, 1_000)]).status(2_000_000);
+    let (_, reason, _) = run(&state("a"), &obs(v, db_replica(5_000_000, 1, None)));
+    assert_eq!(
+        reason,
+        Reason::NotHealthiest(Ineligible::Lagging {
+            mine: Lsn(1_000),
+            optime: Lsn(2_000_000),
+            max_lag_bytes: 1_048_576
+        })
+    );
+    // On the cluster's timeline, our own position counts.
+    let v = unlocked().history(&[(1, 1_000)]).status(2_000_000);
+    let (acts, _, _) = run(&state("a"), &obs(v, db_replica(1_500_000, 2, None)));
+    assert_eq!(acts, vec![Action::ProbePeers]);
+}

@@ -109,6 +109,16 @@ fn eligibility(cx: &Ctx<'_>, view: &ClusterView) -> Result<Checked, Ineligible> 
     }
 }
 
+/// Our WAL position as far as the cluster's current timeline is concerned: on an older timeline,
+/// only what we have up to where our timeline ended in `history` is shared with the newer one
+/// (the rest is a branch the cluster left), so the lag rule counts from there.
+pub(crate) fn effective_position(cx: &Ctx<'_>, view: &ClusterView) -> Option<Lsn> {
+    let mine = cx.obs.db.wal_position()?;
+    let tl = cx.obs.db.timeline.unwrap_or_default();
+    let ended = view.history.iter().filter(|h| h.timeline >= tl).map(|h| h.lsn).min();
+    Some(ended.map_or(mine, |e| mine.min(e)))
+}
+
 /// Rules that need nothing but our own state and the snapshot.
 fn own_checks(cx: &Ctx<'_>, view: &ClusterView, manual: bool) -> Result<(), Ineligible> {
     if !cx.st.settings.tags.can_promote() {
@@ -117,7 +127,7 @@ fn own_checks(cx: &Ctx<'_>, view: &ClusterView, manual: bool) -> Result<(), Inel
     if !cx.obs.db.is_running_replica() {
         return Err(Ineligible::DatabaseNotReady);
     }
-    let mine = cx.obs.db.wal_position().ok_or(Ineligible::DatabaseNotReady)?;
+    let mine = effective_position(cx, view).ok_or(Ineligible::DatabaseNotReady)?;
     let cfg = &cx.st.config;
     if cfg.synchronous_mode && !manual {
         if let Some(sync) = &view.sync {

@@ -333,9 +333,29 @@ impl World {
             DbTask::Promote { timeline } => {
                 self.nodes[i].db.promote(*timeline).map_err(|e| (ErrorKind::Io, e))?;
                 self.report.promotions += 1;
-                if let Some(d) = &self.nodes[i].db.data {
-                    let (timeline, fork_lsn) = (d.timeline, d.history.last().map_or(Lsn(0), |h| h.1));
-                    self.check(Hook::TimelineCreated { node: i, timeline, fork_lsn });
+                if let Some(d) = self.nodes[i].db.data.clone() {
+                    let (parent, fork_lsn) = d.history.last().copied().unwrap_or_default();
+                    // Shared with the cluster timeline the node last read: up to where the
+                    // parent timeline ended there, if it had.
+                    let n = &self.nodes[i];
+                    let ended = n.seen_history.iter().filter(|(t, _)| *t >= parent).map(|(_, l)| *l).min();
+                    let shared_lsn = ended.map_or(fork_lsn, |e| fork_lsn.min(e));
+                    // Acknowledged writes the new timeline's lineage does not contain.
+                    let kept =
+                        |(t, l): &(crate::types::Timeline, Lsn)| d.history.iter().any(|(ht, end)| ht == t && l <= end);
+                    let before = self.acked.len();
+                    self.acked.retain(kept);
+                    let writes_lost = (before - self.acked.len()) as u64;
+                    self.report.writes_lost += writes_lost;
+                    let seen_optime = n.seen_optime;
+                    self.check(Hook::TimelineCreated {
+                        node: i,
+                        timeline: d.timeline,
+                        fork_lsn,
+                        shared_lsn,
+                        seen_optime,
+                        writes_lost,
+                    });
                 }
                 self.check(Hook::BecameWritable { node: i, promoted: true });
                 Ok(())

@@ -130,6 +130,9 @@ pub struct SimReport {
     pub fences: u64,
     /// Client writes acknowledged (one per primary per 100 ms).
     pub writes_acked: u64,
+    /// Acknowledged writes that a promotion left out of the new timeline's lineage (lost at a
+    /// failover, asynchronous replication).
+    pub writes_lost: u64,
 }
 
 impl SimReport {
@@ -142,12 +145,13 @@ impl SimReport {
         self.watchdog_resets += other.watchdog_resets;
         self.fences += other.fences;
         self.writes_acked += other.writes_acked;
+        self.writes_lost += other.writes_lost;
     }
 
     /// One summary line, and on a violation the seed to reproduce it and the trace.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "seed {}: {} decisions, {} faults, {} promotions, {} fences, {} rewinds, {} watchdog resets, {} writes",
+            "seed {}: {} decisions, {} faults, {} promotions, {} fences, {} rewinds, {} watchdog resets, {} writes ({} lost at failovers)",
             self.seed,
             self.decisions,
             self.faults,
@@ -155,7 +159,8 @@ impl SimReport {
             self.fences,
             self.rewinds,
             self.watchdog_resets,
-            self.writes_acked
+            self.writes_acked,
+            self.writes_lost
         );
         if let Some(v) = &self.violation {
             s.push_str(&format!(

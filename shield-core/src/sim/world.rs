@@ -86,6 +86,9 @@ pub(super) struct Node {
     pub keeper_at: Option<u64>,
     /// Keepers whose daemon died: each enforces its last deadline, then exits.
     pub orphan_keepers: Vec<(u64, u64)>,
+    /// From the node's last successful DCS read: the `status` optime and the `history` lines.
+    pub seen_optime: Option<crate::types::Lsn>,
+    pub seen_history: Vec<(crate::types::Timeline, crate::types::Lsn)>,
 }
 
 impl Node {
@@ -133,6 +136,8 @@ pub struct World {
     pub(super) task_seq: u64,
     /// The checkers' view of the DCS and the store revision it was read at.
     pub(super) dcs_seen: Option<(i64, Option<MemberName>, crate::types::Timeline, bool)>,
+    /// Every acknowledged write not yet found lost: (timeline, position after it).
+    pub(super) acked: Vec<(crate::types::Timeline, crate::types::Lsn)>,
 }
 
 impl World {
@@ -171,6 +176,8 @@ impl World {
                     keeper_epoch: 0,
                     keeper_at: None,
                     orphan_keepers: Vec::new(),
+                    seen_optime: None,
+                    seen_history: Vec::new(),
                 }
             })
             .collect();
@@ -196,6 +203,7 @@ impl World {
             last_leader: None,
             task_seq: 0,
             dcs_seen: None,
+            acked: Vec::new(),
         };
         for f in schedule {
             let end = (f.at_ms + f.duration_ms).min(faults_end);
@@ -346,6 +354,8 @@ impl World {
         let dcs = match result {
             Ok(view) => {
                 n.unreachable_since = None;
+                n.seen_optime = view.optime();
+                n.seen_history = view.history.iter().map(|h| (h.timeline, h.lsn)).collect();
                 DcsView::Reachable(*view)
             }
             Err(_) => DcsView::Unreachable { since: *n.unreachable_since.get_or_insert(sent) },
@@ -522,6 +532,7 @@ impl World {
                 if let Some(d) = self.nodes[i].db.data.as_mut() {
                     d.lsn.0 += grow;
                     self.report.writes_acked += 1;
+                    self.acked.push((d.timeline, d.lsn));
                     self.check(Hook::WriteAcked { node: i });
                 }
             }
@@ -701,7 +712,8 @@ impl World {
             ));
         }
         let Some((_, lease_holder, cluster_timeline, paused)) = self.dcs_seen.clone() else { return };
-        let snap = Snapshot { now_ms: self.now, nodes: &nodes, lease_holder, cluster_timeline, paused };
+        let max_lag_bytes = self.cfg.config.maximum_lag_on_failover_bytes;
+        let snap = Snapshot { now_ms: self.now, nodes: &nodes, lease_holder, cluster_timeline, paused, max_lag_bytes };
         for c in &mut self.checkers {
             if let Err(problem) = c.check(hook, &snap) {
                 self.trace.line(self.now, "VIOLATION", || format!("{}: {problem}", c.name()));

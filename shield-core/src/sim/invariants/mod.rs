@@ -3,6 +3,7 @@
 //! The world calls every checker at a few hooks with a [`Snapshot`] of the cluster; a checker
 //! returns `Err(description)` when its property is violated.
 
+mod bounded_loss;
 mod liveness;
 mod promote_with_lease;
 mod single_vip;
@@ -11,6 +12,7 @@ mod timeline_monotonic;
 mod unique_timelines;
 mod write_with_lease;
 
+pub use bounded_loss::BoundedLoss;
 pub use liveness::Liveness;
 pub use promote_with_lease::PromoteWithLease;
 pub use single_vip::SingleVip;
@@ -53,6 +55,8 @@ pub struct Snapshot<'a> {
     pub cluster_timeline: Timeline,
     /// The cluster is paused (the DCS `config` says so).
     pub paused: bool,
+    /// `maximum_lag_on_failover` of the cluster's config.
+    pub max_lag_bytes: u64,
 }
 
 /// When a checker is called.
@@ -80,6 +84,13 @@ pub enum Hook {
         timeline: Timeline,
         /// Where the parent timeline ended.
         fork_lsn: Lsn,
+        /// What the promoted data shares with the cluster timeline the node last read: the
+        /// fork, or less where its timeline had already ended in that `history`.
+        shared_lsn: Lsn,
+        /// The leader's position in the `status` key the node last read before promoting.
+        seen_optime: Option<Lsn>,
+        /// Acknowledged writes this promotion threw away (on branches the new timeline left).
+        writes_lost: u64,
     },
     /// Node `node` just bound the VIP.
     VipBound {
@@ -110,6 +121,7 @@ pub fn all() -> Vec<Box<dyn Invariant>> {
         Box::new(PromoteWithLease),
         Box::new(TimelineMonotonic::default()),
         Box::new(UniqueTimelines::default()),
+        Box::new(BoundedLoss),
         Box::new(Liveness),
     ]
 }

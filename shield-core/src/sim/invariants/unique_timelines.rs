@@ -22,7 +22,7 @@ impl Invariant for UniqueTimelines {
     }
 
     fn check(&mut self, hook: Hook, snap: &Snapshot<'_>) -> Result<(), String> {
-        let Hook::TimelineCreated { node, timeline, fork_lsn } = hook else { return Ok(()) };
+        let Hook::TimelineCreated { node, timeline, fork_lsn, .. } = hook else { return Ok(()) };
         let me = &snap.nodes[node].name;
         if let Some((who, at)) = self.created.get(&timeline) {
             return Err(format!(
