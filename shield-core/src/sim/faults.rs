@@ -35,6 +35,33 @@ pub enum FaultKind {
     /// edit-config -s ttl=30 -s loop_wait=10 -s retry_timeout=10`, and others), and puts them
     /// back when the fault ends.
     TimingChange,
+    /// An operator pauses the cluster (`shieldctl pause`) and resumes it when the fault ends,
+    /// once resuming is safe (the leader key held by a member running as primary), retrying
+    /// every second until it is.
+    Pause,
+    /// `shieldctl switchover` to this node: now, or (half the time) scheduled a few seconds on.
+    Switchover,
+    /// `shieldctl failover` to this node (no leader named).
+    Failover,
+    /// `POST /restart` on this node.
+    RestartRequest,
+    /// `POST /reinitialize` on this node.
+    Reinitialize,
+    /// The node carries the `nofailover` tag for a while.
+    NoFailover,
+}
+
+impl FaultKind {
+    /// The operators' actions: what an operator does to a running cluster, faults or not.
+    pub const OPERATORS: [FaultKind; 7] = [
+        FaultKind::TimingChange,
+        FaultKind::Pause,
+        FaultKind::Switchover,
+        FaultKind::Failover,
+        FaultKind::RestartRequest,
+        FaultKind::Reinitialize,
+        FaultKind::NoFailover,
+    ];
 }
 
 /// The timings a [`FaultKind::TimingChange`] sets: (ttl, loop_wait, retry_timeout) in ms.
@@ -43,7 +70,7 @@ pub const TIMING_CHANGES: [(u64, u64, u64); 4] =
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::NodeCrash,
         FaultKind::DbCrash,
         FaultKind::Freeze,
@@ -55,6 +82,12 @@ impl FaultKind {
         FaultKind::HostFreeze,
         FaultKind::DaemonCrash,
         FaultKind::TimingChange,
+        FaultKind::Pause,
+        FaultKind::Switchover,
+        FaultKind::Failover,
+        FaultKind::RestartRequest,
+        FaultKind::Reinitialize,
+        FaultKind::NoFailover,
     ];
 
     /// The name used on the command line.
@@ -71,6 +104,12 @@ impl FaultKind {
             FaultKind::HostFreeze => "host-freeze",
             FaultKind::DaemonCrash => "daemon-crash",
             FaultKind::TimingChange => "timing-change",
+            FaultKind::Pause => "pause",
+            FaultKind::Switchover => "switchover",
+            FaultKind::Failover => "failover",
+            FaultKind::RestartRequest => "restart",
+            FaultKind::Reinitialize => "reinitialize",
+            FaultKind::NoFailover => "nofailover",
         }
     }
 
@@ -123,6 +162,12 @@ impl fmt::Display for Fault {
                 write!(f, "dcs-delay +{}ms for {}ms", self.extra_latency_ms, self.duration_ms)
             }
             FaultKind::DbCrash => write!(f, "dbcrash n{}", self.node),
+            FaultKind::Switchover if self.extra_latency_ms > 0 => {
+                write!(f, "switchover to n{} scheduled {}ms ahead", self.node, self.extra_latency_ms)
+            }
+            FaultKind::Switchover | FaultKind::Failover | FaultKind::RestartRequest | FaultKind::Reinitialize => {
+                write!(f, "{} n{}", self.kind, self.node)
+            }
             FaultKind::TimingChange => {
                 let (ttl, lw, rt) = TIMING_CHANGES[self.extra_latency_ms as usize % TIMING_CHANGES.len()];
                 write!(f, "timing-change ttl={ttl}ms loop_wait={lw}ms retry_timeout={rt}ms for {}ms", self.duration_ms)
@@ -178,6 +223,9 @@ pub fn schedule(
             FaultKind::HostFreeze => rng.gen_range(1_500..12_000),
             FaultKind::DaemonCrash => rng.gen_range(500..10_000),
             FaultKind::TimingChange => rng.gen_range(10_000..90_000),
+            FaultKind::Pause => rng.gen_range(2_000..60_000),
+            FaultKind::NoFailover => rng.gen_range(5_000..60_000),
+            FaultKind::Switchover | FaultKind::Failover | FaultKind::RestartRequest | FaultKind::Reinitialize => 0,
             FaultKind::DcsOutage => rng.gen_range(500..15_000),
             FaultKind::DcsDelay => rng.gen_range(1_000..20_000),
             _ => rng.gen_range(500..20_000),
@@ -186,6 +234,8 @@ pub fn schedule(
             FaultKind::DcsDelay => rng.gen_range(100..2_500),
             // Which of TIMING_CHANGES.
             FaultKind::TimingChange => rng.gen_range(0..TIMING_CHANGES.len() as u64),
+            // Scheduled this many ms ahead (0: now).
+            FaultKind::Switchover if rng.gen_bool(0.5) => rng.gen_range(1_000..20_000),
             _ => 0,
         };
         out.push(Fault { kind, node: rng.gen_range(0..nodes), at_ms: t, duration_ms, extra_latency_ms });

@@ -26,6 +26,7 @@
 mod act;
 mod db;
 mod faults;
+mod operator;
 pub mod invariants;
 mod trace;
 mod world;

@@ -21,7 +21,7 @@ use crate::testing::{MemoryDcs, MemoryStore};
 use crate::types::{MemberName, MonoMillis};
 
 /// Wall-clock time at simulated time zero (2026-01-01T00:00:00Z), for scheduled requests.
-const EPOCH_MS: i64 = 1_767_225_600_000;
+pub(super) const EPOCH_MS: i64 = 1_767_225_600_000;
 /// How often replication and client writes advance.
 pub(super) const TICK_MS: u64 = 100;
 
@@ -55,6 +55,7 @@ pub(super) enum Ev {
     FaultStart(Fault),
     FaultEnd(Fault),
     Reboot { node: usize },
+    TryResume,
 }
 
 #[derive(Debug)]
@@ -89,6 +90,8 @@ pub(super) struct Node {
     /// From the node's last successful DCS read: the `status` optime and the `history` lines.
     pub seen_optime: Option<crate::types::Lsn>,
     pub seen_history: Vec<(crate::types::Timeline, crate::types::Lsn)>,
+    /// Operator requests (REST) for the next cycle.
+    pub requests: Vec<crate::observation::Request>,
 }
 
 impl Node {
@@ -138,6 +141,10 @@ pub struct World {
     pub(super) dcs_seen: Option<(i64, Option<MemberName>, crate::types::Timeline, bool)>,
     /// Every acknowledged write not yet found lost: (timeline, position after it).
     pub(super) acked: Vec<(crate::types::Timeline, crate::types::Lsn)>,
+    /// The cluster config as the operator last set it (timings, pause).
+    pub(super) op_config: crate::config::DynamicConfig,
+    /// A refused resume is waiting to be tried again.
+    pub(super) resume_retrying: bool,
 }
 
 impl World {
@@ -178,12 +185,14 @@ impl World {
                     orphan_keepers: Vec::new(),
                     seen_optime: None,
                     seen_history: Vec::new(),
+                    requests: Vec::new(),
                 }
             })
             .collect();
         let chaos_start = 20_000;
         let faults_end = cfg.duration_ms.saturating_sub(cfg.liveness_bound_ms);
         let schedule = faults::schedule(&mut rng, cfg.profile, &cfg.faults, cfg.nodes, chaos_start, faults_end);
+        let op_config = cfg.config.clone();
         let checkers = invariants::all().into_iter().filter(|c| !cfg.invariants_off.contains(&c.name())).collect();
         let mut w = World {
             trace: Trace::new(cfg.trace_all),
@@ -204,6 +213,8 @@ impl World {
             task_seq: 0,
             dcs_seen: None,
             acked: Vec::new(),
+            op_config,
+            resume_retrying: false,
         };
         for f in schedule {
             let end = (f.at_ms + f.duration_ms).min(faults_end);
@@ -302,6 +313,10 @@ impl World {
             Ev::FaultStart(f) => self.fault(f, true),
             Ev::FaultEnd(f) => self.fault(f, false),
             Ev::Reboot { node } => self.reboot(node),
+            Ev::TryResume => {
+                self.resume_retrying = false;
+                self.try_resume();
+            }
         }
     }
 
@@ -367,7 +382,7 @@ impl World {
             db: n.db.status(),
             outcomes: std::mem::take(&mut n.outcomes),
             shutdown_requested: false,
-            requests: Vec::new(),
+            requests: std::mem::take(&mut n.requests),
         };
         let d = (self.cfg.decide)(&n.state, &obs);
         self.report.decisions += 1;
@@ -606,6 +621,14 @@ impl World {
             }
             FaultKind::HostFreeze => self.thaw(i),
             FaultKind::TimingChange => self.change_timing(start.then_some(f.extra_latency_ms)),
+            FaultKind::Pause if start => self.set_pause(true),
+            FaultKind::Pause => self.try_resume(),
+            FaultKind::Switchover if start => self.request_failover(i, true, f.extra_latency_ms),
+            FaultKind::Failover if start => self.request_failover(i, false, 0),
+            FaultKind::RestartRequest if start => self.nodes[i].requests.push(crate::observation::Request::Restart),
+            FaultKind::Reinitialize if start => self.nodes[i].requests.push(crate::observation::Request::Reinitialize),
+            FaultKind::NoFailover => self.nodes[i].state.settings.tags.nofailover = start,
+            FaultKind::Switchover | FaultKind::Failover | FaultKind::RestartRequest | FaultKind::Reinitialize => {}
             FaultKind::DaemonCrash if start => self.daemon_crash(i),
             FaultKind::DaemonCrash => {
                 if !self.nodes[i].host_down {
@@ -620,24 +643,6 @@ impl World {
             }
             FaultKind::DcsOutage => self.net.dcs_down = bump(self.net.dcs_down, start),
             FaultKind::DcsDelay => self.net.extra_latency_ms = if start { f.extra_latency_ms } else { 0 },
-        }
-    }
-
-    /// An operator's edit of the DCS `config`: the timings of `TIMING_CHANGES[which]`, or back
-    /// to the schedule's own config (`None`). The nodes see it at their next read, as they would
-    /// `shieldctl edit-config`.
-    fn change_timing(&mut self, which: Option<u64>) {
-        let mut cfg = self.cfg.config.clone();
-        if let Some(w) = which {
-            let (ttl, lw, rt) = faults::TIMING_CHANGES[w as usize % faults::TIMING_CHANGES.len()];
-            cfg.timing.ttl_ms = ttl;
-            cfg.timing.loop_wait_ms = lw;
-            cfg.timing.retry_timeout_ms = rt;
-        }
-        let key = "/service/sim/config";
-        if self.store.get_raw(key).is_some() {
-            self.store.put_raw(key, cfg.to_json().to_string().as_bytes());
-            self.after_dcs_change();
         }
     }
 
@@ -672,12 +677,7 @@ impl World {
         if matches!(n.daemon, Daemon::Frozen { .. }) {
             n.daemon = Daemon::Up;
         }
-        if self.nodes[i].db.writable() {
-            self.check(Hook::BecameWritable { node: i, promoted: false });
-        }
-        if self.nodes[i].vip {
-            self.check(Hook::VipBound { node: i });
-        }
+        self.check(Hook::HostThawed { node: i });
     }
 
     /// Runs every checker at `hook`; records the first violation.
@@ -697,6 +697,7 @@ impl World {
                 streaming: n.db.streaming,
                 // A frozen host answers nothing on the address; it counts again once it thaws.
                 vip: n.vip && n.host_frozen_until.is_none(),
+                paused: n.state.config.pause,
             })
             .collect();
         // What the checkers read of the DCS, parsed again only when the store changed (a check

@@ -40,6 +40,8 @@ pub struct NodeSnap {
     pub streaming: bool,
     /// The host holds the cluster VIP.
     pub vip: bool,
+    /// The node's daemon believes the cluster is paused (its last view of the DCS `config`).
+    pub paused: bool,
 }
 
 /// The cluster at one instant.
@@ -71,6 +73,12 @@ pub enum Hook {
     },
     /// The DCS `history` key was written.
     HistoryWritten,
+    /// Node `node`'s host resumed after a whole-host freeze, with its database and VIP as the
+    /// freeze left them (unless its keeper or fence guard stopped them at once).
+    HostThawed {
+        /// The node.
+        node: usize,
+    },
     /// Node `node`'s database acknowledged a client write.
     WriteAcked {
         /// The node.

@@ -17,9 +17,14 @@ impl Invariant for SingleVip {
     }
 
     fn check(&mut self, hook: Hook, snap: &Snapshot<'_>) -> Result<(), String> {
-        let Hook::VipBound { node } = hook else { return Ok(()) };
+        let node = match hook {
+            Hook::VipBound { node } => node,
+            // A thawed host answers on the address again: nobody else may have it by then.
+            Hook::HostThawed { node } if snap.nodes[node].vip => node,
+            _ => return Ok(()),
+        };
         let me = &snap.nodes[node].name;
-        if snap.lease_holder.as_ref() != Some(me) {
+        if matches!(hook, Hook::VipBound { .. }) && snap.lease_holder.as_ref() != Some(me) {
             return Err(format!("{me} bound the VIP without holding the leader lease"));
         }
         let others: Vec<String> = snap

@@ -16,7 +16,12 @@ impl Invariant for SingleWriter {
     }
 
     fn check(&mut self, hook: Hook, snap: &Snapshot<'_>) -> Result<(), String> {
-        let Hook::BecameWritable { node, .. } = hook else { return Ok(()) };
+        let node = match hook {
+            Hook::BecameWritable { node, .. } => node,
+            // A thawed primary takes writes again: nobody else may by then.
+            Hook::HostThawed { node } if snap.nodes[node].writable => node,
+            _ => return Ok(()),
+        };
         let others: Vec<String> = snap
             .nodes
             .iter()

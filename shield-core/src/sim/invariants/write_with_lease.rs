@@ -5,7 +5,10 @@
 //! becomes writable: a primary that keeps taking writes after its lease expired at the DCS, while
 //! nobody has promoted yet, breaks the promise as surely as two writers do. Exempt: the brand-new
 //! cluster before any node ever held the lock (initdb's primary takes it a moment later), and a
-//! paused cluster, where Patroni's rules keep a primary running without the lock on purpose.
+//! paused cluster, where Patroni's rules keep a primary running without the lock on purpose: the
+//! DCS says paused, or the node still believes it is (a resume it has not been able to read
+//! yet; nobody promotes past it while it answers the peers' probes, which `single-writer`
+//! checks).
 
 use super::{Hook, Invariant, Snapshot};
 
@@ -23,7 +26,7 @@ impl Invariant for WriteWithLease {
     fn check(&mut self, hook: Hook, snap: &Snapshot<'_>) -> Result<(), String> {
         self.someone_led |= snap.lease_holder.is_some();
         let Hook::WriteAcked { node } = hook else { return Ok(()) };
-        if !self.someone_led || snap.paused {
+        if !self.someone_led || snap.paused || snap.nodes[node].paused {
             return Ok(());
         }
         let me = &snap.nodes[node].name;
