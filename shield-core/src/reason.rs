@@ -35,6 +35,12 @@ pub enum Ineligible {
         /// Who.
         peer: MemberName,
     },
+    /// The last leader we followed was paused, and has not been seen since the cluster was
+    /// resumed: it may still run as primary, believing the cluster paused, with no deadline.
+    LeaderMayBePaused {
+        /// Who.
+        peer: MemberName,
+    },
     /// A peer has more WAL.
     PeerAhead {
         /// Who.
@@ -74,6 +80,10 @@ impl fmt::Display for Ineligible {
                 None => write!(f, "my timeline is unknown (cluster timeline {cluster})"),
             },
             Ineligible::PrimaryAlive { peer } => write!(f, "primary ({peer}) is still alive"),
+            Ineligible::LeaderMayBePaused { peer } => write!(
+                f,
+                "the last leader ({peer}) was paused and has not been seen since the resume; it may still run as primary"
+            ),
             Ineligible::PeerAhead { peer } => write!(f, "{peer} has more WAL than I do"),
             Ineligible::PeerHigherPriority { peer } => {
                 write!(f, "{peer} has the same WAL position and a higher failover_priority")

@@ -11,6 +11,7 @@ use crate::types::MemberName;
 pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) -> Reason {
     cx.st.yielding_since = None;
     cx.st.lease = None;
+    cx.st.paused_leader = view.members.get(leader).filter(|m| m.data.pause).map(|_| leader.clone());
     let db = &cx.obs.db;
     if db.is_running_primary() || db.busy.as_ref().is_some_and(|t| matches!(t, DbTask::Promote { .. })) {
         if cx.paused() {

@@ -9,6 +9,7 @@ use crate::types::{Lsn, MemberName, Timeline};
 
 /// We hold the leader key (per this cycle's snapshot).
 pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    cx.st.paused_leader = None;
     cx.push_renew();
     if cx.paused() {
         return paused_leader(cx);

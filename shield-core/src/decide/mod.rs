@@ -143,6 +143,11 @@ pub struct NodeState {
     /// The peer reports of this cycle's probe, if it was requested by the previous decision.
     #[serde(default)]
     pub probe_requested: bool,
+    /// The leader we last followed, while its member key said the cluster was paused. Until it
+    /// is seen unpaused, or seen not running as primary, we do not race for its lock: it may not
+    /// have read the resume, and a paused primary keeps running without a deadline.
+    #[serde(default)]
+    pub paused_leader: Option<MemberName>,
 }
 
 impl NodeState {
@@ -164,6 +169,7 @@ impl NodeState {
             rewind_failed: false,
             not_streaming_since: None,
             probe_requested: false,
+            paused_leader: None,
         }
     }
 

@@ -72,11 +72,31 @@ fn manual(cx: &mut Ctx<'_>, view: &ClusterView, req: &FailoverRequest) -> Option
     if candidate_alive && cx.obs.now.since(since) < cx.st.config.timing.ttl_ms {
         return Some(Reason::WaitingForCandidate { candidate: candidate.clone() });
     }
-    // The candidate did not take over in time: a normal race, without the former leader.
-    if req.leader.as_ref() == Some(cx.me()) {
+    // The candidate did not take over in time: a normal race, without the former leader while
+    // another member could take over (Patroni's rule; otherwise the former leader, often the
+    // one with the most data, is the only way out).
+    if req.leader.as_ref() == Some(cx.me()) && someone_else_could_take_over(cx, view, candidate) {
         return Some(Reason::NotHealthiest(Ineligible::NotTheCandidate { candidate: candidate.clone() }));
     }
     None
+}
+
+/// A running replica other than us and `candidate`, allowed to promote, and within
+/// `maximum_lag_on_failover` of the leader's last position, as its member key shows.
+fn someone_else_could_take_over(cx: &Ctx<'_>, view: &ClusterView, candidate: &MemberName) -> bool {
+    let max_lag = cx.st.config.maximum_lag_on_failover_bytes;
+    view.members.values().any(|m| {
+        m.name != *cx.me()
+            && m.name != *candidate
+            && m.data.tags.can_promote()
+            && m.data.role == crate::cluster::MemberRole::Replica
+            && m.data.state == "running"
+            && match (view.optime(), m.data.xlog_location) {
+                (Some(optime), Some(theirs)) => optime.bytes_after(theirs) <= max_lag,
+                (None, _) => true,
+                (Some(_), None) => false,
+            }
+    })
 }
 
 enum Checked {
@@ -170,6 +190,12 @@ fn compare_peers(cx: &Ctx<'_>, reports: &std::collections::BTreeMap<MemberName, 
     // WAL on an older one, which the newer timeline has forked away from.
     let mine = (cx.obs.db.timeline.unwrap_or_default(), cx.obs.db.wal_position().unwrap_or(Lsn(0)));
     let my_priority = cx.st.settings.tags.priority();
+    if let Some(l) = &cx.st.paused_leader {
+        // Only the leader's own answer that it is not a primary clears it.
+        if !reports.get(l).is_some_and(|r| !r.is_primary) {
+            return Err(Ineligible::LeaderMayBePaused { peer: l.clone() });
+        }
+    }
     for (peer, r) in reports.iter().filter(|(p, _)| *p != cx.me()) {
         if r.is_primary {
             return Err(Ineligible::PrimaryAlive { peer: peer.clone() });

@@ -26,8 +26,8 @@
 mod act;
 mod db;
 mod faults;
-mod operator;
 pub mod invariants;
+mod operator;
 mod trace;
 mod world;
 

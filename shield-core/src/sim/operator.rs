@@ -3,9 +3,9 @@
 //! drawn into the schedule like faults.
 
 use crate::cluster::{ClusterView, MemberRole};
+use crate::ports::Dcs;
 use crate::sim::faults;
 use crate::sim::world::{ready, Ev, World, EPOCH_MS};
-use crate::ports::Dcs;
 use crate::types::MemberName;
 
 const CONFIG_KEY: &str = "/service/sim/config";
@@ -58,9 +58,10 @@ impl World {
         let view = ready(self.store.client("service", "sim", self.nodes[0].name.clone(), 1_000).read()).ok();
         // What a careful operator checks on the hosts before `resume --force`: no database
         // anywhere runs as primary (frozen or not), so none can keep writing after resume.
-        let no_primary_anywhere = self.nodes.iter().all(|n| {
-            n.host_down || n.db.process != crate::sim::db::SimProcess::Running { in_recovery: false }
-        });
+        let no_primary_anywhere = self
+            .nodes
+            .iter()
+            .all(|n| n.host_down || n.db.process != crate::sim::db::SimProcess::Running { in_recovery: false });
         // The DCS view, confirmed live as `shieldctl resume` does over REST: the leader's daemon
         // answers (not dead, not frozen, reachable) and reports a running primary.
         let leader_live = view.as_ref().and_then(|v| v.leader_name()).is_some_and(|l| {
@@ -89,7 +90,8 @@ impl World {
     /// writes it.
     pub(super) fn request_failover(&mut self, candidate: usize, switchover: bool, ahead_ms: u64) {
         let Some(c) = self.nodes.get(candidate).map(|n| n.name.clone()) else { return };
-        let leader = self.store.get_raw("/service/sim/leader").and_then(|v| MemberName::new(String::from_utf8_lossy(&v)).ok());
+        let leader =
+            self.store.get_raw("/service/sim/leader").and_then(|v| MemberName::new(String::from_utf8_lossy(&v)).ok());
         let mut req = serde_json::Map::new();
         req.insert("member".into(), c.as_str().into());
         if switchover {
