@@ -192,7 +192,7 @@ fn compare_peers(cx: &Ctx<'_>, reports: &std::collections::BTreeMap<MemberName, 
     let my_priority = cx.st.settings.tags.priority();
     if let Some(l) = &cx.st.paused_leader {
         // Only the leader's own answer that it is not a primary clears it.
-        if !reports.get(l).is_some_and(|r| !r.is_primary) {
+        if reports.get(l).is_none_or(|r| r.is_primary) {
             return Err(Ineligible::LeaderMayBePaused { peer: l.clone() });
         }
     }
