@@ -428,16 +428,60 @@ pub fn merge(into: &mut Value, patch: &Value) {
     }
 }
 
-async fn patch_config(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    write_config(s, headers, body, true).await
+async fn patch_config(
+    State(s): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    match force_param(&q) {
+        Ok(force) => write_config(s, headers, body, true, force).await,
+        Err(r) => *r,
+    }
 }
 
-async fn put_config(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    write_config(s, headers, body, false).await
+async fn put_config(
+    State(s): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    match force_param(&q) {
+        Ok(force) => write_config(s, headers, body, false, force).await,
+        Err(r) => *r,
+    }
 }
+
+/// `?force=true` (or `1`) on `/config`: resume even when [`ClusterView::resume_blocker`] objects.
+/// A query parameter, so the written config never carries an extra key.
+fn force_param(q: &BTreeMap<String, String>) -> Result<bool, Reject> {
+    match q.get("force").map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => {
+            Err(Box::new(text(StatusCode::BAD_REQUEST, format!("force must be true or false, not {other:?}"))))
+        }
+    }
+}
+
+/// The refusal of a config write that turns pause off while resuming is unsafe (see
+/// [`ClusterView::resume_blocker`]), unless forced. `view` is the cluster as read before the
+/// write.
+fn resume_refusal(view: &ClusterView, new_pause: bool, force: bool) -> Option<String> {
+    let was_paused = view.config.as_ref().is_some_and(|(c, _)| c.pause);
+    if !was_paused || new_pause || force {
+        return None;
+    }
+    let why = view.resume_blocker()?;
+    Some(format!("{RESUME_REFUSED}{why}; add ?force=true to resume anyway"))
+}
+
+/// How a refused resume begins, in the REST answer and in shieldctl's error.
+pub const RESUME_REFUSED: &str = "refusing to resume: ";
 
 /// PATCH (merge) or PUT (replace) the dynamic config, with compare-and-set on the DCS key.
-async fn write_config(s: Shared, headers: HeaderMap, body: String, patch: bool) -> Response {
+/// Turning pause off is refused with 409 while resuming is unsafe, unless `force`.
+async fn write_config(s: Shared, headers: HeaderMap, body: String, patch: bool, force: bool) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
@@ -461,7 +505,13 @@ async fn write_config(s: Shared, headers: HeaderMap, body: String, patch: bool) 
     }
     // Refuse what the nodes could not use, naming the key.
     let checked = match shield_core::DynamicConfig::from_json(cfg) {
-        Ok(c) => c.to_json(),
+        Ok(c) => {
+            if let Some(refusal) = resume_refusal(&view, c.pause, force) {
+                tracing::warn!("{refusal}");
+                return text(StatusCode::CONFLICT, refusal);
+            }
+            c.to_json()
+        }
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
     match s.dcs.write_cas(DcsKey::Config, &checked.to_string(), rev).await {
@@ -830,6 +880,81 @@ mod tests {
         let mut c = json!({"ttl": 4, "postgresql": {"parameters": {"a": 1, "b": 2}}, "pause": true});
         merge(&mut c, &json!({"ttl": 6, "postgresql": {"parameters": {"a": null, "c": 3}}, "pause": null}));
         assert_eq!(c, json!({"ttl": 6, "postgresql": {"parameters": {"b": 2, "c": 3}}}));
+    }
+
+    /// An API state over an in-memory DCS holding `entries` (relative keys) for cluster `c`.
+    fn state_with(entries: &[(&str, &str)]) -> (Shared, shield_core::testing::MemoryStore) {
+        let store = shield_core::testing::MemoryStore::new();
+        for (k, v) in entries {
+            store.put_raw(&format!("/service/c/{k}"), v.as_bytes());
+        }
+        let name = MemberName::new("a").expect("name");
+        let dcs = Arc::new(store.client("/service", "c", name.clone(), 30_000));
+        (Arc::new(ApiState::new(name, "c", None, dcs)), store)
+    }
+
+    async fn send(s: &Shared, body: &str, patch: bool, force: bool) -> (StatusCode, String) {
+        let r = write_config(s.clone(), HeaderMap::new(), body.to_owned(), patch, force).await;
+        let code = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.expect("body");
+        (code, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn stored_config(store: &shield_core::testing::MemoryStore) -> Value {
+        let raw = store.get_raw("/service/c/config").expect("config key");
+        serde_json::from_slice(&raw).expect("config JSON")
+    }
+
+    #[tokio::test]
+    async fn turning_pause_off_is_refused_without_a_running_primary_unless_forced() {
+        let paused = ("config", r#"{"ttl":30,"pause":true}"#);
+        let stopped = ("members/a", r#"{"role":"primary","state":"stopped"}"#);
+        let (s, store) = state_with(&[paused, ("leader", "a"), stopped]);
+        for (body, patch) in [(r#"{"pause":null}"#, true), (r#"{"pause":false}"#, true), (r#"{"ttl":30}"#, false)] {
+            let (code, text) = send(&s, body, patch, false).await;
+            assert_eq!(code, StatusCode::CONFLICT, "{body}: {text}");
+            assert_eq!(
+                text,
+                "refusing to resume: the leader key is held by a, whose member key says it is not running as \
+                 primary (role: primary, state: stopped); add ?force=true to resume anyway"
+            );
+            assert_eq!(stored_config(&store)["pause"], json!(true), "nothing written");
+        }
+        // Other changes in pause are not resumes.
+        let (code, text) = send(&s, r#"{"ttl":20}"#, true, false).await;
+        assert_eq!((code, stored_config(&store)["ttl"].clone()), (StatusCode::OK, json!(20)), "{text}");
+        // Forced: resumed, and the written config carries no extra key.
+        let (code, text) = send(&s, r#"{"pause":null}"#, true, true).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        let cfg = stored_config(&store);
+        assert!(cfg.get("pause").is_none_or(|p| p == &json!(false)) && cfg.get("force").is_none(), "{cfg}");
+    }
+
+    #[tokio::test]
+    async fn resume_goes_ahead_while_a_running_primary_holds_the_leader_key() {
+        let (s, store) = state_with(&[
+            ("config", r#"{"ttl":30,"pause":true}"#),
+            ("leader", "a"),
+            ("members/a", r#"{"role":"primary","state":"running"}"#),
+        ]);
+        let (code, text) = send(&s, r#"{"pause":null}"#, true, false).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        assert!(stored_config(&store).get("pause").is_none_or(|p| p == &json!(false)));
+        // Without a leader key only pausing and forced resumes pass.
+        let (s, _) = state_with(&[("config", r#"{"ttl":30,"pause":true}"#)]);
+        let (code, text) = send(&s, r#"{"pause":false}"#, true, false).await;
+        assert_eq!(code, StatusCode::CONFLICT);
+        assert!(text.starts_with("refusing to resume: no member holds the leader key;"), "{text}");
+    }
+
+    #[test]
+    fn the_force_parameter_is_a_boolean() {
+        let q = |v: &str| BTreeMap::from([("force".to_owned(), v.to_owned())]);
+        assert!(matches!(force_param(&BTreeMap::new()), Ok(false)));
+        assert!(matches!(force_param(&q("true")), Ok(true)));
+        assert!(matches!(force_param(&q("1")), Ok(true)));
+        assert!(matches!(force_param(&q("false")), Ok(false)));
+        assert!(force_param(&q("maybe")).is_err());
     }
 
     #[test]

@@ -102,11 +102,26 @@ async fn shieldctl_operates_a_live_cluster() {
     assert!(must(ctl(&cfg, &["list"], "").await).contains(" Maintenance mode: on"));
     let again = ctl(&cfg, &["pause"], "").await;
     assert!(!again.ok && again.stderr.trim() == "Error: Cluster is already paused", "{}", again.stderr);
+    // The leader runs as primary and holds the key: resume goes ahead.
+    let out = must(ctl(&cfg, &["resume", "--wait"], "").await);
+    assert!(out.contains("Success: cluster management is resumed"), "{out}");
+    must(ctl(&cfg, &["pause", "--wait"], "").await);
     c.nodes[p].crash();
     // Two ttls (4 s) without a leader: in pause nobody is promoted.
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert_eq!(writable(&c.nodes).await, Vec::<usize>::new(), "a replica was promoted in pause");
-    let out = must(ctl(&cfg, &["resume", "--wait"], "").await);
+    // No running primary holds the leader key (a primary cut off from the DCS might still be
+    // writing): resume is refused, saying why, and the cluster stays paused.
+    let refused = ctl(&cfg, &["resume", "--wait"], "").await;
+    assert!(!refused.ok, "resume without a leader went ahead:\n{}", refused.stdout);
+    assert_eq!(
+        refused.stderr.trim(),
+        "Error: refusing to resume: no member holds the leader key; use --force to resume anyway"
+    );
+    let edit = ctl(&cfg, &["edit-config", "-s", "pause=false", "--force"], "").await;
+    assert!(!edit.ok && edit.stderr.contains("refusing to resume: no member holds the leader key"), "{}", edit.stderr);
+    assert!(must(ctl(&cfg, &["list"], "").await).contains(" Maintenance mode: on"));
+    let out = must(ctl(&cfg, &["resume", "--force", "--wait"], "").await);
     assert!(out.contains("Success: cluster management is resumed"), "{out}");
     let p = one_writable("a replica to be promoted after resume", Duration::from_secs(30), &c.nodes, None).await;
     let old = c.primary;

@@ -584,6 +584,35 @@ impl ClusterView {
         self.leader_name() == Some(name)
     }
 
+    /// Why resuming automatic failover (turning `pause` off) would be unsafe now, or `None` when
+    /// it is safe: the leader key must be held by a member whose own key says it is running as
+    /// primary (role `primary`/`master`, state `running`).
+    ///
+    /// In pause a primary cut off from the DCS keeps running (Patroni's meaning: DCS maintenance
+    /// under pause costs no outage) while its leader key expires. Resuming then would let a
+    /// replica win the leader race and promote while the old primary still accepts writes. The
+    /// one rule shared by `shieldctl resume` and the REST API (`PATCH`/`PUT /config`); both let
+    /// an operator force past it.
+    pub fn resume_blocker(&self) -> Option<String> {
+        let Some(leader) = &self.leader else {
+            return Some("no member holds the leader key".to_owned());
+        };
+        let Some(name) = &leader.name else {
+            return Some("the leader key names no valid member".to_owned());
+        };
+        let Some(m) = self.members.get(name) else {
+            return Some(format!("the leader key is held by {name}, which has no member key"));
+        };
+        if m.data.role == MemberRole::Primary && m.data.state == "running" {
+            return None;
+        }
+        Some(format!(
+            "the leader key is held by {name}, whose member key says it is not running as primary (role: {}, state: {})",
+            m.data.role.as_str(),
+            m.data.state
+        ))
+    }
+
     /// The cluster's timeline: the last history line's timeline + 1, or 1.
     pub fn timeline(&self) -> Timeline {
         self.history.last().map_or(Timeline(1), |h| h.timeline.next())

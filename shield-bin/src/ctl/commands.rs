@@ -10,6 +10,7 @@ use shield_core::{DynamicConfig, MemberName, Revision};
 use super::prompt::{ask, confirm};
 use super::render::{self, Cell, Format, Grid};
 use super::{Command, Ctx};
+use crate::api::RESUME_REFUSED;
 
 type R = Result<(), String>;
 
@@ -40,8 +41,8 @@ pub(super) async fn run(ctx: &Ctx, cmd: Command) -> R {
             print!("{}", yaml(&cfg));
             Ok(())
         }
-        Command::Pause { cluster, wait } => pause(ctx, cluster.as_deref(), true, wait).await,
-        Command::Resume { cluster, wait } => pause(ctx, cluster.as_deref(), false, wait).await,
+        Command::Pause { cluster, wait } => pause(ctx, cluster.as_deref(), true, wait, false).await,
+        Command::Resume { cluster, wait, force } => pause(ctx, cluster.as_deref(), false, wait, force).await,
         Command::Switchover { cluster, leader, candidate, scheduled, force } => {
             switchover(ctx, cluster.as_deref(), leader, candidate, scheduled, force).await
         }
@@ -250,7 +251,21 @@ fn members_leader_first(v: &ClusterView) -> Vec<MemberName> {
     all
 }
 
-async fn pause(ctx: &Ctx, cluster: Option<&str>, on: bool, wait: bool) -> R {
+/// shieldctl's refusal to resume, naming why (see [`ClusterView::resume_blocker`]).
+fn resume_refused(why: &str) -> String {
+    format!("{RESUME_REFUSED}{why}; use --force to resume anyway")
+}
+
+/// Whether `resume` may go ahead on the cluster as read: only while a running primary holds the
+/// leader key, unless forced.
+fn resume_check(v: &ClusterView, force: bool) -> R {
+    match v.resume_blocker() {
+        Some(why) if !force => Err(resume_refused(&why)),
+        _ => Ok(()),
+    }
+}
+
+async fn pause(ctx: &Ctx, cluster: Option<&str>, on: bool, wait: bool, force: bool) -> R {
     let c = ctx.cluster(cluster)?;
     let v = ctx.read_existing(&c).await?;
     let paused = v.config.as_ref().is_some_and(|(cfg, _)| cfg.pause);
@@ -260,17 +275,30 @@ async fn pause(ctx: &Ctx, cluster: Option<&str>, on: bool, wait: bool) -> R {
     if !on && !paused {
         return Err("Cluster is not paused".into());
     }
+    if !on {
+        // Checked here too, so the rule holds whatever the members' REST API checks (a Patroni
+        // member does not).
+        resume_check(&v, force)?;
+    }
     let body = json!({ "pause": if on { Value::Bool(true) } else { Value::Null } });
+    // `force` travels as a query parameter: the config written stays free of it.
+    let path = if force { "/config?force=true" } else { "/config" };
     let mut last = String::from("no member publishes an api_url");
     let mut done = false;
     for m in members_leader_first(&v) {
-        match ctx.rest(&v, &m, "PATCH", "/config", Some(&body), QUICK).await {
+        match ctx.rest(&v, &m, "PATCH", path, Some(&body), QUICK).await {
             Ok(a) if a.status == 200 => {
                 done = true;
                 break;
             }
             Ok(a) if a.status == 401 || a.status == 403 => {
                 return Err(format!("{m} refused the request (status {}): check ctl.authentication", a.status))
+            }
+            // The member saw the cluster change since our read: its reason, with our hint.
+            Ok(a) if a.status == 409 && a.body.starts_with(RESUME_REFUSED) => {
+                let rest = a.body.strip_prefix(RESUME_REFUSED).unwrap_or_default();
+                let why = rest.split("; ").next().unwrap_or_default();
+                return Err(resume_refused(why.trim()));
             }
             Ok(a) => last = format!("{m}: status {} ({})", a.status, a.body.trim()),
             Err(e) => last = e,
@@ -818,7 +846,13 @@ async fn edit_config(
         new = edit_in_editor(&before)?;
     }
     // Refuse what the nodes could not use, naming the key, before anything is written.
-    let checked = DynamicConfig::from_json(new).map_err(|e| format!("the new config is invalid: {e}"))?.to_json();
+    let parsed = DynamicConfig::from_json(new).map_err(|e| format!("the new config is invalid: {e}"))?;
+    // Turning pause off here is a resume, under the same rule; forcing it is `resume --force`'s.
+    let was_paused = v.config.as_ref().is_some_and(|(cfg, _)| cfg.pause);
+    if let Some(why) = v.resume_blocker().filter(|_| was_paused && !parsed.pause) {
+        return Err(format!("{RESUME_REFUSED}{why}; use `shieldctl resume --force` to resume anyway"));
+    }
+    let checked = parsed.to_json();
     let after = yaml(&checked);
     if after == before {
         println!("Not changed");
@@ -923,6 +957,39 @@ async fn query(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn view(entries: &[(&str, &str)]) -> ClusterView {
+        let kv: Vec<_> = entries
+            .iter()
+            .map(|(k, v)| shield_core::cluster::KvEntry {
+                key: (*k).into(),
+                value: v.as_bytes().to_vec(),
+                revision: Revision(1),
+                owner: None,
+            })
+            .collect();
+        ClusterView::from_entries(Revision(1), &kv)
+    }
+
+    #[test]
+    fn resume_needs_a_running_primary_holding_the_leader_key_unless_forced() {
+        let cfg = ("config", r#"{"pause":true}"#);
+        let primary = ("members/a", r#"{"role":"primary","state":"running"}"#);
+        assert_eq!(resume_check(&view(&[cfg, ("leader", "a"), primary]), false), Ok(()));
+
+        let no_leader = view(&[cfg, primary]);
+        assert_eq!(
+            resume_check(&no_leader, false),
+            Err("refusing to resume: no member holds the leader key; use --force to resume anyway".into())
+        );
+        assert_eq!(resume_check(&no_leader, true), Ok(()));
+
+        let stopped = view(&[cfg, ("leader", "a"), ("members/a", r#"{"role":"primary","state":"stopped"}"#)]);
+        let err = resume_check(&stopped, false).expect_err("refused");
+        assert!(err.contains("held by a, whose member key says it is not running as primary"), "{err}");
+        assert!(err.contains("state: stopped") && err.ends_with("use --force to resume anyway"), "{err}");
+        assert_eq!(resume_check(&stopped, true), Ok(()));
+    }
 
     #[test]
     fn schedules() {

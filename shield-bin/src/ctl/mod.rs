@@ -94,13 +94,16 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Resume automatic failover.
+    /// Resume automatic failover (refused unless a running primary holds the leader key).
     Resume {
         /// Cluster name.
         cluster: Option<String>,
         /// Wait until every member has seen it.
         #[arg(long)]
         wait: bool,
+        /// Resume even though no running primary holds the leader key.
+        #[arg(long)]
+        force: bool,
     },
     /// Move the primary role to a healthy replica, now or at a given time.
     Switchover {

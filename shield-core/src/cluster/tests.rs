@@ -126,3 +126,40 @@ fn failover_legacy_and_empty_forms() {
     assert_eq!((r.leader, r.member), (Some(name("a")), Some(name("b"))));
     assert!(FailoverRequest::parse(br#"{"member":"b","scheduled_at":"tomorrow"}"#, Revision(1)).is_err());
 }
+
+fn resume_view(leader: Option<&str>, members: &[(&str, &str, &str)]) -> ClusterView {
+    let mut entries = vec![kv("config", r#"{"ttl":30,"pause":true}"#, 1)];
+    if let Some(l) = leader {
+        entries.push(kv("leader", l, 2));
+    }
+    for (n, role, state) in members {
+        entries.push(kv(&format!("members/{n}"), &json!({"role": role, "state": state}).to_string(), 3));
+    }
+    ClusterView::from_entries(Revision(3), &entries)
+}
+
+#[test]
+fn resume_is_safe_only_while_a_running_primary_holds_the_leader_key() {
+    let healthy = [("a", "primary", "running"), ("b", "replica", "running")];
+    assert_eq!(resume_view(Some("a"), &healthy).resume_blocker(), None);
+    // Patroni before 4.0 writes `master`.
+    assert_eq!(resume_view(Some("a"), &[("a", "master", "running")]).resume_blocker(), None);
+
+    let why = |leader, members: &[(&str, &str, &str)]| resume_view(leader, members).resume_blocker();
+    assert_eq!(why(None, &healthy).as_deref(), Some("no member holds the leader key"));
+    assert_eq!(why(Some(""), &healthy).as_deref(), Some("the leader key names no valid member"));
+    assert_eq!(why(Some("c"), &healthy).as_deref(), Some("the leader key is held by c, which has no member key"));
+    assert_eq!(
+        why(Some("b"), &healthy).as_deref(),
+        Some("the leader key is held by b, whose member key says it is not running as primary (role: replica, state: running)")
+    );
+    assert_eq!(
+        why(Some("a"), &[("a", "primary", "stopped")]).as_deref(),
+        Some("the leader key is held by a, whose member key says it is not running as primary (role: primary, state: stopped)")
+    );
+    assert!(why(Some("a"), &[("a", "primary", "starting")]).is_some());
+    assert!(why(Some("a"), &[("a", "demoted", "running")]).is_some());
+    // An unparseable member key shows as role unknown, state unknown.
+    let garbage = ClusterView::from_entries(Revision(2), &[kv("leader", "a", 1), kv("members/a", "{not json", 2)]);
+    assert!(garbage.resume_blocker().is_some_and(|w| w.contains("role: unknown, state: unknown")));
+}
