@@ -2,7 +2,6 @@
 //! cluster (edit-config, pause and resume, switchover and failover, restart, reinitialize, tags),
 //! drawn into the schedule like faults.
 
-use crate::cluster::{ClusterView, MemberRole};
 use crate::ports::Dcs;
 use crate::sim::faults;
 use crate::sim::world::{ready, Ev, World, EPOCH_MS};
@@ -72,7 +71,7 @@ impl World {
                     && n.db.writable()
             })
         });
-        if view.as_ref().is_some_and(resume_is_safe) && leader_live {
+        if view.as_ref().is_some_and(|v| v.resume_blocker().is_none()) && leader_live {
             self.trace.line(self.now, "operator", || "resume".into());
             self.set_pause(false);
         } else if no_primary_anywhere {
@@ -113,11 +112,4 @@ impl World {
         self.store.put_raw(FAILOVER_KEY, value.as_bytes());
         self.after_dcs_change();
     }
-}
-
-/// The leader key is held by a member whose key says it runs as primary.
-fn resume_is_safe(view: &ClusterView) -> bool {
-    view.leader_name()
-        .and_then(|l| view.members.get(l))
-        .is_some_and(|m| m.data.role == MemberRole::Primary && m.data.state == "running")
 }
