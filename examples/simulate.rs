@@ -48,6 +48,10 @@ struct Args {
     /// Leave out the daemon's in-process fence guard.
     #[arg(long)]
     no_fence_guard: bool,
+    /// The largest clock-rate drift of a node, in ppm (beyond 10000 the report says the run went
+    /// beyond the model's bounds).
+    #[arg(long, default_value_t = 10_000)]
+    max_drift_ppm: u64,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         watchdog: !args.no_watchdog,
         keeper: !args.no_keeper,
         fence_guard: !args.no_fence_guard,
+        max_drift_ppm: args.max_drift_ppm,
         trace_all: args.seed.is_some(),
         ..SimConfig::default()
     };

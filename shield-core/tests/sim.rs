@@ -173,3 +173,21 @@ fn regression_seed_869_creates_no_timeline_twice() {
         assert!(r.violation.is_none(), "{}", r.render());
     }
 }
+
+/// Clock drift beyond the bound the fencing deadline absorbs is said loudly in the report, and
+/// it does break the arithmetic: the simulator's passes say nothing about such clocks.
+#[test]
+fn drift_beyond_the_bound_is_reported_loudly() {
+    let within = run_seed(&SimConfig::default(), 1);
+    assert!(within.beyond_the_model.is_none() && !within.render().contains("BEYOND"));
+    let cfg = SimConfig {
+        max_drift_ppm: 300_000,
+        faults: vec![FaultKind::PartitionDcs, FaultKind::Isolate],
+        watchdog: false,
+        ..SimConfig::default()
+    };
+    let r = run_seed(&cfg, 1);
+    assert!(r.render().contains("BEYOND THE MODEL'S BOUNDS: node clocks drift up to 300000 ppm"), "{}", r.render());
+    let broken = (0..300).find(|&s| run_seed(&cfg, s).violation.is_some());
+    assert!(broken.is_some(), "30% drift should break some schedule's fencing");
+}

@@ -319,12 +319,14 @@ impl Ctx<'_> {
 pub fn decide(state: &NodeState, obs: &Observation) -> Decision {
     let mut cx = Ctx { obs, st: state.clone(), actions: Vec::new(), wake_now: false, answers: Vec::new() };
     cx.st.probe_requested = false;
-    let fenced = outcomes::absorb(&mut cx);
+    // The config first: last cycle's outcomes are judged under the config in force now (a lease
+    // lost while the cluster was paused, learnt after a resume, must fence).
     if let DcsView::Reachable(view) = &obs.dcs {
         if let Some((cfg, _)) = &view.config {
             cx.st.config = cfg.clone();
         }
     }
+    let fenced = outcomes::absorb(&mut cx);
     let reason = match fenced {
         Some(r) => r,
         None => dispatch(&mut cx),

@@ -1080,6 +1080,10 @@ fn a_replica_does_not_race_past_a_leader_that_may_still_believe_it_is_paused() {
     let o = with(obs(unlocked(), db_replica(1_000, 1, None)), vec![Outcome::PeersProbed { reports }]);
     let (acts, reason, _) = run(&d.next, &o);
     assert_eq!((acts, reason), (vec![ACQUIRE], Reason::AcquiringLock));
+    // The key went while the cluster was still paused: the resume that follows is made knowing
+    // it (forced), so the race goes on after it.
+    let (_, _, paused_gone) = run(&d.next, &obs(unlocked().paused(), db_replica(1_000, 1, None)));
+    assert_eq!(paused_gone.next.paused_leader, None);
     // Seen unpaused while following it: nothing to wait for.
     let v = ViewB::new().leader("b").member("b", member(MemberRole::Primary, "running", 1_000, 1));
     let (_, _, d) = run(&d.next, &obs(v, db_replica(1_000, 1, Some("b"))));

@@ -16,6 +16,10 @@ pub(super) fn race(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     }
     cx.st.lease = None;
     if cx.paused() {
+        // The paused leader's key went while the cluster is still paused: whoever resumes does so
+        // knowing it is gone (`shieldctl resume` refuses without a leader unless forced), so
+        // nothing is left to wait for.
+        cx.st.paused_leader = None;
         return paused(cx);
     }
     if cx.obs.db.busy.is_some() {

@@ -159,9 +159,8 @@ impl World {
                 if self.nodes[i].db.writable() {
                     self.report.fences += 1;
                 }
-                let n = &mut self.nodes[i];
-                n.db.crash();
-                n.outcomes.push(Outcome::Stopped { mode: StopMode::Immediate, result: Ok(()) });
+                self.stop_immediately(i);
+                self.nodes[i].outcomes.push(Outcome::Stopped { mode: StopMode::Immediate, result: Ok(()) });
                 None
             }
             Action::StopDb { mode: StopMode::Fast } => {

@@ -92,12 +92,22 @@ pub struct SimDb {
     pub task: Option<SimTask>,
     /// The whole host is frozen: the postmaster answers nothing and acknowledges no write.
     pub frozen: bool,
+    /// An immediate stop was sent and has not finished yet.
+    pub stop_pending: bool,
 }
 
 impl SimDb {
     /// A node with an empty data directory.
     pub fn empty() -> SimDb {
-        SimDb { data: None, process: SimProcess::Stopped, upstream: None, streaming: false, task: None, frozen: false }
+        SimDb {
+            data: None,
+            process: SimProcess::Stopped,
+            upstream: None,
+            streaming: false,
+            task: None,
+            frozen: false,
+            stop_pending: false,
+        }
     }
 
     /// Accepts writes.
@@ -108,6 +118,9 @@ impl SimDb {
     /// The status the daemon would observe.
     pub fn status(&self) -> DbStatus {
         let process = match self.process {
+            // The daemon sent SIGQUIT: it counts the server as stopped, though its processes may
+            // still be exiting (and acknowledging writes).
+            _ if self.stop_pending => DbProcess::Crashed,
             SimProcess::Stopped => DbProcess::Stopped,
             SimProcess::Crashed => DbProcess::Crashed,
             SimProcess::Starting => DbProcess::Starting,
@@ -134,6 +147,7 @@ impl SimDb {
 
     /// Immediate stop or crash: cancels any task.
     pub fn crash(&mut self) {
+        self.stop_pending = false;
         if self.process != SimProcess::Stopped || self.task.is_some() {
             self.process = SimProcess::Crashed;
         }

@@ -21,6 +21,9 @@ pub enum FaultKind {
     PartitionPeers,
     /// The node can reach neither the DCS nor its peers.
     Isolate,
+    /// The cluster splits in two: a minority of `(n - 1) / 2` nodes, from this one on, loses the
+    /// DCS and the majority, but its members still reach each other.
+    Split,
     /// The DCS answers nobody.
     DcsOutage,
     /// DCS calls are slow for everybody.
@@ -70,7 +73,7 @@ pub const TIMING_CHANGES: [(u64, u64, u64); 4] =
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::NodeCrash,
         FaultKind::DbCrash,
         FaultKind::Freeze,
@@ -88,6 +91,7 @@ impl FaultKind {
         FaultKind::RestartRequest,
         FaultKind::Reinitialize,
         FaultKind::NoFailover,
+        FaultKind::Split,
     ];
 
     /// The name used on the command line.
@@ -99,6 +103,7 @@ impl FaultKind {
             FaultKind::PartitionDcs => "partition-dcs",
             FaultKind::PartitionPeers => "partition-peers",
             FaultKind::Isolate => "isolate",
+            FaultKind::Split => "split",
             FaultKind::DcsOutage => "dcs-outage",
             FaultKind::DcsDelay => "dcs-delay",
             FaultKind::HostFreeze => "host-freeze",

@@ -67,6 +67,13 @@ pub struct SimConfig {
     /// The fence keeper: a separate process that enforces the deadline while the daemon is
     /// frozen or dead (not while the whole host is).
     pub keeper: bool,
+    /// The largest clock-rate drift drawn for a node, in parts per million. Beyond
+    /// [`crate::Timing::MAX_DRIFT_PPM`] the fencing deadline no longer covers it: the report then
+    /// says so on its first line, and violations are expected.
+    pub max_drift_ppm: u64,
+    /// Leases outlive their TTL by a delay drawn per schedule from `0..=` this (an etcd leader
+    /// election can keep a lease up to an election timeout longer).
+    pub lease_overshoot_max_ms: u64,
     /// Invariants not checked (by name), so that a fire test can show one checker catching its
     /// rule although another would have caught the same run first.
     pub invariants_off: Vec<&'static str>,
@@ -90,6 +97,8 @@ impl Default for SimConfig {
             watchdog: true,
             fence_guard: true,
             keeper: true,
+            max_drift_ppm: crate::config::Timing::MAX_DRIFT_PPM,
+            lease_overshoot_max_ms: 1_000,
             invariants_off: Vec::new(),
             trace_all: false,
             decide: crate::decide,
@@ -134,6 +143,9 @@ pub struct SimReport {
     /// Acknowledged writes that a promotion left out of the new timeline's lineage (lost at a
     /// failover, asynchronous replication).
     pub writes_lost: u64,
+    /// Set when the schedule went beyond what Shield's guarantees assume (clock drift beyond the
+    /// bound the fencing deadline absorbs): a violation is then no bug, and no pass is a proof.
+    pub beyond_the_model: Option<String>,
 }
 
 impl SimReport {
@@ -163,6 +175,9 @@ impl SimReport {
             self.writes_acked,
             self.writes_lost
         );
+        if let Some(why) = &self.beyond_the_model {
+            s.push_str(&format!("\nBEYOND THE MODEL'S BOUNDS: {why}"));
+        }
         if let Some(v) = &self.violation {
             s.push_str(&format!(
                 "\nVIOLATION of {} at {}.{:03}s: {}\nreproduce: cargo run --release --example simulate -- --seed {}\ntrace:\n",

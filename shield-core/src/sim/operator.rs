@@ -68,6 +68,7 @@ impl World {
                 &n.name == l
                     && n.daemon == crate::sim::world::Daemon::Up
                     && self.net.peer_cut[j] == 0
+                    && self.net.minority.as_ref().is_none_or(|m| !m[j])
                     && n.db.writable()
             })
         });

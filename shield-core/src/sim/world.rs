@@ -56,6 +56,7 @@ pub(super) enum Ev {
     FaultEnd(Fault),
     Reboot { node: usize },
     TryResume,
+    StopLands { node: usize },
 }
 
 #[derive(Debug)]
@@ -114,6 +115,9 @@ impl Node {
 pub(super) struct Net {
     pub dcs_cut: Vec<u32>,
     pub peer_cut: Vec<u32>,
+    /// A split of the cluster in two: the nodes on the minority side (cut from the DCS, which
+    /// stays with the majority, and from the majority's nodes; connected among themselves).
+    pub minority: Option<Vec<bool>>,
     pub dcs_down: u32,
     pub extra_latency_ms: u64,
 }
@@ -160,7 +164,7 @@ impl World {
                 settings.bootstrap_config = cfg.config.clone();
                 settings.watchdog = if cfg.watchdog { WatchdogMode::Automatic } else { WatchdogMode::Off };
                 settings.vip = true;
-                let max = crate::config::Timing::MAX_DRIFT_PPM as i64;
+                let max = i64::try_from(cfg.max_drift_ppm).unwrap_or(i64::MAX / 2).min(500_000);
                 Node {
                     dcs: store.client("service", "sim", name.clone(), ttl),
                     name,
@@ -189,6 +193,7 @@ impl World {
                 }
             })
             .collect();
+        store.set_expiry_delay(rng.gen_range(0..=cfg.lease_overshoot_max_ms));
         let chaos_start = 20_000;
         let faults_end = cfg.duration_ms.saturating_sub(cfg.liveness_bound_ms);
         let schedule = faults::schedule(&mut rng, cfg.profile, &cfg.faults, cfg.nodes, chaos_start, faults_end);
@@ -255,6 +260,13 @@ impl World {
             let faults_ended_ms = self.faults_end_ms;
             self.check(Hook::Settled { faults_ended_ms });
         }
+        if self.cfg.max_drift_ppm > crate::config::Timing::MAX_DRIFT_PPM {
+            self.report.beyond_the_model = Some(format!(
+                "node clocks drift up to {} ppm, beyond the {} ppm the fencing deadline absorbs",
+                self.cfg.max_drift_ppm,
+                crate::config::Timing::MAX_DRIFT_PPM
+            ));
+        }
         self.report.seed = self.seed;
         self.report.violation = self.violation.take();
         self.report.trace = self.trace.lines();
@@ -292,7 +304,9 @@ impl World {
     }
 
     pub(super) fn peers_connected(&self, a: usize, b: usize) -> bool {
-        self.net.peer_cut[a] == 0 && self.net.peer_cut[b] == 0
+        self.net.peer_cut[a] == 0
+            && self.net.peer_cut[b] == 0
+            && self.net.minority.as_ref().is_none_or(|m| m[a] == m[b])
     }
 
     pub(super) fn dcs_latency(&mut self) -> u64 {
@@ -313,6 +327,7 @@ impl World {
             Ev::FaultStart(f) => self.fault(f, true),
             Ev::FaultEnd(f) => self.fault(f, false),
             Ev::Reboot { node } => self.reboot(node),
+            Ev::StopLands { node } => self.stop_lands(node),
             Ev::TryResume => {
                 self.resume_retrying = false;
                 self.try_resume();
@@ -454,7 +469,7 @@ impl World {
             }
             self.trace
                 .line(self.now, self.nodes[i].name.as_str(), || "fence keeper: immediate stop at the deadline".into());
-            self.nodes[i].db.crash();
+            self.stop_immediately(i);
         }
         self.nodes[i].vip = false;
     }
@@ -473,9 +488,29 @@ impl World {
         if n.db.writable() || n.db.task.is_some() {
             self.trace.line(self.now, n.name.as_str(), || "fence guard: immediate stop at the deadline".into());
             self.report.fences += 1;
-            let n = &mut self.nodes[i];
-            n.db.crash();
-            n.vip = false;
+            self.stop_immediately(i);
+            self.nodes[i].vip = false;
+        }
+    }
+
+    /// An immediate stop (SIGQUIT to the postmaster): any task is cancelled at once, but a
+    /// writable server goes on acknowledging writes for up to 200 ms while its processes exit.
+    pub(super) fn stop_immediately(&mut self, i: usize) {
+        let delay = self.rng.gen_range(0..=200);
+        let db = &mut self.nodes[i].db;
+        if !db.writable() || delay == 0 {
+            db.crash();
+            return;
+        }
+        db.task = None;
+        db.stop_pending = true;
+        self.at(self.now + delay, Ev::StopLands { node: i });
+    }
+
+    fn stop_lands(&mut self, i: usize) {
+        let db = &mut self.nodes[i].db;
+        if std::mem::take(&mut db.stop_pending) {
+            db.crash();
         }
     }
 
@@ -636,6 +671,7 @@ impl World {
                 }
             }
             FaultKind::PartitionDcs => self.net.dcs_cut[i] = bump(self.net.dcs_cut[i], start),
+            FaultKind::Split => self.split(i, start),
             FaultKind::PartitionPeers => self.net.peer_cut[i] = bump(self.net.peer_cut[i], start),
             FaultKind::Isolate => {
                 self.net.dcs_cut[i] = bump(self.net.dcs_cut[i], start);
@@ -643,6 +679,34 @@ impl World {
             }
             FaultKind::DcsOutage => self.net.dcs_down = bump(self.net.dcs_down, start),
             FaultKind::DcsDelay => self.net.extra_latency_ms = if start { f.extra_latency_ms } else { 0 },
+        }
+    }
+
+    /// Splits the cluster: `(n - 1) / 2` nodes from `first` on form the minority side, cut from
+    /// the DCS and from the majority (one split at a time); `start == false` heals it.
+    fn split(&mut self, first: usize, start: bool) {
+        let n = self.nodes.len();
+        let size = n.saturating_sub(1) / 2;
+        if start {
+            if self.net.minority.is_some() || size == 0 {
+                return;
+            }
+            let mut m = vec![false; n];
+            for k in 0..size {
+                m[(first + k) % n] = true;
+            }
+            for (i, cut) in m.iter().enumerate() {
+                if *cut {
+                    self.net.dcs_cut[i] += 1;
+                }
+            }
+            self.net.minority = Some(m);
+        } else if let Some(m) = self.net.minority.take() {
+            for (i, cut) in m.iter().enumerate() {
+                if *cut {
+                    self.net.dcs_cut[i] = self.net.dcs_cut[i].saturating_sub(1);
+                }
+            }
         }
     }
 
@@ -698,6 +762,7 @@ impl World {
                 // A frozen host answers nothing on the address; it counts again once it thaws.
                 vip: n.vip && n.host_frozen_until.is_none(),
                 paused: n.state.config.pause,
+                stopping: n.db.stop_pending,
             })
             .collect();
         // What the checkers read of the DCS, parsed again only when the store changed (a check

@@ -33,6 +33,9 @@ struct Inner {
     next_lease: i64,
     reachable: bool,
     wakers: Vec<Waker>,
+    /// How long after its TTL a lease really ends (etcd's lessor can keep it up to an election
+    /// timeout longer, after a leader change).
+    expiry_delay_ms: u64,
 }
 
 impl Inner {
@@ -59,7 +62,7 @@ impl Inner {
     }
 
     fn expire(&mut self) {
-        let now = self.now_ms;
+        let now = self.now_ms.saturating_sub(self.expiry_delay_ms);
         let dead: Vec<i64> = self.leases.iter().filter(|(_, &exp)| exp <= now).map(|(&id, _)| id).collect();
         for id in dead {
             self.leases.remove(&id);
@@ -104,6 +107,12 @@ impl MemoryStore {
         let mut g = self.lock();
         g.now_ms += ms;
         g.expire();
+    }
+
+    /// Makes every lease end `ms` after its TTL, as etcd may after a leader election (never
+    /// earlier: a lease that outlives its TTL only delays the next holder).
+    pub fn set_expiry_delay(&self, ms: u64) {
+        self.lock().expiry_delay_ms = ms;
     }
 
     /// The store's revision: it changes with every write, deletion and expiry.

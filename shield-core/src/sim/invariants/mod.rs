@@ -42,6 +42,8 @@ pub struct NodeSnap {
     pub vip: bool,
     /// The node's daemon believes the cluster is paused (its last view of the DCS `config`).
     pub paused: bool,
+    /// An immediate stop of its database was sent and has not finished.
+    pub stopping: bool,
 }
 
 /// The cluster at one instant.

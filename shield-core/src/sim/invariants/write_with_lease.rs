@@ -8,7 +8,9 @@
 //! paused cluster, where Patroni's rules keep a primary running without the lock on purpose: the
 //! DCS says paused, or the node still believes it is (a resume it has not been able to read
 //! yet; nobody promotes past it while it answers the peers' probes, which `single-writer`
-//! checks).
+//! checks). Writes in the last milliseconds of an immediate stop already sent are not counted:
+//! the fencing margin covers them when the stop is on time, a late stop shows in the writes
+//! before it, and `single-writer` checks they never overlap another primary.
 
 use super::{Hook, Invariant, Snapshot};
 
@@ -26,7 +28,7 @@ impl Invariant for WriteWithLease {
     fn check(&mut self, hook: Hook, snap: &Snapshot<'_>) -> Result<(), String> {
         self.someone_led |= snap.lease_holder.is_some();
         let Hook::WriteAcked { node } = hook else { return Ok(()) };
-        if !self.someone_led || snap.paused || snap.nodes[node].paused {
+        if !self.someone_led || snap.paused || snap.nodes[node].paused || snap.nodes[node].stopping {
             return Ok(());
         }
         let me = &snap.nodes[node].name;
