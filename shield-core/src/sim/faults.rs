@@ -54,19 +54,6 @@ pub enum FaultKind {
     NoFailover,
 }
 
-impl FaultKind {
-    /// The operators' actions: what an operator does to a running cluster, faults or not.
-    pub const OPERATORS: [FaultKind; 7] = [
-        FaultKind::TimingChange,
-        FaultKind::Pause,
-        FaultKind::Switchover,
-        FaultKind::Failover,
-        FaultKind::RestartRequest,
-        FaultKind::Reinitialize,
-        FaultKind::NoFailover,
-    ];
-}
-
 /// The timings a [`FaultKind::TimingChange`] sets: (ttl, loop_wait, retry_timeout) in ms.
 pub const TIMING_CHANGES: [(u64, u64, u64); 4] =
     [(30_000, 10_000, 10_000), (10_000, 2_000, 3_000), (6_000, 1_000, 2_000), (3_000, 500, 1_000)];
