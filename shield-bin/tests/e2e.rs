@@ -39,11 +39,15 @@ async fn bootstrap_replicate_and_fail_over() {
     .await;
 
     // ---- a promotion that reserved timeline 2 and never ran (the ghost's line in `history`) ---
-    let ghost = r#"[[1,16777216,"no recovery target specified","2026-01-01T00:00:00.000+00:00","ghost"]]"#;
+    // A real reservation names the reserving replica's position, within maximum_lag_on_failover
+    // of the leader's: take the primary's.
+    let q = "SELECT (pg_current_wal_lsn() - '0/0')::bigint";
+    let lsn: i64 = sql(nodes[primary].pg_port, q).await.expect("position")[0].get(0);
+    let ghost = format!(r#"[[1,{lsn},"no recovery target specified","2026-01-01T00:00:00.000+00:00","ghost"]]"#);
     let etcd = c.dcs.etcd_endpoint().expect("an etcd cluster");
     let me = shield_core::MemberName::new("history-writer").expect("name");
     let dcs = shield_dcs_etcd::EtcdDcs::new(shield_dcs_etcd::EtcdConfig::new(vec![etcd], "e2e", me));
-    shield_core::ports::Dcs::write_history(&dcs, ghost).await.expect("write the reservation");
+    shield_core::ports::Dcs::write_history(&dcs, &ghost).await.expect("write the reservation");
 
     // ---- node crash, then the old node rejoins as a replica -----------------------------------
     let (new_primary, rto, rejoin) = crash_primary_and_rejoin(nodes, primary).await;
