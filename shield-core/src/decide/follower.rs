@@ -11,6 +11,7 @@ use crate::types::MemberName;
 pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) -> Reason {
     cx.st.yielding_since = None;
     cx.st.lease = None;
+    cx.st.lost_paused_leader = None;
     cx.st.paused_leader = view.members.get(leader).filter(|m| m.data.pause).map(|_| leader.clone());
     let db = &cx.obs.db;
     if db.is_running_primary() || db.busy.as_ref().is_some_and(|t| matches!(t, DbTask::Promote { .. })) {
@@ -28,7 +29,12 @@ pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) 
     if cx.obs.db.busy.is_some() {
         return Reason::Busy;
     }
-    if cx.paused() {
+    if cx.obs.db.is_running_replica() {
+        cx.st.rejoin_after_demote = false;
+    }
+    // In pause nothing is started or rewound, except the old leader of a switchover, which
+    // comes back as a replica of the new one (Patroni's graceful demotion).
+    if cx.paused() && !cx.st.rejoin_after_demote {
         return paused_follow(cx, upstream);
     }
     if diverged(cx, view, leader) {

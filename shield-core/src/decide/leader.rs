@@ -9,10 +9,11 @@ use crate::types::{Lsn, MemberName, Timeline};
 
 /// We hold the leader key (per this cycle's snapshot).
 pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    cx.st.lost_paused_leader = None;
     cx.st.paused_leader = None;
     cx.push_renew();
     if cx.paused() {
-        return paused_leader(cx);
+        return paused_leader(cx, view);
     }
     if cx.st.lease.is_none() {
         // The key is ours but no renewal has succeeded in this process yet (a restarted daemon,
@@ -43,43 +44,49 @@ pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     }
 }
 
-fn paused_leader(cx: &mut Ctx<'_>) -> Reason {
+/// The lock holder in pause: nothing automatic, but a switchover or failover to a named
+/// candidate runs as in Patroni (the leader stops and hands the lock over; the candidate promotes).
+fn paused_leader(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     if cx.st.watchdog_armed {
         cx.push(Action::DisarmWatchdog);
         cx.st.watchdog_armed = false;
     }
-    if !cx.obs.db.is_running_primary() && cx.obs.db.busy.is_none() {
-        cx.push(Action::ReleaseLeader);
-        return Reason::Paused { detail: "released the leader lock: PostgreSQL is not running as primary".into() };
+    let held = cx.st.lease.is_some();
+    match cx.obs.db.busy.clone() {
+        Some(DbTask::Promote { .. }) => return Reason::Promoting,
+        Some(DbTask::Stop(StopMode::Fast)) if cx.st.demoting => return demoting(view),
+        Some(_) => return Reason::Paused { detail: "no action. I am the leader with the lock".into() },
+        None => {}
     }
-    Reason::Paused { detail: "no action. I am the leader with the lock".into() }
+    if cx.st.demoting && matches!(cx.obs.db.process, DbProcess::Stopped) {
+        return finish_demote(cx);
+    }
+    if cx.obs.db.is_running_primary() {
+        if !held {
+            return Reason::Paused { detail: "no action. I am the leader with the lock".into() };
+        }
+        primary_upkeep(cx, view);
+        if let Some(req) = &view.failover {
+            return manual_failover(cx, view, req);
+        }
+        return Reason::Paused { detail: "no action. I am the leader with the lock".into() };
+    }
+    let named_me =
+        view.failover.as_ref().is_some_and(|r| r.member.as_ref() == Some(cx.me()) && r.scheduled_at.is_none());
+    // In pause an expired lease is kept (nothing is fenced), but a promotion still needs a live one.
+    let live = cx.st.lease.is_some_and(|h| h.fence_at > cx.obs.now);
+    if named_me && live && cx.obs.db.is_running_replica() {
+        // We took the lock as the named candidate of a switchover in pause.
+        return promote(cx, view);
+    }
+    cx.push(Action::ReleaseLeader);
+    Reason::Paused { detail: "released the leader lock: PostgreSQL is not running as primary".into() }
 }
 
-fn running_primary(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
-    cx.st.crash_since = None;
-    let db = &cx.obs.db;
-    if let (Some(promoted_from), Some(now_tl)) = (cx.st.promoted_from, db.timeline) {
-        if now_tl > promoted_from.0 {
-            // The line reserved before promoting carries the position this node saw then; the
-            // server's own record of the switch can be a little further on.
-            let lsn = db.branched_from.map_or(promoted_from.1, |(_, lsn)| lsn);
-            let line = history_line(cx, Timeline(now_tl.0.saturating_sub(1)), lsn);
-            let mut lines = view.history.clone();
-            match lines.last_mut() {
-                Some(last) if last.timeline == line.timeline && last.lsn == line.lsn => {}
-                Some(last) if last.timeline == line.timeline => *last = line,
-                _ => lines.push(line),
-            }
-            if lines != view.history {
-                cx.push(Action::WriteHistory { lines });
-            }
-            cx.st.promoted_from = None;
-        }
-    }
-    if cx.st.settings.watchdog != WatchdogMode::Off && !cx.st.watchdog_armed {
-        cx.push(Action::ArmWatchdog);
-        cx.st.watchdog_armed = true;
-    }
+/// What a running primary holding the lock keeps true, paused or not: the `history` line of
+/// its promotion, the VIP, and its position in `status`.
+fn primary_upkeep(cx: &mut Ctx<'_>, view: &ClusterView) {
+    record_promotion(cx, view);
     if cx.st.settings.vip && !cx.st.vip_bound {
         cx.push(Action::AddVip);
         cx.st.vip_bound = true;
@@ -89,6 +96,36 @@ fn running_primary(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
             cx.push(Action::WriteStatus { optime });
         }
     }
+}
+
+/// After our promotion, the `history` line for the timeline that ended (its id was reserved
+/// before promoting; the server's own record of the switch can be a little further on).
+fn record_promotion(cx: &mut Ctx<'_>, view: &ClusterView) {
+    let (Some(promoted_from), Some(now_tl)) = (cx.st.promoted_from, cx.obs.db.timeline) else { return };
+    if now_tl <= promoted_from.0 {
+        return;
+    }
+    let lsn = cx.obs.db.branched_from.map_or(promoted_from.1, |(_, lsn)| lsn);
+    let line = history_line(cx, Timeline(now_tl.0.saturating_sub(1)), lsn);
+    let mut lines = view.history.clone();
+    match lines.last_mut() {
+        Some(last) if last.timeline == line.timeline && last.lsn == line.lsn => {}
+        Some(last) if last.timeline == line.timeline => *last = line,
+        _ => lines.push(line),
+    }
+    if lines != view.history {
+        cx.push(Action::WriteHistory { lines });
+    }
+    cx.st.promoted_from = None;
+}
+
+fn running_primary(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    cx.st.crash_since = None;
+    if cx.st.settings.watchdog != WatchdogMode::Off && !cx.st.watchdog_armed {
+        cx.push(Action::ArmWatchdog);
+        cx.st.watchdog_armed = true;
+    }
+    primary_upkeep(cx, view);
     if let Some(req) = &view.failover {
         return manual_failover(cx, view, req);
     }
@@ -99,7 +136,8 @@ fn promote(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     if let Some(req) = &view.failover {
         cx.push(Action::ClearFailover { revision: req.revision, request: req.clone() });
     }
-    if cx.st.settings.watchdog != WatchdogMode::Off && !cx.st.watchdog_armed {
+    // In pause the watchdog stays off, as for every paused leader.
+    if !cx.paused() && cx.st.settings.watchdog != WatchdogMode::Off && !cx.st.watchdog_armed {
         cx.push(Action::ArmWatchdog);
         cx.st.watchdog_armed = true;
         if cx.st.settings.watchdog == WatchdogMode::Required {
@@ -207,6 +245,9 @@ fn manual_failover(cx: &mut Ctx<'_>, view: &ClusterView, req: &FailoverRequest) 
         })
     };
     match &req.member {
+        None if cx.paused() => {
+            return clear(cx, "switchover is possible only to a specific candidate in a paused state".into())
+        }
         Some(c) if !candidate_ok(c) => return clear(cx, format!("candidate {c} is not a healthy replica")),
         None if !failover_possible(cx, view) => return clear(cx, "no healthy members found".into()),
         _ => {}
@@ -237,6 +278,7 @@ fn finish_demote(cx: &mut Ctx<'_>) -> Reason {
     }
     cx.st.lease = None;
     cx.st.demoting = false;
+    cx.st.rejoin_after_demote = true;
     cx.st.promoted_from = None;
     cx.wake_now = true;
     Reason::SwitchoverDemoting { candidate: None }

@@ -148,6 +148,15 @@ pub struct NodeState {
     /// have read the resume, and a paused primary keeps running without a deadline.
     #[serde(default)]
     pub paused_leader: Option<MemberName>,
+    /// We handed the lock over in a switchover: the database, stopped for it, is started again
+    /// as a replica even in pause (as Patroni's graceful demotion does), once.
+    #[serde(default)]
+    pub rejoin_after_demote: bool,
+    /// The paused leader whose key we saw go while the cluster was still paused. A failover in
+    /// pause does not promote past it until it answers that it is not a primary (in pause a
+    /// primary that lost its lock is not fenced).
+    #[serde(default)]
+    pub lost_paused_leader: Option<MemberName>,
 }
 
 impl NodeState {
@@ -170,6 +179,8 @@ impl NodeState {
             not_streaming_since: None,
             probe_requested: false,
             paused_leader: None,
+            rejoin_after_demote: false,
+            lost_paused_leader: None,
         }
     }
 

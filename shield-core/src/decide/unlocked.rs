@@ -17,11 +17,17 @@ pub(super) fn race(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     cx.st.lease = None;
     if cx.paused() {
         // The paused leader's key went while the cluster is still paused: whoever resumes does so
-        // knowing it is gone (`shieldctl resume` refuses without a leader unless forced), so
-        // nothing is left to wait for.
-        cx.st.paused_leader = None;
+        // knowing it is gone (`shieldctl resume` refuses without a leader unless forced), so the
+        // race after a resume has nothing left to wait for. A failover in pause still does.
+        if let Some(l) = cx.st.paused_leader.take() {
+            cx.st.lost_paused_leader = Some(l);
+        }
+        if let Some(r) = paused_candidate(cx, view) {
+            return r;
+        }
         return paused(cx);
     }
+    cx.st.lost_paused_leader = None;
     if cx.obs.db.busy.is_some() {
         return Reason::Busy;
     }
@@ -52,7 +58,48 @@ fn paused(cx: &mut Ctx<'_>) -> Reason {
         cx.push(cx.acquire_action());
         return Reason::Paused { detail: "acquiring the free leader lock for the running primary".into() };
     }
+    if cx.st.rejoin_after_demote && cx.obs.db.busy.is_none() && matches!(cx.obs.db.process, DbProcess::Stopped) {
+        // We just handed the lock over: back as a replica while the candidate takes it.
+        cx.push(Action::RunDbTask { task: DbTask::Start(StartAs::Replica { upstream: None }) });
+        return Reason::StartingReplica { leader: None };
+    }
     Reason::Paused { detail: "cluster has no leader; no automatic promotion".into() }
+}
+
+/// In pause, the candidate named by a switchover or failover request (not a scheduled one) takes
+/// the free lock, as in Patroni. `None`: we are not that candidate.
+///
+/// Pause switches fencing off: a primary that lost its lock keeps running. So the candidate takes
+/// the lock only when a probe of the peers finds no primary, and the leader the request names
+/// (or the paused leader whose key we saw go) has itself answered that it is not one: a switchover
+/// whose leader has stopped and handed over goes ahead; a failover past a leader nobody can reach
+/// waits (the operator resumes with `--force` once that host is known to be down).
+fn paused_candidate(cx: &mut Ctx<'_>, view: &ClusterView) -> Option<Reason> {
+    let req = view.failover.as_ref()?;
+    if req.scheduled_at.is_some() || req.member.as_ref() != Some(cx.me()) || cx.obs.db.is_running_primary() {
+        return None;
+    }
+    if cx.obs.db.busy.is_some() {
+        return Some(Reason::Busy);
+    }
+    if let Err(why) = own_checks(cx, view, true) {
+        return Some(Reason::NotHealthiest(why));
+    }
+    let reports = probe_reports(cx);
+    let Some(reports) = reports else {
+        cx.push(Action::ProbePeers);
+        cx.st.probe_requested = true;
+        return Some(Reason::ProbingPeers);
+    };
+    if let Some((peer, _)) = reports.iter().find(|(p, r)| *p != cx.me() && r.is_primary) {
+        return Some(Reason::NotHealthiest(Ineligible::PrimaryAlive { peer: peer.clone() }));
+    }
+    if let Some(l) = req.leader.as_ref().or(cx.st.lost_paused_leader.as_ref()).filter(|l| *l != cx.me()) {
+        if reports.get(l).is_none_or(|r| r.is_primary) {
+            return Some(Reason::NotHealthiest(Ineligible::LeaderMayBePaused { peer: l.clone() }));
+        }
+    }
+    Some(acquire(cx))
 }
 
 fn acquire(cx: &mut Ctx<'_>) -> Reason {
@@ -123,10 +170,7 @@ fn eligibility(cx: &Ctx<'_>, view: &ClusterView) -> Result<Checked, Ineligible> 
         };
     }
     own_checks(cx, view, false)?;
-    let reports = cx.obs.outcomes.iter().find_map(|o| match o {
-        Outcome::PeersProbed { reports } => Some(reports),
-        _ => None,
-    });
+    let reports = probe_reports(cx);
     match reports {
         None => Ok(Checked::NeedProbe),
         Some(reports) => compare_peers(cx, reports).map(|()| Checked::Acquire),
@@ -217,4 +261,12 @@ fn compare_peers(cx: &Ctx<'_>, reports: &std::collections::BTreeMap<MemberName, 
         }
     }
     Ok(())
+}
+
+/// The peers' answers to the probe the previous decision asked for, if any.
+fn probe_reports<'a>(cx: &Ctx<'a>) -> Option<&'a std::collections::BTreeMap<MemberName, PeerReport>> {
+    cx.obs.outcomes.iter().find_map(|o| match o {
+        Outcome::PeersProbed { reports } => Some(reports),
+        _ => None,
+    })
 }
