@@ -517,14 +517,28 @@ pub async fn cluster_with(dcs: TestDcs) -> Option<Cluster> {
 
 /// Three nodes whose configs `edit` changes first, bootstrapped and streaming.
 pub async fn cluster_edited(dcs: TestDcs, edit: impl Fn(&Node, String) -> String) -> Option<Cluster> {
+    cluster_of(dcs, &["node0", "node1", "node2"], false, edit).await
+}
+
+/// Nodes named `names` whose configs `edit` changes first, bootstrapped and streaming. With
+/// `first_leads`, the first node is started alone and bootstraps the cluster before the others.
+pub async fn cluster_of(
+    dcs: TestDcs,
+    names: &[&str],
+    first_leads: bool,
+    edit: impl Fn(&Node, String) -> String,
+) -> Option<Cluster> {
     let pg_bin = pg_bindir()?;
     let (uid, gid) = run_as()?;
     let root = tempfile::tempdir().expect("temp dir");
     let _ = std::os::unix::fs::chown(root.path(), Some(uid), Some(gid));
-    let mut nodes: Vec<Node> = (0..3).map(|i| new_node(root.path(), &format!("node{i}"), uid, gid)).collect();
-    for n in &mut nodes {
+    let mut nodes: Vec<Node> = names.iter().map(|name| new_node(root.path(), name, uid, gid)).collect();
+    for (i, n) in nodes.iter_mut().enumerate() {
         std::fs::write(n.dir.join("shield.yml"), edit(n, n.config_with(&dcs.section(), &pg_bin))).expect("config");
         n.start();
+        if first_leads && i == 0 {
+            one_writable("the first node to bootstrap", Duration::from_secs(90), std::slice::from_ref(n), None).await;
+        }
     }
     let primary = one_writable("one writable node", Duration::from_secs(90), &nodes, None).await;
     exec(nodes[primary].pg_port, "CREATE TABLE e2e (v text); INSERT INTO e2e VALUES ('boot')")
@@ -534,7 +548,7 @@ pub async fn cluster_edited(dcs: TestDcs, edit: impl Fn(&Node, String) -> String
         .await;
     // What the databases do reaches the leader's view a cycle later: a test acting through the
     // REST API (a switchover naming a candidate) needs the leader to see every member running.
-    let api = nodes[primary].api_port;
+    let (api, count) = (nodes[primary].api_port, nodes.len());
     wait_for("the leader to see every member running", Duration::from_secs(20), || async move {
         let (code, body) = http_get(api, "/cluster").await;
         if code == 0 {
@@ -543,7 +557,8 @@ pub async fn cluster_edited(dcs: TestDcs, edit: impl Fn(&Node, String) -> String
         }
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         let members = v["members"].as_array()?;
-        (members.len() == 3 && members.iter().all(|m| m["state"] == "running")).then_some(())
+        (members.len() == count && members.iter().all(|m| m["state"] == "running" || m["state"] == "streaming"))
+            .then_some(())
     })
     .await;
     Some(Cluster { nodes, primary, dcs, pg_bin, root })

@@ -156,11 +156,11 @@ async fn shieldctl_operates_a_live_cluster() {
     let answers = format!("\n{}\n\ny\n", c.nodes[target].name);
     let out = must(ctl(&cfg, &["switchover"], &answers).await);
     assert!(out.contains("Current cluster topology"), "{out}");
-    assert!(out.contains(&format!("Primary [{}]: ", c.nodes[p].name)), "{out}");
+    assert!(out.contains(&format!("Master [{}]: ", c.nodes[p].name)), "{out}");
     assert!(out.contains("When should the switchover take place (e.g. "), "{out}");
     assert!(
         out.contains(&format!(
-            "Are you sure you want to switchover cluster e2e, demoting current leader {}? [y/N]: ",
+            "Are you sure you want to switchover cluster e2e, demoting current master {}? [y/N]: ",
             c.nodes[p].name
         )),
         "{out}"
@@ -321,4 +321,139 @@ async fn shieldctl_operates_a_live_cluster() {
     assert!(!e.ok && e.stderr.starts_with("Error: cannot read cluster e2e from the DCS"), "{}", e.stderr);
     let e = ctl(&cfg, &["switchover"], "").await;
     assert!(!e.ok && e.stderr.contains("pass --force"), "a closed stdin: {}", e.stderr);
+}
+
+/// The rows of a pretty table: each `| a | b |` line split into trimmed cells.
+fn table_rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect())
+        .collect()
+}
+
+/// Asserts that `parts` appear in `out` in this order.
+fn in_order(out: &str, parts: &[&str]) {
+    let mut at = 0;
+    for p in parts {
+        match out[at..].find(p) {
+            Some(i) => at += i + p.len(),
+            None => panic!("expected {p:?} after byte {at} of:\n{out}"),
+        }
+    }
+}
+
+/// `../shared/seed/halo-shield.md`'s operator transcript, word for word: pause, list, the
+/// interactive switchover to node2 in pause, list, the interactive restart of node3. Run on the
+/// seed's names (cluster `halo-cluster`, members node1-node3, node1 leading, node3 with a
+/// pending restart), with a sample every 50 ms that no two nodes ever accept writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_transcript() {
+    let Some(dcs) = servers::EtcdCluster::start(1) else { return };
+    let seed = |_: &Node, cfg: String| cfg.replacen("scope: e2e\n", "scope: halo-cluster\n", 1);
+    let Some(c) = cluster_of(TestDcs::Etcd(dcs), &["node1", "node2", "node3"], true, seed).await else { return };
+    assert_eq!(c.primary, 0, "node1 bootstraps the cluster");
+    let cfg = c.root.path().join("patronictl.yml");
+    std::fs::write(&cfg, format!("scope: halo-cluster\n{}", c.dcs.section())).expect("ctl config");
+    let (stop, sampler) = start_sampler(c.nodes.iter().map(|n| n.pg_port).collect());
+    // node3's max_connections changed and waits for a restart, as in the seed.
+    exec(c.nodes[2].pg_port, "ALTER SYSTEM SET max_connections = 120").await.expect("alter system");
+    exec(c.nodes[2].pg_port, "SELECT pg_reload_conf()").await.expect("reload");
+    wait_for("node3's pending restart in the member key", Duration::from_secs(20), || async {
+        let out = ctl(&cfg, &["list", "-f", "json"], "").await.stdout;
+        let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
+        let ready = rows.iter().filter(|r| r["Lag in MB"] == 0).count() == 2;
+        (ready && rows.iter().any(|r| r["Member"] == "node3" && r["Pending restart"] == "*")).then_some(())
+    })
+    .await;
+
+    // [halo@node1 ~]$ patronictl pause
+    let out = must(ctl(&cfg, &["pause"], "").await);
+    assert_eq!(out, "Success: cluster management is paused\n");
+    // [halo@node1 ~]$ patronictl list
+    let out = must(ctl(&cfg, &["list"], "").await);
+    assert!(out.starts_with("+ Cluster: halo-cluster ("), "{out}");
+    assert!(out.ends_with("Maintenance mode: on\n"), "{out}");
+    let rows = table_rows(&out);
+    assert_eq!(rows[0], ["Member", "Host", "Role", "State", "TL", "Lag in MB", "Pending restart"], "{out}");
+    let tl = rows[1][4].clone();
+    assert_eq!(rows[1][..3], ["node1", &format!("127.0.0.1:{}", c.nodes[0].pg_port), "Leader"], "{out}");
+    assert_eq!((rows[1][3].as_str(), rows[1][5].as_str()), ("running", ""), "{out}");
+    for (row, name) in rows[2..].iter().zip(["node2", "node3"]) {
+        assert_eq!((row[0].as_str(), row[2].as_str(), row[4].as_str(), row[5].as_str()), (name, "Replica", &*tl, "0"));
+        assert!(["running", "streaming"].contains(&row[3].as_str()), "{out}");
+    }
+    assert_eq!(rows[3][6], "*", "node3's pending restart: {out}");
+
+    // 手动主备切换: patronictl switchover, answered as in the seed.
+    let out = must(ctl(&cfg, &["switchover"], "\nnode2\n\ny\n").await);
+    in_order(
+        &out,
+        &[
+            "Master [node1]: ",
+            "Candidate ['node2', 'node3'] []: ",
+            "When should the switchover take place (e.g. ",
+            " ) [now]: ",
+            "Current cluster topology\n+ Cluster: halo-cluster (",
+            "| Member | Host",
+            "| Pending restart |",
+            "Maintenance mode: on\n",
+            "Are you sure you want to switchover cluster halo-cluster, demoting current master node1? [y/N]: ",
+            " Successfully switched over to \"node2\"\n+ Cluster: halo-cluster (",
+            "Maintenance mode: on\n",
+        ],
+    );
+    let line = out.lines().find(|l| l.contains("Successfully switched over")).expect("success line");
+    // The answer's line ends the prompt (stdin is not echoed); the timestamp follows it.
+    let stamp = line.rsplit("[y/N]: ").next().and_then(|l| l.split(" Successfully").next()).unwrap_or_default();
+    assert!(chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S%.f").is_ok(), "{line}");
+    let after = table_rows(&out[out.find("Successfully").unwrap_or(0)..]);
+    assert!(after.iter().any(|r| r[0] == "node2" && r[2] == "Leader"), "{out}");
+    // The old primary ends as a replica of node2, still in pause.
+    wait_for("node2 to be the only writable node", Duration::from_secs(30), || async {
+        (writable(&c.nodes).await == vec![1]).then_some(())
+    })
+    .await;
+    wait_for("node1 and node3 to stream from node2", Duration::from_secs(60), || async {
+        exec(c.nodes[1].pg_port, "INSERT INTO e2e VALUES ('after-seed-switchover')").await.ok()?;
+        replicas_stream_from(&c.nodes, 1, "after-seed-switchover").await
+    })
+    .await;
+    let out = must(ctl(&cfg, &["list"], "").await);
+    assert!(out.ends_with("Maintenance mode: on\n"), "{out}");
+
+    // 重启其中一个节点: patronictl restart halo-cluster node3
+    let started = postmaster_start_time(c.nodes[2].api_port).await.expect("node3's start time");
+    let out = must(ctl(&cfg, &["restart", "halo-cluster", "node3"], "\ny\n\n").await);
+    in_order(
+        &out,
+        &[
+            "+ Cluster: halo-cluster (",
+            "| Pending restart |",
+            "Maintenance mode: on\n",
+            "When should the restart take place (e.g. ",
+            ") [now]: ",
+            "Are you sure you want to restart members node3? [y/N]: ",
+            "Restart if the PostgreSQL version is less than provided (e.g. 9.5.2) []: ",
+            "Success: restart on member node3\n",
+        ],
+    );
+    wait_for("node3 restarted without its pending restart", Duration::from_secs(30), || async {
+        let now = postmaster_start_time(c.nodes[2].api_port).await?;
+        let out = ctl(&cfg, &["list", "-f", "json"], "").await.stdout;
+        let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
+        let pending = rows.iter().any(|r| r["Member"] == "node3" && r["Pending restart"] == "*");
+        (now != started && !pending).then_some(())
+    })
+    .await;
+    // Still paused, still one writer, and node3 streams again.
+    assert!(must(ctl(&cfg, &["list"], "").await).ends_with("Maintenance mode: on\n"));
+    wait_for("node3 to stream again", Duration::from_secs(60), || async {
+        exec(c.nodes[1].pg_port, "INSERT INTO e2e VALUES ('after-seed-restart')").await.ok()?;
+        replicas_stream_from(&c.nodes, 1, "after-seed-restart").await
+    })
+    .await;
+    let _ = stop.send(true);
+    let (worst, samples) = sampler.await.expect("sampler");
+    assert!(worst <= 1, "two writable nodes at one sample ({samples} samples)");
+    assert!(samples > 20, "the sampler ran ({samples} samples)");
 }

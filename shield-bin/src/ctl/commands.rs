@@ -353,14 +353,12 @@ async fn switchover(
     if cands.is_empty() {
         return Err("No candidates found to switchover to".into());
     }
-    if !force {
-        println!("Current cluster topology");
-        print_table(&c, &v);
-    }
+    // The prompts, their order and their wording are Halo Shield's (the seed's transcript):
+    // the questions first, then the topology, then the confirmation.
     let leader = match leader {
         Some(l) => l,
         None if force => current.to_string(),
-        None => ask("Primary", Some(current.as_str()))?,
+        None => ask("Master", Some(current.as_str()))?,
     };
     if leader != current.as_str() {
         return Err(format!("Member {leader} is not the leader of cluster {c}"));
@@ -393,12 +391,14 @@ async fn switchover(
         return Err("Can't schedule switchover in the paused state".into());
     }
     if !force {
+        println!("Current cluster topology");
+        print_table(&c, &v);
         match &at {
             Some(t) => confirm(&format!(
-                "Are you sure you want to schedule switchover of cluster {c} at {t}, demoting current leader {current}?"
+                "Are you sure you want to schedule switchover of cluster {c} at {t}, demoting current master {current}?"
             ))?,
             None => confirm(&format!(
-                "Are you sure you want to switchover cluster {c}, demoting current leader {current}?"
+                "Are you sure you want to switchover cluster {c}, demoting current master {current}?"
             ))?,
         }
     }
@@ -455,10 +455,6 @@ async fn failover(ctx: &Ctx, cluster: Option<&str>, candidate: Option<String>, f
     let c = ctx.cluster(cluster)?;
     let v = ctx.read_existing(&c).await?;
     let cands = candidates(&v);
-    if !force {
-        println!("Current cluster topology");
-        print_table(&c, &v);
-    }
     let candidate = match candidate {
         Some(x) => x,
         None if force => return Err("Failover could be performed only to a specific candidate".into()),
@@ -474,12 +470,14 @@ async fn failover(ctx: &Ctx, cluster: Option<&str>, candidate: Option<String>, f
     let sync_mode = v.config.as_ref().is_some_and(|(cfg, _)| cfg.synchronous_mode);
     let is_sync = v.sync.as_ref().is_some_and(|s| s.sync_standby.contains(&candidate));
     if !force {
+        println!("Current cluster topology");
+        print_table(&c, &v);
         if sync_mode && !is_sync {
             confirm(&format!("Are you sure you want to failover to the asynchronous node {candidate}?"))?;
         }
         match v.leader_name() {
             Some(l) => {
-                confirm(&format!("Are you sure you want to failover cluster {c}, demoting current leader {l}?"))?
+                confirm(&format!("Are you sure you want to failover cluster {c}, demoting current master {l}?"))?
             }
             None => confirm(&format!("Are you sure you want to failover cluster {c}?"))?,
         }
@@ -537,12 +535,6 @@ async fn restart(ctx: &Ctx, c: &str, names: &[String], o: RestartOpts) -> R {
         }
     };
     let at = parse_schedule(&when)?;
-    let version = match o.pg_version {
-        Some(x) => Some(x),
-        None if o.force => None,
-        None => Some(ask("Restart if the PostgreSQL version is less than provided (e.g. 9.5.2) ", Some(""))?)
-            .filter(|s| !s.is_empty()),
-    };
     let list: Vec<String> = members.iter().map(ToString::to_string).collect();
     if !o.force {
         match &at {
@@ -552,6 +544,12 @@ async fn restart(ctx: &Ctx, c: &str, names: &[String], o: RestartOpts) -> R {
             None => confirm(&format!("Are you sure you want to restart members {}?", list.join(", ")))?,
         }
     }
+    let version = match o.pg_version {
+        Some(x) => Some(x),
+        None if o.force => None,
+        None => Some(ask("Restart if the PostgreSQL version is less than provided (e.g. 9.5.2) ", Some(""))?)
+            .filter(|s| !s.is_empty()),
+    };
     let mut body = json!({});
     if o.pending {
         body["restart_pending"] = json!(true);

@@ -5,6 +5,9 @@ use std::io::{BufRead, Write};
 /// Asks `question` and returns the answer, or `default` for an empty line. A closed stdin is an
 /// error that points at `--force`.
 pub fn ask(question: &str, default: Option<&str>) -> Result<String, String> {
+    // One space before the default, as in the seed's transcript (click would print two after a
+    // question that ends in a space).
+    let question = question.trim_end();
     let shown = match default {
         Some(d) => format!("{question} [{d}]: "),
         None => format!("{question}: "),
