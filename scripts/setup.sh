@@ -158,4 +158,29 @@ for b in "$SHIELD_ETCD_BIN" "$SHIELD_ETCDCTL_BIN" "$SHIELD_CONSUL_BIN"; do
         exit 1
     fi
 done
-say "etcd $("$SHIELD_ETCD_BIN" --version | awk '/etcd Version/ {print $3}'), consul $("$SHIELD_CONSUL_BIN" version | awk 'NR==1 {print $2}'), postgres $("$SHIELD_PG_BINDIR/postgres" --version | awk '{print $3}'), $(protoc --version)"
+# ---- Patroni 4.1.5, for the mixed-cluster and takeover tests ----------------------------------
+# A virtual environment from PyPI (the machine's own pip index), cached like the servers. Patroni
+# refuses root, so the tests run it as the test user: the environment is built on Debian's own
+# python3 (not one under /root) in a directory that user can read.
+PATRONI_VERSION=4.1.5
+if [ "$(id -u)" = 0 ]; then
+    patroni_dir="${SHIELD_PATRONI_DIR:-/var/cache/shield/patroni-$PATRONI_VERSION}"
+else
+    patroni_dir="${SHIELD_PATRONI_DIR:-$SHIELD_CACHE/patroni-$PATRONI_VERSION}"
+fi
+if ! "$patroni_dir/bin/python" -c "import patroni.dcs.etcd3, patroni.dcs.consul, psycopg2" 2>/dev/null || ! "$patroni_dir/bin/patroni" --version 2>/dev/null | grep -qx "patroni $PATRONI_VERSION"; then
+    say "installing Patroni $PATRONI_VERSION into $patroni_dir"
+    py=/usr/bin/python3
+    if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    rm -rf "$patroni_dir"
+    mkdir -p "$(dirname "$patroni_dir")"
+    "$py" -m venv "$patroni_dir"
+    "$patroni_dir/bin/pip" install -q --disable-pip-version-check "patroni[etcd3,consul]==$PATRONI_VERSION" psycopg2-binary
+    chmod -R a+rX "$patroni_dir"
+fi
+export SHIELD_PATRONI_BIN="$patroni_dir/bin/patroni"
+export SHIELD_PATRONICTL_BIN="$patroni_dir/bin/patronictl"
+
+say "etcd $("$SHIELD_ETCD_BIN" --version | awk '/etcd Version/ {print $3}'), consul $("$SHIELD_CONSUL_BIN" version | awk 'NR==1 {print $2}'), postgres $("$SHIELD_PG_BINDIR/postgres" --version | awk '{print $3}'), $("$SHIELD_PATRONI_BIN" --version), $(protoc --version)"

@@ -13,6 +13,23 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::servers::{self, free_port, EtcdCluster};
+/// Patroni 4.1.5's `patroni` from scripts/setup.sh's virtual environment, or `None` (a failure
+/// under scripts/test.sh, which provides it).
+pub fn patroni_bin() -> Option<PathBuf> {
+    let found = std::env::var_os("SHIELD_PATRONI_BIN").map(PathBuf::from).filter(|p| p.is_file());
+    if found.is_none() {
+        let msg = "Patroni not found (set SHIELD_PATRONI_BIN or run scripts/setup.sh)";
+        assert!(!servers::servers_required(), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// `patronictl` beside [`patroni_bin`].
+pub fn patronictl_bin() -> Option<PathBuf> {
+    Some(patroni_bin()?.with_file_name("patronictl"))
+}
+
 pub fn pg_bindir() -> Option<PathBuf> {
     let candidates =
         [std::env::var_os("SHIELD_PG_BINDIR").map(PathBuf::from), Some(PathBuf::from("/usr/lib/postgresql/15/bin"))];
@@ -68,6 +85,9 @@ pub struct Node {
     /// The network namespace the daemon runs in (VIP tests), with CAP_NET_ADMIN and CAP_NET_RAW
     /// as ambient capabilities, as the systemd unit grants them.
     pub netns: Option<String>,
+    /// The daemon is a real Patroni (`$SHIELD_PATRONI_BIN`, from scripts/setup.sh) on the same
+    /// config file, not shield.
+    pub patroni: bool,
 }
 
 impl Node {
@@ -146,7 +166,7 @@ watchdog:
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         // Run a copy inside the node's own directory: the build tree may sit under a directory
         // the unprivileged user cannot enter (a CI checkout under /root, say).
-        let exe = self.dir.join("shield");
+        let exe = if self.patroni { patroni_bin().expect("Patroni (run scripts/setup.sh)") } else { self.dir.join("shield") };
         if !exe.exists() {
             std::fs::copy(env!("CARGO_BIN_EXE_shield"), &exe).expect("copy the shield binary");
             let _ = std::os::unix::fs::chown(&exe, Some(self.uid), Some(self.gid));
@@ -492,7 +512,17 @@ pub fn new_node(root: &Path, name: &str, uid: u32, gid: u32) -> Node {
     std::fs::write(&script, format!("#!/bin/sh\necho \"$@\" >> {}\n", dir.join("callbacks.log").display()))
         .expect("callback script");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    Node { name: name.to_owned(), dir, pg_port: free_port(), api_port: free_port(), child: None, uid, gid, netns: None }
+    Node {
+        name: name.to_owned(),
+        dir,
+        pg_port: free_port(),
+        api_port: free_port(),
+        child: None,
+        uid,
+        gid,
+        netns: None,
+        patroni: false,
+    }
 }
 
 /// Three nodes on etcd, bootstrapped, with table `e2e` replicated everywhere.
