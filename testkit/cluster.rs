@@ -166,7 +166,8 @@ watchdog:
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         // Run a copy inside the node's own directory: the build tree may sit under a directory
         // the unprivileged user cannot enter (a CI checkout under /root, say).
-        let exe = if self.patroni { patroni_bin().expect("Patroni (run scripts/setup.sh)") } else { self.dir.join("shield") };
+        let exe =
+            if self.patroni { patroni_bin().expect("Patroni (run scripts/setup.sh)") } else { self.dir.join("shield") };
         if !exe.exists() {
             std::fs::copy(env!("CARGO_BIN_EXE_shield"), &exe).expect("copy the shield binary");
             let _ = std::os::unix::fs::chown(&exe, Some(self.uid), Some(self.gid));
@@ -193,6 +194,8 @@ watchdog:
         let child = cmd
             .arg(self.dir.join("shield.yml"))
             .env("SHIELD_LOG", "info")
+            // Patroni's log lines reach the file as they are written.
+            .env("PYTHONUNBUFFERED", "1")
             .env("HOME", &self.dir)
             .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().expect("log")))
@@ -204,6 +207,22 @@ watchdog:
 
     pub fn postmaster_pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.dir.join("data/postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+    }
+
+    /// SIGTERM the daemon and wait for it to exit (what `systemctl stop` does).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            panic!("{} did not exit within 90 s of SIGTERM", self.name);
+        }
     }
 
     /// SIGKILL the daemon and the postmaster together (a host crash, as far as the cluster sees).

@@ -24,7 +24,11 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Patroni's own examples, and no watchdog on Patroni nodes (Patroni has no testing device).
 fn mixed_config(n: &Node, dcs: &TestDcs, pg_bin: &Path) -> String {
     let cfg = n.config_with(&dcs.section(), pg_bin);
-    let cfg = cfg.replacen("    ttl: 4\n    loop_wait: 1\n    retry_timeout: 1.5\n", "    ttl: 20\n    loop_wait: 1\n    retry_timeout: 3\n", 1);
+    let cfg = cfg.replacen(
+        "    ttl: 4\n    loop_wait: 1\n    retry_timeout: 1.5\n",
+        "    ttl: 20\n    loop_wait: 1\n    retry_timeout: 3\n",
+        1,
+    );
     let cfg = cfg.replacen(
         "    replication:\n      username: replicator\n      password: rep-pass\n",
         "    replication:\n      username: replicator\n      password: rep-pass\n    rewind:\n      username: rewinder\n      password: rewind-pass\n",
@@ -155,7 +159,7 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
     .await;
     // patronictl switches back to Patroni.
     let (ok, out) = m.patronictl(&["switchover", "--candidate", "pat1", "--force"]);
-    assert!(ok, "{out}");
+    assert!(ok && out.contains("Successfully switched over to \"pat1\""), "{out}");
     wait_for("pat1 to be the only writable node", Duration::from_secs(60), || async {
         (writable(&m.nodes).await == vec![0]).then_some(())
     })
@@ -167,7 +171,17 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
     .await;
     // The Patroni leader crashes: a Shield node takes over; Patroni rejoins it.
     m.nodes[0].crash();
-    let p = one_writable("a Shield node to take over from the crashed Patroni leader", Duration::from_secs(90), &m.nodes, Some(0)).await;
+    let p = one_writable(
+        "a Shield node to take over from the crashed Patroni leader",
+        Duration::from_secs(90),
+        &m.nodes,
+        Some(0),
+    )
+    .await;
+    // The replicas that streamed from the dead leader neither stopped nor rewound against it.
+    for n in &m.nodes[1..] {
+        assert!(!n.log().contains("pg_rewind from pat1"), "{} rewound against the dead leader:\n{}", n.name, n.log());
+    }
     m.nodes[0].start();
     wait_for("pat1 to rejoin the Shield leader", Duration::from_secs(120), || async {
         exec(m.nodes[p].pg_port, "INSERT INTO e2e VALUES ('after-pat-crash')").await.ok()?;
@@ -176,11 +190,141 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
     .await;
     // The Shield leader crashes: the other side (either) takes over; it rejoins.
     m.nodes[p].crash();
-    let q = one_writable("another node to take over from the crashed Shield leader", Duration::from_secs(90), &m.nodes, Some(p)).await;
+    let q = one_writable(
+        "another node to take over from the crashed Shield leader",
+        Duration::from_secs(90),
+        &m.nodes,
+        Some(p),
+    )
+    .await;
     m.nodes[p].start();
     wait_for("the old Shield leader to rejoin", Duration::from_secs(120), || async {
         exec(m.nodes[q].pg_port, "INSERT INTO e2e VALUES ('after-shield-crash')").await.ok()?;
         replicas_stream_from(&m.nodes, q, "after-shield-crash").await
+    })
+    .await;
+    let _ = stop.send(true);
+    let (worst, samples) = sampler.await.expect("sampler");
+    assert!(worst <= 1, "two writable nodes at one sample ({samples} samples)");
+}
+
+/// Tries a write on `port` every 100 ms until told to stop; returns (attempts, failures).
+fn start_writer(port: u16) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<(usize, usize)>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let h = tokio::spawn(async move {
+        let (mut tries, mut failed) = (0, 0);
+        while !*stop_rx.borrow() {
+            tries += 1;
+            if exec(port, "INSERT INTO e2e VALUES ('writer')").await.is_err() {
+                failed += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (tries, failed)
+    });
+    (stop_tx, h)
+}
+
+/// A Patroni cluster taken over node by node on the same data directories and config files:
+/// the replicas first (stop Patroni, start Shield), then the leader in pause, where stopping
+/// Patroni leaves PostgreSQL running and Shield adopts it: the primary never restarts and never
+/// refuses a write. Then a failover on the all-Shield cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patroni_cluster_is_taken_over_node_by_node() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut m) = mixed(&[true, true, true]).await else { return };
+    let (stop, sampler) = start_sampler(m.nodes.iter().map(|n| n.pg_port).collect());
+    for i in 1..3 {
+        m.nodes[i].stop();
+        m.nodes[i].patroni = false;
+        m.nodes[i].start();
+        let marker = format!("shield-replica-{i}");
+        wait_for(&format!("{} to stream again under Shield", m.nodes[i].name), Duration::from_secs(60), || async {
+            exec(m.nodes[0].pg_port, &format!("INSERT INTO e2e VALUES ('{marker}')")).await.ok()?;
+            replicas_stream_from(&m.nodes, 0, &marker).await
+        })
+        .await;
+    }
+    // patronictl still reads the cluster, Shield members included.
+    wait_for("patronictl to list the Shield replicas", Duration::from_secs(30), || async {
+        let v = m.patroni_view()?;
+        (v.iter().filter(|(_, r, s)| r == "Replica" && s == "streaming").count() == 2).then_some(())
+    })
+    .await;
+    // The leader: pause, so that stopping Patroni leaves PostgreSQL running.
+    let (ok, out) = m.patronictl(&["pause", "--wait"]);
+    assert!(ok, "{out}");
+    let pid = m.nodes[0].postmaster_pid().expect("the primary's postmaster");
+    let (stop_writer, writer) = start_writer(m.nodes[0].pg_port);
+    m.nodes[0].stop();
+    assert_eq!(writable(&m.nodes).await, vec![0], "Patroni stopped in pause leaves the primary running");
+    m.nodes[0].patroni = false;
+    m.nodes[0].start();
+    let api = m.nodes[0].api_port;
+    wait_for("Shield to answer /primary on the leader", Duration::from_secs(30), || async {
+        (http_status(api, "/primary").await == 200).then_some(())
+    })
+    .await;
+    let (ok, out) = m.shieldctl(&["resume", "--wait"]);
+    assert!(ok, "{out}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop_writer.send(true);
+    let (tries, failed) = writer.await.expect("writer");
+    assert_eq!(failed, 0, "{failed} of {tries} writes failed during the leader's takeover");
+    assert_eq!(m.nodes[0].postmaster_pid(), Some(pid), "the primary was restarted");
+    assert_eq!(writable(&m.nodes).await, vec![0]);
+    // An all-Shield cluster now: a crash fails over, and the old primary rejoins.
+    m.nodes[0].crash();
+    let p = one_writable("a failover after the takeover", Duration::from_secs(60), &m.nodes, Some(0)).await;
+    m.nodes[0].start();
+    wait_for("the old primary to rejoin", Duration::from_secs(120), || async {
+        exec(m.nodes[p].pg_port, "INSERT INTO e2e VALUES ('after-takeover')").await.ok()?;
+        replicas_stream_from(&m.nodes, p, "after-takeover").await
+    })
+    .await;
+    let _ = stop.send(true);
+    let (worst, samples) = sampler.await.expect("sampler");
+    assert!(worst <= 1, "two writable nodes at one sample ({samples} samples)");
+}
+
+/// A Shield-born cluster that Patroni joins: Shield created the roles Patroni's config names
+/// (the rewind user with pg_rewind's grants), Patroni clones from Shield, and patronictl fails
+/// over to it; its crash fails back over to Shield, and it rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_joins_a_shield_born_cluster() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut m) = mixed(&[false, true, false]).await else { return };
+    let (stop, sampler) = start_sampler(m.nodes.iter().map(|n| n.pg_port).collect());
+    let q = "SELECT rolcanlogin, NOT rolsuper, has_function_privilege('rewinder', \
+             'pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)', 'EXECUTE') \
+             FROM pg_roles WHERE rolname = 'rewinder'";
+    let rows = sql(m.nodes[0].pg_port, q).await.expect("roles");
+    let row = rows.first().expect("Shield created the rewind user at bootstrap");
+    assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1) && row.get::<_, bool>(2), "rewinder's grants");
+    wait_for("patronictl to see pat2 streaming", Duration::from_secs(30), || async {
+        let v = m.patroni_view()?;
+        v.iter().any(|(n, r, s)| n == "pat2" && r == "Replica" && s == "streaming").then_some(())
+    })
+    .await;
+    let (ok, out) = m.patronictl(&["failover", "--candidate", "pat2", "--force"]);
+    assert!(ok && out.contains("Successfully failed over to \"pat2\""), "{out}");
+    wait_for("pat2 to be the only writable node", Duration::from_secs(60), || async {
+        (writable(&m.nodes).await == vec![1]).then_some(())
+    })
+    .await;
+    wait_for("the Shield nodes to stream from pat2", Duration::from_secs(90), || async {
+        exec(m.nodes[1].pg_port, "INSERT INTO e2e VALUES ('on-pat2')").await.ok()?;
+        replicas_stream_from(&m.nodes, 1, "on-pat2").await
+    })
+    .await;
+    m.nodes[1].crash();
+    let p =
+        one_writable("Shield to take over from the crashed Patroni leader", Duration::from_secs(90), &m.nodes, Some(1))
+            .await;
+    m.nodes[1].start();
+    wait_for("pat2 to rejoin", Duration::from_secs(120), || async {
+        exec(m.nodes[p].pg_port, "INSERT INTO e2e VALUES ('after-pat2-crash')").await.ok()?;
+        replicas_stream_from(&m.nodes, p, "after-pat2-crash").await
     })
     .await;
     let _ = stop.send(true);
