@@ -21,12 +21,12 @@ pub(super) async fn run(ctx: &Ctx, cmd: Command) -> R {
     match cmd {
         Command::List { clusters, extended, timestamp, format, watch_default, watch } => {
             let clusters = if clusters.is_empty() { vec![ctx.cluster(None)?] } else { clusters };
-            let every = watch.or(watch_default.then_some(2));
+            let every = watch.or(watch_default.then_some(2.0));
             list(ctx, &clusters, extended, timestamp, format, every, false).await
         }
-        Command::Topology { cluster, watch_default, watch } => {
-            let c = ctx.cluster(cluster.as_deref())?;
-            list(ctx, &[c], false, false, Format::Pretty, watch.or(watch_default.then_some(2)), true).await
+        Command::Topology { clusters, watch_default, watch } => {
+            let clusters = if clusters.is_empty() { vec![ctx.cluster(None)?] } else { clusters };
+            list(ctx, &clusters, false, false, Format::Pretty, watch.or(watch_default.then_some(2.0)), true).await
         }
         Command::History { cluster, format } => {
             let c = ctx.cluster(cluster.as_deref())?;
@@ -57,7 +57,9 @@ pub(super) async fn run(ctx: &Ctx, cmd: Command) -> R {
             let o = RestartOpts { role, any, pg_version, pending, timeout, scheduled, force };
             restart(ctx, &cluster, &members, o).await
         }
-        Command::Reinit { cluster, members, force, wait } => reinit(ctx, &cluster, members, force, wait).await,
+        Command::Reinit { cluster, members, from_leader, force, wait } => {
+            reinit(ctx, &cluster, members, from_leader, force, wait).await
+        }
         Command::Reload { cluster, members, role, force } => reload(ctx, &cluster, &members, &role, force).await,
         Command::Flush { cluster, mut rest, role, force } => {
             let target = rest.pop().unwrap_or_default();
@@ -72,7 +74,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: Command) -> R {
             let c = ctx.cluster(cluster.as_deref())?;
             edit_config(ctx, &c, &set, &pg, apply.as_deref(), replace.as_deref(), quiet, force).await
         }
-        Command::Remove { cluster, force } => remove(ctx, &cluster, force).await,
+        Command::Remove { cluster, format, force } => remove(ctx, &cluster, format, force).await,
         Command::Dsn { cluster, role, member } => {
             let c = ctx.cluster(cluster.as_deref())?;
             let v = ctx.read_existing(&c).await?;
@@ -169,12 +171,14 @@ async fn list(
     extended: bool,
     timestamp: bool,
     format: Format,
-    every: Option<u64>,
+    every: Option<f64>,
     topology: bool,
 ) -> R {
-    if every == Some(0) {
-        return Err("-w: the interval must be at least 1 second".into());
-    }
+    let every = match every {
+        Some(s) if (0.1..=86_400.0).contains(&s) => Some(Duration::from_secs_f64(s)),
+        Some(s) => return Err(format!("-w {s}: the interval must be between 0.1 and 86400 seconds")),
+        None => None,
+    };
     loop {
         let mut out = String::new();
         if every.is_some() {
@@ -191,7 +195,7 @@ async fn list(
         print!("{out}");
         match every {
             None => return Ok(()),
-            Some(n) => tokio::time::sleep(Duration::from_secs(n)).await,
+            Some(d) => tokio::time::sleep(d).await,
         }
     }
 }
@@ -589,7 +593,7 @@ async fn restart(ctx: &Ctx, c: &str, names: &[String], o: RestartOpts) -> R {
     Ok(())
 }
 
-async fn reinit(ctx: &Ctx, c: &str, names: Vec<String>, force: bool, wait: bool) -> R {
+async fn reinit(ctx: &Ctx, c: &str, names: Vec<String>, from_leader: bool, force: bool, wait: bool) -> R {
     let v = ctx.read_existing(c).await?;
     let names = if names.is_empty() {
         if force {
@@ -611,7 +615,7 @@ async fn reinit(ctx: &Ctx, c: &str, names: Vec<String>, force: bool, wait: bool)
     }
     let mut started = Vec::new();
     for m in &members {
-        let body = json!({ "force": force });
+        let body = json!({ "force": force, "from_leader": from_leader });
         match ctx.rest(&v, m, "POST", "/reinitialize", Some(&body), QUICK).await {
             Ok(a) if a.status == 200 => {
                 println!("Success: reinitialize for member {m}");
@@ -875,10 +879,10 @@ async fn edit_config(
     }
 }
 
-async fn remove(ctx: &Ctx, c: &str, force: bool) -> R {
+async fn remove(ctx: &Ctx, c: &str, format: Format, force: bool) -> R {
     let v = ctx.read_existing(c).await?;
     if !force {
-        print_table(c, &v);
+        println!("{}", render::list(c, &v, false, false, format));
         let typed = ask("Please confirm the cluster name to remove", None)?;
         if typed != c {
             return Err("Cluster names specified do not match".into());

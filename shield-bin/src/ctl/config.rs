@@ -21,6 +21,8 @@ pub struct CtlConfig {
     /// For REST calls over https: the CA to trust (`ctl.cacert`, else `restapi.cafile`) and the
     /// client certificate and key to present (`ctl.certfile`, `ctl.keyfile`).
     pub tls: Option<(PathBuf, Option<(PathBuf, PathBuf)>)>,
+    /// Accept any REST certificate (`ctl.insecure`, or `-k`).
+    pub insecure: bool,
 }
 
 /// The file's sections shieldctl reads; everything else in a node config is ignored here.
@@ -77,12 +79,7 @@ impl CtlConfig {
             .map_err(|e| format!("{}: {e}", file.display()))?
             .unwrap_or_default();
         let ctl = raw.ctl.as_ref();
-        if ctl.and_then(|c| c.insecure) == Some(true) {
-            return Err(format!(
-                "{}: `ctl.insecure`: shieldctl always verifies the REST API's certificate; give `ctl.cacert`",
-                file.display()
-            ));
-        }
+        let insecure = ctl.and_then(|c| c.insecure) == Some(true);
         let ca = ctl.and_then(|c| c.cacert.clone()).or_else(|| raw.restapi.as_ref().and_then(|r| r.cafile.clone()));
         let identity = match (ctl.and_then(|c| c.certfile.clone()), ctl.and_then(|c| c.keyfile.clone())) {
             (Some(c), k) => Some((PathBuf::from(&c), PathBuf::from(k.unwrap_or(c)))),
@@ -91,7 +88,10 @@ impl CtlConfig {
         };
         let tls = match (ca, identity) {
             (Some(ca), identity) => Some((PathBuf::from(ca), identity)),
-            (None, Some(_)) => return Err(format!("{}: `ctl.certfile` needs `ctl.cacert`", file.display())),
+            (None, Some(_)) if !insecure => {
+                return Err(format!("{}: `ctl.certfile` needs `ctl.cacert` (or `ctl.insecure`)", file.display()))
+            }
+            (None, Some(identity)) => Some((PathBuf::new(), Some(identity))),
             (None, None) => None,
         };
         let dcs = dcs_settings(file, raw.etcd3.or(raw.etcd), raw.consul).map_err(|e| e.to_string())?;
@@ -106,6 +106,7 @@ impl CtlConfig {
             dcs,
             auth,
             tls,
+            insecure,
         })
     }
 
@@ -146,7 +147,7 @@ impl CtlConfig {
             },
             other => return Err(format!("--dcs-url {url:?}: unknown DCS {other:?}; use etcd3:// or consul://")),
         };
-        Ok(CtlConfig { scope: None, namespace, dcs, auth: None, tls: None })
+        Ok(CtlConfig { scope: None, namespace, dcs, auth: None, tls: None, insecure: false })
     }
 }
 
@@ -196,8 +197,8 @@ mod tests {
         // restapi.cafile serves when ctl has none (a node's own config file).
         let c = CtlConfig::parse(Path::new("p.yml"), &format!("{base}restapi:\n  cafile: /ca.pem\n")).expect("valid");
         assert_eq!(c.tls, Some((PathBuf::from("/ca.pem"), None)));
-        let e = CtlConfig::parse(Path::new("p.yml"), &format!("{base}ctl:\n  insecure: true\n")).expect_err("insecure");
-        assert!(e.contains("ctl.insecure"), "{e}");
+        let c = CtlConfig::parse(Path::new("p.yml"), &format!("{base}ctl:\n  insecure: true\n")).expect("insecure");
+        assert!(c.insecure);
         let e = CtlConfig::parse(Path::new("p.yml"), &format!("{base}ctl:\n  certfile: /c.pem\n")).expect_err("no CA");
         assert!(e.contains("needs `ctl.cacert`"), "{e}");
     }

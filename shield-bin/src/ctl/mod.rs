@@ -34,6 +34,10 @@ pub struct Cli {
     /// The DCS to use instead of a config file: etcd3://host:port[/namespace] or consul://host:port.
     #[arg(short = 'd', long = "dcs-url", visible_alias = "dcs", env = "DCS_URL")]
     pub dcs_url: Option<String>,
+    /// Do not verify the REST API's certificate over https (self-signed certificates), as
+    /// patronictl's -k; a warning says so on every use.
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -58,20 +62,20 @@ pub enum Command {
         /// Refresh every 2 seconds.
         #[arg(short = 'W')]
         watch_default: bool,
-        /// Refresh every N seconds.
+        /// Refresh every N seconds (fractions allowed).
         #[arg(short = 'w', long = "watch", value_name = "N")]
-        watch: Option<u64>,
+        watch: Option<f64>,
     },
     /// The members as a tree under the leader.
     Topology {
-        /// Cluster name.
-        cluster: Option<String>,
+        /// Cluster names (default: the config's scope).
+        clusters: Vec<String>,
         /// Refresh every 2 seconds.
         #[arg(short = 'W')]
         watch_default: bool,
-        /// Refresh every N seconds.
+        /// Refresh every N seconds (fractions allowed).
         #[arg(short = 'w', long = "watch", value_name = "N")]
-        watch: Option<u64>,
+        watch: Option<f64>,
     },
     /// The cluster's timeline history.
     History {
@@ -154,8 +158,8 @@ pub enum Command {
         /// Only members with a pending restart.
         #[arg(long)]
         pending: bool,
-        /// Seconds to wait for each restart.
-        #[arg(long)]
+        /// How long to wait for each restart: seconds, or with a unit (`90s`, `2min`, `1h`).
+        #[arg(long, value_parser = parse_timeout)]
         timeout: Option<u64>,
         /// When: an ISO 8601 timestamp, or `now`.
         #[arg(long)]
@@ -170,6 +174,9 @@ pub enum Command {
         cluster: String,
         /// Members to reinitialize.
         members: Vec<String>,
+        /// Clone from the leader (also when another member is configured to clone from).
+        #[arg(long)]
+        from_leader: bool,
         /// Do not ask.
         #[arg(long)]
         force: bool,
@@ -231,6 +238,9 @@ pub enum Command {
     Remove {
         /// Cluster name.
         cluster: String,
+        /// The format of the table shown before the questions.
+        #[arg(short = 'f', long, value_enum, default_value = "pretty")]
+        format: Format,
         /// Do not ask (for scripts; the keys are gone for good).
         #[arg(long)]
         force: bool,
@@ -260,7 +270,7 @@ pub enum Command {
         #[arg(short = 'c', long)]
         command: Option<String>,
         /// A file with the SQL.
-        #[arg(long = "file")]
+        #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
         /// Database user (default: postgres).
         #[arg(short = 'U', long)]
@@ -287,6 +297,23 @@ pub enum Command {
     },
 }
 
+/// `--timeout`: whole seconds, bare or with Patroni's units (`ms`, `s`, `min`, `h`, `d`).
+fn parse_timeout(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 60, 90s, 2min)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => Some(n),
+        "ms" => Some(n.div_ceil(1000)),
+        "min" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        u => return Err(format!("{text:?}: unknown unit {u:?} (ms, s, min, h, d)")),
+    };
+    secs.ok_or_else(|| format!("{text:?} is too long"))
+}
+
 /// What every command uses: the settings, and how to reach the DCS and the members.
 #[derive(Debug)]
 pub struct Ctx {
@@ -299,6 +326,12 @@ const CTL_MEMBER: &str = "shieldctl";
 impl Ctx {
     /// Loads the settings the command line names.
     pub fn load(cli: &Cli) -> Result<Ctx, String> {
+        let mut cfg = Ctx::load_config(cli)?;
+        cfg.insecure |= cli.insecure;
+        Ctx::with(cfg)
+    }
+
+    fn load_config(cli: &Cli) -> Result<CtlConfig, String> {
         if let Some(url) = &cli.dcs_url {
             let mut cfg = CtlConfig::from_url(url)?;
             if let Some(file) = config_file(cli) {
@@ -308,10 +341,11 @@ impl Ctx {
                         cfg.scope = f.scope;
                         cfg.auth = f.auth;
                         cfg.tls = f.tls;
+                        cfg.insecure = f.insecure;
                     }
                 }
             }
-            return Ctx::with(cfg);
+            return Ok(cfg);
         }
         let Some(file) = config_file(cli) else {
             return Err(
@@ -319,13 +353,16 @@ impl Ctx {
             );
         };
         let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        Ctx::with(CtlConfig::parse(&file, &text)?)
+        CtlConfig::parse(&file, &text)
     }
 
     /// Settles the process's TLS client for https REST calls, then the context.
     fn with(cfg: CtlConfig) -> Result<Ctx, String> {
-        if let Some((ca, identity)) = &cfg.tls {
-            let identity = identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let identity = cfg.tls.as_ref().and_then(|(_, id)| id.as_ref()).map(|(c, k)| (c.as_path(), k.as_path()));
+        if cfg.insecure {
+            eprintln!("Warning: -k: the REST API's certificate is not verified");
+            crate::tls::set_client(crate::tls::insecure_client_config(identity).map_err(|e| format!("ctl TLS: {e}"))?);
+        } else if let Some((ca, _)) = &cfg.tls {
             crate::tls::set_client(crate::tls::client_config(ca, identity).map_err(|e| format!("ctl TLS: {e}"))?);
         }
         Ok(Ctx { cfg })
@@ -413,6 +450,26 @@ pub async fn run(cli: Cli) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn patronictl_flags_parse() {
+        use clap::Parser;
+        for args in [
+            &["shieldctl", "-k", "list", "-f", "yml", "-w", "0.5"][..],
+            &["shieldctl", "list", "-f", "topology"],
+            &["shieldctl", "topology", "a", "b"],
+            &["shieldctl", "reinit", "c", "m1", "--from-leader", "--force"],
+            &["shieldctl", "remove", "c", "-f", "json"],
+            &["shieldctl", "restart", "c", "--timeout", "2min", "--force"],
+            &["shieldctl", "query", "-f", "/tmp/q.sql"],
+        ] {
+            super::Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert_eq!(super::parse_timeout("2min"), Ok(120));
+        assert_eq!(super::parse_timeout("90"), Ok(90));
+        assert!(super::parse_timeout("soon").is_err());
+        assert!(super::parse_timeout("9999999999999999d").is_err());
+    }
+
     #[test]
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;

@@ -21,7 +21,10 @@ pub enum Format {
     /// A JSON array of objects, one per row, keyed by column name.
     Json,
     /// The same objects as YAML.
+    #[value(alias = "yml")]
     Yaml,
+    /// `list`'s table as a tree under the leader (as `topology` prints it).
+    Topology,
 }
 
 /// One rendered cell: text, or a JSON number where patronictl's JSON has one.
@@ -72,7 +75,7 @@ impl Grid {
     /// `Cluster` column).
     pub fn render(&self, format: Format, hidden: &[&str]) -> String {
         match format {
-            Format::Pretty => self.pretty(hidden),
+            Format::Pretty | Format::Topology => self.pretty(hidden),
             Format::Tsv => {
                 let mut out = self.columns.join("\t");
                 for r in &self.rows {
@@ -304,9 +307,10 @@ pub fn footer(v: &ClusterView) -> Vec<String> {
 
 /// `list` output for one cluster in `format` (footer lines in pretty form only).
 pub fn list(cluster: &str, v: &ClusterView, extended: bool, topology: bool, format: Format) -> String {
+    let topology = topology || format == Format::Topology;
     let grid = members_grid(cluster, v, extended, topology);
     let mut out = grid.render(format, &["Cluster"]);
-    if format == Format::Pretty {
+    if matches!(format, Format::Pretty | Format::Topology) {
         for l in footer(v) {
             out.push('\n');
             out.push_str(&l);
