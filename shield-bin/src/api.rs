@@ -493,8 +493,9 @@ async fn write_config(s: Shared, headers: HeaderMap, body: String, patch: bool, 
         Ok(v) => v,
         Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the DCS: {e}")),
     };
+    // The stored JSON, not Shield's reading of it: a PATCH writes back exactly what it changes.
     let (mut cfg, rev) = match &view.config {
-        Some((c, r)) => (c.to_json(), Some(*r)),
+        Some((c, r)) => (view.config_json.clone().unwrap_or_else(|| c.to_json()), Some(*r)),
         None if patch => return text(StatusCode::SERVICE_UNAVAILABLE, "config is not set in the DCS"),
         None => (Value::Object(Default::default()), None),
     };
@@ -504,16 +505,16 @@ async fn write_config(s: Shared, headers: HeaderMap, body: String, patch: bool, 
         cfg = req;
     }
     // Refuse what the nodes could not use, naming the key.
-    let checked = match shield_core::DynamicConfig::from_json(cfg) {
+    match shield_core::DynamicConfig::from_json(cfg.clone()) {
         Ok(c) => {
             if let Some(refusal) = resume_refusal(&view, c.pause, force) {
                 tracing::warn!("{refusal}");
                 return text(StatusCode::CONFLICT, refusal);
             }
-            c.to_json()
         }
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let checked = cfg;
     match s.dcs.write_cas(DcsKey::Config, &checked.to_string(), rev).await {
         Ok(()) => {
             s.wake.notify_one();
@@ -903,6 +904,20 @@ mod tests {
     fn stored_config(store: &shield_core::testing::MemoryStore) -> Value {
         let raw = store.get_raw("/service/c/config").expect("config key");
         serde_json::from_slice(&raw).expect("config JSON")
+    }
+
+    /// A PATCH writes back exactly the stored JSON with its change: no defaults Shield fills in
+    /// (`fence_margin`, `primary_start_timeout`), keys it does not know kept as they were.
+    #[tokio::test]
+    async fn a_patch_writes_exactly_what_it_changes() {
+        let stored =
+            r#"{"ttl":20,"loop_wait":10,"retry_timeout":5,"postgresql":{"parameters":{"a":"1"}},"custom":{"x":[1]}}"#;
+        let (s, store) = state_with(&[("config", stored)]);
+        let (code, text) = send(&s, r#"{"ttl":30,"postgresql":{"parameters":{"b":"2"}}}"#, true, false).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        let want = json!({"ttl":30,"loop_wait":10,"retry_timeout":5,"postgresql":{"parameters":{"a":"1","b":"2"}},"custom":{"x":[1]}});
+        assert_eq!(stored_config(&store), want);
+        assert_eq!(serde_json::from_str::<Value>(&text).expect("answer"), want);
     }
 
     #[tokio::test]

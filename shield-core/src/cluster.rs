@@ -470,6 +470,10 @@ pub struct ClusterView {
     pub initialize: Option<Initialize>,
     /// The parsed `config` key and its revision.
     pub config: Option<(DynamicConfig, Revision)>,
+    /// The `config` key's JSON exactly as stored (when it parsed): what an edit changes, so that
+    /// an edit writes back only what the operator changed, never Shield's defaults.
+    #[serde(default)]
+    pub config_json: Option<serde_json::Value>,
     /// The `leader` key.
     pub leader: Option<Leader>,
     /// Every parseable `members/<name>` key, by name.
@@ -517,7 +521,10 @@ impl ClusterView {
                 });
             }
             "config" => match DynamicConfig::from_json_text(&text) {
-                Ok(c) => self.config = Some((c, e.revision)),
+                Ok(c) => {
+                    self.config = Some((c, e.revision));
+                    self.config_json = serde_json::from_str(&text).ok();
+                }
                 Err(err) => self.anomalies.push(anomaly(err.to_string())),
             },
             "leader" => {

@@ -313,6 +313,7 @@ fn arb_view() -> BoxedStrategy<ClusterView> {
                 revision,
                 initialize,
                 config: config.map(|c| (c, Revision(1))),
+                config_json: None,
                 leader: leader.map(|name| Leader { name, revision: Revision(i64::MAX), owner: None }),
                 members: members
                     .into_iter()

@@ -823,8 +823,9 @@ async fn edit_config(
     force: bool,
 ) -> R {
     let v = ctx.read_existing(c).await?;
+    // The stored JSON, not Shield's reading of it: the edit writes back exactly what changes.
     let (current, rev) = match &v.config {
-        Some((cfg, rev)) => (cfg.to_json(), Some(*rev)),
+        Some((cfg, rev)) => (v.config_json.clone().unwrap_or_else(|| cfg.to_json()), Some(*rev)),
         None => (json!({}), None),
     };
     let before = yaml(&current);
@@ -848,13 +849,13 @@ async fn edit_config(
         new = edit_in_editor(&before)?;
     }
     // Refuse what the nodes could not use, naming the key, before anything is written.
-    let parsed = DynamicConfig::from_json(new).map_err(|e| format!("the new config is invalid: {e}"))?;
+    let parsed = DynamicConfig::from_json(new.clone()).map_err(|e| format!("the new config is invalid: {e}"))?;
     // Turning pause off here is a resume, under the same rule; forcing it is `resume --force`'s.
     let was_paused = v.config.as_ref().is_some_and(|(cfg, _)| cfg.pause);
     if let Some(why) = v.resume_blocker().filter(|_| was_paused && !parsed.pause) {
         return Err(format!("{RESUME_REFUSED}{why}; use `shieldctl resume --force` to resume anyway"));
     }
-    let checked = parsed.to_json();
+    let checked = new;
     let after = yaml(&checked);
     if after == before {
         println!("Not changed");
