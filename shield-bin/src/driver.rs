@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shield_core::action::{Action, DbTask, StartAs, StopMode, WatchdogFeed};
-use shield_core::cluster::{ClusterView, Status};
+use shield_core::cluster::ClusterView;
 use shield_core::observation::{DataDir, DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport};
 use shield_core::ports::{Database, Dcs, DcsKey, ErrorKind, PortError};
 use shield_core::{decide, Lsn, MemberName, MonoMillis, NodeState, Timeline};
@@ -427,8 +427,8 @@ impl Driver {
                         let r = bounded(retry, self.dcs.touch_member(&data)).await;
                         note(&mut outcomes, "member", r);
                     }
-                    Action::WriteStatus { optime } => {
-                        let v = Status { optime, slots: Default::default() }.to_json().to_string();
+                    Action::WriteStatus { status } => {
+                        let v = status.to_json().to_string();
                         let r = bounded(retry, self.dcs.write_status(&v)).await;
                         note(&mut outcomes, "status", r);
                     }
@@ -468,8 +468,8 @@ impl Driver {
                             }
                         }
                     }
-                    Action::SyncSlots { create, drop } => {
-                        if let Err(e) = self.db.sync_slots(&create, &drop).await {
+                    Action::SyncSlots { create, drop, advance } => {
+                        if let Err(e) = self.db.sync_slots(&create, &drop, &advance).await {
                             // Retried next cycle: the slots are read again.
                             tracing::warn!(error = %e, "replication slots: sync failed");
                         }

@@ -455,8 +455,8 @@ impl Postgres {
                  (SELECT timeline_id FROM pg_control_checkpoint()), \
                  pg_postmaster_start_time()::text, current_setting('server_version_num')::int, \
                  (SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart), \
-                 (SELECT string_agg(slot_name || ':' || active, ',' ORDER BY slot_name) \
-                    FROM pg_replication_slots WHERE slot_type = 'physical')";
+                 (SELECT string_agg(slot_name || ':' || active || ':' || coalesce(restart_lsn::text, ''), ',' \
+                    ORDER BY slot_name) FROM pg_replication_slots WHERE slot_type = 'physical')";
         let row = tokio::time::timeout(STATUS_TIMEOUT, c.query_one(q, &[]))
             .await
             .map_err(|_| PortError::new(ErrorKind::Unreachable, "postgres: status query timed out"))?
@@ -477,13 +477,21 @@ impl Postgres {
             None => self.standby_timeline(started.as_deref(), recv_tl, ckpt_tl).await.map(Timeline),
         };
         st.branched_from = primary_tl.filter(|&tl| tl > 1).and_then(|tl| self.branch_point(tl));
-        st.slots = Some(
-            row.get::<_, Option<String>>(11)
-                .map(|s| {
-                    s.split(',').filter_map(|e| e.rsplit_once(':')).map(|(n, a)| (n.to_owned(), a == "true")).collect()
-                })
-                .unwrap_or_default(),
-        );
+        // `name:active:restart_lsn` (slot names are [a-z0-9_]; the position may be empty).
+        let slots: Vec<(String, bool, Option<Lsn>)> = row
+            .get::<_, Option<String>>(11)
+            .map(|s| {
+                s.split(',')
+                    .filter_map(|e| {
+                        let mut f = e.splitn(3, ':');
+                        let (n, a, p) = (f.next()?, f.next()?, f.next().unwrap_or_default());
+                        Some((n.to_owned(), a == "true", Lsn::parse_pg(p)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        st.slot_positions = slots.iter().filter_map(|(n, _, p)| Some((n.clone(), (*p)?))).collect();
+        st.slots = Some(slots.into_iter().map(|(n, a, _)| (n, a)).collect());
         let info = ServerInfo {
             postmaster_start_time: started,
             server_version: row.get::<_, Option<i32>>(9).and_then(|v| u32::try_from(v).ok()),
@@ -672,7 +680,7 @@ fn sql_ident(s: &str) -> String {
 
 #[async_trait]
 impl Database for Postgres {
-    async fn sync_slots(&self, create: &[String], drop: &[String]) -> Result<(), PortError> {
+    async fn sync_slots(&self, create: &[String], drop: &[String], advance: &[(String, Lsn)]) -> Result<(), PortError> {
         let c = self.connect().await?;
         for name in create {
             // Reserve WAL at once, so the member's WAL is kept from now on.
@@ -688,6 +696,16 @@ impl Database for Postgres {
             );
             c.batch_execute(&q).await.map_err(|e| io(&format!("drop slot {name}"), e))?;
             tracing::info!(slot = %name, "replication slot dropped");
+        }
+        for (name, to) in advance {
+            // PostgreSQL stops at what this server has (flushed, or replayed on a standby).
+            let q = format!(
+                "SELECT pg_replication_slot_advance(slot_name, {}) FROM pg_replication_slots \
+                 WHERE slot_name = {} AND slot_type = 'physical' AND NOT active AND restart_lsn IS NOT NULL",
+                sql_literal(&to.to_string()),
+                sql_literal(name)
+            );
+            c.batch_execute(&q).await.map_err(|e| io(&format!("advance slot {name}"), e))?;
         }
         Ok(())
     }

@@ -165,8 +165,9 @@ pub enum Action {
     },
     /// Plain put of `status`.
     WriteStatus {
-        /// The leader's WAL position.
-        optime: Lsn,
+        /// The leader's WAL position, its slots' positions (its own name at `optime`, so that
+        /// replicas advance their copy of its slot) and the member slots every node retains.
+        status: crate::cluster::Status,
     },
     /// Create and drop physical replication slots on the running server (quick SQL).
     SyncSlots {
@@ -174,6 +175,10 @@ pub enum Action {
         create: Vec<String>,
         /// Slots to drop (never an active one).
         drop: Vec<String>,
+        /// Inactive slots to move forward (`pg_replication_slot_advance`), to the position the
+        /// leader publishes for them (or a cascading member reports), so they hold no old WAL.
+        #[serde(default)]
+        advance: Vec<(String, Lsn)>,
     },
     /// Append to `history` (plain put of the whole list).
     WriteHistory {

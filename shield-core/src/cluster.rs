@@ -459,6 +459,10 @@ pub struct Status {
     pub optime: Lsn,
     /// Slot positions.
     pub slots: BTreeMap<String, Lsn>,
+    /// Member slot names every node keeps (Patroni 4's `retain_slots`): members seen within
+    /// `member_slots_ttl`, so that a member that comes back finds its WAL still there.
+    #[serde(default)]
+    pub retain_slots: Vec<String>,
 }
 
 /// An immutable snapshot of one cluster in the DCS.
@@ -666,7 +670,7 @@ fn parse_status(raw: &[u8]) -> Option<Status> {
     let v: Value = serde_json::from_slice(raw).ok()?;
     // Patroni < 2.1 wrote a bare integer into optime/leader; accept a bare integer here too.
     if let Some(n) = v.as_u64() {
-        return Some(Status { optime: Lsn(n), slots: BTreeMap::new() });
+        return Some(Status { optime: Lsn(n), ..Status::default() });
     }
     let m = v.as_object()?;
     let optime = Lsn(m.get("optime")?.as_u64()?);
@@ -675,14 +679,25 @@ fn parse_status(raw: &[u8]) -> Option<Status> {
         .and_then(Value::as_object)
         .map(|s| s.iter().filter_map(|(k, v)| Some((k.clone(), Lsn(v.as_u64()?)))).collect())
         .unwrap_or_default();
-    Some(Status { optime, slots })
+    // Patroni accepts a JSON list or a string holding one; anything else is no list.
+    let retain_slots = match m.get("retain_slots") {
+        Some(Value::String(s)) => serde_json::from_str::<Vec<Value>>(s).unwrap_or_default(),
+        Some(Value::Array(a)) => a.clone(),
+        _ => Vec::new(),
+    };
+    let retain_slots = retain_slots.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    Some(Status { optime, slots, retain_slots })
 }
 
 impl Status {
     /// Patroni's JSON.
     pub fn to_json(&self) -> Value {
         let slots: Map<String, Value> = self.slots.iter().map(|(k, v)| (k.clone(), v.0.into())).collect();
-        serde_json::json!({"optime": self.optime.0, "slots": slots})
+        let mut v = serde_json::json!({"optime": self.optime.0, "slots": slots});
+        if !self.retain_slots.is_empty() {
+            v["retain_slots"] = self.retain_slots.clone().into();
+        }
+        v
     }
 }
 

@@ -169,6 +169,10 @@ pub struct DynamicConfig {
     pub failsafe_mode: bool,
     /// `max_timelines_history`; 0 keeps all.
     pub max_timelines_history: u32,
+    /// `member_slots_ttl`, ms (Patroni 4; default 30 min): how long every node keeps the slot of a
+    /// member that went away; 0 keeps member slots on the leader only, as Patroni 3 did.
+    #[serde(default = "default_member_slots_ttl")]
+    pub member_slots_ttl_ms: u64,
     /// The interpreted part of `postgresql`.
     pub postgresql: PgDynamic,
     /// Every other top-level key, verbatim, and the uninterpreted keys of `postgresql`
@@ -191,10 +195,15 @@ impl Default for DynamicConfig {
             check_timeline: false,
             failsafe_mode: false,
             max_timelines_history: 0,
+            member_slots_ttl_ms: default_member_slots_ttl(),
             postgresql: PgDynamic { use_slots: true, ..PgDynamic::default() },
             other: BTreeMap::new(),
         }
     }
+}
+
+fn default_member_slots_ttl() -> u64 {
+    1_800_000
 }
 
 /// Reads keys out of a JSON object, removing each one it reads, so what is left is "other".
@@ -322,6 +331,7 @@ impl DynamicConfig {
             check_timeline: r.bool("check_timeline", false)?,
             failsafe_mode: r.bool("failsafe_mode", false)?,
             max_timelines_history: r.int("max_timelines_history", 0, i64::from(u32::MAX))?.unwrap_or(0) as u32,
+            member_slots_ttl_ms: r.seconds_ms("member_slots_ttl", d.member_slots_ttl_ms)?,
             postgresql: PgDynamic { use_slots: true, ..PgDynamic::default() },
             other: BTreeMap::new(),
         };
@@ -379,6 +389,9 @@ impl DynamicConfig {
         }
         if self.max_timelines_history != 0 {
             m.insert("max_timelines_history".into(), self.max_timelines_history.into());
+        }
+        if self.member_slots_ttl_ms != default_member_slots_ttl() {
+            m.insert("member_slots_ttl".into(), secs(self.member_slots_ttl_ms));
         }
         m.insert("postgresql".into(), self.postgresql.to_json(self.other.get("postgresql")));
         Value::Object(m)

@@ -127,6 +127,10 @@ pub struct DbStatus {
     /// not known (not running, or not read).
     #[serde(default)]
     pub slots: Option<Vec<(String, bool)>>,
+    /// Each physical slot's `restart_lsn`, where it has one (what the leader publishes in
+    /// `status`, and what a replica compares before advancing its copy).
+    #[serde(default)]
+    pub slot_positions: std::collections::BTreeMap<String, Lsn>,
 }
 
 impl DbStatus {
@@ -144,6 +148,7 @@ impl DbStatus {
             busy: None,
             branched_from: None,
             slots: None,
+            slot_positions: Default::default(),
         }
     }
 

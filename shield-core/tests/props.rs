@@ -67,6 +67,7 @@ fn arb_db() -> impl Strategy<Value = DbStatus> {
             // An arbitrary switch record, consistent or not with the timeline.
             branched_from: tl.zip(lsn).map(|(t, l)| (Timeline(t / 2), Lsn(l / 2))),
             slots: up.map(|u| vec![(format!("n{u}"), streaming), ("backup".to_owned(), true)]),
+            slot_positions: up.map(|u| (format!("n{u}"), Lsn(lsn.unwrap_or(0) / 3))).into_iter().collect(),
         })
 }
 
@@ -93,7 +94,7 @@ fn arb_view() -> impl Strategy<Value = ClusterView> {
                 data.xlog_location = Some(Lsn(lsn));
                 v.members.insert(name(m), Member { name: name(m), data, revision: Revision(2), owner: None });
             }
-            v.status = optime.map(|o| Status { optime: Lsn(o), slots: Default::default() });
+            v.status = optime.map(|o| Status { optime: Lsn(o), ..Status::default() });
             v.config = Some((DynamicConfig { pause, ..DynamicConfig::default() }, Revision(1)));
             v.failover = failover.map(|(l, m)| FailoverRequest {
                 leader: l.map(name),
@@ -255,7 +256,7 @@ fn arb_promotion_case() -> impl Strategy<Value = (NodeState, Observation)> {
                 data.xlog_location = Some(Lsn(optime));
                 v.members.insert(name(m), Member { name: name(m), data, revision: Revision(2), owner: None });
             }
-            v.status = Some(Status { optime: Lsn(optime), slots: Default::default() });
+            v.status = Some(Status { optime: Lsn(optime), ..Status::default() });
             v.config = Some((DynamicConfig { pause, ..DynamicConfig::default() }, Revision(1)));
             v.history = (1..history)
                 .map(|t| shield_core::cluster::HistoryLine {
@@ -317,7 +318,7 @@ fn arb_slot_case() -> impl Strategy<Value = (NodeState, Observation)> {
             let mut cfg = DynamicConfig::default();
             cfg.postgresql.use_slots = use_slots;
             v.config = Some((cfg, Revision(1)));
-            v.status = Some(Status { optime: Lsn(5), slots: Default::default() });
+            v.status = Some(Status { optime: Lsn(5), ..Status::default() });
             let names = ["n0", "n1", "n2", "n3", "old", "backup"];
             let mut slots: Vec<(String, bool)> =
                 slots.into_iter().map(|(i, a)| (names[usize::from(i)].to_owned(), a)).collect();
@@ -454,8 +455,9 @@ fn wake_is_never_after_the_fence() {
     });
 }
 
-/// Slots in use are never dropped, and existing ones are not created again.
-/// Premise: the decision creates or drops a slot.
+/// Slots in use are never dropped, existing ones are not created again, and a slot is only
+/// moved forward, only while inactive, and never on the node's own name.
+/// Premise: the decision creates, drops or advances a slot.
 #[test]
 fn never_drops_an_active_slot() {
     let cases = prop_oneof![1 => arb_any_case(), 1 => arb_promotion_case(), 3 => arb_slot_case()];
@@ -463,9 +465,13 @@ fn never_drops_an_active_slot() {
         let d = decide(&st, &o);
         let mut synced = false;
         for a in &d.actions {
-            if let Action::SyncSlots { drop, create } = a {
+            if let Action::SyncSlots { drop, create, advance } = a {
                 synced = true;
                 let slots = o.db.slots.clone().unwrap_or_default();
+                for (n, to) in advance {
+                    prop_assert!(slots.iter().any(|(s, active)| s == n && !active), "advanced {n} in {slots:?}");
+                    prop_assert!(o.db.slot_positions.get(n).is_some_and(|at| at < to), "moved {n} back to {to}");
+                }
                 for n in drop {
                     prop_assert!(slots.iter().any(|(s, active)| s == n && !active), "dropped {n} from {slots:?}");
                 }

@@ -6,8 +6,6 @@
 //! `DbTask`, `DataDir` and `DbProcess` variant is drawn. The DCS parsers are fed arbitrary bytes
 //! and arbitrary JSON under every key they read.
 
-use std::collections::BTreeMap;
-
 use proptest::prelude::*;
 use serde_json::Value;
 use shield_core::cluster::{
@@ -334,6 +332,7 @@ fn arb_view() -> BoxedStrategy<ClusterView> {
                     .collect(),
                 status: status.map(|(optime, slots)| Status {
                     optime,
+                    retain_slots: (0..slots.len()).map(|i| format!("s{i}")).collect(),
                     slots: slots.into_iter().enumerate().map(|(i, l)| (format!("s{i}"), l)).collect(),
                 }),
                 anomalies: Vec::new(),
@@ -372,6 +371,12 @@ fn arb_db() -> BoxedStrategy<DbStatus> {
                 upstream,
                 streaming,
                 busy,
+                slot_positions: slots
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, (n, _))| (n.clone(), shield_core::Lsn(i as u64 * 1_000)))
+                    .collect(),
                 branched_from,
                 slots,
             }
@@ -776,7 +781,7 @@ fn leader_with_scheduled_switchover(wall_ms: i64, at_ms: i64) -> (NodeState, Obs
     let mut replica = MemberData::new(MemberRole::Replica, "running");
     replica.xlog_location = Some(Lsn(5));
     view.members.insert(name(1), Member { name: name(1), data: replica, revision: Revision(2), owner: None });
-    view.status = Some(Status { optime: Lsn(5), slots: BTreeMap::new() });
+    view.status = Some(Status { optime: Lsn(5), ..Status::default() });
     view.failover = Some(FailoverRequest {
         leader: Some(name(0)),
         member: Some(name(1)),

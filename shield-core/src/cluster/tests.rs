@@ -40,7 +40,11 @@ fn patroni_fixture() -> Vec<KvEntry> {
             r#"[[1,25165984,"no recovery target specified","2024-07-02T10:00:00.123456+00:00","postgresql1"],[2,33554592,"no recovery target specified"]]"#,
             13,
         ),
-        kv("status", r#"{"optime":67110040,"slots":{"postgresql1":67110040}}"#, 14),
+        kv(
+            "status",
+            r#"{"optime":67110040,"slots":{"postgresql0":67110040,"postgresql1":67110040},"retain_slots":["postgresql0","postgresql1"]}"#,
+            14,
+        ),
         kv("sync", r#"{"leader":"postgresql0","sync_standby":"postgresql1"}"#, 15),
     ]
 }
@@ -85,8 +89,13 @@ fn shield_writes_patroni_formats() {
     assert_eq!(v.history[1].to_json().as_array().map(Vec::len), Some(3));
     assert_eq!(
         v.status.as_ref().map(Status::to_json),
-        Some(json!({"optime":67110040,"slots":{"postgresql1":67110040}}))
+        Some(
+            json!({"optime":67110040,"slots":{"postgresql0":67110040,"postgresql1":67110040},"retain_slots":["postgresql0","postgresql1"]})
+        )
     );
+    // Patroni also accepts retain_slots as a string holding a JSON list.
+    let e = [kv("status", r#"{"optime":1,"retain_slots":"[\"a\"]"}"#, 1)];
+    assert_eq!(ClusterView::from_entries(Revision(1), &e).status.map(|s| s.retain_slots), Some(vec!["a".to_owned()]));
     assert_eq!(
         v.sync.as_ref().map(SyncState::to_json),
         Some(json!({"leader":"postgresql0","sync_standby":"postgresql1"}))

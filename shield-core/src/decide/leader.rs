@@ -1,7 +1,7 @@
 //! The lock holder: renewal, promotion, crash recovery, manual switchover, and orderly shutdown.
 
 use crate::action::{Action, DbTask, StartAs, StopMode};
-use crate::cluster::{ClusterView, FailoverRequest, HistoryLine, MemberRole};
+use crate::cluster::{ClusterView, FailoverRequest, HistoryLine, MemberRole, Status};
 use crate::decide::{Ctx, WatchdogMode};
 use crate::observation::{DataDir, DbProcess, DcsView};
 use crate::reason::Reason;
@@ -91,11 +91,42 @@ fn primary_upkeep(cx: &mut Ctx<'_>, view: &ClusterView) {
         cx.push(Action::AddVip);
         cx.st.vip_bound = true;
     }
-    if let Some(optime) = cx.obs.db.write_lsn {
-        if view.status.as_ref().map(|s| s.optime) != Some(optime) {
-            cx.push(Action::WriteStatus { optime });
+    publish_status(cx, view);
+}
+
+/// The `status` key as Patroni 4's leader writes it: its position; with `member_slots_ttl`, its
+/// slots' positions (its own name at its position) and the member slots every node retains,
+/// each kept until its member has been gone for `member_slots_ttl`.
+fn publish_status(cx: &mut Ctx<'_>, view: &ClusterView) {
+    let Some(optime) = cx.obs.db.write_lsn else { return };
+    let (now, ttl) = (cx.obs.now, cx.st.config.member_slots_ttl_ms);
+    // Only with the server's slots read (PostgreSQL answered the slot query this cycle).
+    let retaining = ttl > 0 && cx.st.config.postgresql.use_slots && cx.obs.db.slots.is_some();
+    let mine = crate::decide::slot_name(cx.me());
+    let seen = &mut cx.st.member_slots_seen;
+    if retaining {
+        for m in view.members.values().filter(|m| !m.data.tags.nostream) {
+            seen.insert(crate::decide::slot_name(&m.name), now);
         }
+        seen.insert(mine.clone(), now);
+        seen.retain(|_, t| now.since(*t) < ttl);
+    } else if ttl == 0 || !cx.st.config.postgresql.use_slots {
+        seen.clear();
     }
+    let mut slots = std::collections::BTreeMap::new();
+    if retaining {
+        slots.extend(cx.obs.db.slot_positions.iter().map(|(k, v)| (k.clone(), *v)));
+        slots.insert(mine, optime);
+    }
+    let status = Status { optime, slots, retain_slots: seen.keys().cloned().collect() };
+    if view.status.as_ref() != Some(&status) {
+        cx.push(Action::WriteStatus { status });
+    }
+}
+
+/// The last `status` a leader writes as it hands over: its final position, the retained names.
+fn final_status(cx: &Ctx<'_>, optime: Lsn) -> Status {
+    Status { optime, slots: Default::default(), retain_slots: cx.st.member_slots_seen.keys().cloned().collect() }
 }
 
 /// After our promotion, the `history` line for the timeline that ended (its id was reserved
@@ -163,12 +194,12 @@ fn promote(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     if cx.st.config.postgresql.use_slots {
         if let Some(existing) = &db.slots {
             // What sync_slots() will keep once this node leads.
-            let create: Vec<String> = crate::decide::slots_wanted(view, cx.me(), Some(cx.me()))
+            let create: Vec<String> = crate::decide::slots_wanted(cx, view, Some(cx.me()))
                 .into_iter()
                 .filter(|s| !existing.iter().any(|(e, _)| e == s))
                 .collect();
             if !create.is_empty() {
-                cx.push(Action::SyncSlots { create, drop: Vec::new() });
+                cx.push(Action::SyncSlots { create, drop: Vec::new(), advance: Vec::new() });
             }
         }
     }
@@ -269,7 +300,7 @@ fn demoting(view: &ClusterView) -> Reason {
 /// The graceful stop finished: hand the lock over.
 fn finish_demote(cx: &mut Ctx<'_>) -> Reason {
     if let Some(optime) = cx.obs.db.wal_position() {
-        cx.push(Action::WriteStatus { optime });
+        cx.push(Action::WriteStatus { status: final_status(cx, optime) });
     }
     cx.push(Action::ReleaseLeader);
     if cx.st.watchdog_armed {
@@ -317,7 +348,7 @@ pub(super) fn shutdown(cx: &mut Ctx<'_>) -> Reason {
     }
     if holder && reachable {
         if let Some(optime) = db.wal_position() {
-            cx.push(Action::WriteStatus { optime });
+            cx.push(Action::WriteStatus { status: final_status(cx, optime) });
         }
         cx.push(Action::ReleaseLeader);
     }

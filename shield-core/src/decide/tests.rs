@@ -64,7 +64,7 @@ impl ViewB {
         self.member(name, member(MemberRole::Replica, "running", lsn, 1))
     }
     fn status(mut self, optime: u64) -> ViewB {
-        self.0.status = Some(Status { optime: Lsn(optime), slots: Default::default() });
+        self.0.status = Some(Status { optime: Lsn(optime), ..Status::default() });
         self
     }
     fn history(mut self, lines: &[(u32, u64)]) -> ViewB {
@@ -172,6 +172,11 @@ fn renew(feed: Option<u64>) -> Action {
 
 fn task(t: DbTask) -> Action {
     Action::RunDbTask { task: t }
+}
+
+/// The last `status` of a leader that hands over (nothing retained yet in these tests).
+fn final_status(optime: u64) -> Action {
+    Action::WriteStatus { status: Status { optime: Lsn(optime), ..Status::default() } }
 }
 
 const ACQUIRE: Action = Action::AcquireLeader { ttl_ms: 4_000, fence_after_ms: 3_210 };
@@ -424,20 +429,23 @@ fn only_the_lock_holder_keeps_the_vip_and_failures_are_retried() {
     assert!(acts.contains(&Action::AddVip), "{acts:?}");
 }
 
+/// `member_slots_ttl: 0`: slots as Patroni 3 keeps them.
 #[test]
 fn slots_follow_the_members_that_stream_from_this_node() {
     let sync = |acts: &[Action]| {
         acts.iter().find_map(|a| match a {
-            Action::SyncSlots { create, drop } => Some((create.clone(), drop.clone())),
+            Action::SyncSlots { create, drop, .. } => Some((create.clone(), drop.clone())),
             _ => None,
         })
     };
     let mut cascading = member(MemberRole::Replica, "running", 900, 1);
     cascading.tags.replicatefrom = Some(n("b"));
+    let no_retention = DynamicConfig { member_slots_ttl_ms: 0, ..DynamicConfig::default() };
     let v = || {
         ViewB::new()
             .leader("a")
             .status(1_000)
+            .config(no_retention.clone())
             .member("b", member(MemberRole::Replica, "running", 900, 1))
             .member("Node-C", member(MemberRole::Replica, "running", 900, 1))
             .member("d", cascading.clone())
@@ -458,10 +466,96 @@ fn slots_follow_the_members_that_stream_from_this_node() {
     let (acts, _, _) = run(&state("b"), &obs(v(), db.clone()));
     assert_eq!(sync(&acts), Some((vec!["d".to_owned()], vec!["node_c".to_owned()])), "{acts:?}");
     // use_slots: false leaves slots alone.
-    let mut cfg = DynamicConfig::default();
+    let mut cfg = no_retention.clone();
     cfg.postgresql.use_slots = false;
     let (acts, _, _) = run(&state("b"), &obs(v().config(cfg), db));
     assert_eq!(sync(&acts), None);
+}
+
+/// Patroni 4's member slots (`member_slots_ttl`, on by default): the leader keeps a slot for every
+/// member and publishes their positions, its own at its position, and the names every node
+/// retains; a replica keeps the same slots and moves them to the published positions; a member
+/// that left is retained for `member_slots_ttl`, then dropped.
+#[test]
+fn every_node_keeps_member_slots_and_replicas_follow_the_leaders_positions() {
+    let sync = |acts: &[Action]| {
+        acts.iter().find_map(|a| match a {
+            Action::SyncSlots { create, drop, advance } => Some((create.clone(), drop.clone(), advance.clone())),
+            _ => None,
+        })
+    };
+    let status = |acts: &[Action]| {
+        acts.iter().find_map(|a| match a {
+            Action::WriteStatus { status } => Some(status.clone()),
+            _ => None,
+        })
+    };
+    let mut cascading = member(MemberRole::Replica, "running", 900, 1);
+    cascading.tags.replicatefrom = Some(n("b"));
+    let mut nostream = member(MemberRole::Replica, "running", 0, 1);
+    nostream.tags.nostream = true;
+    let v = || {
+        ViewB::new()
+            .leader("a")
+            .member("a", member(MemberRole::Primary, "running", 1_000, 1))
+            .member("b", member(MemberRole::Replica, "running", 900, 1))
+            .member("d", cascading.clone())
+            .member("x", nostream.clone())
+    };
+    // The leader: slots for b and d (d cascades, yet the leader keeps its slot and moves it to
+    // what d reports), none for x; it publishes positions and the retained names.
+    let mut db = db_primary(1_000, 1);
+    db.slots = Some(vec![("b".into(), true), ("d".into(), false)]);
+    db.slot_positions = [("b".to_owned(), Lsn(990)), ("d".to_owned(), Lsn(500))].into();
+    let (acts, _, d) = run(&leader_state("a"), &obs(v(), db.clone()));
+    assert_eq!(sync(&acts), Some((vec![], vec![], vec![("d".to_owned(), Lsn(900))])), "{acts:?}");
+    let published = status(&acts).expect("status");
+    assert_eq!(
+        published.slots,
+        [("a".to_owned(), Lsn(1_000)), ("b".to_owned(), Lsn(990)), ("d".to_owned(), Lsn(500))].into()
+    );
+    assert_eq!(published.retain_slots, ["a", "b", "d"]);
+    // b's member key expires: its slot is kept (and still retained) for member_slots_ttl.
+    let gone = || {
+        ViewB::new()
+            .leader("a")
+            .member("a", member(MemberRole::Primary, "running", 1_000, 1))
+            .member("d", cascading.clone())
+    };
+    db.slots = Some(vec![("b".into(), false), ("d".into(), false)]);
+    let mut o = obs(gone(), db.clone());
+    o.now = NOW.plus(1_000);
+    let (acts, _, d) = run(&d.next, &o);
+    assert_eq!(sync(&acts).map(|s| s.1), Some(vec![]), "b's slot stays: {acts:?}");
+    assert_eq!(status(&acts).expect("status").retain_slots, ["a", "b", "d"]);
+    let mut o = obs(gone(), db);
+    o.now = NOW.plus(1_800_001);
+    let mut st = d.next.clone();
+    st.lease = Some(LeaseHold { renewed_sent_at: o.now, fence_at: o.now.plus(3_210) });
+    let (acts, _, _) = run(&st, &o);
+    assert_eq!(sync(&acts).map(|s| s.1), Some(vec!["b".to_owned()]), "retention over: {acts:?}");
+    assert_eq!(status(&acts).expect("status").retain_slots, ["a", "d"]);
+
+    // A replica keeps slots for the leader and every other member, and for retained names, and
+    // moves them to the leader's published positions (never back).
+    let mut published = Status { optime: Lsn(1_000), ..Status::default() };
+    published.slots = [("a".to_owned(), Lsn(1_000)), ("d".to_owned(), Lsn(800)), ("old".to_owned(), Lsn(10))].into();
+    published.retain_slots = vec!["a".into(), "b".into(), "d".into(), "old".into()];
+    let with_status = || {
+        let mut b = v();
+        b.0.status = Some(published.clone());
+        b
+    };
+    let mut db = db_replica(900, 1, Some("a"));
+    db.slots = Some(vec![("a".into(), false), ("d".into(), true), ("old".into(), false), ("stray".into(), false)]);
+    db.slot_positions = [("a".to_owned(), Lsn(700)), ("old".to_owned(), Lsn(50))].into();
+    let (acts, _, _) = run(&state("b"), &obs(with_status(), db.clone()));
+    assert_eq!(sync(&acts), Some((vec![], vec!["stray".to_owned()], vec![("a".to_owned(), Lsn(1_000))])), "{acts:?}");
+    // A nofailover replica keeps only the slots of members that cascade from it.
+    let mut st = state("b");
+    st.settings.tags.nofailover = true;
+    let (acts, _, _) = run(&st, &obs(with_status(), db));
+    assert_eq!(sync(&acts).map(|s| s.1), Some(vec!["a".to_owned(), "old".to_owned(), "stray".to_owned()]), "{acts:?}");
 }
 
 #[test]
@@ -484,7 +578,7 @@ fn the_new_leader_creates_the_replicas_slots_before_promoting() {
     let (acts, reason, _) = run(&state("a"), &o);
     assert_eq!(reason, Reason::Promoting);
     let at = |want: &dyn Fn(&Action) -> bool| acts.iter().position(want);
-    let slots = at(&|a| *a == Action::SyncSlots { create: vec!["b".into()], drop: vec![] });
+    let slots = at(&|a| *a == Action::SyncSlots { create: vec!["b".into()], drop: vec![], advance: vec![] });
     let promote = at(&|a| *a == task(DbTask::Promote { timeline: Timeline(2) }));
     assert!(slots.is_some() && slots < promote, "{acts:?}");
 }
@@ -640,7 +734,7 @@ fn switchover_demotes_gracefully_then_hands_over() {
 
     let stopped = db_stopped(6, 1, true, DbProcess::Stopped);
     let (acts, reason, d) = run(&d.next, &obs(v(), stopped));
-    assert_eq!(acts, vec![renew(None), Action::WriteStatus { optime: Lsn(6) }, Action::ReleaseLeader]);
+    assert_eq!(acts, vec![renew(None), final_status(6), Action::ReleaseLeader]);
     assert_eq!(reason, Reason::SwitchoverDemoting { candidate: None });
     assert_eq!(d.next.lease, None);
 }
@@ -762,7 +856,7 @@ fn a_switchover_to_a_named_candidate_runs_in_pause() {
     assert_eq!(reason, Reason::SwitchoverDemoting { candidate: Some(n("b")) });
     let stopped = db_stopped(6, 1, true, DbProcess::Stopped);
     let (acts, _, d) = run(&d.next, &obs(with_leader("a"), stopped.clone()));
-    assert_eq!(acts, vec![renew(None), Action::WriteStatus { optime: Lsn(6) }, Action::ReleaseLeader]);
+    assert_eq!(acts, vec![renew(None), final_status(6), Action::ReleaseLeader]);
     assert!(d.next.rejoin_after_demote && d.next.lease.is_none());
     // The old leader starts again as a replica while the lock is free, and follows the new one.
     let (acts, _, old) = run(&d.next, &obs(paused().replica("b", 5), stopped));
@@ -855,7 +949,7 @@ fn orderly_shutdown_stops_then_releases_then_exits() {
     let mut o = obs(ViewB::new().leader("a"), db_stopped(6, 1, true, DbProcess::Stopped));
     o.shutdown_requested = true;
     let d = decide(&d.next, &o);
-    assert_eq!(d.actions, vec![Action::WriteStatus { optime: Lsn(6) }, Action::ReleaseLeader, Action::Exit]);
+    assert_eq!(d.actions, vec![final_status(6), Action::ReleaseLeader, Action::Exit]);
     assert_eq!(d.reason, Reason::ShutdownComplete);
 }
 

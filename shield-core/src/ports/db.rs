@@ -20,6 +20,12 @@ pub trait Database: Send + Sync {
     /// Stops the postmaster now. With [`StopMode::Immediate`] this must not wait on clients.
     async fn stop(&self, mode: StopMode) -> Result<(), PortError>;
 
-    /// Creates and drops physical replication slots on the running server (quick).
-    async fn sync_slots(&self, create: &[String], drop: &[String]) -> Result<(), PortError>;
+    /// Creates, drops and advances physical replication slots on the running server (quick).
+    /// Moves inactive slots forward to the given positions (`advance`).
+    async fn sync_slots(
+        &self,
+        create: &[String],
+        drop: &[String],
+        advance: &[(String, crate::Lsn)],
+    ) -> Result<(), PortError>;
 }

@@ -131,8 +131,8 @@ impl World {
                 self.note_write(i, "member", r);
                 None
             }
-            Action::WriteStatus { optime } => {
-                let v = crate::cluster::Status { optime, slots: BTreeMap::new() }.to_json().to_string();
+            Action::WriteStatus { status } => {
+                let v = status.to_json().to_string();
                 let (r, _) = self.dcs_call(i, |d| ready(d.write_status(&v)));
                 self.note_write(i, "status", r);
                 None

@@ -142,6 +142,7 @@ impl SimDb {
             branched_from: d.filter(|_| self.writable()).and_then(|d| d.history.last().copied()),
             // Slots are not modelled: no slot actions in the simulation.
             slots: None,
+            slot_positions: Default::default(),
         }
     }
 

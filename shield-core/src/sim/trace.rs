@@ -43,7 +43,7 @@ pub fn action_name(a: &Action) -> String {
         Action::TouchMember { .. } => "TouchMember".into(),
         Action::WriteConfig { .. } => "WriteConfig".into(),
         Action::WriteHistory { lines } => format!("WriteHistory({})", lines.len()),
-        Action::WriteStatus { optime } => format!("WriteStatus({optime})"),
+        Action::WriteStatus { status } => format!("WriteStatus({})", status.optime),
         Action::ClearFailover { .. } => "ClearFailover".into(),
         Action::RenewLeader { .. } => "RenewLeader".into(),
         other => {
