@@ -15,7 +15,7 @@ pub fn cluster(members: usize, leader: bool) -> ClusterView {
     let mut v = ClusterView {
         revision: Revision(100),
         initialize: Some(Initialize::SystemId(SystemId(7_277_694_203_142_172_922))),
-        status: Some(Status { optime: Lsn(0x5000_0000), slots: Default::default() }),
+        status: Some(Status { optime: Lsn(0x5000_0000), ..Status::default() }),
         ..ClusterView::default()
     };
     if leader {
