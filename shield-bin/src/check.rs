@@ -44,9 +44,15 @@ fn line(level: Level, what: &str, detail: impl Into<String>) -> Line {
     Line { level, what: what.to_owned(), detail: detail.into() }
 }
 
+/// The config's warnings: one line per key Shield accepts and does not act on, or adjusted.
+pub fn config_warnings(cfg: &NodeConfig) -> Vec<Line> {
+    cfg.warnings.iter().map(|w| line(Level::Warn, "config", w.clone())).collect()
+}
+
 /// Runs every check for `cfg`.
 pub async fn run(cfg: &NodeConfig) -> Vec<Line> {
-    let mut out = vec![user()];
+    let mut out = config_warnings(cfg);
+    out.push(user());
     out.extend(binaries(&cfg.pg.bin_dir));
     out.push(data_dir(&cfg.pg.data_dir));
     let view = match crate::daemon::build_dcs(cfg) {

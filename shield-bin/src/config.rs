@@ -1,9 +1,13 @@
 //! The node's YAML config, with Patroni's keys, and environment overrides.
 //!
-//! A Patroni config file starts Shield unchanged: every key Patroni documents is accepted. Keys
-//! Shield does not act on (`log`, `ctl`, `citus`, ...) are accepted and ignored. Anything else is
-//! an error that names the key and the file. `PATRONI_*` environment variables override the file
-//! as Patroni defines them, and `SHIELD_*` variables of the same names override both.
+//! A Patroni config file starts Shield unchanged: every key Patroni documents is accepted. A key
+//! Shield does not act on (`log`, `restapi.server_tokens`, ...) gets one warning naming it
+//! ([`NodeConfig::warnings`]); a key whose being ignored would change safety (`citus`,
+//! `bootstrap.dcs.standby_cluster`, a `create_replica_methods` list without `basebackup`, ...) is
+//! an error saying what to do; timings that break Patroni's rule are adjusted as Patroni adjusts
+//! them, with a warning. Anything else is an error that names the key and the file. The key list
+//! is in `config/keys.rs` and docs/compatibility.md. `PATRONI_*` environment variables override
+//! the file as Patroni defines them, and `SHIELD_*` variables of the same names override both.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,7 +29,7 @@ pub struct ConfigFileError {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+#[allow(dead_code)] // not every key is acted on (see config/keys.rs)
 struct RawConfig {
     scope: String,
     #[serde(default)]
@@ -68,7 +72,7 @@ struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+#[allow(dead_code)] // not every key is acted on (see config/keys.rs)
 struct RawRestApi {
     listen: String,
     connect_address: String,
@@ -107,7 +111,7 @@ pub(crate) struct RawAuth {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+#[allow(dead_code)] // not every key is acted on (see config/keys.rs)
 pub(crate) struct RawEtcd {
     #[serde(default)]
     host: Option<String>,
@@ -141,7 +145,7 @@ pub(crate) struct RawEtcd {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+#[allow(dead_code)] // not every key is acted on (see config/keys.rs)
 pub(crate) struct RawConsul {
     #[serde(default)]
     host: Option<String>,
@@ -179,7 +183,7 @@ pub(crate) struct RawConsul {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+#[allow(dead_code)] // not every key is acted on (see config/keys.rs)
 struct RawBootstrap {
     #[serde(default)]
     dcs: Option<serde_json::Value>,
@@ -199,7 +203,7 @@ struct RawBootstrap {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+#[allow(dead_code)] // not every key is acted on (see config/keys.rs)
 struct RawPgAuth {
     #[serde(default)]
     superuser: Option<RawUser>,
@@ -221,7 +225,7 @@ struct RawUser {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+#[allow(dead_code)] // not every key is acted on (see config/keys.rs)
 struct RawPostgresql {
     listen: String,
     connect_address: String,
@@ -279,7 +283,7 @@ struct RawPostgresql {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // every Patroni key is accepted; not all are acted on (see NodeConfig::ignored)
+#[allow(dead_code)] // not every key is acted on (see config/keys.rs)
 struct RawWatchdog {
     #[serde(default)]
     mode: Option<Value>,
@@ -402,8 +406,12 @@ pub struct NodeConfig {
     pub callback_primary_role: String,
     /// Node tags.
     pub tags: Tags,
-    /// Keys that were accepted for compatibility but are not acted on yet (logged at start-up).
-    pub ignored: Vec<String>,
+    /// One line per key accepted and not acted on, or adjusted (logged at start-up, printed by
+    /// `shield check` and `--validate-config`).
+    pub warnings: Vec<String>,
+    /// `bootstrap.method` when it is not `initdb`: this node never bootstraps a new cluster (it
+    /// joins one or adopts an existing data directory), as Shield cannot run the method.
+    pub custom_bootstrap: Option<String>,
 }
 
 /// PostgreSQL settings.
@@ -512,40 +520,15 @@ impl NodeConfig {
                 }
             }
         }
+        let sorted = keys::sort(&mut root).map_err(|e| err(file, e))?;
         let raw: RawConfig = serde_yaml_ng::from_value(root).map_err(|e| err(file, e.to_string()))?;
-        check(file, raw)
+        check(file, raw, sorted)
     }
 }
 
-fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
-    for (k, v) in [
-        ("zookeeper", &raw.zookeeper),
-        ("exhibitor", &raw.exhibitor),
-        ("kubernetes", &raw.kubernetes),
-        ("raft", &raw.raft),
-    ] {
-        if v.is_some() {
-            return Err(err(file, format!("`{k}`: this DCS is not supported by Shield; use etcd3 or consul")));
-        }
-    }
+fn check(file: &Path, raw: RawConfig, sorted: keys::Sorted) -> Result<NodeConfig, ConfigFileError> {
+    let keys::Sorted { mut warnings, custom_bootstrap } = sorted;
     let (api_tls, api_access) = rest_security(file, &raw.restapi)?;
-    let mut ignored = Vec::new();
-    for (k, set) in [
-        ("log", raw.log.is_some()),
-        ("ctl", raw.ctl.is_some()),
-        ("citus", raw.citus.is_some()),
-        ("postgresql.create_replica_methods", raw.postgresql.create_replica_methods.is_some()),
-        ("postgresql.recovery_conf", raw.postgresql.recovery_conf.is_some()),
-        ("bootstrap.users", raw.bootstrap.as_ref().is_some_and(|b| b.users.is_some())),
-        (
-            "bootstrap.post_bootstrap",
-            raw.bootstrap.as_ref().is_some_and(|b| b.post_bootstrap.is_some() || b.post_init.is_some()),
-        ),
-    ] {
-        if set {
-            ignored.push(k.to_owned());
-        }
-    }
     let name = MemberName::new(raw.name.clone()).map_err(|e| err(file, format!("`name`: {e}")))?;
     if raw.scope.trim().is_empty() || raw.scope.contains('/') {
         return Err(err(file, format!("`scope`: {:?} is not a valid cluster name", raw.scope)));
@@ -556,7 +539,12 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
     let dcs = dcs_settings(file, raw.etcd3.or(raw.etcd), raw.consul)?;
     let bootstrap_dcs = match raw.bootstrap.as_ref().and_then(|b| b.dcs.clone()) {
         None => DynamicConfig::default(),
-        Some(v) => DynamicConfig::from_json(v).map_err(|e| err(file, format!("`bootstrap.dcs`: {e}")))?,
+        Some(v) => {
+            let (c, notes) =
+                DynamicConfig::from_json_adjusting(v).map_err(|e| err(file, format!("`bootstrap.dcs`: {e}")))?;
+            warnings.extend(notes.into_iter().map(|n| format!("`bootstrap.dcs`: {n}")));
+            c
+        }
     };
     let initdb_args = raw
         .bootstrap
@@ -622,7 +610,8 @@ fn check(file: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigFileError> {
         scripts,
         callback_primary_role,
         tags: tags.unwrap_or_default(),
-        ignored,
+        warnings,
+        custom_bootstrap,
     })
 }
 
@@ -851,16 +840,22 @@ pub(crate) fn dcs_settings(
             if protocol != "http" && protocol != "https" {
                 return Err(err(file, format!("`etcd3.protocol`: {protocol:?} is not http or https")));
             }
-            let hosts = match (&e.hosts, &e.host, &e.url) {
-                (Some(h), _, _) => hosts_list(h)
+            // Patroni's order: a proxy is the one endpoint; else the SRV lookup, which Shield does
+            // not do (it uses the listed hosts, Patroni's fallback); else `hosts`, `host`, `url`.
+            let hosts = match (&e.proxy, &e.hosts, &e.host, &e.url) {
+                (Some(p), _, _, _) => vec![p.clone()],
+                (None, Some(h), _, _) => hosts_list(h)
                     .ok_or_else(|| err(file, "`etcd3.hosts`: expected a list or a comma-separated string"))?,
-                (None, Some(h), _) => vec![h.clone()],
-                (None, None, Some(u)) => vec![u.clone()],
+                (None, None, Some(h), _) => vec![h.clone()],
+                (None, None, None, Some(u)) => vec![u.clone()],
+                _ if e.srv.is_some() => {
+                    return Err(err(
+                        file,
+                        "`etcd3.srv`: Shield does not look up SRV records; list the members in `etcd3.hosts`",
+                    ))
+                }
                 _ => return Err(err(file, "`etcd3`: set `hosts`, `host` or `url`")),
             };
-            if e.srv.is_some() || e.proxy.is_some() {
-                return Err(err(file, "`etcd3.srv`/`etcd3.proxy`: not supported by Shield; list the hosts"));
-            }
             let endpoints =
                 hosts.iter().map(|h| if h.contains("://") { h.clone() } else { format!("{protocol}://{h}") }).collect();
             let auth = match (e.username, e.password) {
@@ -975,6 +970,20 @@ fn pg_settings(file: &Path, p: RawPostgresql) -> Result<PgSettings, ConfigFileEr
                 Ok(arg)
             })
             .collect::<Result<Vec<_>, _>>()?,
+        // Patroni's other form: a mapping of option to value.
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                let one = Value::Mapping([(k.clone(), v.clone())].into_iter().collect());
+                let arg = initdb_arg(&one).ok_or_else(|| {
+                    err(file, format!("`postgresql.basebackup`: cannot use {k:?}: {v:?} as a pg_basebackup option"))
+                })?;
+                if OWNED.iter().any(|o| arg == *o || arg.starts_with(&format!("{o}="))) {
+                    return Err(err(file, format!("`postgresql.basebackup`: {arg} is set by Shield")));
+                }
+                Ok(arg)
+            })
+            .collect::<Result<Vec<_>, _>>()?,
         Some(v) => return Err(err(file, format!("`postgresql.basebackup`: {v:?} is not a list of options"))),
     };
     let listen_host;
@@ -1039,6 +1048,8 @@ fn pg_settings(file: &Path, p: RawPostgresql) -> Result<PgSettings, ConfigFileEr
         basebackup_args,
     })
 }
+
+mod keys;
 
 #[cfg(test)]
 mod tests;

@@ -147,8 +147,8 @@ fn watchdog(w: &crate::config::WatchdogSettings) -> Result<Option<Arc<dyn shield
 
 /// Runs the node until SIGTERM/SIGINT finishes an orderly shutdown.
 pub async fn run(cfg: NodeConfig) -> Result<(), String> {
-    for k in &cfg.ignored {
-        tracing::warn!(key = %k, "accepted for compatibility, not acted on by Shield yet");
+    for w in &cfg.warnings {
+        tracing::warn!("config: {w}");
     }
     let dcs = build_dcs(&cfg)?;
     let cluster = Arc::new(Mutex::new(ClusterView::default()));

@@ -405,6 +405,24 @@ impl Driver {
                         let result = bounded(retry, self.dcs.release_leader()).await.map_err(|e| e.kind);
                         outcomes.push(Outcome::LeaderRelease { result });
                     }
+                    // A new cluster (no data to adopt) with a custom `bootstrap.method`: Shield
+                    // cannot run the method and initdb would make an empty cluster in its place,
+                    // so this node does not enter the race (nothing is written to the DCS).
+                    Action::RaceInitialize { system_id: None } if self.config.custom_bootstrap.is_some() => {
+                        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::error!(
+                                method = self.config.custom_bootstrap.as_deref().unwrap_or_default(),
+                                "not bootstrapping a new cluster: `bootstrap.method` names a method Shield cannot \
+                                 run; restore the data directory with it (Shield then adopts it) or remove the key \
+                                 to bootstrap with initdb"
+                            );
+                        }
+                        // decide() asks to run again at once after a race; a regular cycle's
+                        // pause keeps this refusal from spinning.
+                        tokio::time::sleep(Duration::from_millis(self.state.config.timing.loop_wait_ms)).await;
+                        outcomes.push(Outcome::InitializeRace { result: Err(ErrorKind::Rejected) });
+                    }
                     Action::RaceInitialize { system_id } => {
                         let v = system_id.map(|s| s.to_string()).unwrap_or_default();
                         let result = bounded(retry, self.dcs.create_initialize(&v)).await.map_err(|e| e.kind);

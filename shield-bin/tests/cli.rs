@@ -28,14 +28,24 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf 
 }
 
 #[test]
-fn validate_config_accepts_a_patroni_file_and_notes_ignored_keys() {
+fn validate_config_accepts_a_patroni_file_and_warns_about_ignored_keys() {
     let dir = tempfile::tempdir().expect("tmp");
     let f = write(&dir, "ok.yml", GOOD);
     let out = shield().arg("--validate-config").arg(&f).output().expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(": ok"), "{stdout}");
-    assert!(stdout.contains("`log` is accepted but not acted on"), "{stdout}");
+    assert!(stdout.contains("warning: `log.level` is a Patroni key Shield does not act on; ignored"), "{stdout}");
+    // Timings that break Patroni's rule are adjusted as Patroni does, with a warning.
+    let f = write(
+        &dir,
+        "ttl.yml",
+        &format!("{GOOD}bootstrap:\n  dcs:\n    ttl: 5\n    loop_wait: 3\n    retry_timeout: 3\n"),
+    );
+    let out = shield().arg("--validate-config").arg(&f).output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("loop_wait adjusted from 3 s to 1 s and retry_timeout from 3 s to 2 s"), "{stdout}");
 }
 
 #[test]
@@ -46,11 +56,8 @@ fn bad_configs_name_the_file_and_the_key() {
         ("port.yml", GOOD.replace("listen: 127.0.0.1:5432", "listen: 127.0.0.1:http"), "postgresql.listen"),
         ("nodcs.yml", GOOD.replace("etcd3:\n  hosts: 127.0.0.1:2379\n", ""), "no DCS configured"),
         ("yaml.yml", "scope: [".to_owned(), "not valid YAML"),
-        (
-            "ttl.yml",
-            format!("{GOOD}bootstrap:\n  dcs:\n    ttl: 5\n    loop_wait: 3\n    retry_timeout: 3\n"),
-            "loop_wait",
-        ),
+        ("margin.yml", format!("{GOOD}bootstrap:\n  dcs:\n    ttl: 5\n    fence_margin: 4.5\n"), "fence_margin"),
+        ("typo2.yml", GOOD.replace("  data_dir:", "  dta_dir:"), "did you mean `data_dir`?"),
     ];
     for (name, text, needle) in cases {
         let f = write(&dir, name, &text);

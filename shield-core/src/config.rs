@@ -78,9 +78,66 @@ impl Timing {
     /// in parts per million (1%). The simulator draws node clock rates within this bound.
     pub const MAX_DRIFT_PPM: u64 = 10_000;
 
+    /// The loop_wait Patroni falls back to when `loop_wait + 2*retry_timeout <= ttl` is broken.
+    pub const ADJUSTED_LOOP_WAIT_MS: u64 = 1_000;
+
+    /// Adjusts the timings as Patroni does (`Config._validate_and_adjust_timeouts`), returning one
+    /// message per change: a value below Shield's floor is raised to it (Patroni raises to its own,
+    /// higher, minimums); then, if `1 s + 2*retry_timeout > ttl`, loop_wait becomes 1 s and
+    /// retry_timeout `(ttl - 1 s) / 2`; else, if `loop_wait + 2*retry_timeout > ttl`, loop_wait
+    /// becomes `ttl - 2*retry_timeout`. The result still goes through [`Timing::checked`].
+    pub fn adjusted(self) -> (Timing, Vec<String>) {
+        let mut t = self;
+        let mut notes = Vec::new();
+        let s = |ms: u64| format!("{} s", ms as f64 / 1000.0);
+        for (key, value, floor) in [
+            ("ttl", &mut t.ttl_ms, Self::MIN_TTL_MS),
+            ("loop_wait", &mut t.loop_wait_ms, Self::MIN_LOOP_WAIT_MS),
+            ("retry_timeout", &mut t.retry_timeout_ms, Self::MIN_RETRY_TIMEOUT_MS),
+        ] {
+            if *value < floor {
+                notes.push(format!("`{key}`: {} is below Shield's minimum; adjusted to {}", s(*value), s(floor)));
+                *value = floor;
+            }
+        }
+        // In u128, so that no u64 values overflow.
+        let twice_retry = 2 * u128::from(t.retry_timeout_ms);
+        let min_loop = Self::ADJUSTED_LOOP_WAIT_MS;
+        if u128::from(min_loop) + twice_retry > u128::from(t.ttl_ms) {
+            // Patroni divides whole seconds; so does Shield once the result is a second or more.
+            let retry = match (t.ttl_ms - min_loop) / 2 {
+                r if r >= 1_000 => r / 1_000 * 1_000,
+                r => r,
+            };
+            notes.push(format!(
+                "`loop_wait + 2*retry_timeout <= ttl` is broken (ttl {}): loop_wait adjusted from {} to {} and \
+                 retry_timeout from {} to {}, as Patroni does",
+                s(t.ttl_ms),
+                s(t.loop_wait_ms),
+                s(min_loop),
+                s(t.retry_timeout_ms),
+                s(retry)
+            ));
+            t.loop_wait_ms = min_loop;
+            t.retry_timeout_ms = retry;
+        } else if u128::from(t.loop_wait_ms) + twice_retry > u128::from(t.ttl_ms) {
+            let lw = t.ttl_ms - 2 * t.retry_timeout_ms;
+            notes.push(format!(
+                "`loop_wait + 2*retry_timeout <= ttl` is broken (ttl {}, retry_timeout {}): loop_wait adjusted \
+                 from {} to {}, as Patroni does",
+                s(t.ttl_ms),
+                s(t.retry_timeout_ms),
+                s(t.loop_wait_ms),
+                s(lw)
+            ));
+            t.loop_wait_ms = lw;
+        }
+        (t, notes)
+    }
+
     /// Checks the rule `loop_wait + 2*retry_timeout <= ttl` (Patroni's) and that the fencing
-    /// deadline leaves room for at least one renewal per cycle. Unlike Patroni, a broken rule is an
-    /// error, not a silent adjustment: an operator should know their failover maths is off.
+    /// deadline leaves room for at least one renewal per cycle. A broken rule is an error here; a
+    /// config file's `bootstrap.dcs` goes through [`Timing::adjusted`] first, as Patroni adjusts.
     pub fn checked(self) -> Result<Timing, ConfigError> {
         if self.ttl_ms < Self::MIN_TTL_MS {
             return Err(bad("ttl", format!("{} ms is below the minimum of 2 s", self.ttl_ms)));
@@ -288,8 +345,18 @@ impl DynamicConfig {
         DynamicConfig::from_json(v)
     }
 
-    /// Parses an already decoded JSON value.
+    /// Parses an already decoded JSON value. Timings that break the rules are an error.
     pub fn from_json(v: Value) -> Result<DynamicConfig, ConfigError> {
+        Self::parse(v, false).map(|(c, _)| c)
+    }
+
+    /// Parses an already decoded JSON value, adjusting timings that break Patroni's rule as
+    /// Patroni does ([`Timing::adjusted`]); returns one message per adjustment.
+    pub fn from_json_adjusting(v: Value) -> Result<(DynamicConfig, Vec<String>), ConfigError> {
+        Self::parse(v, true)
+    }
+
+    fn parse(v: Value, adjust: bool) -> Result<(DynamicConfig, Vec<String>), ConfigError> {
         let Value::Object(mut map) = v else {
             return Err(ConfigError::NotAnObject(format!("found {v}")));
         };
@@ -300,8 +367,18 @@ impl DynamicConfig {
             loop_wait_ms: r.seconds_ms("loop_wait", d.timing.loop_wait_ms)?,
             retry_timeout_ms: r.seconds_ms("retry_timeout", d.timing.retry_timeout_ms)?,
             fence_margin_ms: r.seconds_ms("fence_margin", d.timing.fence_margin_ms)?,
+        };
+        let (timing, notes) = if adjust { timing.adjusted() } else { (timing, Vec::new()) };
+        let timing = timing.checked()?;
+        // Patroni 4's quorum commit: its `sync` key lists more standbys than acknowledge each
+        // commit, so treating it as plain `on` could promote one that missed acknowledged commits.
+        if r.map.get("synchronous_mode").and_then(Value::as_str).is_some_and(|s| s.eq_ignore_ascii_case("quorum")) {
+            return Err(bad(
+                "synchronous_mode",
+                "`quorum` (quorum commit) is not supported by Shield: a failover could promote a standby \
+                 that missed commits the others acknowledged; use `on` or `off`",
+            ));
         }
-        .checked()?;
         let lag = r.int("maximum_lag_on_failover", 0, i64::MAX)?;
         let sync_lag = r.int("maximum_lag_on_syncnode", -1, i64::MAX)?;
         let start_timeout = match r.seconds_ms("primary_start_timeout", u64::MAX)? {
@@ -343,7 +420,7 @@ impl DynamicConfig {
             }
         }
         cfg.other.extend(map);
-        Ok(cfg)
+        Ok((cfg, notes))
     }
 
     /// The JSON written to the DCS: Patroni's keys in seconds, plus everything kept in `other`.
@@ -488,6 +565,58 @@ mod tests {
         assert!(DynamicConfig::from_json_text("{nope").is_err());
         let e = DynamicConfig::from_json(json!({"ttl": -1})).expect_err("negative");
         assert!(e.to_string().contains("negative"));
+    }
+
+    #[test]
+    fn timings_are_adjusted_as_patroni_does() {
+        let t = |ttl: u64, lw: u64, rt: u64| Timing {
+            ttl_ms: ttl,
+            loop_wait_ms: lw,
+            retry_timeout_ms: rt,
+            ..Timing::default()
+        };
+        // 20/10/10: 1 + 2*10 > 20, so loop_wait 1 and retry_timeout (20 - 1) / 2.
+        let (a, notes) = t(20_000, 10_000, 10_000).adjusted();
+        assert_eq!((a.ttl_ms, a.loop_wait_ms, a.retry_timeout_ms), (20_000, 1_000, 9_000));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("loop_wait adjusted from 10 s to 1 s and retry_timeout from 10 s to 9 s"),
+            "{notes:?}"
+        );
+        // 30/25/5: only loop_wait shrinks, to ttl - 2*retry_timeout.
+        let (a, notes) = t(30_000, 25_000, 5_000).adjusted();
+        assert_eq!((a.loop_wait_ms, a.retry_timeout_ms), (20_000, 5_000));
+        assert!(notes[0].contains("loop_wait adjusted from 25 s to 20 s"), "{notes:?}");
+        // A short ttl keeps the fraction: (2.5 - 1) / 2.
+        assert_eq!(t(2_500, 1_000, 1_000).adjusted().0.retry_timeout_ms, 750);
+        // Within the rule: nothing changes.
+        assert_eq!(t(30_000, 10_000, 10_000).adjusted(), (t(30_000, 10_000, 10_000), Vec::new()));
+        // Below the floors: raised, then the rule.
+        let (a, notes) = t(1_000, 50, 100).adjusted();
+        assert_eq!((a.ttl_ms, a.loop_wait_ms, a.retry_timeout_ms), (2_000, 100, 200));
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        // Every adjusted timing passes the check (the fence margin is Shield's own and not adjusted).
+        for (ttl, lw, rt) in
+            [(2_000, 5_000, 5_000), (20_000, 10_000, 10_000), (5_000, 3_000, 3_000), (u64::MAX, u64::MAX, u64::MAX)]
+        {
+            let (a, _) = t(ttl, lw, rt).adjusted();
+            a.checked().expect("adjusted timings are valid");
+        }
+        let (c, notes) =
+            DynamicConfig::from_json_adjusting(json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10})).expect("ok");
+        assert_eq!((c.timing.loop_wait_ms, c.timing.retry_timeout_ms, notes.len()), (1_000, 9_000, 1));
+        assert!(DynamicConfig::from_json(json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10})).is_err());
+    }
+
+    #[test]
+    fn quorum_commit_is_refused_by_name() {
+        for v in [json!("quorum"), json!("QUORUM")] {
+            let e = DynamicConfig::from_json(json!({ "synchronous_mode": v })).expect_err("quorum");
+            assert!(e.to_string().contains("`synchronous_mode`") && e.to_string().contains("quorum"), "{e}");
+        }
+        for v in [json!("on"), json!(true), json!("off")] {
+            DynamicConfig::from_json(json!({ "synchronous_mode": v })).expect("on/off");
+        }
     }
 
     #[test]

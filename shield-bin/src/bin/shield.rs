@@ -153,8 +153,8 @@ fn main() -> ExitCode {
     };
     if args.validate_config {
         println!("{}: ok", config.display());
-        for k in &cfg.ignored {
-            println!("{}: note: `{k}` is accepted but not acted on by Shield yet", config.display());
+        for w in &cfg.warnings {
+            println!("{}: warning: {w}", config.display());
         }
         return ExitCode::SUCCESS;
     }

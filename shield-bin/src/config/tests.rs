@@ -116,7 +116,7 @@ fn scripts_are_split_and_checked() {
     assert_eq!(c.scripts.callbacks[&Event::OnStop], ["/opt/my scripts/stop.sh"]);
     assert_eq!(c.scripts.pre_promote.as_deref(), Some(&["/bin/fence-old-primary".to_owned()][..]));
     assert_eq!(c.callback_primary_role, "master");
-    assert!(c.ignored.iter().all(|k| !k.contains("callbacks") && !k.contains("pre_promote")), "{:?}", c.ignored);
+    assert!(c.warnings.iter().all(|k| !k.contains("callbacks") && !k.contains("pre_promote")), "{:?}", c.warnings);
     let bad = PATRONI.replace("  pgpass: /tmp/pgpass0", "  callbacks:\n    on_promote: /x\n  pgpass: /tmp/pgpass0");
     assert!(parse(&bad).expect_err("unknown callback").to_string().contains("postgresql.callbacks.on_promote"));
     let bad = PATRONI.replace("  pgpass: /tmp/pgpass0", "  before_stop: \"/x 'y\"\n  pgpass: /tmp/pgpass0");
@@ -211,7 +211,7 @@ fn unknown_and_invalid_keys_name_the_key_and_the_file() {
     assert!(e.to_string().contains("scoop"), "{e}");
     let e =
         parse(&PATRONI.replace("  pgpass: /tmp/pgpass0", "  pgpass: /tmp/pgpass0\n  data_dri: x")).expect_err("typo");
-    assert!(e.to_string().contains("data_dri"), "{e}");
+    assert!(e.to_string().contains("`postgresql.data_dri`: unknown key; did you mean `data_dir`?"), "{e}");
     let e = parse(&PATRONI.replace("ttl: 30", "ttl: soon")).expect_err("bad ttl");
     assert!(e.to_string().contains("bootstrap.dcs") && e.to_string().contains("ttl"), "{e}");
     let e = parse(&PATRONI.replace("listen: 127.0.0.1:5432", "listen: 127.0.0.1:port")).expect_err("bad port");
@@ -222,8 +222,8 @@ fn unknown_and_invalid_keys_name_the_key_and_the_file() {
     assert!(e.to_string().contains("watchdog.safety_margin"), "{e}");
     let e = parse(&PATRONI.replace("  mode: off", "  mode: required\n  driver: acme")).expect_err("driver");
     assert!(e.to_string().contains("watchdog.driver"), "{e}");
-    let e = parse(&PATRONI.replace("etcd3:", "zookeeper:\n  hosts: [a]\netcd3:")).expect_err("zk");
-    assert!(e.to_string().contains("zookeeper"), "{e}");
+    let e = parse(&PATRONI.replace("etcd3:\n  host: 127.0.0.1:2379", "zookeeper:\n  hosts: [a]")).expect_err("zk");
+    assert!(e.to_string().contains("`zookeeper`: this DCS is not supported"), "{e}");
     let e = parse("scope: [").expect_err("yaml");
     assert!(e.to_string().contains("not valid YAML"), "{e}");
     let e = parse(&PATRONI.replace("name: postgresql0", "name: a/b")).expect_err("name");
@@ -280,4 +280,74 @@ fn consul_section_is_read_and_checked() {
     assert!(e.to_string().contains("cacert"), "{e}");
     let e = parse(&base.replace("bootstrap:", "consul:\n  consistency: sometimes\nbootstrap:")).expect_err("bad mode");
     assert!(e.to_string().contains("consul.consistency"), "{e}");
+}
+
+#[test]
+fn patronis_sample_warns_only_about_what_it_ignores() {
+    let c = parse(PATRONI).expect("valid");
+    // `ctl` is shieldctl's; `nosync: false` is what Shield does anyway.
+    assert_eq!(c.warnings, ["`log.level` is a Patroni key Shield does not act on; ignored (Shield logs to stderr (the journal under systemd); set the level with SHIELD_LOG)"]);
+}
+
+#[test]
+fn keys_patroni_documents_are_accepted_with_one_warning_each() {
+    let rest = "  connect_address: 127.0.0.1:8008\n";
+    for (section_line, added, key) in [
+        (rest, "  server_tokens: Minimal\n", "restapi.server_tokens"),
+        (rest, "  thread_pool_size: 5\n", "restapi.thread_pool_size"),
+        (rest, "  ciphers: HIGH\n", "restapi.ciphers"),
+        ("scope: batman\n", "thread_stack_size: 512kB\n", "thread_stack_size"),
+        ("  pgpass: /tmp/pgpass0\n", "  pg_ident: [a b c]\n", "postgresql.pg_ident"),
+        ("  pgpass: /tmp/pgpass0\n", "  use_slots: true\n", "postgresql.use_slots"),
+        ("  level: INFO\n", "  deduplicate_heartbeat_logs: true\n", "log.deduplicate_heartbeat_logs"),
+        ("    ttl: 30\n", "    member_slots_ttl: 30min\n", "bootstrap.dcs.member_slots_ttl"),
+        ("    ttl: 30\n", "    primary_race_backoff: 5\n", "bootstrap.dcs.primary_race_backoff"),
+        ("  nosync: false\n", "  sync_priority: 2\n", "tags.sync_priority"),
+    ] {
+        let text = PATRONI.replacen(section_line, &format!("{section_line}{added}"), 1);
+        let c = parse(&text).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let n = c.warnings.iter().filter(|w| w.starts_with(&format!("`{key}` is a Patroni key"))).count();
+        assert_eq!(n, 1, "{key}: {:?}", c.warnings);
+    }
+    // nosync/nostream only when set: off is what Shield does.
+    let c = parse(&PATRONI.replace("  nosync: false", "  nosync: true\n  nostream: true")).expect("valid");
+    assert!(
+        c.warnings.iter().any(|w| w.starts_with("`tags.nosync`"))
+            && c.warnings.iter().any(|w| w.starts_with("`tags.nostream`"))
+    );
+}
+
+#[test]
+fn shapes_that_are_no_config_are_refused_by_name() {
+    for (text, needle) in [
+        ("- a\n- b\n", "expected a mapping of Patroni's keys at the top, found a list"),
+        ("42\n", "found a number"),
+        (&PATRONI.replace("scope: batman", "scope: batman\n1: one"), "the key 1 is not a name"),
+        (&PATRONI.replace("restapi:\n", "restapi: 5\nrestapi_old:\n"), "`restapi`: expected a mapping"),
+        (&PATRONI.replace("  level: INFO", "  levle: INFO"), "`log.levle`: unknown key; did you mean `level`?"),
+        (
+            &PATRONI.replace("  level: INFO", "  colour: red"),
+            "`log.colour`: unknown key (not one of Patroni's or Shield's keys)",
+        ),
+        (&PATRONI.replace("  initdb:", "  method: [a]\n  initdb:"), "`bootstrap.method`: expected a method name"),
+        (
+            &PATRONI.replace("  pgpass: /tmp/pgpass0", "  create_replica_methods: basebackup"),
+            "expected a list of methods",
+        ),
+        (&PATRONI.replace("  pgpass: /tmp/pgpass0", "  bin_name: pg_ctl"), "`postgresql.bin_name`: expected a mapping"),
+        (&PATRONI.replace("  pgpass: /tmp/pgpass0", "  bin_name:\n    pg_ctrl: pg_ctl"), "did you mean `pg_ctl`?"),
+    ] {
+        let e = parse(text).map(|_| ()).expect_err(needle);
+        assert!(e.to_string().contains(needle), "{needle}: {e}");
+    }
+}
+
+#[test]
+fn did_you_mean_is_for_close_names_only() {
+    assert_eq!(
+        keys::unknown("postgresql.paramters", "paramters", &["parameters", "pg_hba"]),
+        "`postgresql.paramters`: unknown key; did you mean `parameters`?"
+    );
+    assert!(keys::unknown("x.zzzzzz", "zzzzzz", &["parameters", "pg_hba"])
+        .ends_with("(not one of Patroni's or Shield's keys)"));
 }
