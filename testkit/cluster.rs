@@ -543,7 +543,9 @@ pub async fn cluster_edited(dcs: TestDcs, edit: impl Fn(&Node, String) -> String
         }
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         let members = v["members"].as_array()?;
-        (members.len() == 3 && members.iter().all(|m| m["state"] == "running")).then_some(())
+        // /cluster calls a streaming replica "streaming", as Patroni 4.1 does.
+        let up = |m: &serde_json::Value| m["state"] == "running" || m["state"] == "streaming";
+        (members.len() == 3 && members.iter().all(up)).then_some(())
     })
     .await;
     Some(Cluster { nodes, primary, dcs, pg_bin, root })

@@ -335,6 +335,7 @@ fn arb_view() -> BoxedStrategy<ClusterView> {
                     optime,
                     slots: slots.into_iter().enumerate().map(|(i, l)| (format!("s{i}"), l)).collect(),
                 }),
+                failsafe: None,
                 anomalies: Vec::new(),
             }
         })
@@ -598,6 +599,8 @@ const FIELDS: &[&str] = &[
     "pg_hba",
     "timeline",
     "xlog_location",
+    "receive_lsn",
+    "replay_lsn",
     "state",
     "role",
     "tags",
