@@ -606,8 +606,9 @@ pub async fn cluster_of(
         }
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         let members = v["members"].as_array()?;
-        (members.len() == count && members.iter().all(|m| m["state"] == "running" || m["state"] == "streaming"))
-            .then_some(())
+        // /cluster calls a streaming replica "streaming", as Patroni 4.1 does.
+        let up = |m: &serde_json::Value| m["state"] == "running" || m["state"] == "streaming";
+        (members.len() == count && members.iter().all(up)).then_some(())
     })
     .await;
     Some(Cluster { nodes, primary, dcs, pg_bin, root })

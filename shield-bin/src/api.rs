@@ -8,14 +8,18 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use shield_core::cluster::{ClusterView, FailoverRequest, MemberRole};
+use shield_core::cluster::{ClusterView, FailoverRequest};
 use shield_core::ports::{Dcs, DcsKey};
-use shield_core::{DbProcess, DbStatus, MemberName, Revision};
+use shield_core::{DbProcess, DbStatus, Lsn, MemberName, Revision};
 
 use crate::config::Credentials;
+
+/// Shield's version: `patroni.version` in `/patroni` and, in Patroni's integer form (each part
+/// zero-padded to two digits: 0.1.0 → 100, as 4.1.4 → 40104), the `patroni_version` metric.
+pub const SHIELD_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What the API reports; the driver replaces it every cycle.
 #[derive(Clone, Debug, Default)]
@@ -32,12 +36,14 @@ pub struct Snapshot {
     pub reason: String,
     /// When the last cycle ran.
     pub last_cycle: Option<Instant>,
-    /// Lag limit for `/replica?lag=` defaults (unused) and ttl for liveness.
+    /// The cluster's ttl: for liveness and the freshness of the DCS view.
     pub ttl: Duration,
     /// Tags.
     pub tags: Value,
     /// Unix time of the last successful DCS read.
     pub dcs_last_seen_unix: i64,
+    /// When the last successful DCS read was (the view counts as fresh for ttl after it).
+    pub dcs_seen: Option<Instant>,
     /// Round trip of the last successful lease renewal, ms.
     pub renew_latency_ms: i64,
     /// Time left before the fencing deadline at the last cycle, ms (0 without a lease).
@@ -176,41 +182,57 @@ impl ApiState {
 /// An early answer from a request helper (boxed: a `Response` is large).
 type Reject = Box<Response>;
 
-/// The router.
+/// The router. Health checks are answered by [`health`] through the fallback, as Patroni routes
+/// every GET it has no handler for to its health check: the path is matched by substring
+/// (`/replica`, `/read-only`, `/health`, ...), and an unknown path answers 503 with the status JSON.
 pub fn router(state: Shared) -> Router {
-    let health = |p: &'static str| (p, any(move |s, q, m| health(s, q, m, p)));
-    let mut r = Router::new();
-    for (path, h) in [
-        health("/"),
-        health("/primary"),
-        health("/master"),
-        health("/read-write"),
-        health("/leader"),
-        health("/standby-leader"),
-        health("/standby_leader"),
-        health("/replica"),
-        health("/read-only"),
-        health("/health"),
-        health("/liveness"),
-        health("/readiness"),
-        health("/sync"),
-        health("/synchronous"),
-        health("/async"),
-        health("/asynchronous"),
-    ] {
-        r = r.route(path, h);
-    }
-    r.route("/patroni", get(patroni))
+    Router::new()
+        .route("/patroni", get(patroni))
         .route("/cluster", get(cluster))
         .route("/history", get(history))
         .route("/config", get(config).patch(patch_config).put(put_config))
         .route("/metrics", get(metrics))
+        .route("/failsafe", get(failsafe).post(failsafe_post))
+        .route("/liveness", get(liveness).options(liveness))
+        .route("/readiness", get(readiness).options(readiness))
         .route("/switchover", post(switchover).delete(delete_switchover))
         .route("/failover", post(failover))
         .route("/restart", post(restart).delete(delete_restart))
         .route("/reload", post(reload))
         .route("/reinitialize", post(reinitialize))
+        .fallback(fallback)
         .with_state(state)
+}
+
+/// Every request no route takes. GET, HEAD and OPTIONS are health checks, except that a GET
+/// whose first path segment names a status endpoint (`/patroni/`, `/cluster/x`) goes there, as
+/// Patroni routes by first segment. Other methods: 501, as Patroni answers them.
+async fn fallback(
+    State(s): State<Shared>,
+    method: Method,
+    uri: axum::http::Uri,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return text(StatusCode::NOT_IMPLEMENTED, format!("Unsupported method ({:?})", method.as_str()));
+    }
+    let path = uri.path();
+    if method == Method::GET {
+        let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+        let st = State(s.clone());
+        match first {
+            "patroni" => return patroni(st).await,
+            "cluster" => return cluster(st).await,
+            "history" => return history(st).await,
+            "config" => return config(st).await,
+            "metrics" => return metrics(st).await,
+            "failsafe" => return failsafe(st).await,
+            "liveness" => return liveness(st).await,
+            "readiness" => return readiness(st, Query(q)).await,
+            _ => {}
+        }
+    }
+    health(&s, &q, &method, path)
 }
 
 fn role_str(db: Option<&DbStatus>) -> &'static str {
@@ -221,7 +243,7 @@ fn role_str(db: Option<&DbStatus>) -> &'static str {
     }
 }
 
-fn state_str(db: Option<&DbStatus>) -> &'static str {
+pub(crate) fn state_str(db: Option<&DbStatus>) -> &'static str {
     match db.map(|d| d.process) {
         Some(DbProcess::Running { .. }) => "running",
         Some(DbProcess::Starting) => "starting",
@@ -231,18 +253,61 @@ fn state_str(db: Option<&DbStatus>) -> &'static str {
     }
 }
 
-/// The status JSON (`GET /patroni`, and the body of every health answer).
+/// A running replica's `replication_state`, as Patroni names it: `streaming`, or
+/// `in archive recovery` when it does not stream but has a `restore_command`; else none.
+fn replication_state(snap: &Snapshot) -> Option<&'static str> {
+    let db = snap.db.as_ref().filter(|d| d.is_running_replica())?;
+    if db.streaming {
+        Some("streaming")
+    } else if snap.server.restore_command {
+        Some("in archive recovery")
+    } else {
+        None
+    }
+}
+
+/// The DCS view is fresh: read successfully within ttl (Patroni's cluster view expires then).
+fn dcs_fresh(snap: &Snapshot) -> bool {
+    snap.dcs_seen.is_some_and(|t| t.elapsed() < snap.ttl)
+}
+
+/// This node is a synchronous standby: a running replica named in the `sync` key while
+/// `synchronous_mode` is on (names compared case-insensitively, as Patroni does).
+fn is_sync_standby(s: &ApiState, snap: &Snapshot) -> bool {
+    let sync_mode = snap.cluster.config.as_ref().is_some_and(|(c, _)| c.synchronous_mode);
+    let listed = snap
+        .cluster
+        .sync
+        .as_ref()
+        .is_some_and(|x| x.sync_standby.iter().any(|m| m.as_str().eq_ignore_ascii_case(s.name.as_str())));
+    sync_mode && listed && snap.db.as_ref().is_some_and(DbStatus::is_running_replica)
+}
+
+/// A replica's positions as `/patroni` shows them: received (the larger of the received and the
+/// walreceiver's written position, else the replayed one, as Patroni falls back) and replayed.
+fn replica_positions(snap: &Snapshot) -> (Option<Lsn>, Option<Lsn>) {
+    let Some(db) = snap.db.as_ref() else { return (None, None) };
+    let received = db.received_lsn.max(snap.server.written_lsn).or(db.replayed_lsn);
+    (received, db.replayed_lsn)
+}
+
+/// The status JSON (`GET /patroni`, and the body of every health answer). A value that is not
+/// known is left out, never sent as `null`: Patroni peers compare the positions in their leader
+/// race and fail on a `null`.
 fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
     let db = snap.db.as_ref();
     let mut v = json!({
         "state": state_str(db),
         "role": role_str(db),
-        "patroni": {"version": env!("CARGO_PKG_VERSION"), "scope": s.scope, "name": s.name.as_str(), "shield": true},
-        "tags": snap.tags,
-        "cluster_unlocked": snap.cluster.leader.is_none(),
+        "patroni": {"version": SHIELD_VERSION, "scope": s.scope, "name": s.name.as_str(), "shield": true},
+        "cluster_unlocked": !dcs_fresh(snap) || snap.cluster.leader.is_none(),
         "pause": snap.paused,
+        "dcs_last_seen": snap.dcs_last_seen_unix,
         "reason": snap.reason,
     });
+    if snap.tags.as_object().is_some_and(|t| !t.is_empty()) {
+        v["tags"] = snap.tags.clone();
+    }
     if let Some(t) = &snap.server.postmaster_start_time {
         v["postmaster_start_time"] = json!(t);
     }
@@ -259,97 +324,332 @@ fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
     if let Some(r) = s.scheduled_restart() {
         v["scheduled_restart"] = r.to_json();
     }
-    if let Some(db) = db {
-        if let Some(t) = db.timeline {
-            v["timeline"] = json!(t.0);
+    let Some(db) = db else { return v };
+    if let Some(id) = db.system_id() {
+        v["database_system_identifier"] = json!(id.to_string());
+    }
+    if let Some(t) = db.timeline {
+        v["timeline"] = json!(t.0);
+    }
+    // Positions only from a running server, as Patroni (which reads them with a query).
+    if db.is_running_primary() {
+        let mut x = serde_json::Map::new();
+        if let Some(l) = db.write_lsn {
+            x.insert("location".into(), json!(l.0));
         }
-        if let Some(id) = db.system_id() {
-            v["database_system_identifier"] = json!(id.to_string());
+        v["xlog"] = Value::Object(x);
+    } else if db.is_running_replica() {
+        let mut x = serde_json::Map::new();
+        let (received, replayed) = replica_positions(snap);
+        if let Some(l) = received {
+            x.insert("received_location".into(), json!(l.0));
         }
-        if role_str(Some(db)) == "primary" {
-            v["xlog"] = json!({"location": db.write_lsn.map(|l| l.0)});
-        } else {
-            v["xlog"] = json!({"received_location": db.received_lsn.map(|l| l.0), "replayed_location": db.replayed_lsn.map(|l| l.0)});
-            if db.streaming {
-                v["replication_state"] = json!("streaming");
-            }
+        if let Some(l) = replayed {
+            x.insert("replayed_location".into(), json!(l.0));
+        }
+        // Patroni sends `null` for a replica that has replayed no transaction yet.
+        x.insert("replayed_timestamp".into(), json!(snap.server.replay_timestamp));
+        if let Some(p) = snap.server.replay_paused {
+            x.insert("paused".into(), json!(p));
+        }
+        v["xlog"] = Value::Object(x);
+        if let Some(r) = replication_state(snap) {
+            v["replication_state"] = json!(r);
+        }
+        if is_sync_standby(s, snap) {
+            v["sync_standby"] = json!(true);
         }
     }
     v
 }
 
-/// Parses `lag=` values: bytes, or with kB/MB/GB units.
-fn parse_lag(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.find(|c: char| !c.is_ascii_digit()) {
-        None => (s, 1),
-        Some(i) => {
-            let unit = s[i..].trim().to_ascii_lowercase();
-            let m = match unit.as_str() {
-                "b" => 1,
-                "kb" => 1024,
-                "mb" => 1024 * 1024,
-                "gb" => 1024 * 1024 * 1024,
-                "tb" => 1024u64.pow(4),
-                _ => return None,
-            };
-            (&s[..i], m)
+/// Parses a `lag=` value as Patroni does: bytes, or a size with a unit (`B`, `kB`, `MB`, `GB`,
+/// `TB`, 1024-based; Shield also takes them in any case), an optional fraction, and strtol's
+/// `0x` hex and leading-zero octal forms. `Err` names the problem.
+fn parse_lag(raw: &str) -> Result<u64, String> {
+    let bad = |why: &str| format!("lag={raw:?}: {why}; expected bytes or a size such as 16MB or 1GB");
+    let s = raw.trim();
+    if s.starts_with('-') {
+        return Err(bad("must not be negative"));
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let split = |s: &str, radix: u32| s.find(|c: char| !c.is_digit(radix)).unwrap_or(s.len());
+    let (value, rest): (f64, &str) = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        let i = split(h, 16);
+        let n = u64::from_str_radix(&h[..i], 16).map_err(|_| bad("not a number"))?;
+        (n as f64, &h[i..])
+    } else {
+        let i = split(s, 10);
+        let rest = &s[i..];
+        if rest.starts_with(['.', 'e', 'E']) {
+            let end =
+                s.find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))).unwrap_or(s.len());
+            (s[..end].parse::<f64>().map_err(|_| bad("not a number"))?, &s[end..])
+        } else if i == 0 {
+            return Err(bad("not a number"));
+        } else if s.len() > 1 && s.starts_with('0') && s[..i].bytes().all(|b| b < b'8') {
+            (u64::from_str_radix(&s[..i], 8).map_err(|_| bad("not a number"))? as f64, rest)
+        } else {
+            (s[..i].parse::<u64>().map_err(|_| bad("too large"))? as f64, rest)
         }
     };
-    num.parse::<u64>().ok()?.checked_mul(mult)
+    let mult: f64 = match rest.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1024.0,
+        "mb" => 1024.0 * 1024.0,
+        "gb" => 1024.0 * 1024.0 * 1024.0,
+        "tb" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad(&format!("unknown unit {:?}", rest.trim()))),
+    };
+    let bytes = (value * mult).round();
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(bad("out of range"));
+    }
+    Ok(bytes as u64)
 }
 
-async fn health(
-    State(s): State<Shared>,
-    Query(q): Query<BTreeMap<String, String>>,
-    method: Method,
-    path: &'static str,
-) -> Response {
-    let snap = s.snapshot();
-    let db = snap.db.as_ref();
-    let running = matches!(db.map(|d| d.process), Some(DbProcess::Running { .. }));
-    let primary = snap.holds_lock && role_str(db) == "primary";
-    let replica_ok = || -> bool {
-        if !(running && role_str(db) == "replica") {
-            return false;
-        }
-        if snap.tags.get("noloadbalance").is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true")) {
-            return false;
-        }
-        if let Some(lag) = q.get("lag") {
-            let Some(max) = parse_lag(lag) else { return false };
-            let mine = db.and_then(|d| d.replayed_lsn.or(d.received_lsn)).map_or(0, |l| l.0);
-            let optime = snap.cluster.optime().map_or(0, |l| l.0);
-            if optime.saturating_sub(mine) > max {
-                return false;
+/// The query parameters of a health check, checked.
+#[derive(Debug, Default, PartialEq)]
+struct HealthQuery {
+    /// `lag=`: the most a replica may lag, bytes.
+    lag: Option<u64>,
+    /// `replication_state=`: `streaming` or `in archive recovery`.
+    replication_state: Option<String>,
+    /// `tag_<key>=<value>`: tags the node must have, with these values.
+    tags: Vec<(String, String)>,
+    /// `/readiness?mode=write`: count the lag from the received position, not the replayed one.
+    write_mode: bool,
+}
+
+impl HealthQuery {
+    /// Reads the parameters Patroni knows, the first value of each (as Patroni's `parse_qs`),
+    /// ignoring empty values and unknown names as Patroni does. A value Shield cannot use is an
+    /// error naming it (Patroni silently ignores a `lag` it cannot parse).
+    fn parse(q: &[(String, String)]) -> Result<HealthQuery, String> {
+        let mut out = HealthQuery::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for (k, v) in q {
+            if v.is_empty() || !seen.insert(k.as_str()) {
+                continue;
+            }
+            match k.as_str() {
+                "lag" => out.lag = Some(parse_lag(v)?),
+                "replication_state" => match v.as_str() {
+                    "streaming" | "in archive recovery" => out.replication_state = Some(v.clone()),
+                    other => {
+                        return Err(format!(
+                            "replication_state={other:?}: expected \"streaming\" or \"in archive recovery\""
+                        ))
+                    }
+                },
+                "mode" => match v.as_str() {
+                    "write" => out.write_mode = true,
+                    "apply" => out.write_mode = false,
+                    other => return Err(format!("mode={other:?}: expected \"write\" or \"apply\"")),
+                },
+                _ => {
+                    if let Some(t) = k.strip_prefix("tag_") {
+                        out.tags.push((t.to_owned(), v.clone()));
+                    }
+                }
             }
         }
-        q.iter().filter_map(|(k, v)| k.strip_prefix("tag_").map(|t| (t, v))).all(|(t, want)| {
-            snap.tags.get(t).is_some_and(|have| match have {
-                Value::String(h) => h == want,
-                other => other.to_string().eq_ignore_ascii_case(want),
-            })
-        })
+        Ok(out)
+    }
+}
+
+/// What a health path checks. Patroni matches the path by substring, in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    StandbyLeader,
+    Leader,
+    Primary,
+    Replica,
+    ReadOnly,
+    Health,
+    Sync,
+    Quorum,
+    Async,
+    ReadOnlyQuorum,
+    ReadOnlySync,
+    /// Any other path: 503.
+    Unknown,
+}
+
+fn classify(path: &str) -> Check {
+    let p = if path == "/" { "/primary" } else { path };
+    let has = |w: &str| p.contains(w);
+    if has("standby_leader") || has("standby-leader") {
+        Check::StandbyLeader
+    } else if has("leader") {
+        Check::Leader
+    } else if has("master") || has("primary") || has("read-write") {
+        Check::Primary
+    } else if has("replica") {
+        Check::Replica
+    } else if has("read-only") && !has("sync") && !has("quorum") {
+        Check::ReadOnly
+    } else if has("health") {
+        Check::Health
+    } else {
+        match p {
+            "/sync" | "/synchronous" => Check::Sync,
+            "/quorum" => Check::Quorum,
+            "/async" | "/asynchronous" => Check::Async,
+            "/read-only-quorum" => Check::ReadOnlyQuorum,
+            "/read-only-sync" | "/read-only-synchronous" => Check::ReadOnlySync,
+            _ => Check::Unknown,
+        }
+    }
+}
+
+/// The leader's position as Patroni counts it for `?lag=` and readiness: the larger of the
+/// cluster's optime (when the DCS view is fresh) and the walreceiver's `latest_end_lsn`.
+fn leader_optime(snap: &Snapshot) -> u64 {
+    let cluster = if dcs_fresh(snap) { snap.cluster.optime().map_or(0, |l| l.0) } else { 0 };
+    cluster.max(snap.server.latest_end_lsn.map_or(0, |l| l.0))
+}
+
+/// A tag the node has, as Patroni compares it with `tag_<key>=`: strings as they are, other
+/// values as their lowercase text (`true`, `1`).
+fn tag_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+/// Whether the health check `check` passes, by Patroni's rules (see [`health`]).
+fn health_ok(s: &ApiState, snap: &Snapshot, check: Check, q: &HealthQuery) -> bool {
+    let db = snap.db.as_ref();
+    let running = matches!(db.map(|d| d.process), Some(DbProcess::Running { .. }));
+    let role = role_str(db);
+    let fresh = dcs_fresh(snap);
+    let tags = shield_core::cluster::Tags::from_json(&snap.tags);
+    let lagging = || {
+        let optime = leader_optime(snap);
+        let replayed = db.and_then(|d| d.replayed_lsn).map_or(0, |l| l.0);
+        optime > 0 && optime > replayed.saturating_add(q.lag.unwrap_or(u64::MAX))
     };
-    let in_sync = snap.cluster.sync.as_ref().is_some_and(|x| x.sync_standby.contains(&s.name));
-    let ok = match path {
-        "/" | "/primary" | "/master" | "/read-write" => primary,
-        "/leader" => snap.holds_lock,
-        "/standby-leader" | "/standby_leader" => false,
-        "/replica" => replica_ok(),
-        "/read-only" => primary || replica_ok(),
-        "/health" => running,
-        "/liveness" => snap.paused || snap.last_cycle.is_some_and(|t| t.elapsed() < snap.ttl * 2),
-        "/readiness" => snap.holds_lock || running,
-        "/sync" | "/synchronous" => running && in_sync && role_str(db) == "replica",
-        "/async" | "/asynchronous" => running && !in_sync && role_str(db) == "replica",
-        _ => false,
+    let replica_ok = running
+        && role == "replica"
+        && !tags.noloadbalance
+        && !lagging()
+        && q.replication_state.as_deref().is_none_or(|want| replication_state(snap) == Some(want));
+    // Shield has no standby clusters: nobody is a standby leader.
+    let (leader, primary, standby_leader) = if !fresh && snap.paused {
+        // In pause with the DCS unavailable, the role decides (as in Patroni).
+        (role == "primary" && running, role == "primary" && running, false)
+    } else if snap.holds_lock {
+        (true, role == "primary" && running, false)
+    } else {
+        (false, false, false)
     };
+    let in_sync = is_sync_standby(s, snap);
+    let in_quorum = false; // Shield has no quorum commit mode.
+    let (ok, ignore_tags) = match check {
+        Check::StandbyLeader => (standby_leader, true),
+        Check::Leader => (leader, true),
+        Check::Primary => (primary, true),
+        Check::Replica => (replica_ok, false),
+        Check::ReadOnly => (primary || standby_leader || replica_ok, false),
+        Check::Health => (running, false),
+        _ if !fresh => (false, false),
+        Check::Sync => (in_sync && replica_ok, false),
+        Check::Quorum => (in_quorum && replica_ok, false),
+        Check::Async => (!in_sync && !in_quorum && replica_ok, false),
+        Check::ReadOnlyQuorum => (primary || standby_leader || (in_quorum && replica_ok), false),
+        Check::ReadOnlySync => (primary || standby_leader || (in_sync && replica_ok), false),
+        Check::Unknown => (false, false),
+    };
+    if !ok || ignore_tags {
+        return ok;
+    }
+    q.tags.iter().all(|(k, want)| snap.tags.get(k).is_some_and(|have| tag_text(have) == *want))
+}
+
+/// A health check: 200 or 503 with the status JSON (only the status line for HEAD and OPTIONS,
+/// as HAProxy reads it); 400 naming a query parameter Shield cannot use.
+fn health(s: &ApiState, q: &[(String, String)], method: &Method, path: &str) -> Response {
+    let q = match HealthQuery::parse(q) {
+        Ok(q) => q,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
+    let snap = s.snapshot();
+    let ok = health_ok(s, &snap, classify(path), &q);
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    if method == Method::HEAD || method == Method::OPTIONS || path == "/liveness" || path == "/readiness" {
+    if method == Method::HEAD || method == Method::OPTIONS {
         return code.into_response();
     }
-    (code, Json(status_json(&s, &snap))).into_response()
+    (code, Json(status_json(s, &snap))).into_response()
+}
+
+/// `GET /liveness`: 200 while paused or while the HA loop ran within ttl on a primary (twice
+/// ttl on a replica), as Patroni. Status only.
+async fn liveness(State(s): State<Shared>) -> Response {
+    let snap = s.snapshot();
+    let primary = snap.db.as_ref().is_some_and(DbStatus::is_running_primary);
+    let threshold = if primary { snap.ttl } else { snap.ttl * 2 };
+    let ok = snap.paused || snap.last_cycle.is_some_and(|t| t.elapsed() < threshold);
+    if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }.into_response()
+}
+
+/// Why this node is not ready, by Patroni 4.1's readiness rule; `None` when ready.
+fn not_ready(snap: &Snapshot, q: &HealthQuery) -> Option<String> {
+    if snap.holds_lock {
+        return None;
+    }
+    let db = snap.db.as_ref();
+    if !matches!(db.map(|d| d.process), Some(DbProcess::Running { .. })) {
+        return Some("PostgreSQL is not running".into());
+    }
+    if replication_state(snap) != Some("streaming") {
+        return Some("PostgreSQL replication state is not streaming".into());
+    }
+    if !dcs_fresh(snap) && snap.server.latest_end_lsn.is_none_or(|l| l.0 == 0) {
+        return Some("DCS is not accessible".into());
+    }
+    let optime = leader_optime(snap);
+    let (received, replayed) = replica_positions(snap);
+    let (mode, at) = if q.write_mode { ("write", received) } else { ("apply", replayed) };
+    let lag = optime.saturating_sub(at.map_or(0, |l| l.0));
+    let max = q
+        .lag
+        .unwrap_or_else(|| snap.cluster.config.as_ref().map_or(1_048_576, |(c, _)| c.maximum_lag_on_failover_bytes));
+    (lag > max).then(|| format!("Replication {mode} lag {lag} exceeds maximum allowable {max}"))
+}
+
+/// `GET /readiness`: 200 when this node holds the leader key, or runs a replica that streams
+/// and lags at most `?lag=` (default `maximum_lag_on_failover`) behind the leader, counted from
+/// the replayed position (`?mode=write`: the received one). Status only, as Patroni.
+async fn readiness(State(s): State<Shared>, Query(q): Query<Vec<(String, String)>>) -> Response {
+    let q = match HealthQuery::parse(&q) {
+        Ok(q) => q,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
+    match not_ready(&s.snapshot(), &q) {
+        None => StatusCode::OK.into_response(),
+        Some(why) => {
+            tracing::debug!("readiness check failure: {why}");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// `GET /failsafe`: the failsafe topology from the DCS, or 502 when there is none (failsafe
+/// mode off), as Patroni.
+async fn failsafe(State(s): State<Shared>) -> Response {
+    let snap = s.snapshot();
+    match &snap.cluster.failsafe {
+        Some(m) => Json(m).into_response(),
+        None => text(StatusCode::BAD_GATEWAY, "failsafe mode is not active: the DCS holds no failsafe topology"),
+    }
+}
+
+/// `POST /failsafe`: 502, as Patroni answers with failsafe mode off. Shield does not act on
+/// `failsafe_mode`, so it never takes part in a failsafe leader's checks.
+async fn failsafe_post() -> Response {
+    text(StatusCode::BAD_GATEWAY, "failsafe mode is not supported by Shield")
 }
 
 async fn patroni(State(s): State<Shared>) -> Response {
@@ -357,45 +657,103 @@ async fn patroni(State(s): State<Shared>) -> Response {
     Json(status_json(&s, &snap)).into_response()
 }
 
+/// `GET /cluster`, as Patroni 4.1's: members sorted by name with role `leader`, `sync_standby`
+/// or `replica`; a replica's state is its `replication_state` (`streaming`) when it has one;
+/// `lsn`/`receive_lsn`/`replay_lsn` with their lags (or `unknown`) for every non-leader.
 async fn cluster(State(s): State<Shared>) -> Response {
     let snap = s.snapshot();
-    let v = &snap.cluster;
+    Json(cluster_json(&s.scope, &snap.cluster, snap.paused)).into_response()
+}
+
+fn cluster_json(scope: &str, v: &ClusterView, paused: bool) -> Value {
+    let sync_mode = v.config.as_ref().is_some_and(|(c, _)| c.synchronous_mode);
+    let cluster_lsn = v.optime().map_or(0, |l| l.0);
     let members: Vec<Value> = v
         .members
         .values()
         .map(|m| {
-            let role = if v.is_leader(&m.name) {
+            let leader = v.is_leader(&m.name);
+            let in_sync = v
+                .sync
+                .as_ref()
+                .is_some_and(|x| x.sync_standby.iter().any(|n| n.as_str().eq_ignore_ascii_case(m.name.as_str())));
+            let role = if leader {
                 "leader"
-            } else if m.data.role == MemberRole::Primary {
-                "primary"
+            } else if sync_mode && in_sync {
+                "sync_standby"
             } else {
                 "replica"
             };
-            let lag = match (v.optime(), m.data.xlog_location) {
-                (Some(o), Some(x)) if !v.is_leader(&m.name) => json!(o.bytes_after(x)),
-                _ => Value::Null,
+            let state = match &m.data.replication_state {
+                Some(r) if !leader && !r.is_empty() => r.as_str(),
+                _ => m.data.state.as_str(),
             };
-            let (host, port) = m.data.conn_url.as_deref().and_then(crate::pg::host_port).unwrap_or_default();
-            json!({"name": m.name.as_str(), "role": role, "state": m.data.state, "api_url": m.data.api_url,
-                   "host": host, "port": port, "timeline": m.data.timeline.map(|t| t.0), "lag": lag,
-                   "tags": m.data.tags.to_json()})
+            let mut o = serde_json::Map::new();
+            o.insert("name".into(), json!(m.name.as_str()));
+            o.insert("role".into(), json!(role));
+            o.insert("state".into(), json!(state));
+            o.insert("api_url".into(), json!(m.data.api_url));
+            if let Some((host, port)) = m.data.conn_url.as_deref().and_then(crate::pg::host_port) {
+                o.insert("host".into(), json!(host));
+                o.insert("port".into(), json!(port));
+            }
+            if let Some(t) = m.data.timeline {
+                o.insert("timeline".into(), json!(t.0));
+            }
+            if m.data.pending_restart {
+                o.insert("pending_restart".into(), json!(true));
+            }
+            for k in ["pending_restart_reason", "scheduled_restart"] {
+                if let Some(x) = m.data.other.get(k) {
+                    o.insert(k.into(), x.clone());
+                }
+            }
+            let tags = m.data.tags.to_json();
+            if tags.as_object().is_some_and(|t| !t.is_empty()) {
+                o.insert("tags".into(), tags);
+            }
+            if !leader {
+                for (prefix, lsn) in
+                    [("receive_", m.data.receive_lsn), ("replay_", m.data.replay_lsn), ("", m.data.xlog_location)]
+                {
+                    let (lsn_key, lag_key) = (format!("{prefix}lsn"), format!("{prefix}lag"));
+                    match lsn.filter(|l| l.0 > 0) {
+                        None => {
+                            o.insert(lsn_key, json!("unknown"));
+                            o.insert(lag_key, json!("unknown"));
+                        }
+                        Some(l) => {
+                            o.insert(lsn_key, json!(l.to_string()));
+                            o.insert(lag_key, json!(cluster_lsn.saturating_sub(l.0)));
+                        }
+                    }
+                }
+            }
+            Value::Object(o)
         })
         .collect();
-    let mut out = json!({"members": members, "scope": s.scope});
-    if snap.paused {
+    let mut out = json!({"members": members, "scope": scope});
+    if paused {
         out["pause"] = json!(true);
     }
     if let Some(f) = &v.failover {
         if let Some((_, at)) = &f.scheduled_at {
-            out["scheduled_switchover"] = json!({"at": at, "from": f.leader.as_ref().map(MemberName::as_str), "to": f.member.as_ref().map(MemberName::as_str)});
+            let mut sw = json!({"at": at});
+            if let Some(l) = &f.leader {
+                sw["from"] = json!(l.as_str());
+            }
+            if let Some(c) = &f.member {
+                sw["to"] = json!(c.as_str());
+            }
+            out["scheduled_switchover"] = sw;
         }
     }
-    Json(out).into_response()
+    out
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
     let snap = s.snapshot();
-    let body = crate::metrics::render(&s.scope, s.name.as_str(), &snap);
+    let body = crate::metrics::render(&s.scope, s.name.as_str(), &snap, is_sync_standby(&s, &snap), dcs_fresh(&snap));
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -984,10 +1342,316 @@ mod tests {
 
     #[test]
     fn lag_values_parse_like_patronis() {
-        assert_eq!(parse_lag("1024"), Some(1024));
-        assert_eq!(parse_lag("16kB"), Some(16 * 1024));
-        assert_eq!(parse_lag("64MB"), Some(64 << 20));
-        assert_eq!(parse_lag("1GB"), Some(1 << 30));
-        assert_eq!(parse_lag("1 parsec"), None);
+        assert_eq!(parse_lag("1024"), Ok(1024));
+        assert_eq!(parse_lag(" 1024 "), Ok(1024));
+        assert_eq!(parse_lag("16kB"), Ok(16 * 1024));
+        assert_eq!(parse_lag("64MB"), Ok(64 << 20));
+        assert_eq!(parse_lag("64 MB"), Ok(64 << 20));
+        assert_eq!(parse_lag("1GB"), Ok(1 << 30));
+        assert_eq!(parse_lag("2TB"), Ok(2 << 40));
+        assert_eq!(parse_lag("1.5kB"), Ok(1536));
+        assert_eq!(parse_lag("16mb"), Ok(16 << 20), "units in any case");
+        assert_eq!(parse_lag("0x400"), Ok(1024), "strtol's hex");
+        assert_eq!(parse_lag("010"), Ok(8), "strtol's octal");
+        assert_eq!(parse_lag("0"), Ok(0));
+        for bad in ["1 parsec", "abc", "-1", "MB", "99999999999999999999999", "1e400"] {
+            let e = parse_lag(bad).expect_err(bad);
+            assert!(e.starts_with(&format!("lag={bad:?}: ")), "{e}");
+        }
+    }
+
+    // ---- health checks, /patroni, /cluster, /failsafe through the router ---------------------
+
+    /// Sends one request through the router; the status and the body as text.
+    async fn call(s: &Shared, method: &str, uri: &str) -> (StatusCode, String) {
+        use hyper::service::Service as _;
+        let svc = hyper_util::service::TowerToHyperService::new(router(s.clone()));
+        let req =
+            axum::http::Request::builder().method(method).uri(uri).body(axum::body::Body::empty()).expect("request");
+        let r = svc.call(req).await.expect("the router never fails");
+        let code = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.expect("body");
+        (code, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn code(s: &Shared, uri: &str) -> StatusCode {
+        call(s, "GET", uri).await.0
+    }
+
+    fn db(in_recovery: bool, received: Option<u64>, replayed: Option<u64>, streaming: bool) -> DbStatus {
+        let mut d = DbStatus::empty();
+        d.process = DbProcess::Running { in_recovery };
+        d.write_lsn = (!in_recovery).then_some(Lsn(1000));
+        d.received_lsn = received.map(Lsn);
+        d.replayed_lsn = replayed.map(Lsn);
+        d.streaming = streaming;
+        d.timeline = Some(shield_core::Timeline(2));
+        d
+    }
+
+    /// Member `a` of cluster `c` as a streaming replica 100 bytes (received) / 200 bytes
+    /// (replayed) behind leader `b`, whose optime is 1000; `sync` names `a` and synchronous mode
+    /// is on; the DCS was read just now.
+    fn replica_state() -> Shared {
+        let (s, _) = state_with(&[]);
+        let entries: Vec<shield_core::cluster::KvEntry> = [
+            ("config", r#"{"ttl":30,"synchronous_mode":true,"maximum_lag_on_failover":500}"#),
+            ("leader", "b"),
+            ("status", r#"{"optime":1000}"#),
+            ("sync", r#"{"leader":"b","sync_standby":"a"}"#),
+            ("members/a", r#"{"role":"replica","state":"running","api_url":"http://h1:8008/patroni","conn_url":"postgres://h1:5432/postgres","xlog_location":900,"receive_lsn":900,"replay_lsn":800,"replication_state":"streaming","timeline":2}"#),
+            ("members/b", r#"{"role":"primary","state":"running","api_url":"http://h2:8008/patroni","conn_url":"postgres://h2:5432/postgres","xlog_location":1000,"timeline":2}"#),
+            ("members/c", r#"{"role":"replica","state":"starting"}"#),
+        ]
+        .iter()
+        .map(|(k, v)| shield_core::cluster::KvEntry {
+            key: (*k).to_owned(),
+            value: v.as_bytes().to_vec(),
+            revision: Revision(1),
+            owner: None,
+        })
+        .collect();
+        let snap = Snapshot {
+            cluster: ClusterView::from_entries(Revision(1), &entries),
+            db: Some(db(true, Some(900), Some(800), true)),
+            ttl: Duration::from_secs(30),
+            dcs_seen: Some(Instant::now()),
+            last_cycle: Some(Instant::now()),
+            tags: json!({"nofailover": true, "zone": "a", "weight": 3}),
+            ..Snapshot::default()
+        };
+        *s.snap.lock().expect("lock") = snap;
+        s
+    }
+
+    fn edit(s: &Shared, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut s.snap.lock().expect("lock"));
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_answer_like_patronis_fall_through_health_check() {
+        let s = replica_state();
+        // An unknown GET path: 503 with the status JSON (Patroni's do_GET falls through to it).
+        let (c, body) = call(&s, "GET", "/no-such-thing").await;
+        assert_eq!(c, StatusCode::SERVICE_UNAVAILABLE);
+        let v: Value = serde_json::from_str(&body).expect("status JSON");
+        assert_eq!((v["state"].as_str(), v["role"].as_str()), (Some("running"), Some("replica")));
+        assert_eq!(call(&s, "HEAD", "/no-such-thing").await, (StatusCode::SERVICE_UNAVAILABLE, String::new()));
+        assert_eq!(call(&s, "OPTIONS", "/replica").await, (StatusCode::OK, String::new()));
+        // Patroni matches health paths by substring, and routes by the first path segment.
+        assert_eq!(code(&s, "/replica/").await, StatusCode::OK);
+        assert_eq!(code(&s, "/health").await, StatusCode::OK);
+        assert_eq!(code(&s, "/").await, StatusCode::SERVICE_UNAVAILABLE);
+        let (c, body) = call(&s, "GET", "/patroni/").await;
+        assert_eq!(c, StatusCode::OK);
+        assert!(body.contains("\"xlog\""), "{body}");
+        // Other methods on unknown paths: 501, as Patroni.
+        let (c, body) = call(&s, "POST", "/no-such-thing").await;
+        assert_eq!((c, body.as_str()), (StatusCode::NOT_IMPLEMENTED, "Unsupported method (\"POST\")"));
+    }
+
+    #[tokio::test]
+    async fn sync_quorum_and_read_only_variants_answer_with_patronis_codes() {
+        let s = replica_state();
+        let expect = [
+            ("/sync", 200),
+            ("/synchronous", 200),
+            ("/async", 503),
+            ("/asynchronous", 503),
+            ("/quorum", 503),
+            ("/read-only-sync", 200),
+            ("/read-only-synchronous", 200),
+            ("/read-only-quorum", 503),
+            ("/read-only", 200),
+            ("/replica", 200),
+            ("/primary", 503),
+            ("/leader", 503),
+            ("/standby-leader", 503),
+        ];
+        for (path, want) in expect {
+            assert_eq!(code(&s, path).await.as_u16(), want, "{path}");
+        }
+        // Out of the sync key: async.
+        edit(&s, |snap| snap.cluster.sync = None);
+        assert_eq!(code(&s, "/async").await, StatusCode::OK);
+        assert_eq!(code(&s, "/read-only-sync").await, StatusCode::SERVICE_UNAVAILABLE);
+        // Without a fresh DCS view the sync checks fail, the plain replica check does not.
+        edit(&s, |snap| snap.dcs_seen = None);
+        assert_eq!(code(&s, "/async").await, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(code(&s, "/replica").await, StatusCode::OK);
+        // The lock-holding primary passes every read-only variant and the leader paths.
+        edit(&s, |snap| {
+            snap.dcs_seen = Some(Instant::now());
+            snap.holds_lock = true;
+            snap.db = Some(db(false, None, None, false));
+        });
+        for path in ["/", "/primary", "/read-write", "/leader", "/read-only", "/read-only-sync", "/read-only-quorum"] {
+            assert_eq!(code(&s, path).await, StatusCode::OK, "{path}");
+        }
+        for path in ["/replica", "/sync", "/async", "/quorum"] {
+            assert_eq!(code(&s, path).await, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn failsafe_shows_the_topology_or_502() {
+        let s = replica_state();
+        let (c, body) = call(&s, "GET", "/failsafe").await;
+        assert_eq!(c, StatusCode::BAD_GATEWAY, "{body}");
+        assert_eq!(call(&s, "POST", "/failsafe").await.0, StatusCode::BAD_GATEWAY);
+        edit(&s, |snap| {
+            let m = [("a", "http://h1:8008/patroni"), ("b", "http://h2:8008/patroni")];
+            snap.cluster.failsafe = Some(m.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect());
+        });
+        let (c, body) = call(&s, "GET", "/failsafe").await;
+        assert_eq!(c, StatusCode::OK);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).ok(),
+            Some(json!({"a": "http://h1:8008/patroni", "b": "http://h2:8008/patroni"}))
+        );
+    }
+
+    #[tokio::test]
+    async fn health_query_parameters_lag_tags_and_replication_state() {
+        let s = replica_state();
+        // Replayed 800, leader at 1000: 200 bytes behind.
+        let expect = [
+            ("/replica?lag=199", 503),
+            ("/replica?lag=200", 200),
+            ("/replica?lag=1kB", 200),
+            ("/replica?lag=16MB", 200),
+            ("/async?lag=100", 503),
+            ("/read-only?lag=100", 503),
+            ("/sync?lag=100", 503),
+            ("/replica?lag=", 200),
+            ("/replica?tag_nofailover=true", 200),
+            ("/replica?tag_nofailover=True", 503),
+            ("/replica?tag_nofailover=false", 503),
+            ("/replica?tag_zone=a", 200),
+            ("/replica?tag_zone=b", 503),
+            ("/replica?tag_weight=3", 200),
+            ("/replica?tag_rack=1", 503),
+            ("/health?tag_zone=b", 503),
+            ("/replica?replication_state=streaming", 200),
+            ("/replica?replication_state=in%20archive%20recovery", 503),
+            ("/replica?unknown=1", 200),
+        ];
+        for (uri, want) in expect {
+            assert_eq!(code(&s, uri).await.as_u16(), want, "{uri}");
+        }
+        // Bad values: 400 naming the parameter.
+        for (uri, names) in [
+            ("/replica?lag=lots", "lag=\"lots\""),
+            ("/replica?lag=-5", "lag=\"-5\""),
+            ("/async?lag=1XB", "unknown unit \"XB\""),
+            ("/replica?replication_state=running", "replication_state=\"running\""),
+            ("/readiness?mode=fast", "mode=\"fast\""),
+        ] {
+            let (c, body) = call(&s, "GET", uri).await;
+            assert_eq!(c, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(body.contains(names), "{uri}: {body}");
+        }
+        // Tags are ignored on the leader paths.
+        edit(&s, |snap| {
+            snap.holds_lock = true;
+            snap.db = Some(db(false, None, None, false));
+        });
+        assert_eq!(code(&s, "/primary?tag_zone=b").await, StatusCode::OK);
+        assert_eq!(code(&s, "/read-only?tag_zone=b").await, StatusCode::SERVICE_UNAVAILABLE);
+        // noloadbalance takes a replica out of /replica, not out of /health.
+        edit(&s, |snap| {
+            snap.holds_lock = false;
+            snap.db = Some(db(true, Some(900), Some(800), true));
+            snap.tags = json!({"noloadbalance": true});
+        });
+        assert_eq!(code(&s, "/replica").await, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(code(&s, "/health").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn readiness_needs_a_streaming_replica_within_the_lag_limit() {
+        let s = replica_state();
+        // 200 bytes behind, maximum_lag_on_failover is 500.
+        assert_eq!(call(&s, "GET", "/readiness").await, (StatusCode::OK, String::new()));
+        assert_eq!(code(&s, "/readiness?lag=199").await, StatusCode::SERVICE_UNAVAILABLE);
+        // mode=write counts from the received position (100 behind).
+        assert_eq!(code(&s, "/readiness?lag=150&mode=write").await, StatusCode::OK);
+        assert_eq!(code(&s, "/readiness?lag=150&mode=apply").await, StatusCode::SERVICE_UNAVAILABLE);
+        edit(&s, |snap| {
+            if let Some((c, _)) = snap.cluster.config.as_mut() {
+                c.maximum_lag_on_failover_bytes = 100;
+            }
+        });
+        assert_eq!(code(&s, "/readiness").await, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(code(&s, "/readiness?lag=1MB").await, StatusCode::OK);
+        // Not streaming: not ready, whatever the lag.
+        edit(&s, |snap| snap.db = Some(db(true, Some(1000), Some(1000), false)));
+        assert_eq!(code(&s, "/readiness?lag=1GB").await, StatusCode::SERVICE_UNAVAILABLE);
+        // Stopped: not ready; the lock holder: ready.
+        edit(&s, |snap| snap.db.as_mut().map_or((), |d| d.process = DbProcess::Stopped));
+        assert_eq!(code(&s, "/readiness").await, StatusCode::SERVICE_UNAVAILABLE);
+        edit(&s, |snap| snap.holds_lock = true);
+        assert_eq!(code(&s, "/readiness").await, StatusCode::OK);
+        assert_eq!(code(&s, "/liveness").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn status_json_never_carries_null_positions() {
+        let s = replica_state();
+        let get = |s: Shared| async move {
+            let (c, body) = call(&s, "GET", "/patroni").await;
+            assert_eq!(c, StatusCode::OK);
+            serde_json::from_str::<Value>(&body).expect("JSON")
+        };
+        let v = get(s.clone()).await;
+        assert_eq!(v["xlog"]["received_location"], json!(900));
+        assert_eq!(v["xlog"]["replayed_location"], json!(800));
+        assert_eq!(v["replication_state"], json!("streaming"));
+        assert_eq!(v["sync_standby"], json!(true));
+        assert_eq!(v["patroni"]["version"], json!(SHIELD_VERSION));
+        // Nothing received yet: the replayed position stands in, as in Patroni.
+        edit(&s, |snap| snap.db = Some(db(true, None, Some(800), true)));
+        assert_eq!(get(s.clone()).await["xlog"]["received_location"], json!(800));
+        // Nothing known: the keys are absent, not null (a Patroni peer's max() fails on null).
+        edit(&s, |snap| snap.db = Some(db(true, None, None, false)));
+        let v = get(s.clone()).await;
+        let x = v["xlog"].as_object().expect("xlog");
+        assert!(!x.contains_key("received_location") && !x.contains_key("replayed_location"), "{v}");
+        assert!(v.get("replication_state").is_none(), "{v}");
+        // A stopped node has no xlog at all, as Patroni's; no other value is null either.
+        let mut stopped = db(true, Some(5), Some(5), false);
+        stopped.process = DbProcess::Stopped;
+        edit(&s, |snap| snap.db = Some(stopped));
+        let v = get(s.clone()).await;
+        assert!(v.get("xlog").is_none(), "{v}");
+        let nulls: Vec<&String> =
+            v.as_object().expect("object").iter().filter(|(_, x)| x.is_null()).map(|(k, _)| k).collect();
+        assert!(nulls.is_empty(), "{nulls:?} in {v}");
+        // A primary: its location only.
+        edit(&s, |snap| snap.db = Some(db(false, None, None, false)));
+        assert_eq!(get(s.clone()).await["xlog"], json!({"location": 1000}));
+    }
+
+    #[tokio::test]
+    async fn cluster_names_a_streaming_replica_streaming_with_patroni_41s_lags() {
+        let s = replica_state();
+        let (c, body) = call(&s, "GET", "/cluster").await;
+        assert_eq!(c, StatusCode::OK);
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        let m = v["members"].as_array().expect("members");
+        let names: Vec<&str> = m.iter().filter_map(|x| x["name"].as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(m[0]["role"], json!("sync_standby"));
+        assert_eq!(m[0]["state"], json!("streaming"));
+        assert_eq!((&m[0]["host"], &m[0]["port"]), (&json!("h1"), &json!(5432)));
+        assert_eq!((&m[0]["lsn"], &m[0]["lag"]), (&json!("0/384"), &json!(100)));
+        assert_eq!((&m[0]["receive_lsn"], &m[0]["receive_lag"]), (&json!("0/384"), &json!(100)));
+        assert_eq!((&m[0]["replay_lsn"], &m[0]["replay_lag"]), (&json!("0/320"), &json!(200)));
+        assert_eq!((&m[1]["role"], &m[1]["state"]), (&json!("leader"), &json!("running")));
+        assert!(m[1].get("lag").is_none() && m[1].get("lsn").is_none(), "{}", m[1]);
+        assert_eq!((&m[2]["role"], &m[2]["state"]), (&json!("replica"), &json!("starting")));
+        assert_eq!((&m[2]["lag"], &m[2]["replay_lsn"]), (&json!("unknown"), &json!("unknown")));
+        assert!(m[2].get("host").is_none() && m[2].get("timeline").is_none(), "{}", m[2]);
+        assert_eq!(v["scope"], json!("c"));
     }
 }

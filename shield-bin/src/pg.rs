@@ -75,6 +75,21 @@ pub struct ServerInfo {
     pub server_version: Option<u32>,
     /// Parameters whose new value waits for a restart (`pg_settings.pending_restart`).
     pub pending_restart: Vec<String>,
+    /// `pg_postmaster_start_time()` in microseconds since the Unix epoch.
+    pub postmaster_start_us: Option<i64>,
+    /// On a replica: `pg_last_xact_replay_timestamp()`, as PostgreSQL prints it.
+    pub replay_timestamp: Option<String>,
+    /// The same in microseconds since the Unix epoch.
+    pub replay_timestamp_us: Option<i64>,
+    /// On a replica: `pg_is_wal_replay_paused()`.
+    pub replay_paused: Option<bool>,
+    /// On a replica: the walreceiver's `latest_end_lsn` (the upstream's position as last
+    /// reported to it), which Patroni counts in the leader's position for `?lag=` and readiness.
+    pub latest_end_lsn: Option<Lsn>,
+    /// On a replica: the walreceiver's `written_lsn` (written, maybe not yet flushed).
+    pub written_lsn: Option<Lsn>,
+    /// `restore_command` is set: a replica that does not stream is "in archive recovery".
+    pub restore_command: bool,
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> PortError {
@@ -456,7 +471,14 @@ impl Postgres {
                  pg_postmaster_start_time()::text, current_setting('server_version_num')::int, \
                  (SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart), \
                  (SELECT string_agg(slot_name || ':' || active || ':' || coalesce(restart_lsn::text, ''), ',' \
-                    ORDER BY slot_name) FROM pg_replication_slots WHERE slot_type = 'physical')";
+                    ORDER BY slot_name) FROM pg_replication_slots WHERE slot_type = 'physical'), \
+                 (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8, \
+                 pg_last_xact_replay_timestamp()::text, \
+                 (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000000)::int8, \
+                 CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END, \
+                 (SELECT latest_end_lsn::text FROM pg_stat_wal_receiver), \
+                 (SELECT written_lsn::text FROM pg_stat_wal_receiver), \
+                 current_setting('restore_command') <> ''";
         let row = tokio::time::timeout(STATUS_TIMEOUT, c.query_one(q, &[]))
             .await
             .map_err(|_| PortError::new(ErrorKind::Unreachable, "postgres: status query timed out"))?
@@ -499,6 +521,13 @@ impl Postgres {
                 .get::<_, Option<String>>(10)
                 .map(|s| s.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
+            postmaster_start_us: row.get(12),
+            replay_timestamp: row.get(13),
+            replay_timestamp_us: row.get(14),
+            replay_paused: row.get(15),
+            latest_end_lsn: lsn(16),
+            written_lsn: lsn(17),
+            restore_command: row.get::<_, Option<bool>>(18).unwrap_or(false),
         };
         if let Ok(mut i) = self.info.lock() {
             *i = info;

@@ -178,6 +178,12 @@ pub struct MemberData {
     pub role: MemberRole,
     /// Write LSN on a primary; max(received, replayed) on a replica.
     pub xlog_location: Option<Lsn>,
+    /// On a replica: the received (written) LSN, as Patroni 4.1 publishes it (`receive_lsn`).
+    #[serde(default)]
+    pub receive_lsn: Option<Lsn>,
+    /// On a replica: the replayed LSN (`replay_lsn`).
+    #[serde(default)]
+    pub replay_lsn: Option<Lsn>,
     /// The database timeline.
     pub timeline: Option<Timeline>,
     /// `streaming` or `in archive recovery` on replicas.
@@ -205,6 +211,8 @@ impl MemberData {
             state: state.to_owned(),
             role,
             xlog_location: None,
+            receive_lsn: None,
+            replay_lsn: None,
             timeline: None,
             replication_state: None,
             tags: Tags::default(),
@@ -234,6 +242,8 @@ impl MemberData {
             state: s(&mut m, "state").unwrap_or_else(|| "unknown".to_owned()),
             role: s(&mut m, "role").map_or(MemberRole::Unknown, |r| MemberRole::parse(&r)),
             xlog_location: lsn(m.remove("xlog_location")),
+            receive_lsn: lsn(m.remove("receive_lsn")),
+            replay_lsn: lsn(m.remove("replay_lsn")),
             timeline: m.remove("timeline").and_then(|v| v.as_u64()).and_then(|t| u32::try_from(t).ok()).map(Timeline),
             replication_state: s(&mut m, "replication_state"),
             tags: m.remove("tags").map(|t| Tags::from_json(&t)).unwrap_or_default(),
@@ -264,6 +274,12 @@ impl MemberData {
         }
         if let Some(x) = self.xlog_location {
             put("xlog_location", x.0.into());
+        }
+        if let Some(x) = self.receive_lsn {
+            put("receive_lsn", x.0.into());
+        }
+        if let Some(x) = self.replay_lsn {
+            put("replay_lsn", x.0.into());
         }
         if let Some(t) = self.timeline {
             put("timeline", t.0.into());
@@ -492,6 +508,10 @@ pub struct ClusterView {
     pub history: Vec<HistoryLine>,
     /// The `status` key.
     pub status: Option<Status>,
+    /// The `failsafe` key (Patroni's failsafe topology, `{member: api_url}`), when it holds a
+    /// JSON object. Shield does not write it; `GET /failsafe` shows it.
+    #[serde(default)]
+    pub failsafe: Option<BTreeMap<String, Value>>,
     /// Every value that could not be parsed: `key: problem`. Shown to operators, never fatal.
     pub anomalies: Vec<String>,
 }
@@ -559,6 +579,10 @@ impl ClusterView {
                     }
                 }
                 _ => self.anomalies.push(anomaly("not a JSON list".to_owned())),
+            },
+            "failsafe" => match serde_json::from_slice::<Value>(&e.value) {
+                Ok(Value::Object(m)) => self.failsafe = Some(m.into_iter().collect()),
+                _ => self.anomalies.push(anomaly("not a JSON object".to_owned())),
             },
             "status" => match parse_status(&e.value) {
                 Some(s) => self.status = Some(s),

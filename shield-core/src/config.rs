@@ -316,6 +316,31 @@ impl Reader<'_> {
         }
     }
 
+    /// A duration in seconds, or a string with Patroni's units (`30min`, `1h`, `500ms`, `1d`).
+    fn duration_ms(&mut self, key: &str, default_ms: u64) -> Result<u64, ConfigError> {
+        if let Some(Value::String(text)) = self.map.get(key) {
+            let t = text.trim().to_owned();
+            let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let factor_ms = match unit.trim() {
+                "ms" => Some(1.0),
+                "s" => Some(1_000.0),
+                "min" => Some(60_000.0),
+                "h" => Some(3_600_000.0),
+                "d" => Some(86_400_000.0),
+                _ => None,
+            };
+            if let (Ok(n), Some(f)) = (num.parse::<f64>(), factor_ms) {
+                self.take(key);
+                if !n.is_finite() || n * f > 86_400_000.0 * 365.0 {
+                    return Err(bad(&self.path(key), "is longer than a year"));
+                }
+                return Ok((n * f).round() as u64);
+            }
+        }
+        self.seconds_ms(key, default_ms)
+    }
+
     fn int(&mut self, key: &str, min: i64, max: i64) -> Result<Option<i64>, ConfigError> {
         match self.number(key)? {
             None => Ok(None),
@@ -408,7 +433,7 @@ impl DynamicConfig {
             check_timeline: r.bool("check_timeline", false)?,
             failsafe_mode: r.bool("failsafe_mode", false)?,
             max_timelines_history: r.int("max_timelines_history", 0, i64::from(u32::MAX))?.unwrap_or(0) as u32,
-            member_slots_ttl_ms: r.seconds_ms("member_slots_ttl", d.member_slots_ttl_ms)?,
+            member_slots_ttl_ms: r.duration_ms("member_slots_ttl", d.member_slots_ttl_ms)?,
             postgresql: PgDynamic { use_slots: true, ..PgDynamic::default() },
             other: BTreeMap::new(),
         };
@@ -562,6 +587,10 @@ mod tests {
         let e = DynamicConfig::from_json(json!({"ttl": 5, "loop_wait": 2, "retry_timeout": 2})).expect_err("unsafe");
         assert!(matches!(e, ConfigError::UnsafeTiming(_)), "{e}");
         assert!(DynamicConfig::from_json(json!([1])).is_err());
+        let c = DynamicConfig::from_json(json!({"member_slots_ttl": "30min"})).expect("units, as Patroni");
+        assert_eq!(c.member_slots_ttl_ms, 1_800_000);
+        assert_eq!(DynamicConfig::from_json(json!({"member_slots_ttl": 0})).expect("zero").member_slots_ttl_ms, 0);
+        assert!(DynamicConfig::from_json(json!({"member_slots_ttl": "soon"})).is_err());
         assert!(DynamicConfig::from_json_text("{nope").is_err());
         let e = DynamicConfig::from_json(json!({"ttl": -1})).expect_err("negative");
         assert!(e.to_string().contains("negative"));

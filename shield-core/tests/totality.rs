@@ -335,6 +335,7 @@ fn arb_view() -> BoxedStrategy<ClusterView> {
                     retain_slots: (0..slots.len()).map(|i| format!("s{i}")).collect(),
                     slots: slots.into_iter().enumerate().map(|(i, l)| (format!("s{i}"), l)).collect(),
                 }),
+                failsafe: None,
                 anomalies: Vec::new(),
             }
         })
@@ -604,6 +605,8 @@ const FIELDS: &[&str] = &[
     "pg_hba",
     "timeline",
     "xlog_location",
+    "receive_lsn",
+    "replay_lsn",
     "state",
     "role",
     "tags",

@@ -172,3 +172,27 @@ fn resume_is_safe_only_while_a_running_primary_holds_the_leader_key() {
     let garbage = ClusterView::from_entries(Revision(2), &[kv("leader", "a", 1), kv("members/a", "{not json", 2)]);
     assert!(garbage.resume_blocker().is_some_and(|w| w.contains("role: unknown, state: unknown")));
 }
+
+#[test]
+fn patroni_41_lsn_fields_and_the_failsafe_key_are_read_and_written() {
+    let raw = r#"{"state":"running","role":"replica","xlog_location":300,"receive_lsn":300,"replay_lsn":200,"replication_state":"streaming"}"#;
+    let entries = vec![
+        kv("members/b", raw, 3),
+        kv("failsafe", r#"{"a":"http://a:8008/patroni","b":"http://b:8008/patroni"}"#, 4),
+    ];
+    let v = ClusterView::from_entries(Revision(4), &entries);
+    let b = &v.members[&name("b")].data;
+    assert_eq!((b.receive_lsn, b.replay_lsn), (Some(Lsn(300)), Some(Lsn(200))));
+    let out = b.to_json();
+    assert_eq!((&out["receive_lsn"], &out["replay_lsn"]), (&json!(300), &json!(200)));
+    // Unknown positions are left out, never written as null.
+    let bare = MemberData::new(MemberRole::Replica, "running").to_json();
+    for k in ["xlog_location", "receive_lsn", "replay_lsn", "timeline", "replication_state"] {
+        assert!(bare.get(k).is_none(), "{k} in {bare}");
+    }
+    let fs = v.failsafe.as_ref().expect("failsafe");
+    assert_eq!(fs.get("b"), Some(&json!("http://b:8008/patroni")));
+    assert!(v.anomalies.is_empty(), "{:?}", v.anomalies);
+    let bad = ClusterView::from_entries(Revision(1), &[kv("failsafe", "[]", 1)]);
+    assert_eq!((bad.failsafe.is_none(), bad.anomalies.len()), (true, 1));
+}
