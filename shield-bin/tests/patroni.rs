@@ -157,6 +157,16 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
         replicas_stream_from(&m.nodes, 2, "on-sh3").await
     })
     .await;
+    // Every node keeps a slot per other member (Patroni 4's member slots), and none of them
+    // holds old WAL: Patroni advances its copies to what the Shield leader publishes, Shield
+    // does the same on its replica.
+    for _ in 0..3 {
+        exec(m.nodes[2].pg_port, "INSERT INTO e2e VALUES ('wal'); SELECT pg_switch_wal()").await.expect("switch wal");
+    }
+    wait_for("every node's member slots to keep up with the Shield leader", Duration::from_secs(60), || {
+        slots_keep_up(&m.nodes, 2)
+    })
+    .await;
     // patronictl switches back to Patroni.
     let (ok, out) = m.patronictl(&["switchover", "--candidate", "pat1", "--force"]);
     assert!(ok && out.contains("Successfully switched over to \"pat1\""), "{out}");
@@ -206,6 +216,25 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
     let _ = stop.send(true);
     let (worst, samples) = sampler.await.expect("sampler");
     assert!(worst <= 1, "two writable nodes at one sample ({samples} samples)");
+}
+
+/// Every node holds a physical slot for each other member, and no inactive slot is more than
+/// 32 MB behind the node's own position.
+async fn slots_keep_up(nodes: &[Node], leader: usize) -> Option<()> {
+    for (i, n) in nodes.iter().enumerate() {
+        let at = if i == leader { "pg_current_wal_lsn()" } else { "pg_last_wal_replay_lsn()" };
+        let q = format!(
+            "SELECT count(*), count(*) FILTER (WHERE NOT active AND (restart_lsn IS NULL OR {at} - restart_lsn > 32 * 1024 * 1024)) \
+             FROM pg_replication_slots WHERE slot_type = 'physical'"
+        );
+        let rows = sql(n.pg_port, &q).await.ok()?;
+        let (all, behind): (i64, i64) = (rows[0].get(0), rows[0].get(1));
+        if all != nodes.len() as i64 - 1 || behind != 0 {
+            println!("{}: {all} slots, {behind} behind", n.name);
+            return None;
+        }
+    }
+    Some(())
 }
 
 /// Tries a write on `port` every 100 ms until told to stop; returns (attempts, failures).

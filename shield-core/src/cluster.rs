@@ -544,8 +544,17 @@ impl ClusterView {
                     )
                 });
             }
-            "config" => match DynamicConfig::from_json_text(&text) {
-                Ok(c) => {
+            // Timings Patroni would adjust (20/10/10, written by a Patroni member or an operator)
+            // are adjusted the same way, not refused: every member then runs the same timings.
+            "config" => match (if text.trim().is_empty() {
+                Ok(Value::Object(Map::new()))
+            } else {
+                serde_json::from_str::<Value>(&text)
+            })
+            .map_err(|e| crate::config::ConfigError::NotAnObject(e.to_string()))
+            .and_then(DynamicConfig::from_json_adjusting)
+            {
+                Ok((c, _adjusted)) => {
                     self.config = Some((c, e.revision));
                     self.config_json = serde_json::from_str(&text).ok();
                 }

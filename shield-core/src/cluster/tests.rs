@@ -196,3 +196,16 @@ fn patroni_41_lsn_fields_and_the_failsafe_key_are_read_and_written() {
     let bad = ClusterView::from_entries(Revision(1), &[kv("failsafe", "[]", 1)]);
     assert_eq!((bad.failsafe.is_none(), bad.anomalies.len()), (true, 1));
 }
+
+/// A `config` key with timings Patroni adjusts (loop_wait + 2*retry_timeout > ttl) is read
+/// adjusted as Patroni reads it, not taken as garbage.
+#[test]
+fn a_config_patroni_would_adjust_is_adjusted_not_refused() {
+    let e = [kv("config", r#"{"ttl":20,"loop_wait":10,"retry_timeout":10}"#, 1)];
+    let v = ClusterView::from_entries(Revision(1), &e);
+    assert!(v.anomalies.is_empty(), "{:?}", v.anomalies);
+    let t = v.config.as_ref().map(|(c, _)| c.timing).expect("config");
+    assert_eq!((t.ttl_ms, t.loop_wait_ms, t.retry_timeout_ms), (20_000, 1_000, 9_000));
+    // The stored JSON is kept as written, for edits.
+    assert_eq!(v.config_json, Some(json!({"ttl":20,"loop_wait":10,"retry_timeout":10})));
+}
