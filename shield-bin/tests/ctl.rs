@@ -361,7 +361,7 @@ async fn seed_transcript() {
     wait_for("node3's pending restart in the member key", Duration::from_secs(20), || async {
         let out = ctl(&cfg, &["list", "-f", "json"], "").await.stdout;
         let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
-        let ready = rows.iter().filter(|r| r["Lag in MB"] == 0).count() == 2;
+        let ready = rows.iter().filter(|r| r["Receive Lag"] == 0 && r["Replay Lag"] == 0).count() == 2;
         (ready && rows.iter().any(|r| r["Member"] == "node3" && r["Pending restart"] == "*")).then_some(())
     })
     .await;

@@ -171,14 +171,15 @@ async fn switchover_moves_the_primary_and_records_history() {
         replicas_stream_from(&c.nodes, cand, "after-switchover")
     })
     .await;
-    // Replication slots as Patroni keeps them: the new primary holds one active slot per replica;
-    // the old primary, now a replica, dropped the slots it held.
+    // Replication slots as Patroni 4 keeps them (member_slots_ttl): the new primary holds one
+    // active slot per replica; the old primary, now a replica, keeps an inactive copy for each of
+    // the other members, advanced to the positions the new primary publishes.
     wait_for("the slots to follow the new primary", Duration::from_secs(20), || async {
         let q = "SELECT count(*) FILTER (WHERE active), count(*) FROM pg_replication_slots";
         let new = sql(c.nodes[cand].pg_port, q).await.ok()?;
         let old = sql(c.nodes[p].pg_port, q).await.ok()?;
         let counts = |rows: &[tokio_postgres::Row]| rows.first().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)));
-        (counts(&new) == Some((2, 2)) && counts(&old) == Some((0, 0))).then_some(())
+        (counts(&new) == Some((2, 2)) && counts(&old) == Some((0, 2))).then_some(())
     })
     .await;
     // Callbacks as Patroni calls them: the old primary became a replica, the candidate a master.

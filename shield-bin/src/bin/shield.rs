@@ -20,8 +20,7 @@ struct Args {
     /// Check the config file and exit.
     #[arg(long)]
     validate_config: bool,
-    /// The node's YAML config (Patroni's keys).
-    #[arg(required = true)]
+    /// The node's YAML config (Patroni's keys); not needed when PATRONI_CONFIGURATION holds it.
     config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -138,12 +137,17 @@ fn main() -> ExitCode {
     if let Some(cmd) = args.cmd {
         return subcommand(cmd);
     }
-    let Some(config) = args.config else {
-        eprintln!("shield: a config file is required (shield CONFIG.yml)");
-        return ExitCode::from(2);
-    };
     let env: BTreeMap<String, String> =
         std::env::vars().filter(|(k, _)| k.starts_with("PATRONI_") || k.starts_with("SHIELD_")).collect();
+    let whole = env.contains_key("PATRONI_CONFIGURATION") || env.contains_key("SHIELD_CONFIGURATION");
+    let config = match args.config {
+        Some(c) => c,
+        None if whole => PathBuf::from("$PATRONI_CONFIGURATION"),
+        None => {
+            eprintln!("shield: a config file is required (shield CONFIG.yml), or PATRONI_CONFIGURATION");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = match NodeConfig::load(&config, &env) {
         Ok(c) => c,
         Err(e) => {

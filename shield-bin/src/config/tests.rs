@@ -250,6 +250,42 @@ fn environment_overrides_patroni_then_shield() {
     assert_eq!(endpoints.len(), 2);
 }
 
+/// Every variable Patroni documents is read: typed as Patroni reads it (lists, booleans,
+/// mappings), and a key Shield does not act on gets the same warning as in the file.
+#[test]
+fn patronis_documented_variables_are_read_with_their_types() {
+    let env: BTreeMap<String, String> = [
+        ("PATRONI_RESTAPI_ALLOWLIST", "127.0.0.1, 10.0.0.0/8"),
+        ("PATRONI_RESTAPI_ALLOWLIST_INCLUDE_MEMBERS", "true"),
+        ("PATRONI_RESTAPI_SERVER_TOKENS", "Minimal"),
+        ("PATRONI_RESTAPI_HTTP_EXTRA_HEADERS", "{X-Frame-Options: SAMEORIGIN}"),
+        ("PATRONI_REPLICATION_SSLMODE", "require"),
+        ("PATRONI_REWIND_USERNAME", "rewinder"),
+        ("PATRONI_REWIND_PASSWORD", "123"),
+        ("PATRONI_LOG_LEVEL", "DEBUG"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let c = NodeConfig::parse(Path::new("x.yml"), PATRONI, &env).expect("valid");
+    assert_eq!(c.pg.rewind.username, "rewinder");
+    assert_eq!(c.pg.rewind.password, "123", "a numeric-looking password stays text");
+    let warned = c.warnings.join("\n");
+    for key in ["restapi.server_tokens", "restapi.http_extra_headers", "log.level"] {
+        assert!(warned.contains(key), "{key} not warned: {warned}");
+    }
+    // The whole config in PATRONI_CONFIGURATION: the file and the other variables are not read.
+    let env: BTreeMap<String, String> = [
+        ("PATRONI_CONFIGURATION", PATRONI.replace("name: postgresql0", "name: from-env")),
+        ("PATRONI_NAME", "ignored".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let c = NodeConfig::load(Path::new("/nonexistent.yml"), &env).expect("valid");
+    assert_eq!(c.name.as_str(), "from-env");
+}
+
 #[test]
 fn consul_section_is_read_and_checked() {
     let base = PATRONI.replace("etcd3:\n  host: 127.0.0.1:2379\n", "");

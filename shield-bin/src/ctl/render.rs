@@ -209,8 +209,42 @@ fn scheduled_restart_label(m: &Member) -> String {
     }
 }
 
-/// The `list` table of one cluster (and `topology` when `topology` is set).
+/// patronictl 4's position columns for a replica: (`Receive LSN`, `Receive Lag`, `Replay LSN`,
+/// `Replay Lag`), lags in MB behind the leader's last published position, as `cluster_as_json`
+/// computes them (a member that publishes only `xlog_location` shows it as received while
+/// streaming, else as replayed).
+fn position_cells(v: &ClusterView, m: &Member) -> [Cell; 4] {
+    if v.is_leader(&m.name) {
+        return [Cell::Empty, Cell::Empty, Cell::Empty, Cell::Empty];
+    }
+    let (mut receive, mut replay) = (m.data.receive_lsn, m.data.replay_lsn);
+    if receive.is_none() && replay.is_none() {
+        if m.data.replication_state.as_deref() == Some("streaming") {
+            receive = m.data.xlog_location;
+        } else {
+            replay = m.data.xlog_location;
+        }
+    }
+    let optime = v.optime().unwrap_or_default();
+    let pair = |lsn: Option<shield_core::Lsn>| match lsn.filter(|l| l.0 > 0) {
+        None => (Cell::Text("unknown".into()), Cell::Empty),
+        Some(l) => {
+            let mb = (optime.bytes_after(l) as f64 / (1024.0 * 1024.0)).round() as i64;
+            (Cell::Text(l.to_string()), Cell::Num(mb))
+        }
+    };
+    let ((a, b), (c, d)) = (pair(receive), pair(replay));
+    [a, b, c, d]
+}
+
+/// The `list` table of one cluster (and `topology` when `topology` is set): in the seed's layout
+/// (`Lag in MB`), or with `patronictl4`, patronictl 4.1's columns (`Receive LSN`, `Receive Lag`,
+/// `Replay LSN`, `Replay Lag`), which `-f json|yaml|tsv` carry.
 pub fn members_grid(cluster: &str, v: &ClusterView, extended: bool, topology: bool) -> Grid {
+    members_grid_as(cluster, v, extended, topology, false)
+}
+
+fn members_grid_as(cluster: &str, v: &ClusterView, extended: bool, topology: bool, patronictl4: bool) -> Grid {
     let members: Vec<&Member> = ordered_members(v, topology);
     let addrs: Vec<Option<(String, u16)>> = members.iter().map(|m| host_port(m)).collect();
     let hosts: Vec<&str> = addrs.iter().flatten().map(|(h, _)| h.as_str()).collect();
@@ -222,8 +256,10 @@ pub fn members_grid(cluster: &str, v: &ClusterView, extended: bool, topology: bo
     let with_pending = extended || pending.iter().any(|p| *p);
     let with_scheduled = extended || scheduled.iter().any(|s| !s.is_empty());
     let with_tags = extended || tags.iter().any(|t| !t.is_empty());
+    let lag_columns: &[&str] =
+        if patronictl4 { &["Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag"] } else { &["Lag in MB"] };
     let mut columns: Vec<String> =
-        ["Cluster", "Member", "Host", "Role", "State", "TL", "Lag in MB"].iter().map(|s| s.to_string()).collect();
+        ["Cluster", "Member", "Host", "Role", "State", "TL"].iter().chain(lag_columns).map(|s| s.to_string()).collect();
     if with_pending {
         columns.push("Pending restart".into());
     }
@@ -254,8 +290,12 @@ pub fn members_grid(cluster: &str, v: &ClusterView, extended: bool, topology: bo
                 Cell::Text(role_label(v, m).to_owned()),
                 Cell::Text(state_label(v, m)),
                 m.data.timeline.map_or(Cell::Empty, |t| Cell::Num(i64::from(t.0))),
-                lag_cell(v, m),
             ];
+            if patronictl4 {
+                row.extend(position_cells(v, m));
+            } else {
+                row.push(lag_cell(v, m));
+            }
             if with_pending {
                 row.push(if pending[i] { Cell::Text("*".into()) } else { Cell::Empty });
             }
@@ -271,7 +311,7 @@ pub fn members_grid(cluster: &str, v: &ClusterView, extended: bool, topology: bo
     Grid {
         columns,
         rows,
-        right: vec!["TL".into(), "Lag in MB".into()],
+        right: ["TL", "Lag in MB", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag"].map(String::from).to_vec(),
         title: Some(format!(" Cluster: {cluster} ({}) ", initialize_label(v))),
     }
 }
@@ -308,7 +348,8 @@ pub fn footer(v: &ClusterView) -> Vec<String> {
 /// `list` output for one cluster in `format` (footer lines in pretty form only).
 pub fn list(cluster: &str, v: &ClusterView, extended: bool, topology: bool, format: Format) -> String {
     let topology = topology || format == Format::Topology;
-    let grid = members_grid(cluster, v, extended, topology);
+    let machine = matches!(format, Format::Json | Format::Yaml | Format::Tsv);
+    let grid = members_grid_as(cluster, v, extended, topology, machine);
     let mut out = grid.render(format, &["Cluster"]);
     if matches!(format, Format::Pretty | Format::Topology) {
         for l in footer(v) {

@@ -136,12 +136,36 @@ fn json_tsv_and_yaml_carry_the_cluster_column_and_numbers() {
         j,
         json!([
             {"Cluster": "batman", "Member": "postgresql0", "Host": "127.0.0.1:5432", "Role": "Leader", "State": "running", "TL": 5},
-            {"Cluster": "batman", "Member": "postgresql1", "Host": "127.0.0.1:5433", "Role": "Replica", "State": "streaming", "TL": 5, "Lag in MB": 3}
+            // patronictl 4.1's keys; a member that publishes only xlog_location shows it as
+            // received while streaming.
+            {"Cluster": "batman", "Member": "postgresql1", "Host": "127.0.0.1:5433", "Role": "Replica", "State": "streaming", "TL": 5,
+             "Receive LSN": "0/3D00498", "Receive Lag": 3, "Replay LSN": "unknown"}
         ])
     );
     let tsv = list("batman", &v, false, false, Format::Tsv);
-    assert_eq!(tsv.lines().next(), Some("Cluster\tMember\tHost\tRole\tState\tTL\tLag in MB"));
-    assert_eq!(tsv.lines().nth(2), Some("batman\tpostgresql1\t127.0.0.1:5433\tReplica\tstreaming\t5\t3"));
+    assert_eq!(
+        tsv.lines().next(),
+        Some("Cluster\tMember\tHost\tRole\tState\tTL\tReceive LSN\tReceive Lag\tReplay LSN\tReplay Lag")
+    );
+    assert_eq!(
+        tsv.lines().nth(2),
+        Some("batman\tpostgresql1\t127.0.0.1:5433\tReplica\tstreaming\t5\t0/3D00498\t3\tunknown\t")
+    );
+    // Members that publish both positions (Patroni 4.1, Shield) show each.
+    let mut e = batman();
+    e[4].1 = member(
+        5433,
+        "replica",
+        "running",
+        67110040,
+        json!({"receive_lsn": 67110040, "replay_lsn": 67110040 - 1024 * 1024}),
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&list("batman", &view(&e), false, false, Format::Json)).expect("json");
+    assert_eq!(
+        (&j[1]["Receive Lag"], &j[1]["Replay LSN"], &j[1]["Replay Lag"]),
+        (&json!(0), &json!("0/3F00498"), &json!(1))
+    );
     let y = list("batman", &v, false, false, Format::Yaml);
     assert!(y.starts_with("- Cluster: batman\n  Host: 127.0.0.1:5432\n  Member: postgresql0\n"), "{y}");
 }
