@@ -17,8 +17,8 @@ use shield_core::{DbProcess, DbStatus, Lsn, MemberName, Revision};
 
 use crate::config::Credentials;
 
-/// Shield's version: `patroni.version` in `/patroni` and, in Patroni's integer form (each part
-/// zero-padded to two digits: 0.1.0 → 100, as 4.1.4 → 40104), the `patroni_version` metric.
+/// Shield's own version: `patroni.shield_version` in `/patroni` and the `shield_version` metric.
+/// (`patroni.version` and `patroni_version` carry [`shield_core::PATRONI_COMPAT_VERSION`].)
 pub const SHIELD_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What the API reports; the driver replaces it every cycle.
@@ -299,7 +299,13 @@ fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
     let mut v = json!({
         "state": state_str(db),
         "role": role_str(db),
-        "patroni": {"version": SHIELD_VERSION, "scope": s.scope, "name": s.name.as_str(), "shield": true},
+        "patroni": {
+            "version": shield_core::PATRONI_COMPAT_VERSION,
+            "scope": s.scope,
+            "name": s.name.as_str(),
+            "shield": true,
+            "shield_version": SHIELD_VERSION,
+        },
         "cluster_unlocked": !dcs_fresh(snap) || snap.cluster.leader.is_none(),
         "pause": snap.paused,
         "dcs_last_seen": snap.dcs_last_seen_unix,
@@ -1608,7 +1614,8 @@ mod tests {
         assert_eq!(v["xlog"]["replayed_location"], json!(800));
         assert_eq!(v["replication_state"], json!("streaming"));
         assert_eq!(v["sync_standby"], json!(true));
-        assert_eq!(v["patroni"]["version"], json!(SHIELD_VERSION));
+        assert_eq!(v["patroni"]["version"], json!(shield_core::PATRONI_COMPAT_VERSION));
+        assert_eq!(v["patroni"]["shield_version"], json!(SHIELD_VERSION));
         // Nothing received yet: the replayed position stands in, as in Patroni.
         edit(&s, |snap| snap.db = Some(db(true, None, Some(800), true)));
         assert_eq!(get(s.clone()).await["xlog"]["received_location"], json!(800));

@@ -132,7 +132,9 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
     let tags = Tags::from_json(&snap.tags);
     let config = snap.cluster.config.as_ref().map(|(c, _)| c);
 
-    o.gauge("patroni_version", "Patroni semver without periods.", version_number(crate::api::SHIELD_VERSION));
+    // The Patroni release Shield speaks (4.1.5 → 40105); Shield's own version beside it.
+    o.gauge("patroni_version", "Patroni semver without periods.", version_number(shield_core::PATRONI_COMPAT_VERSION));
+    o.gauge("shield_version", "Shield semver without periods.", version_number(crate::api::SHIELD_VERSION));
     o.gauge("patroni_postgres_running", "Value is 1 if Postgres is running, 0 otherwise.", u8::from(running));
     o.gauge(
         "patroni_postmaster_start_time",
@@ -311,7 +313,8 @@ mod tests {
         let snap = running_replica();
         let text = render("demo", "node1", &snap, true, true);
         let expect = [
-            ("patroni_version", version_number(crate::api::SHIELD_VERSION).to_string()),
+            ("patroni_version", "40105".into()),
+            ("shield_version", version_number(crate::api::SHIELD_VERSION).to_string()),
             ("patroni_postmaster_start_time", "1700000000.250000".into()),
             ("patroni_primary", "0".into()),
             ("patroni_replica", "1".into()),

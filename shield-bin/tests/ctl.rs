@@ -455,5 +455,5 @@ async fn seed_transcript() {
     let _ = stop.send(true);
     let (worst, samples) = sampler.await.expect("sampler");
     assert!(worst <= 1, "two writable nodes at one sample ({samples} samples)");
-    assert!(samples > 20, "the sampler ran ({samples} samples)");
+    assert!(samples >= 10, "the sampler ran ({samples} samples)");
 }

@@ -46,3 +46,9 @@ pub use decide::{decide, slot_name, Decision, LeaseHold, NodeSettings, NodeState
 pub use observation::{DataDir, DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport, Request};
 pub use reason::{Ineligible, Reason};
 pub use types::{Lsn, MemberName, MonoMillis, Revision, SystemId, Timeline};
+
+/// The Patroni release whose interfaces Shield speaks (DCS values, REST, metrics). Shield
+/// reports it where Patroni reports its own version (the member key's `version`, `/patroni`'s
+/// `patroni.version`, the `patroni_version` metric), because Patroni members and tools read
+/// those to decide which formats a peer understands; Shield's own version is reported beside it.
+pub const PATRONI_COMPAT_VERSION: &str = "4.1.5";

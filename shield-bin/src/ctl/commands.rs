@@ -106,7 +106,10 @@ pub(super) async fn run(ctx: &Ctx, cmd: Command) -> R {
                     Ok(a) => {
                         let s: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
                         let agent = if s["patroni"]["shield"] == json!(true) { "Shield" } else { "Patroni" };
-                        let ver = s["patroni"]["version"].as_str().unwrap_or("?");
+                        let ver = s["patroni"]["shield_version"]
+                            .as_str()
+                            .or_else(|| s["patroni"]["version"].as_str())
+                            .unwrap_or("?");
                         let pg = s["server_version"].as_u64().map(pg_version_text).unwrap_or_else(|| "?".into());
                         println!("{m}: {agent} {ver} PostgreSQL {pg}");
                     }

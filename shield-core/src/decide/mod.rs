@@ -76,7 +76,7 @@ impl NodeSettings {
             watchdog: WatchdogMode::Automatic,
             watchdog_safety_margin_ms: None,
             vip: false,
-            version: concat!("shield ", env!("CARGO_PKG_VERSION")).to_owned(),
+            version: crate::PATRONI_COMPAT_VERSION.to_owned(),
         }
     }
 }
