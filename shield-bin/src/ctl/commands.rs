@@ -617,6 +617,15 @@ async fn reinit(ctx: &Ctx, c: &str, names: Vec<String>, from_leader: bool, force
         confirm(&format!("Are you sure you want to reinitialize members {}?", list.join(", ")))?;
     }
     let mut started = Vec::new();
+    // A member is done once it runs and streams under a new postmaster: its status may still
+    // show the old server for a moment after the request was taken.
+    let mut before = std::collections::BTreeMap::new();
+    for m in &members {
+        if let Ok(a) = ctx.rest(&v, m, "GET", "/patroni", None, QUICK).await {
+            let s: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
+            before.insert(m.clone(), s["postmaster_start_time"].clone());
+        }
+    }
     for m in &members {
         let body = json!({ "force": force, "from_leader": from_leader });
         match ctx.rest(&v, m, "POST", "/reinitialize", Some(&body), QUICK).await {
@@ -645,7 +654,8 @@ async fn reinit(ctx: &Ctx, c: &str, names: Vec<String>, from_leader: bool, force
                 let done = match ctx.rest(&v, &m, "GET", "/patroni", None, QUICK).await {
                     Ok(a) => {
                         let s: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
-                        s["state"] == "running" && s["replication_state"] == "streaming"
+                        let restarted = before.get(&m).is_none_or(|b| *b != s["postmaster_start_time"]);
+                        restarted && s["state"] == "running" && s["replication_state"] == "streaming"
                     }
                     Err(_) => false,
                 };
