@@ -130,9 +130,9 @@ impl Mixed {
     }
 }
 
-/// A Patroni primary with two Shield replicas: each side reads the other's keys, either CLI
-/// switches over in both directions, and either side's crash fails over to the other; never
-/// two writable nodes.
+/// A Patroni primary with two Shield replicas: each side reads the other's keys, each CLI
+/// switches over in both directions (Patroni to Shield and back), and either side's crash fails
+/// over to the other; never two writable nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
     let _serial = SERIAL.lock().await;
@@ -177,6 +177,29 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
     wait_for("sh2 and sh3 to stream from pat1", Duration::from_secs(90), || async {
         exec(m.nodes[0].pg_port, "INSERT INTO e2e VALUES ('on-pat1')").await.ok()?;
         replicas_stream_from(&m.nodes, 0, "on-pat1").await
+    })
+    .await;
+    // And the other way round with each CLI: patronictl to Shield, shieldctl back to Patroni.
+    let (ok, out) = m.patronictl(&["switchover", "--candidate", "sh2", "--force"]);
+    assert!(ok && out.contains("Successfully switched over to \"sh2\""), "{out}");
+    wait_for("sh2 to be the only writable node", Duration::from_secs(60), || async {
+        (writable(&m.nodes).await == vec![1]).then_some(())
+    })
+    .await;
+    wait_for("pat1 and sh3 to stream from sh2", Duration::from_secs(90), || async {
+        exec(m.nodes[1].pg_port, "INSERT INTO e2e VALUES ('on-sh2')").await.ok()?;
+        replicas_stream_from(&m.nodes, 1, "on-sh2").await
+    })
+    .await;
+    let (ok, out) = m.shieldctl(&["switchover", "--candidate", "pat1", "--force"]);
+    assert!(ok && out.contains("Successfully switched over to \"pat1\""), "{out}");
+    wait_for("pat1 to lead again", Duration::from_secs(60), || async {
+        (writable(&m.nodes).await == vec![0]).then_some(())
+    })
+    .await;
+    wait_for("sh2 and sh3 to stream from pat1 again", Duration::from_secs(90), || async {
+        exec(m.nodes[0].pg_port, "INSERT INTO e2e VALUES ('on-pat1-again')").await.ok()?;
+        replicas_stream_from(&m.nodes, 0, "on-pat1-again").await
     })
     .await;
     // The Patroni leader crashes: a Shield node takes over; Patroni rejoins it.
