@@ -187,6 +187,6 @@ echo
 echo "demo: the cluster is left running in $DEMO"
 echo "  status:   $DEMO/shieldctl -c $DEMO/shieldctl.yml list   (or scripts/demo.sh --status)"
 echo "  operate:  $DEMO/shieldctl -c $DEMO/shieldctl.yml switchover | history | edit-config ..."
-echo "  psql:     psql 'host=127.0.0.1 port=$PG_BASE user=postgres password=demo-su'"
+echo "  psql:     PGPASSFILE=$DEMO/node0/pgpass psql -h 127.0.0.1 -p $PG_BASE -U postgres"
 echo "  logs:     $DEMO/node*/shield.log; decisions: $DEMO/node*/data.journal.jsonl"
 echo "  stop:     scripts/demo.sh --stop"

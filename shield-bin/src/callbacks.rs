@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::process::Command;
-
 /// A callback event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Event {
@@ -224,13 +222,13 @@ impl Callbacks {
 }
 
 fn spawn(argv: &[String]) -> std::io::Result<tokio::process::Child> {
-    let mut c = Command::new(&argv[0]);
+    // No password variables and no ambient capabilities (the VIP's are the daemon's alone).
+    let mut c = crate::child::tokio_command(&argv[0], crate::child::Caps::Drop);
     c.args(&argv[1..])
         .stdin(std::process::Stdio::null())
         // Its own process group, so ending it ends whatever it started too.
         .process_group(0)
         .kill_on_drop(false);
-    crate::sdnotify::scrub(c.as_std_mut());
     c.spawn()
 }
 

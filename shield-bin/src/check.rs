@@ -109,7 +109,7 @@ fn binaries(bin_dir: &Path) -> Vec<Line> {
         }
     }
     if missing.is_empty() {
-        let version = std::process::Command::new(bin_dir.join("postgres"))
+        let version = crate::child::command(bin_dir.join("postgres"), crate::child::Caps::Drop)
             .arg("--version")
             .output()
             .ok()

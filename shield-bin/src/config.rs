@@ -437,8 +437,9 @@ pub struct PgSettings {
     pub rewind: Credentials,
     /// `postgresql.parameters`.
     pub parameters: BTreeMap<String, String>,
-    /// `use_pg_rewind` (local wins over the DCS).
-    pub use_pg_rewind: Option<bool>,
+    /// `use_pg_rewind` and `remove_data_directory_on_*`: each wins over the DCS when set, as in
+    /// Patroni.
+    pub local_pg: shield_core::config::LocalPg,
     /// `pg_ctl_timeout`, seconds.
     pub pg_ctl_timeout_s: u64,
     /// `basebackup`: extra pg_basebackup options (Patroni's list of `option` or `{option: value}`).
@@ -671,9 +672,28 @@ impl NodeConfig {
             apply_env(&mut root, env);
         }
         let sorted = keys::sort(&mut root).map_err(|e| err(file, e))?;
+        local_switches(&root).map_err(|e| err(file, e))?;
         let raw: RawConfig = serde_yaml_ng::from_value(root).map_err(|e| err(file, e.to_string()))?;
         check(file, raw, sorted)
     }
+}
+
+/// The node file's `postgresql` switches that decide whether a data directory may be wiped must be
+/// booleans, named when they are not (serde's own error names no key).
+fn local_switches(root: &Value) -> Result<(), String> {
+    let pg = &root["postgresql"];
+    for key in
+        ["use_pg_rewind", "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines"]
+    {
+        match &pg[key] {
+            Value::Null | Value::Bool(_) => {}
+            other => {
+                let shown = serde_yaml_ng::to_string(other).unwrap_or_default();
+                return Err(format!("`postgresql.{key}`: {} is not true or false", shown.trim()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check(file: &Path, raw: RawConfig, sorted: keys::Sorted) -> Result<NodeConfig, ConfigFileError> {
@@ -1193,7 +1213,11 @@ fn pg_settings(file: &Path, p: RawPostgresql) -> Result<PgSettings, ConfigFileEr
         replication,
         rewind,
         parameters,
-        use_pg_rewind: p.use_pg_rewind,
+        local_pg: shield_core::config::LocalPg {
+            use_pg_rewind: p.use_pg_rewind,
+            remove_data_directory_on_rewind_failure: p.remove_data_directory_on_rewind_failure,
+            remove_data_directory_on_diverged_timelines: p.remove_data_directory_on_diverged_timelines,
+        },
         pg_ctl_timeout_s: p.pg_ctl_timeout.unwrap_or(60),
         basebackup_args,
     })

@@ -175,6 +175,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     let scheme = if cfg.api_tls.is_some() { "https" } else { "http" };
     settings.api_url = Some(format!("{scheme}://{}/patroni", cfg.api_connect));
     settings.bootstrap_config = cfg.bootstrap_dcs.clone();
+    settings.local_pg = cfg.pg.local_pg;
     let watchdog = watchdog(&cfg.watchdog)?;
     settings.watchdog = if watchdog.is_some() { cfg.watchdog.mode } else { shield_core::WatchdogMode::Off };
     settings.watchdog_safety_margin_ms = cfg.watchdog.safety_margin_ms;

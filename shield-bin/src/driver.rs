@@ -679,6 +679,7 @@ impl Driver {
             }
         }
         self.state.settings.tags = new.tags.clone();
+        self.state.settings.local_pg = new.pg.local_pg;
         if let Ok(mut a) = self.api.auth.lock() {
             *a = new.api_auth.clone();
         }

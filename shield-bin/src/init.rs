@@ -154,29 +154,93 @@ pub enum Written {
     Replaced,
 }
 
-/// Writes `text` to `path` unless a different file is there: then `Err` with the unified diff,
-/// unless `force`.
-pub fn write_file(path: &Path, text: &str, force: bool) -> Result<Written, String> {
-    match std::fs::read_to_string(path) {
-        Ok(old) if old == text => return Ok(Written::Unchanged),
-        Ok(old) if !force => {
-            let diff = similar::TextDiff::from_lines(old.as_str(), text);
-            let shown = diff.unified_diff().context_radius(2).header(&path.display().to_string(), "(new)").to_string();
-            return Err(format!("{} has changed; not overwriting it without --force:\n{shown}", path.display()));
+/// Who may read a file `shield init` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// It holds passwords: created 0600, and its backup is never readable by others either.
+    Secret,
+    /// A unit or a config without secrets: 0644; its backup keeps the old file's mode.
+    Public,
+}
+
+impl Access {
+    fn mode(self) -> u32 {
+        match self {
+            Access::Secret => crate::files::SECRET_MODE,
+            Access::Public => 0o644,
         }
-        Ok(old) => {
-            std::fs::write(path.with_extension("bak"), old).map_err(|e| format!("{}: {e}", path.display()))?;
-            std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+
+    /// The widest mode a backup of such a file may have.
+    fn backup_max(self) -> u32 {
+        match self {
+            Access::Secret => crate::files::SECRET_MODE,
+            Access::Public => 0o777,
+        }
+    }
+}
+
+/// Writes `text` to `path` unless a different file is there: then `Err` with the unified diff
+/// (password values hidden), unless `force`. Writes are atomic and a new file has its mode from
+/// creation; an unchanged secret file that an older version left readable is narrowed to 0600.
+pub fn write_file(path: &Path, text: &str, force: bool, access: Access) -> Result<Written, String> {
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
+    match std::fs::read_to_string(path) {
+        Ok(old) if old == text => {
+            if access == Access::Secret {
+                crate::files::restrict(path, access.mode()).map_err(at)?;
+            }
+            return Ok(Written::Unchanged);
+        }
+        Ok(old) if !force => {
+            return Err(format!(
+                "{} has changed; not overwriting it without --force:\n{}",
+                path.display(),
+                shown_diff(path, &old, text)
+            ));
+        }
+        Ok(_) => {
+            crate::files::backup(path, access.backup_max()).map_err(at)?;
+            crate::files::write_atomic(path, text.as_bytes(), access.mode()).map_err(at)?;
             return Ok(Written::Replaced);
         }
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("{}: {e}", path.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(at(e)),
         Err(_) => {}
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::files::write_atomic(path, text.as_bytes(), access.mode()).map_err(at)?;
     Ok(Written::Created)
+}
+
+/// The unified diff from `old` to `new` with secret values hidden: it goes to a terminal and
+/// maybe a ticket, so it must not show the passwords of either file.
+fn shown_diff(path: &Path, old: &str, new: &str) -> String {
+    let (old_r, new_r) = (redact(old), redact(new));
+    let diff = similar::TextDiff::from_lines(old_r.as_str(), new_r.as_str());
+    let mut shown = diff.unified_diff().context_radius(2).header(&path.display().to_string(), "(new)").to_string();
+    let secrets = |t: &str| t.lines().filter(|l| redact_line(l) != *l).map(str::to_owned).collect::<Vec<_>>();
+    if secrets(old) != secrets(new) {
+        shown.push_str("(secret values differ too; they are not shown)\n");
+    }
+    shown
+}
+
+/// `text` with the values of secret keys (`password`, `token`, `secret`, ...) replaced.
+fn redact(text: &str) -> String {
+    text.lines().map(|l| redact_line(l) + "\n").collect()
+}
+
+fn redact_line(line: &str) -> String {
+    let Some((key, value)) = line.split_once(':') else { return line.to_owned() };
+    let k = key.trim().trim_start_matches("- ").to_ascii_lowercase();
+    let secret = ["password", "token", "secret"].iter().any(|s| k.contains(s));
+    if secret && !value.trim().is_empty() {
+        format!("{key}: <hidden>")
+    } else {
+        line.to_owned()
+    }
 }
 
 fn report(out: &mut dyn Write, path: &Path, w: &Written) {
@@ -279,9 +343,9 @@ pub fn init_etcd(args: &EtcdInit, ask: &mut Asker<'_>) -> Result<(), String> {
     ask.say(&format!("{this} will be used as node IP"));
     let conf_path = args.out.join("etcd.conf.yml");
     let unit_path = args.out.join("etcd.service");
-    let w = write_file(&conf_path, &etcd_config(&members, this, &args.data_dir), args.write.force)?;
+    let w = write_file(&conf_path, &etcd_config(&members, this, &args.data_dir), args.write.force, Access::Public)?;
     report(&mut ask.out, &conf_path, &w);
-    let w = write_file(&unit_path, &etcd_unit(&args.etcd_bin, &conf_path), args.write.force)?;
+    let w = write_file(&unit_path, &etcd_unit(&args.etcd_bin, &conf_path), args.write.force, Access::Public)?;
     report(&mut ask.out, &unit_path, &w);
     let data = args.data_dir.display().to_string();
     let steps = vec![
@@ -342,7 +406,10 @@ fn root_steps(ask: &mut Asker<'_>, note: &str, steps: &[Step], apply: bool) -> R
         return Err("--apply needs root: run the printed steps as root, or this command with sudo".to_owned());
     }
     let run = |argv: &[String]| {
-        std::process::Command::new(&argv[0]).args(&argv[1..]).stdin(std::process::Stdio::null()).output()
+        crate::child::command(&argv[0], crate::child::Caps::Drop)
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .output()
     };
     for s in steps {
         if let Some(u) = &s.unless {
@@ -415,8 +482,13 @@ pub struct NodeInit {
     /// PostgreSQL's unix_socket_directories (default: the server's default).
     #[arg(long)]
     pub socket_dir: Option<PathBuf>,
-    /// The superuser's password, the same on every node (default: kept from an earlier file, or
-    /// generated, with a note on reusing it).
+    /// Take the superuser and replication passwords from another node's config (the first node's
+    /// shield.yml, copied here), so that every node has the same ones without a password on a
+    /// command line.
+    #[arg(long)]
+    pub passwords_from: Option<PathBuf>,
+    /// The superuser's password, the same on every node (default: from --passwords-from, kept
+    /// from an earlier file, or generated). Visible in `ps`: prefer --passwords-from.
     #[arg(long)]
     pub superuser_password: Option<String>,
     /// The replication user's password, the same on every node (as above).
@@ -447,6 +519,40 @@ fn password() -> Result<String, String> {
         .map_err(|e| format!("/dev/urandom: {e}"))?;
     use base64::Engine as _;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+/// The superuser and replication passwords: the flags, else `--passwords-from`, else the ones
+/// already in the file being written (a re-run gives the same file); `None` ones are generated.
+fn chosen_passwords(args: &NodeInit, ask: &mut Asker<'_>) -> Result<(Option<String>, Option<String>), String> {
+    for (given, flag) in
+        [(&args.superuser_password, "--superuser-password"), (&args.replication_password, "--replication-password")]
+    {
+        if given.is_some() {
+            ask.say(&format!(
+                "warning: {flag} puts a password on a command line (visible in `ps` and shell history); \
+                 prefer --passwords-from"
+            ));
+        }
+    }
+    let (from_su, from_rep) = match &args.passwords_from {
+        Some(f) => {
+            std::fs::metadata(f).map_err(|e| format!("--passwords-from {}: {e}", f.display()))?;
+            match existing_passwords(f) {
+                (Some(su), Some(rep)) => (Some(su), Some(rep)),
+                _ => {
+                    return Err(format!(
+                        "--passwords-from {}: no postgresql.authentication superuser and replication passwords in it",
+                        f.display()
+                    ))
+                }
+            }
+        }
+        None => (None, None),
+    };
+    let (old_su, old_rep) = existing_passwords(&args.out);
+    let su = args.superuser_password.clone().or(from_su).or(old_su);
+    let rep = args.replication_password.clone().or(from_rep).or(old_rep);
+    Ok((su, rep))
 }
 
 /// Passwords already in an earlier version of the file, so a re-run produces the same file.
@@ -557,8 +663,7 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
                 .ok_or("--data-dir is required (or set PGDATA)")?;
             let bin_dir =
                 args.bin_dir.clone().or_else(pg_config_bindir).ok_or("--bin-dir is required (no pg_config)")?;
-            let (old_su, old_rep) = existing_passwords(&args.out);
-            let (su, rep) = (args.superuser_password.clone().or(old_su), args.replication_password.clone().or(old_rep));
+            let (su, rep) = chosen_passwords(args, ask)?;
             let generated = su.is_none() || rep.is_none();
             let su = match su {
                 Some(p) => p,
@@ -569,8 +674,14 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
                 None => password()?,
             };
             if generated {
-                ask.say("note: generated passwords; every node of the cluster needs the same ones:");
-                ask.say(&format!("  shield init node ... --superuser-password '{su}' --replication-password '{rep}'"));
+                // Never the passwords themselves: a terminal, its scrollback and a pasted command
+                // line (visible in `ps` and shell history) are no place for them.
+                ask.say(&format!(
+                    "note: generated passwords, kept in {} (readable by its owner only); every node of the \
+                     cluster needs the same ones: copy that file to each other node (scp, mode 0600) and run there",
+                    args.out.display()
+                ));
+                ask.say("  shield init node ... --passwords-from <the copied file>");
             }
             let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
             let net = format!("{}/{prefix}", Ipv4Addr::from(u32::from(vip) & mask));
@@ -593,14 +704,9 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
     let env = std::collections::BTreeMap::new();
     crate::config::NodeConfig::parse(&args.out, &text, &env)
         .map_err(|e| format!("the generated config is invalid: {e}"))?;
-    let w = write_file(&args.out, &text, args.write.force)?;
+    // It holds passwords: 0600 from its creation, and so is its backup.
+    let w = write_file(&args.out, &text, args.write.force, Access::Secret)?;
     report(&mut ask.out, &args.out, &w);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // It holds passwords.
-        let _ = std::fs::set_permissions(&args.out, std::fs::Permissions::from_mode(0o600));
-    }
     let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "postgres".to_owned());
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/shield"));
     let unit_path = args.out.with_file_name("shield.service");
@@ -608,7 +714,7 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
         .replace("/usr/local/bin/shield /etc/shield/shield.yml", &format!("{} {}", exe.display(), args.out.display()))
         .replace("User=postgres", &format!("User={user}"))
         .replace("Group=postgres", &format!("Group={user}"));
-    let w = write_file(&unit_path, &unit, args.write.force)?;
+    let w = write_file(&unit_path, &unit, args.write.force, Access::Public)?;
     report(&mut ask.out, &unit_path, &w);
     ask.say("Next:");
     ask.say(&format!("  export SHIELDCTL_CONFIG_FILE={}", args.out.display()));
@@ -630,7 +736,7 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
 }
 
 fn pg_config_bindir() -> Option<PathBuf> {
-    let out = std::process::Command::new("pg_config").arg("--bindir").output().ok()?;
+    let out = crate::child::command("pg_config", crate::child::Caps::Drop).arg("--bindir").output().ok()?;
     out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
@@ -753,12 +859,54 @@ mod tests {
     fn files_are_not_overwritten_without_force() {
         let dir = tempfile::tempdir().expect("dir");
         let p = dir.path().join("sub/x.yml");
-        assert_eq!(write_file(&p, "a: 1\n", false), Ok(Written::Created));
-        assert_eq!(write_file(&p, "a: 1\n", false), Ok(Written::Unchanged));
-        let e = write_file(&p, "a: 2\n", false).expect_err("changed");
+        assert_eq!(write_file(&p, "a: 1\n", false, Access::Public), Ok(Written::Created));
+        assert_eq!(write_file(&p, "a: 1\n", false, Access::Public), Ok(Written::Unchanged));
+        let e = write_file(&p, "a: 2\n", false, Access::Public).expect_err("changed");
         assert!(e.contains("-a: 1") && e.contains("+a: 2") && e.contains("--force"), "{e}");
         assert_eq!(std::fs::read_to_string(&p).expect("read"), "a: 1\n");
-        assert_eq!(write_file(&p, "a: 2\n", true), Ok(Written::Replaced));
+        assert_eq!(write_file(&p, "a: 2\n", true, Access::Public), Ok(Written::Replaced));
         assert_eq!(std::fs::read_to_string(p.with_extension("bak")).expect("bak"), "a: 1\n");
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn secret_files_and_their_backups_are_owner_only_and_diffs_hide_passwords() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let p = dir.path().join("shield.yml");
+        let v1 = "scope: a\npostgresql:\n  authentication:\n    superuser:\n      password: s3cret-one\n";
+        assert_eq!(write_file(&p, v1, false, Access::Secret), Ok(Written::Created));
+        assert_eq!(mode(&p), 0o600, "0600 from creation, no chmod afterwards");
+        // Left readable by an older version: an unchanged re-run narrows it.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(write_file(&p, v1, false, Access::Secret), Ok(Written::Unchanged));
+        assert_eq!(mode(&p), 0o600);
+        // A changed file: the diff shows what changed but neither password.
+        let v2 = v1.replace("scope: a", "scope: b").replace("s3cret-one", "s3cret-two");
+        let e = write_file(&p, &v2, false, Access::Secret).expect_err("changed");
+        assert!(e.contains("-scope: a") && e.contains("+scope: b"), "{e}");
+        assert!(!e.contains("s3cret") && e.contains("not shown"), "{e}");
+        // Only a password changed: still said, still not shown.
+        let v3 = v1.replace("s3cret-one", "s3cret-three");
+        let e = write_file(&p, &v3, false, Access::Secret).expect_err("changed");
+        assert!(!e.contains("s3cret") && e.contains("secret values differ"), "{e}");
+        // --force: the backup with the old password is owner-only too, even from a wide original.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(write_file(&p, &v2, true, Access::Secret), Ok(Written::Replaced));
+        assert_eq!((mode(&p), mode(&p.with_extension("bak"))), (0o600, 0o600));
+        assert_eq!(std::fs::read_to_string(p.with_extension("bak")).expect("bak"), v1);
+    }
+
+    #[test]
+    fn secret_values_are_redacted_line_by_line() {
+        assert_eq!(redact_line("      password: abc"), "      password: <hidden>");
+        assert_eq!(redact_line("  keyfile_password: 'x:y'"), "  keyfile_password: <hidden>");
+        assert_eq!(redact_line("  token: t"), "  token: <hidden>");
+        assert_eq!(redact_line("    superuser:"), "    superuser:");
+        assert_eq!(redact_line("  listen: 0.0.0.0:8008"), "  listen: 0.0.0.0:8008");
     }
 }

@@ -92,7 +92,8 @@ impl Keeper {
     pub fn start(data_dir: &Path, vip: Option<&crate::vip::VipSettings>) -> Keeper {
         let vip_args: Vec<String> = vip.map(|v| vec![v.cidr(), v.interface.clone()]).unwrap_or_default();
         let spawned = std::env::current_exe().and_then(|exe| {
-            crate::sdnotify::scrub(&mut std::process::Command::new(exe))
+            // The keeper runs `ip` to remove the VIP, so it keeps the ambient capabilities.
+            crate::child::command(exe, crate::child::Caps::KeepForVip)
                 .arg("--fence-keeper")
                 .arg(data_dir)
                 .args(&vip_args)

@@ -8,10 +8,12 @@
 pub mod api;
 pub mod callbacks;
 pub mod check;
+pub mod child;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod driver;
+pub mod files;
 pub mod http;
 pub mod init;
 pub mod journal;

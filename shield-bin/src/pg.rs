@@ -11,15 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::child::{self, Caps};
+use crate::config::PgSettings;
+use crate::files;
 use async_trait::async_trait;
 use shield_core::action::{DbTask, StartAs, StopMode};
 use shield_core::cluster::ClusterView;
 use shield_core::observation::{DataDir, DbProcess, DbStatus};
 use shield_core::ports::{Database, ErrorKind, PortError};
 use shield_core::{Lsn, MemberName, SystemId, Timeline};
-use tokio::process::Command;
-
-use crate::config::PgSettings;
 
 /// How long a status query may take before the database counts as not answering.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -223,9 +223,9 @@ impl Postgres {
     /// Runs a server binary; Err carries its stderr.
     async fn run_bin(&self, bin: &str, args: &[String], timeout: Duration) -> Result<String, PortError> {
         let path = self.bin(bin);
-        let mut cmd = Command::new(&path);
+        // Credentials come from the pgpass file only: the daemon's password variables are removed.
+        let mut cmd = child::tokio_command(&path, Caps::Drop);
         cmd.args(args).env("PGPASSFILE", &self.cfg.pgpass).kill_on_drop(true);
-        crate::sdnotify::scrub(cmd.as_std_mut());
         let out = tokio::time::timeout(timeout, cmd.output())
             .await
             .map_err(|_| PortError::new(ErrorKind::Io, format!("{bin} did not finish within {timeout:?}")))?
@@ -252,25 +252,20 @@ impl Postgres {
         })
     }
 
-    /// Writes `.pgpass` with the replication and rewind credentials (mode 0600).
+    /// Writes `.pgpass` with the replication and rewind credentials: created 0600, replaced
+    /// atomically (a crash or a full disk never leaves a truncated file that fails every login).
     pub fn write_pgpass(&self) -> Result<(), PortError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
         let mut text = String::new();
         for c in [&self.cfg.replication, &self.cfg.rewind, &self.cfg.superuser] {
             text.push_str(&format!("*:*:*:{}:{}\n", esc(&c.username), esc(&c.password)));
         }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&self.cfg.pgpass)
-            .map_err(|e| io(&format!("write {}", self.cfg.pgpass.display()), e))?;
-        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| io("write pgpass", e))
+        files::write_secret(&self.cfg.pgpass, text.as_bytes())
+            .map_err(|e| io(&format!("write {} (its directory must be writable)", self.cfg.pgpass.display()), e))
     }
 
-    /// `postgresql.conf`, `pg_hba.conf` and (for a standby) `standby.signal`.
+    /// `postgresql.conf`, `pg_hba.conf` and (for a standby) `standby.signal`, each replaced
+    /// atomically (see [`write_data_file`]).
     fn write_config(&self, upstream: Option<&MemberName>) -> Result<(), PortError> {
         let d = self.data();
         let base = d.join("postgresql.base.conf");
@@ -282,7 +277,7 @@ impl Postgres {
                 // would make the base include itself ("configuration file recursion"). What it
                 // wrapped is gone; an empty base keeps the include valid.
                 tracing::warn!("postgresql.base.conf is missing; starting from an empty one");
-                std::fs::write(&base, "").map_err(|e| io("write postgresql.base.conf", e))?;
+                write_data_file(&base, b"").map_err(|e| io("write postgresql.base.conf", e))?;
             } else {
                 std::fs::rename(&conf, &base).map_err(|e| io("keep initdb's postgresql.conf", e))?;
             }
@@ -330,16 +325,16 @@ impl Postgres {
                 text.push_str(&format!("primary_slot_name = {}\n", conf_quote(&slot)));
             }
             text.push_str("recovery_target_timeline = 'latest'\n");
-            std::fs::write(d.join("standby.signal"), b"").map_err(|e| io("write standby.signal", e))?;
+            write_data_file(&d.join("standby.signal"), b"").map_err(|e| io("write standby.signal", e))?;
         }
-        std::fs::write(&conf, text).map_err(|e| io("write postgresql.conf", e))?;
+        write_data_file(&conf, text.as_bytes()).map_err(|e| io("write postgresql.conf", e))?;
         // Exactly the configured lines, as Patroni writes them: no implicit trust for local users.
         let mut hba = String::from("# Written by Shield from the config's pg_hba.\n");
         for l in &self.hba {
             hba.push_str(l);
             hba.push('\n');
         }
-        std::fs::write(d.join("pg_hba.conf"), hba).map_err(|e| io("write pg_hba.conf", e))
+        write_data_file(&d.join("pg_hba.conf"), hba.as_bytes()).map_err(|e| io("write pg_hba.conf", e))
     }
 
     fn was_standby_requested(&self) -> bool {
@@ -543,7 +538,7 @@ impl Postgres {
                 None
             }
             StartAs::Replica { upstream } => {
-                std::fs::write(self.data().join("standby.signal"), b"").map_err(|e| io("write standby.signal", e))?;
+                write_data_file(&self.data().join("standby.signal"), b"").map_err(|e| io("write standby.signal", e))?;
                 upstream.clone()
             }
         };
@@ -579,7 +574,9 @@ impl Postgres {
         std::fs::create_dir_all(self.data()).map_err(|e| io("create data_dir", e))?;
         set_mode_0700(self.data())?;
         let pwfile = self.data().with_extension("pwfile");
-        std::fs::write(&pwfile, format!("{}\n", self.cfg.superuser.password)).map_err(|e| io("write pwfile", e))?;
+        // initdb reads the superuser's password from this file: owner-only from its creation.
+        files::write_secret(&pwfile, format!("{}\n", self.cfg.superuser.password).as_bytes())
+            .map_err(|e| io("write pwfile", e))?;
         let mut args = vec![
             "-D".to_owned(),
             self.data().display().to_string(),
@@ -664,9 +661,8 @@ impl Postgres {
                     self.data().display().to_string(),
                     "postgres".into(),
                 ];
-                let mut cmd = Command::new(self.bin("postgres"));
+                let mut cmd = child::tokio_command(self.bin("postgres"), Caps::Drop);
                 cmd.args(&args).stdin(std::process::Stdio::null()).kill_on_drop(true);
-                crate::sdnotify::scrub(cmd.as_std_mut());
                 let _ = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await;
             }
         }
@@ -682,7 +678,11 @@ impl Postgres {
             let kind = if e.message.contains("could not connect") { ErrorKind::Unreachable } else { ErrorKind::Io };
             return Err(PortError::new(kind, e.message.clone()));
         }
-        let _ = std::fs::write(self.data().join("standby.signal"), b"");
+        // The rewind itself succeeded: a failure here must not count as a failed rewind (which
+        // may wipe the data directory). Starting as a replica writes the file again.
+        if let Err(e) = write_data_file(&self.data().join("standby.signal"), b"") {
+            tracing::warn!(error = %e, "after pg_rewind: cannot write standby.signal; the start as a replica writes it");
+        }
         Ok(())
     }
 
@@ -692,6 +692,14 @@ impl Postgres {
         let c = self.connect().await?;
         c.batch_execute("SELECT pg_reload_conf()").await.map_err(|e| io("reload", e))
     }
+}
+
+/// Replaces a file in the data directory atomically, keeping its mode if it has one (a cluster
+/// initialised with group access has 0640 files), never wider than 0640; new files get 0600 as
+/// initdb gives them. A crash or a full disk leaves the old file, never a partial one that
+/// PostgreSQL would refuse to start with.
+fn write_data_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    files::write_atomic(path, bytes, files::kept_mode(path, 0o600, 0o640))
 }
 
 fn set_mode_0700(p: &Path) -> Result<(), PortError> {
@@ -864,7 +872,7 @@ impl Postgres {
             }
             let text =
                 format!("{parent}# timeline {tl} was reserved by another promotion in the DCS; skipped by shield\n");
-            std::fs::write(&path, text).map_err(|e| io("write a placeholder timeline history file", e))?;
+            write_data_file(&path, text.as_bytes()).map_err(|e| io("write a placeholder timeline history file", e))?;
             made = true;
         }
         if made {

@@ -3,7 +3,8 @@
 //! an orderly shutdown. Nothing is sent when `NOTIFY_SOCKET` is not set (not under systemd).
 //!
 //! Child processes (PostgreSQL, which Debian builds with systemd support, callbacks, the fence
-//! keeper) must not see `NOTIFY_SOCKET`: every spawn goes through [`scrub`].
+//! keeper) must not see `NOTIFY_SOCKET`: every spawn goes through [`scrub`] (by way of
+//! [`crate::child`], which also removes password variables and ambient capabilities).
 
 use std::time::{Duration, Instant};
 

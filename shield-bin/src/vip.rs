@@ -105,9 +105,9 @@ impl IpVip {
 
 /// Runs `bin args`, bounded; `Err` carries its stderr.
 async fn run(bin: &Path, args: &[&str]) -> Result<String, String> {
-    let mut cmd = tokio::process::Command::new(bin);
+    // `ip` and `arping` are the only programs that keep the daemon's ambient capabilities.
+    let mut cmd = crate::child::tokio_command(bin, crate::child::Caps::KeepForVip);
     cmd.args(args).stdin(std::process::Stdio::null()).kill_on_drop(true);
-    crate::sdnotify::scrub(cmd.as_std_mut());
     let out = tokio::time::timeout(Duration::from_secs(10), cmd.output())
         .await
         .map_err(|_| "no answer within 10 s".to_owned())?
@@ -164,7 +164,7 @@ pub fn remove_blocking(cidr: &str, interface: &str) {
         crate::keeper::say(&format!("cannot remove the VIP {cidr}: `ip` is not installed"));
         return;
     };
-    let out = crate::sdnotify::scrub(&mut std::process::Command::new(ip))
+    let out = crate::child::command(ip, crate::child::Caps::KeepForVip)
         .args(["addr", "del", cidr, "dev", interface])
         .stdin(std::process::Stdio::null())
         .output();

@@ -247,8 +247,89 @@ fn init_node_asks_the_seeds_questions_and_writes_a_config_the_daemon_accepts() {
     let (ok, out, _) = init(dir.path(), &args, answers);
     assert!(ok && out.contains("shield.yml: unchanged"), "{out}");
     // With flags nothing is asked; a missing value without a default is named.
-    let (ok, _, err) = init(dir.path(), &["node", "--name", "node2", "--out", "n2.yml"], "");
+    let (ok, _, err) = init(dir.path(), &["node", "--name", "node2", "--out", "n2/shield.yml"], "");
     assert!(!ok && err.contains("etcd member list is required"), "{err}");
+}
+
+/// The passwords in a config `shield init node` wrote.
+fn passwords_in(config: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(config).expect("config");
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    ["superuser", "replication"]
+        .iter()
+        .map(|u| v["postgresql"]["authentication"][*u]["password"].as_str().expect("password").to_owned())
+        .collect()
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+}
+
+/// No password `shield init node` generates, is given or finds is ever printed, nor suggested on
+/// a command line; the config and its backup are owner-only.
+#[test]
+fn init_node_never_prints_a_password() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let base = ["node", "--etcd", "10.0.0.1,10.0.0.2,10.0.0.3", "--vip", "10.0.0.99/24", "--this", "10.0.0.1"];
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--bin-dir", "/usr/lib/postgresql/15/bin", "--data-dir", data.to_str().expect("utf8")]);
+    let no_secret = |pws: &[String], out: &str, err: &str| {
+        for pw in pws {
+            assert!(!out.contains(pw.as_str()) && !err.contains(pw.as_str()), "{pw:?} printed:\n{out}\n{err}");
+        }
+    };
+    // Generated passwords: a note on reusing them that names a file, not the passwords.
+    let first: Vec<&str> = args.iter().copied().chain(["--name", "node1", "--out", "n1/shield.yml"]).collect();
+    let (ok, out, err) = init(dir.path(), &first, "");
+    assert!(ok, "{err}\n{out}");
+    let n1 = dir.path().join("n1/shield.yml");
+    let generated = passwords_in(&n1);
+    no_secret(&generated, &out, &err);
+    assert!(out.contains("--passwords-from") && !out.contains("--superuser-password"), "{out}");
+    assert_eq!(mode(&n1), 0o600);
+    // The second node takes them from a copy of the first node's file.
+    let second: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--name", "node2", "--out", "n2/shield.yml", "--passwords-from", "n1/shield.yml"])
+        .collect();
+    let (ok, out, err) = init(dir.path(), &second, "");
+    assert!(ok, "{err}\n{out}");
+    assert_eq!(passwords_in(&dir.path().join("n2/shield.yml")), generated);
+    no_secret(&generated, &out, &err);
+    // Passwords given as flags (still accepted, with a warning) are not echoed either.
+    let given = ["given-su-pw-4711", "given-rep-pw-0815"];
+    let flags: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--name", "node3", "--out", "n3/shield.yml", "--superuser-password", given[0]])
+        .chain(["--replication-password", given[1]])
+        .collect();
+    let (ok, out, err) = init(dir.path(), &flags, "");
+    assert!(ok, "{err}\n{out}");
+    assert!(out.contains("visible in `ps`"), "{out}");
+    let given: Vec<String> = given.iter().map(|g| (*g).to_owned()).collect();
+    no_secret(&given, &out, &err);
+    // A changed file: the diff hides both the old and the new passwords; --force keeps the old
+    // file as an owner-only backup.
+    let changed: Vec<&str> = first.iter().copied().chain(["--passwords-from", "n3/shield.yml"]).collect();
+    let (ok, out, err) = init(dir.path(), &changed, "");
+    assert!(!ok && err.contains("not overwriting it without --force"), "{err}");
+    no_secret(&generated, &out, &err);
+    no_secret(&given, &out, &err);
+    let forced: Vec<&str> = changed.iter().copied().chain(["--force"]).collect();
+    let (ok, out, err) = init(dir.path(), &forced, "");
+    assert!(ok, "{err}\n{out}");
+    no_secret(&given, &out, &err);
+    assert_eq!((mode(&n1), mode(&dir.path().join("n1/shield.bak"))), (0o600, 0o600));
+    // A --passwords-from file without them is refused, naming it.
+    std::fs::write(dir.path().join("empty.yml"), "scope: x\n").expect("write");
+    let bad: Vec<&str> =
+        args.iter().copied().chain(["--out", "n4/shield.yml", "--passwords-from", "empty.yml"]).collect();
+    let (ok, _, err) = init(dir.path(), &bad, "");
+    assert!(!ok && err.contains("--passwords-from empty.yml") && !err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -301,7 +301,8 @@ fn pigsty_template_with_tuning_callbacks_tags_and_watchdog() {
     assert_eq!(d.postgresql.parameters.len(), 18);
     assert_eq!(c.pg.pg_ctl_timeout_s, 120);
     assert_eq!(c.pg.basebackup_args, ["--max-rate=1000M", "--checkpoint=fast", "--verbose"]);
-    assert_eq!(c.pg.use_pg_rewind, Some(true));
+    assert_eq!(c.pg.local_pg.use_pg_rewind, Some(true));
+    assert_eq!(c.pg.local_pg.remove_data_directory_on_rewind_failure, Some(true), "acted on, not ignored");
     assert_eq!(c.pg.rewind.username, "replicator");
     assert_eq!(c.scripts.callbacks.len(), 4);
     assert_eq!(c.pg_hba.len(), 6);
@@ -324,7 +325,6 @@ fn pigsty_template_with_tuning_callbacks_tags_and_watchdog() {
             ("bootstrap.dcs.max_timelines_history", "whole `history`"),
             ("postgresql.use_unix_socket", "TCP"),
             ("postgresql.use_unix_socket_repl", "TCP"),
-            ("postgresql.remove_data_directory_on_rewind_failure", "bootstrap.dcs.postgresql"),
             ("postgresql.pg_ident", "pg_ident.conf"),
         ],
     );

@@ -199,6 +199,47 @@ pub struct PgDynamic {
     pub pg_hba: Option<Vec<String>>,
 }
 
+/// The node file's own `postgresql` settings that Patroni lets win over the dynamic config:
+/// Patroni builds its effective config from the dynamic one and then overwrites each
+/// `postgresql` key the local file sets (all but `use_slots`, which is cluster-wide, and
+/// `parameters`, which are merged). A key the node file leaves out (`None`) takes the cluster's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalPg {
+    /// `postgresql.use_pg_rewind` in the node file.
+    pub use_pg_rewind: Option<bool>,
+    /// `postgresql.remove_data_directory_on_rewind_failure` in the node file.
+    pub remove_data_directory_on_rewind_failure: Option<bool>,
+    /// `postgresql.remove_data_directory_on_diverged_timelines` in the node file.
+    pub remove_data_directory_on_diverged_timelines: Option<bool>,
+}
+
+/// What a replica whose timeline diverged may do, after the node file and the cluster config
+/// are combined (see [`LocalPg`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RewindPolicy {
+    /// Run pg_rewind.
+    pub use_pg_rewind: bool,
+    /// Wipe the data directory (and clone again) when pg_rewind failed.
+    pub remove_data_directory_on_rewind_failure: bool,
+    /// Wipe the data directory when the timeline diverged (and pg_rewind is off or failed).
+    pub remove_data_directory_on_diverged_timelines: bool,
+}
+
+impl LocalPg {
+    /// The node file's values where it sets them, the cluster config's `pg` otherwise.
+    pub fn over(&self, pg: &PgDynamic) -> RewindPolicy {
+        RewindPolicy {
+            use_pg_rewind: self.use_pg_rewind.unwrap_or(pg.use_pg_rewind),
+            remove_data_directory_on_rewind_failure: self
+                .remove_data_directory_on_rewind_failure
+                .unwrap_or(pg.remove_data_directory_on_rewind_failure),
+            remove_data_directory_on_diverged_timelines: self
+                .remove_data_directory_on_diverged_timelines
+                .unwrap_or(pg.remove_data_directory_on_diverged_timelines),
+        }
+    }
+}
+
 /// The dynamic cluster config (the DCS `config` key), parsed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DynamicConfig {

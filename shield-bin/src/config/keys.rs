@@ -207,14 +207,9 @@ pub(super) const TOP: &[(&str, K)] = &[
             ("basebackup", Acted),
             ("rewind", Ignored("Shield runs pg_rewind with its own options")),
             ("use_pg_rewind", Acted),
-            (
-                "remove_data_directory_on_rewind_failure",
-                Ignored("Shield reads it from the cluster config only: set it in `bootstrap.dcs.postgresql`"),
-            ),
-            (
-                "remove_data_directory_on_diverged_timelines",
-                Ignored("Shield reads it from the cluster config only: set it in `bootstrap.dcs.postgresql`"),
-            ),
+            // Each wins over the cluster config's when set, as in Patroni (shield_core::config::LocalPg).
+            ("remove_data_directory_on_rewind_failure", Acted),
+            ("remove_data_directory_on_diverged_timelines", Acted),
             ("use_slots", Ignored("only the cluster config's `postgresql.use_slots` counts, in Patroni too")),
             (
                 "recovery_conf",

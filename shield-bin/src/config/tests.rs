@@ -387,3 +387,33 @@ fn did_you_mean_is_for_close_names_only() {
     assert!(keys::unknown("x.zzzzzz", "zzzzzz", &["parameters", "pg_hba"])
         .ends_with("(not one of Patroni's or Shield's keys)"));
 }
+
+/// The node file's rewind and wipe settings are read (not ignored) and handed to decide() as
+/// overrides of the cluster's; a key left out stays `None` so the cluster's value counts.
+#[test]
+fn local_rewind_and_wipe_settings_are_acted_on() {
+    let text = PATRONI.replace(
+        "  pgpass: /tmp/pgpass0\n",
+        "  pgpass: /tmp/pgpass0\n  use_pg_rewind: false\n  remove_data_directory_on_diverged_timelines: true\n",
+    );
+    let c = parse(&text).expect("valid");
+    let want = shield_core::config::LocalPg {
+        use_pg_rewind: Some(false),
+        remove_data_directory_on_rewind_failure: None,
+        remove_data_directory_on_diverged_timelines: Some(true),
+    };
+    assert_eq!(c.pg.local_pg, want);
+    assert!(!c.warnings.iter().any(|w| w.contains("remove_data_directory")), "{:?}", c.warnings);
+    let policy = c.pg.local_pg.over(&c.bootstrap_dcs.postgresql);
+    assert!(!policy.use_pg_rewind, "the node file's false wins over bootstrap.dcs's true");
+    assert!(policy.remove_data_directory_on_diverged_timelines && !policy.remove_data_directory_on_rewind_failure);
+    let bad = PATRONI.replace(
+        "  pgpass: /tmp/pgpass0\n",
+        "  pgpass: /tmp/pgpass0\n  remove_data_directory_on_rewind_failure: maybe\n",
+    );
+    let e = parse(&bad).expect_err("not a bool");
+    assert!(
+        e.to_string().contains("`postgresql.remove_data_directory_on_rewind_failure`: maybe is not true or false"),
+        "{e}"
+    );
+}

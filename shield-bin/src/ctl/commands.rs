@@ -805,9 +805,13 @@ fn read_yaml_source(src: &str) -> Result<Value, String> {
 fn edit_in_editor(current: &str) -> Result<Value, String> {
     let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".to_owned());
     let dir = std::env::temp_dir().join(format!("shieldctl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // A new owner-only directory, never one another user created under the predictable name
+    // (they could change the config between the editor and the DCS write).
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&dir)
+        .map_err(|e| format!("{}: {e} (remove it if no shieldctl is running)", dir.display()))?;
     let file = dir.join("config.yaml");
-    std::fs::write(&file, current).map_err(|e| format!("{}: {e}", file.display()))?;
+    crate::files::write_secret(&file, current.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
     let status = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{editor} \"$1\""))

@@ -2,6 +2,7 @@
 
 use crate::action::{Action, DbTask, StartAs};
 use crate::cluster::ClusterView;
+use crate::config::RewindPolicy;
 use crate::decide::Ctx;
 use crate::observation::DbProcess;
 use crate::reason::Reason;
@@ -69,7 +70,7 @@ fn stalled(cx: &mut Ctx<'_>, leader: &MemberName) -> Reason {
     let since = *cx.st.not_streaming_since.get_or_insert(now);
     // Saturating: a limit at u64::MAX only means never rewinding on a stall.
     let limit = STALL_REWIND_MS.max(cx.st.config.timing.ttl_ms.saturating_mul(2));
-    if now.since(since) > limit && cx.st.config.postgresql.use_pg_rewind && !cx.st.rewind_failed {
+    if now.since(since) > limit && rewind_policy(cx).use_pg_rewind && !cx.st.rewind_failed {
         cx.st.not_streaming_since = None;
         cx.push(Action::RunDbTask { task: DbTask::Rewind { source: leader.clone() } });
         return Reason::Rewinding { leader: leader.clone() };
@@ -109,8 +110,13 @@ fn diverged(cx: &Ctx<'_>, view: &ClusterView, leader: &MemberName) -> bool {
     view.history.iter().find(|h| h.timeline == mine_tl).is_some_and(|h| mine_lsn > h.lsn)
 }
 
+/// The rewind settings in force: the node file's where it sets them, else the cluster's.
+fn rewind_policy(cx: &Ctx<'_>) -> RewindPolicy {
+    cx.st.settings.local_pg.over(&cx.st.config.postgresql)
+}
+
 fn diverged_action(cx: &mut Ctx<'_>, leader: &MemberName) -> Reason {
-    let pg = &cx.st.config.postgresql;
+    let pg = rewind_policy(cx);
     if pg.use_pg_rewind && !cx.st.rewind_failed {
         cx.push(Action::RunDbTask { task: DbTask::Rewind { source: leader.clone() } });
         return Reason::Rewinding { leader: leader.clone() };

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{Action, StopMode};
 use crate::cluster::{ClusterView, MemberData, MemberRole, Tags};
-use crate::config::DynamicConfig;
+use crate::config::{DynamicConfig, LocalPg};
 use crate::observation::{DataDir, DbProcess, DcsView, Observation};
 use crate::reason::Reason;
 use crate::types::{Lsn, MemberName, MonoMillis, Timeline};
@@ -53,6 +53,10 @@ pub struct NodeSettings {
     pub api_url: Option<String>,
     /// The `bootstrap.dcs` config, written by the bootstrap winner and used until `/config` exists.
     pub bootstrap_config: DynamicConfig,
+    /// The node file's `postgresql.use_pg_rewind` and `remove_data_directory_on_*`, which win
+    /// over the cluster config's as in Patroni (absent from older journals: none set).
+    #[serde(default)]
+    pub local_pg: LocalPg,
     /// Watchdog mode.
     pub watchdog: WatchdogMode,
     /// `watchdog.safety_margin` in ms. `None` (Shield's default) derives it from the fencing
@@ -73,6 +77,7 @@ impl NodeSettings {
             conn_url: None,
             api_url: None,
             bootstrap_config: DynamicConfig::default(),
+            local_pg: LocalPg::default(),
             watchdog: WatchdogMode::Automatic,
             watchdog_safety_margin_ms: None,
             vip: false,

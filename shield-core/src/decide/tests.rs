@@ -813,6 +813,65 @@ fn diverged_replica_rewinds_recloneses_or_asks_for_help() {
     assert_eq!(acts, vec![task(DbTask::Start(StartAs::Replica { upstream: Some(n("l")) }))]);
 }
 
+/// The node file's `postgresql.use_pg_rewind` and `remove_data_directory_on_*` win over the
+/// cluster config's, both ways, as Patroni's effective config has them; unset, the cluster's count.
+#[test]
+fn local_rewind_and_wipe_settings_win_over_the_clusters() {
+    use crate::config::LocalPg;
+    let v = |cfg: DynamicConfig| {
+        ViewB::new()
+            .leader("l")
+            .member("l", member(MemberRole::Primary, "running", 900, 2))
+            .history(&[(1, 100)])
+            .config(cfg)
+    };
+    let old = db_stopped(150, 1, true, DbProcess::Crashed);
+    let with = |local: LocalPg| {
+        let mut st = state("a");
+        st.settings.local_pg = local;
+        st
+    };
+    // Off in the cluster, on in the node file: the data directory is wiped.
+    let local = LocalPg { remove_data_directory_on_diverged_timelines: Some(true), ..LocalPg::default() };
+    let (acts, reason, _) = run(&with(local), &obs(v(DynamicConfig::default()), old.clone()));
+    assert_eq!((acts, reason), (vec![task(DbTask::WipeDataDir)], Reason::Reinitializing));
+    // On in the cluster, off in the node file: nothing is wiped; the operator is asked.
+    let mut wipe = DynamicConfig::default();
+    wipe.postgresql.remove_data_directory_on_diverged_timelines = true;
+    let local = LocalPg { remove_data_directory_on_diverged_timelines: Some(false), ..LocalPg::default() };
+    let (acts, reason, _) = run(&with(local), &obs(v(wipe.clone()), old.clone()));
+    assert_eq!((acts, reason), (vec![], Reason::DivergedNeedsOperator { leader: n("l") }));
+    // Not set locally: the cluster's value counts.
+    let (acts, _, _) = run(&with(LocalPg::default()), &obs(v(wipe), old.clone()));
+    assert_eq!(acts, vec![task(DbTask::WipeDataDir)]);
+    // use_pg_rewind from the node file: a rewind; after a failed one, the node file's
+    // remove_data_directory_on_rewind_failure wipes, and without it the operator is asked.
+    let local = LocalPg { use_pg_rewind: Some(true), ..LocalPg::default() };
+    let (acts, _, _) = run(&with(local), &obs(v(DynamicConfig::default()), old.clone()));
+    assert_eq!(acts, vec![task(DbTask::Rewind { source: n("l") })]);
+    let failed = |local: LocalPg| {
+        let mut st = with(local);
+        st.rewind_failed = true;
+        st
+    };
+    let local = LocalPg {
+        use_pg_rewind: Some(true),
+        remove_data_directory_on_rewind_failure: Some(true),
+        ..LocalPg::default()
+    };
+    let (acts, reason, _) = run(&failed(local), &obs(v(DynamicConfig::default()), old.clone()));
+    assert_eq!((acts, reason), (vec![task(DbTask::WipeDataDir)], Reason::Reinitializing));
+    let mut on_failure = DynamicConfig::default();
+    on_failure.postgresql.remove_data_directory_on_rewind_failure = true;
+    let local = LocalPg {
+        use_pg_rewind: Some(true),
+        remove_data_directory_on_rewind_failure: Some(false),
+        ..LocalPg::default()
+    };
+    let (acts, reason, _) = run(&failed(local), &obs(v(on_failure), old));
+    assert_eq!((acts, reason), (vec![], Reason::DivergedNeedsOperator { leader: n("l") }));
+}
+
 #[test]
 fn a_replica_ahead_of_the_leaders_published_timeline_is_not_rewound() {
     // Just after a promotion the leader's member key still says timeline 2 while our WAL
