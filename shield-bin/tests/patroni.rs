@@ -115,6 +115,15 @@ impl Mixed {
     fn shieldctl(&self, args: &[&str]) -> (bool, String) {
         cli(Path::new(env!("CARGO_BIN_EXE_shieldctl")), &self.ctl_config(), args, "")
     }
+    /// Waits until patronictl lists `name` as a streaming replica (its member key says so).
+    async fn wait_streaming(&self, name: &str) {
+        wait_for(&format!("patronictl to list {name} as a streaming replica"), Duration::from_secs(60), || async {
+            let v = self.patroni_view()?;
+            v.iter().any(|(n, r, s)| n == name && r == "Replica" && s == "streaming").then_some(())
+        })
+        .await;
+    }
+
     /// patronictl's view: member name → (role, state), once it parses.
     fn patroni_view(&self) -> Option<Vec<(String, String, String)>> {
         let (ok, out) = self.patronictl(&["list", "-f", "json"]);
@@ -168,6 +177,7 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
     })
     .await;
     // patronictl switches back to Patroni.
+    m.wait_streaming("pat1").await;
     let (ok, out) = m.patronictl(&["switchover", "--candidate", "pat1", "--force"]);
     assert!(ok && out.contains("Successfully switched over to \"pat1\""), "{out}");
     wait_for("pat1 to be the only writable node", Duration::from_secs(60), || async {
@@ -180,6 +190,8 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
     })
     .await;
     // And the other way round with each CLI: patronictl to Shield, shieldctl back to Patroni.
+    // (Each candidate's member key must show it streaming first: the leader checks that.)
+    m.wait_streaming("sh2").await;
     let (ok, out) = m.patronictl(&["switchover", "--candidate", "sh2", "--force"]);
     assert!(ok && out.contains("Successfully switched over to \"sh2\""), "{out}");
     wait_for("sh2 to be the only writable node", Duration::from_secs(60), || async {
@@ -191,6 +203,7 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
         replicas_stream_from(&m.nodes, 1, "on-sh2").await
     })
     .await;
+    m.wait_streaming("pat1").await;
     let (ok, out) = m.shieldctl(&["switchover", "--candidate", "pat1", "--force"]);
     assert!(ok && out.contains("Successfully switched over to \"pat1\""), "{out}");
     wait_for("pat1 to lead again", Duration::from_secs(60), || async {
@@ -353,11 +366,7 @@ async fn patroni_joins_a_shield_born_cluster() {
     let rows = sql(m.nodes[0].pg_port, q).await.expect("roles");
     let row = rows.first().expect("Shield created the rewind user at bootstrap");
     assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1) && row.get::<_, bool>(2), "rewinder's grants");
-    wait_for("patronictl to see pat2 streaming", Duration::from_secs(30), || async {
-        let v = m.patroni_view()?;
-        v.iter().any(|(n, r, s)| n == "pat2" && r == "Replica" && s == "streaming").then_some(())
-    })
-    .await;
+    m.wait_streaming("pat2").await;
     let (ok, out) = m.patronictl(&["failover", "--candidate", "pat2", "--force"]);
     assert!(ok && out.contains("Successfully failed over to \"pat2\""), "{out}");
     wait_for("pat2 to be the only writable node", Duration::from_secs(60), || async {
