@@ -932,6 +932,10 @@ fn a_switchover_to_a_named_candidate_runs_in_pause() {
     let answered = probed(&[("a", report(6, false, 1))]);
     let (acts, reason, _) = run(&state("b"), &with(obs(free(), db_replica(6, 1, Some("a"))), answered));
     assert_eq!((acts, reason), (vec![ACQUIRE], Reason::AcquiringLock));
+    // Any other peer still running as primary holds it back too, whatever the named leader says.
+    let third_primary = probed(&[("a", report(6, false, 1)), ("c", report(6, true, 1))]);
+    let (acts, reason, _) = run(&state("b"), &with(obs(free(), db_replica(6, 1, Some("a"))), third_primary));
+    assert_eq!((acts, reason), (vec![], Reason::NotHealthiest(Ineligible::PrimaryAlive { peer: n("c") })));
     for silent_or_primary in [probed(&[]), probed(&[("a", report(6, true, 1))])] {
         let (acts, reason, _) = run(&state("b"), &with(obs(free(), db_replica(6, 1, Some("a"))), silent_or_primary));
         assert_eq!(acts, vec![]);
