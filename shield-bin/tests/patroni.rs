@@ -103,6 +103,13 @@ fn cli(exe: &Path, config: &Path, args: &[&str], stdin: &str) -> (bool, String) 
     (o.status.success(), text)
 }
 
+/// Which CLI drives a switchover.
+#[derive(Clone, Copy, Debug)]
+enum Cli {
+    Patronictl,
+    Shieldctl,
+}
+
 impl Mixed {
     fn ctl_config(&self) -> std::path::PathBuf {
         let p = self.root.path().join("ctl.yml");
@@ -115,6 +122,30 @@ impl Mixed {
     fn shieldctl(&self, args: &[&str]) -> (bool, String) {
         cli(Path::new(env!("CARGO_BIN_EXE_shieldctl")), &self.ctl_config(), args, "")
     }
+    /// Switches over to node `to` with `cli`, then waits until it is the only writable node and
+    /// the others stream from it. The candidate's member key must show it streaming first: the
+    /// leader checks that.
+    async fn switch_over(&self, cli: Cli, to: usize) {
+        let name = self.nodes[to].name.clone();
+        self.wait_streaming(&name).await;
+        let args = ["switchover", "--candidate", &name, "--force"];
+        let (ok, out) = match cli {
+            Cli::Patronictl => self.patronictl(&args),
+            Cli::Shieldctl => self.shieldctl(&args),
+        };
+        assert!(ok && out.contains(&format!("Successfully switched over to \"{name}\"")), "{out}");
+        wait_for(&format!("{name} to be the only writable node"), Duration::from_secs(60), || async {
+            (writable(&self.nodes).await == vec![to]).then_some(())
+        })
+        .await;
+        let marker = format!("on-{name}-{cli:?}");
+        wait_for(&format!("the others to stream from {name}"), Duration::from_secs(90), || async {
+            exec(self.nodes[to].pg_port, &format!("INSERT INTO e2e VALUES ('{marker}')")).await.ok()?;
+            replicas_stream_from(&self.nodes, to, &marker).await
+        })
+        .await;
+    }
+
     /// Waits until patronictl lists `name` as a streaming replica (its member key says so).
     async fn wait_streaming(&self, name: &str) {
         wait_for(&format!("patronictl to list {name} as a streaming replica"), Duration::from_secs(60), || async {
@@ -155,17 +186,7 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
     })
     .await;
     // shieldctl switches over to Shield; Patroni follows.
-    let (ok, out) = m.shieldctl(&["switchover", "--candidate", "sh3", "--force"]);
-    assert!(ok && out.contains("Successfully switched over to \"sh3\""), "{out}");
-    wait_for("sh3 to be the only writable node", Duration::from_secs(60), || async {
-        (writable(&m.nodes).await == vec![2]).then_some(())
-    })
-    .await;
-    wait_for("pat1 and sh2 to stream from sh3", Duration::from_secs(90), || async {
-        exec(m.nodes[2].pg_port, "INSERT INTO e2e VALUES ('on-sh3')").await.ok()?;
-        replicas_stream_from(&m.nodes, 2, "on-sh3").await
-    })
-    .await;
+    m.switch_over(Cli::Shieldctl, 2).await;
     // Every node keeps a slot per other member (Patroni 4's member slots), and none of them
     // holds old WAL: Patroni advances its copies to what the Shield leader publishes, Shield
     // does the same on its replica.
@@ -176,45 +197,10 @@ async fn mixed_cluster_fails_over_and_switches_over_both_ways() {
         slots_keep_up(&m.nodes, 2)
     })
     .await;
-    // patronictl switches back to Patroni.
-    m.wait_streaming("pat1").await;
-    let (ok, out) = m.patronictl(&["switchover", "--candidate", "pat1", "--force"]);
-    assert!(ok && out.contains("Successfully switched over to \"pat1\""), "{out}");
-    wait_for("pat1 to be the only writable node", Duration::from_secs(60), || async {
-        (writable(&m.nodes).await == vec![0]).then_some(())
-    })
-    .await;
-    wait_for("sh2 and sh3 to stream from pat1", Duration::from_secs(90), || async {
-        exec(m.nodes[0].pg_port, "INSERT INTO e2e VALUES ('on-pat1')").await.ok()?;
-        replicas_stream_from(&m.nodes, 0, "on-pat1").await
-    })
-    .await;
-    // And the other way round with each CLI: patronictl to Shield, shieldctl back to Patroni.
-    // (Each candidate's member key must show it streaming first: the leader checks that.)
-    m.wait_streaming("sh2").await;
-    let (ok, out) = m.patronictl(&["switchover", "--candidate", "sh2", "--force"]);
-    assert!(ok && out.contains("Successfully switched over to \"sh2\""), "{out}");
-    wait_for("sh2 to be the only writable node", Duration::from_secs(60), || async {
-        (writable(&m.nodes).await == vec![1]).then_some(())
-    })
-    .await;
-    wait_for("pat1 and sh3 to stream from sh2", Duration::from_secs(90), || async {
-        exec(m.nodes[1].pg_port, "INSERT INTO e2e VALUES ('on-sh2')").await.ok()?;
-        replicas_stream_from(&m.nodes, 1, "on-sh2").await
-    })
-    .await;
-    m.wait_streaming("pat1").await;
-    let (ok, out) = m.shieldctl(&["switchover", "--candidate", "pat1", "--force"]);
-    assert!(ok && out.contains("Successfully switched over to \"pat1\""), "{out}");
-    wait_for("pat1 to lead again", Duration::from_secs(60), || async {
-        (writable(&m.nodes).await == vec![0]).then_some(())
-    })
-    .await;
-    wait_for("sh2 and sh3 to stream from pat1 again", Duration::from_secs(90), || async {
-        exec(m.nodes[0].pg_port, "INSERT INTO e2e VALUES ('on-pat1-again')").await.ok()?;
-        replicas_stream_from(&m.nodes, 0, "on-pat1-again").await
-    })
-    .await;
+    // patronictl switches back to Patroni; then the other way round with each CLI.
+    m.switch_over(Cli::Patronictl, 0).await;
+    m.switch_over(Cli::Patronictl, 1).await;
+    m.switch_over(Cli::Shieldctl, 0).await;
     // The Patroni leader crashes: a Shield node takes over; Patroni rejoins it.
     m.nodes[0].crash();
     let p = one_writable(

@@ -786,16 +786,19 @@ fn replica_starts_repoints_and_follows() {
     assert_eq!((acts, reason), (vec![], Reason::Following { leader: n("l") }));
 }
 
+/// Leader l on timeline 2, which forked timeline 1 at 100, under `cfg`.
+fn diverged_view(cfg: DynamicConfig) -> ViewB {
+    ViewB::new()
+        .leader("l")
+        .member("l", member(MemberRole::Primary, "running", 900, 2))
+        .history(&[(1, 100)])
+        .config(cfg)
+}
+
 #[test]
 fn diverged_replica_rewinds_recloneses_or_asks_for_help() {
     // The leader forked timeline 1 at 100; we have WAL up to 150 on timeline 1.
-    let v = |cfg: DynamicConfig| {
-        ViewB::new()
-            .leader("l")
-            .member("l", member(MemberRole::Primary, "running", 900, 2))
-            .history(&[(1, 100)])
-            .config(cfg)
-    };
+    let v = diverged_view;
     let old = db_stopped(150, 1, true, DbProcess::Crashed);
     let mut cfg = DynamicConfig::default();
     cfg.postgresql.use_pg_rewind = true;
@@ -818,13 +821,7 @@ fn diverged_replica_rewinds_recloneses_or_asks_for_help() {
 #[test]
 fn local_rewind_and_wipe_settings_win_over_the_clusters() {
     use crate::config::LocalPg;
-    let v = |cfg: DynamicConfig| {
-        ViewB::new()
-            .leader("l")
-            .member("l", member(MemberRole::Primary, "running", 900, 2))
-            .history(&[(1, 100)])
-            .config(cfg)
-    };
+    let v = diverged_view;
     let old = db_stopped(150, 1, true, DbProcess::Crashed);
     let with = |local: LocalPg| {
         let mut st = state("a");
