@@ -684,6 +684,9 @@ impl Driver {
             *a = new.api_auth.clone();
         }
         crate::serve::set_access(&self.api, new.api_access.clone());
+        if let Ok(mut c) = self.api.command_params.lock() {
+            *c = new.command_params.clone();
+        }
         let params_changed = old.pg.parameters != new.pg.parameters;
         self.db.set_local_parameters(new.pg.parameters.clone());
         if old.scripts != new.scripts {

@@ -224,6 +224,7 @@ pub(super) const TOP: &[(&str, K)] = &[
             // Shield's own keys.
             ("callback_timeout", Acted),
             ("callback_primary_role", Acted),
+            ("allow_command_parameters", Acted),
         ]),
     ),
     ("watchdog", Section(&[("mode", Acted), ("device", Acted), ("safety_margin", Acted), ("driver", Acted)])),
