@@ -389,6 +389,18 @@ impl EtcdDcs {
         }
     }
 
+    /// Our lease for `ttl_ms`, kept alive, or a new one if it has expired: what an acquire puts
+    /// the leader key under.
+    async fn lease_to_acquire_with(&self, ttl_ms: u64) -> Result<i64, PortError> {
+        let mut st = self.lease.lock().await;
+        st.want_ttl_s = Some(Self::ttl_s(ttl_ms));
+        match self.keep_alive(&mut st).await {
+            Ok(lease) => Ok(lease),
+            Err(e) if e.kind == ErrorKind::LeaseLost => self.ensure_lease(&mut st).await,
+            Err(e) => Err(e),
+        }
+    }
+
     async fn txn(&self, what: &str, txn: Txn) -> Result<bool, PortError> {
         Ok(self.call(what, |mut c| async move { c.txn(txn).await }).await?.succeeded())
     }
@@ -397,6 +409,20 @@ impl EtcdDcs {
         let (key, value) = (self.key(rel), value.to_owned());
         self.call(what, |mut c| async move { c.put(key, value, None).await }).await.map(|_| ())
     }
+}
+
+/// An etcd revision as a [`Revision`]: etcd's are `int64` and never negative; a negative one is
+/// refused as bad data, never wrapped.
+fn revision_from_etcd(what: &str, rev: i64) -> Result<Revision, PortError> {
+    Revision::from_etcd(rev)
+        .ok_or_else(|| PortError::new(ErrorKind::BadData, format!("etcd {what}: negative revision {rev}")))
+}
+
+/// A [`Revision`] as etcd's `int64`: one above `i64::MAX` came from no etcd, and is refused.
+fn revision_to_etcd(what: &str, rev: Revision) -> Result<i64, PortError> {
+    rev.to_etcd().ok_or_else(|| {
+        PortError::new(ErrorKind::Rejected, format!("etcd {what}: revision {rev} is above etcd's int64 range"))
+    })
 }
 
 fn compare_failed(what: &str) -> PortError {
@@ -414,21 +440,27 @@ impl Dcs for EtcdDcs {
         let resp = self
             .call("read", |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })
             .await?;
-        let revision = Revision(resp.header().map_or(0, |h| h.revision()));
-        let entries: Vec<KvEntry> = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                // A key that is not valid UTF-8 cannot be one of Patroni's; skip it.
-                let key = std::str::from_utf8(kv.key()).ok()?.strip_prefix(&self.prefix)?.to_owned();
-                Some(KvEntry {
-                    key,
-                    value: kv.value().to_vec(),
-                    revision: Revision(kv.mod_revision()),
-                    owner: (kv.lease() != 0).then(|| format!("{:x}", kv.lease())),
-                })
-            })
-            .collect();
+        let revision = revision_from_etcd("read", resp.header().map_or(0, |h| h.revision()))?;
+        let mut entries = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            // A key that is not valid UTF-8 cannot be one of Patroni's; skip it.
+            let Some(key) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                continue;
+            };
+            entries.push(KvEntry {
+                key: key.to_owned(),
+                value: kv.value().to_vec(),
+                revision: revision_from_etcd("read", kv.mod_revision())?,
+                owner: (kv.lease() != 0).then(|| format!("{:x}", kv.lease())),
+            });
+        }
+        // Our member key missing from the read (deleted by hand, say): forget that it was
+        // written, so the next touch writes it again instead of skipping an unchanged value. A
+        // live node's member key is back within a cycle, which the leader-key rule counts on.
+        let mine = format!("members/{}", self.cfg.member);
+        if !entries.iter().any(|e| e.key == mine) {
+            self.lease.lock().await.member_written = None;
+        }
         Ok(ClusterView::from_entries(revision, &entries))
     }
 
@@ -445,13 +477,7 @@ impl Dcs for EtcdDcs {
     }
 
     async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError> {
-        let mut st = self.lease.lock().await;
-        st.want_ttl_s = Some(Self::ttl_s(ttl_ms));
-        let lease = self.keep_alive(&mut st).await.or_else(|e| match e.kind {
-            ErrorKind::LeaseLost => Ok(0),
-            _ => Err(e),
-        })?;
-        let lease = if lease == 0 { self.ensure_lease(&mut st).await? } else { lease };
+        let lease = self.lease_to_acquire_with(ttl_ms).await?;
         let key = self.key("leader");
         let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
             key,
@@ -459,6 +485,21 @@ impl Dcs for EtcdDcs {
             Some(PutOptions::new().with_lease(lease)),
         )]);
         self.txn("acquire leader", txn).await
+    }
+
+    async fn take_leader(&self, ttl_ms: u64, expected: Revision) -> Result<bool, PortError> {
+        let expected = revision_to_etcd("take leader", expected)?;
+        let lease = self.lease_to_acquire_with(ttl_ms).await?;
+        let key = self.key("leader");
+        // mod_revision is 0 for a missing key, and no existing key has revision 0: a key deleted
+        // meanwhile is never created here (the normal acquire does that).
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(key.clone(), CompareOp::Equal, expected),
+                Compare::create_revision(key.clone(), CompareOp::NotEqual, 0),
+            ])
+            .and_then([TxnOp::put(key, self.cfg.member.as_str(), Some(PutOptions::new().with_lease(lease)))]);
+        self.txn("take leader", txn).await
     }
 
     async fn renew_leader(&self, ttl_ms: u64) -> Result<(), PortError> {
@@ -531,11 +572,11 @@ impl Dcs for EtcdDcs {
 
     async fn write_cas(&self, key: DcsKey, value: &str, expected: Option<Revision>) -> Result<(), PortError> {
         let k = self.key(key.as_str());
+        let what = format!("write {}", key.as_str());
         let cmp = match expected {
             None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
-            Some(r) => Compare::mod_revision(k.clone(), CompareOp::Equal, r.0),
+            Some(r) => Compare::mod_revision(k.clone(), CompareOp::Equal, revision_to_etcd(&what, r)?),
         };
-        let what = format!("write {}", key.as_str());
         if self.txn(&what, Txn::new().when([cmp]).and_then([TxnOp::put(k, value, None)])).await? {
             Ok(())
         } else {
@@ -545,10 +586,10 @@ impl Dcs for EtcdDcs {
 
     async fn delete_cas(&self, key: DcsKey, expected: Revision) -> Result<(), PortError> {
         let k = self.key(key.as_str());
-        let txn = Txn::new()
-            .when([Compare::mod_revision(k.clone(), CompareOp::Equal, expected.0)])
-            .and_then([TxnOp::delete(k, None)]);
         let what = format!("delete {}", key.as_str());
+        let txn = Txn::new()
+            .when([Compare::mod_revision(k.clone(), CompareOp::Equal, revision_to_etcd(&what, expected)?)])
+            .and_then([TxnOp::delete(k, None)]);
         if self.txn(&what, txn).await? {
             Ok(())
         } else {
@@ -565,7 +606,8 @@ impl Dcs for EtcdDcs {
     }
 
     async fn watch(&self, after: Revision, timeout_ms: u64) -> Result<Watch, PortError> {
-        let opts = WatchOptions::new().with_prefix().with_start_revision(after.0 + 1);
+        let from = revision_to_etcd("watch", after.next())?;
+        let opts = WatchOptions::new().with_prefix().with_start_revision(from);
         let prefix = self.prefix.clone();
         let (mut stream, generation) =
             self.call_on("watch", |mut c| async move { c.watch(prefix, Some(opts)).await }).await?;
@@ -576,11 +618,12 @@ impl Dcs for EtcdDcs {
                         if resp.compact_revision() > 0 {
                             // History was compacted past `after`: report a change so the caller
                             // re-reads everything.
-                            return Ok(Revision(resp.compact_revision().max(after.0 + 1)));
+                            let compacted = revision_from_etcd("watch", resp.compact_revision())?;
+                            return Ok(compacted.max(after.next()));
                         }
                         if let Some(rev) = resp.events().iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()).max()
                         {
-                            return Ok(Revision(rev));
+                            return revision_from_etcd("watch", rev);
                         }
                         if resp.canceled() {
                             return Err(PortError::new(

@@ -349,7 +349,7 @@ async fn watch_resumes_from_a_revision_and_reports_compaction() {
     }
     let mut raw = etcd_client::Client::connect(&eps, None).await.expect("raw client");
     let head = a.read().await.expect("read").revision;
-    raw.compact(head.0, None).await.expect("compact");
+    raw.compact(head.to_etcd().expect("etcd revision"), None).await.expect("compact");
     let t = Instant::now();
     let w = a.watch(old, 5_000).await.expect("watch after compaction");
     assert!(w.revision > old && t.elapsed() < Duration::from_secs(2), "{w:?} after {:?}", t.elapsed());

@@ -2,7 +2,7 @@ use serde_json::json;
 
 use super::*;
 
-fn kv(key: &str, value: &str, rev: i64) -> KvEntry {
+fn kv(key: &str, value: &str, rev: u64) -> KvEntry {
     KvEntry { key: key.into(), value: value.as_bytes().to_vec(), revision: Revision(rev), owner: None }
 }
 
