@@ -67,6 +67,11 @@ impl DcsHarness for Harness {
         // etcd revokes expired leases from a loop that runs every 500 ms.
         1_000
     }
+    async fn put_raw(&self, scope: &str, key: &str, value: &[u8]) {
+        let prefix = self.client(scope, "raw").await.prefix().to_owned();
+        let mut raw = etcd_client::Client::connect(self.endpoints.clone(), None).await.expect("raw client");
+        raw.put(format!("{prefix}{key}"), value, None).await.expect("raw put");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
