@@ -411,6 +411,26 @@ impl EtcdDcs {
     }
 }
 
+/// Keys per page of a cluster read.
+const READ_PAGE_KEYS: i64 = 500;
+
+/// The largest answer a read accepts (gRPC's default is 4 MiB). A page of 500 keys stays under
+/// it unless values average over 128 KiB; etcd refuses requests over 1.5 MiB by default.
+const READ_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The end of the range holding every key under `prefix` (its last byte incremented; the
+/// prefix always ends with `/`).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// An etcd revision as a [`Revision`]: etcd's are `int64` and never negative; a negative one is
 /// refused as bad data, never wrapped.
 fn revision_from_etcd(what: &str, rev: i64) -> Result<Revision, PortError> {
@@ -436,24 +456,46 @@ impl Dcs for EtcdDcs {
     }
 
     async fn read(&self) -> Result<ClusterView, PortError> {
-        let prefix = self.prefix.clone();
-        let resp = self
-            .call("read", |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })
-            .await?;
-        let revision = revision_from_etcd("read", resp.header().map_or(0, |h| h.revision()))?;
-        let mut entries = Vec::with_capacity(resp.kvs().len());
-        for kv in resp.kvs() {
-            // A key that is not valid UTF-8 cannot be one of Patroni's; skip it.
-            let Some(key) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(&self.prefix)) else {
-                continue;
-            };
-            entries.push(KvEntry {
-                key: key.to_owned(),
-                value: kv.value().to_vec(),
-                revision: revision_from_etcd("read", kv.mod_revision())?,
-                owner: (kv.lease() != 0).then(|| format!("{:x}", kv.lease())),
-            });
-        }
+        // In pages of READ_PAGE_KEYS keys, every page at the revision of the first, so the pages
+        // make one consistent snapshot; each answer may be up to READ_MAX_MESSAGE_BYTES. Junk
+        // under the prefix (megabytes of keys nobody parses) then costs round trips, not the
+        // whole read: gRPC's default 4 MiB answer limit would fail every read of such a prefix,
+        // and the cluster would look unreachable.
+        let end = prefix_end(&self.prefix);
+        let mut start = self.prefix.clone().into_bytes();
+        let mut at = 0i64;
+        let mut entries = Vec::new();
+        let revision = loop {
+            let opts = GetOptions::new().with_range(end.clone()).with_limit(READ_PAGE_KEYS).with_revision(at);
+            let key = start.clone();
+            let resp = self
+                .call("read", |c| async move {
+                    c.kv_client().max_decoding_message_size(READ_MAX_MESSAGE_BYTES).get(key, Some(opts)).await
+                })
+                .await?;
+            if at == 0 {
+                at = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                // A key that is not valid UTF-8 cannot be one of Patroni's; skip it.
+                let Some(key) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                entries.push(KvEntry {
+                    key: key.to_owned(),
+                    value: kv.value().to_vec(),
+                    revision: revision_from_etcd("read", kv.mod_revision())?,
+                    owner: (kv.lease() != 0).then(|| format!("{:x}", kv.lease())),
+                });
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break revision_from_etcd("read", at)?,
+            }
+        };
         // Our member key missing from the read (deleted by hand, say): forget that it was
         // written, so the next touch writes it again instead of skipping an unchanged value. A
         // live node's member key is back within a cycle, which the leader-key rule counts on.
@@ -657,6 +699,12 @@ impl Dcs for EtcdDcs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_end_covers_exactly_the_prefix() {
+        assert_eq!(prefix_end("/service/batman/"), b"/service/batman0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
 
     #[test]
     fn prefix_collapses_slashes() {
