@@ -319,6 +319,7 @@ fn arb_view() -> BoxedStrategy<ClusterView> {
                     .collect(),
                 failover,
                 failover_revision: frev.map(Revision),
+                status_revision: frev.map(Revision),
                 sync: sync.map(|(leader, sync_standby)| SyncState { leader, sync_standby, revision: Revision(0) }),
                 history: history
                     .into_iter()

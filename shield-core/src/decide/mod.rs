@@ -171,6 +171,10 @@ pub struct NodeState {
     /// whole `ttl`, it is taken as an expired lock ([`dead_leader_key`]).
     #[serde(default)]
     pub dead_leader_key: Option<(Revision, MonoMillis)>,
+    /// The `status` key's revision and optime as last seen while a member with a member key
+    /// held the leader key: what [`Ctx::optime`] counts a later `status` against.
+    #[serde(default)]
+    pub status_seen: Option<(Revision, Lsn)>,
 }
 
 impl NodeState {
@@ -197,6 +201,7 @@ impl NodeState {
             lost_paused_leader: None,
             member_slots_seen: Default::default(),
             dead_leader_key: None,
+            status_seen: None,
         }
     }
 
@@ -317,6 +322,25 @@ impl Ctx<'_> {
         }
     }
 
+    /// The leader's last position for the lag limit: the `status` key's optime when it is
+    /// corroborated, i.e. this node saw that very revision while a live leader held the lock, or
+    /// some member key shows a position at least as far. An uncorroborated one was written while
+    /// no leader held the lock, above every position any member reports (a huge LSN would keep
+    /// every replica "lagging" for ever): it is ignored, and the position counted is the higher
+    /// of the last corroborated optime this node saw and the highest member position. A node that
+    /// saw no status under a live leader counts the value as it is (never less careful).
+    fn optime(&self, view: &ClusterView) -> Option<Lsn> {
+        let Some(status) = &view.status else { return view.optime() };
+        let seen = self.st.status_seen;
+        let highest_member = view.members.values().filter_map(|m| m.data.xlog_location).max();
+        let corroborated = seen.is_some_and(|(r, _)| Some(r) == view.status_revision)
+            || highest_member.is_some_and(|m| m >= status.optime);
+        match seen {
+            Some((_, remembered)) if !corroborated => Some(remembered.max(highest_member.unwrap_or_default())),
+            _ => Some(status.optime),
+        }
+    }
+
     /// What we publish in `members/<me>`.
     fn member_data(&self) -> MemberData {
         let db = &self.obs.db;
@@ -399,6 +423,11 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
 }
 
 fn situation(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    if view.leader_name().is_some_and(|l| view.members.contains_key(l)) {
+        if let (Some(r), Some(s)) = (view.status_revision, &view.status) {
+            cx.st.status_seen = Some((r, s.optime));
+        }
+    }
     if let Some(r) = bootstrap::check_data(cx, view) {
         return r;
     }

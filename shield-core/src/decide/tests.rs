@@ -1475,3 +1475,39 @@ fn a_primary_under_a_dead_leader_key_is_fenced() {
     assert_eq!(acts, vec![Action::StopDb { mode: StopMode::Immediate }]);
     assert_eq!(reason, Reason::PrimaryWithoutLock);
 }
+
+/// A `status` optime written while no leader held the lock and above every member's own
+/// position is ignored by a node that saw the last status under a live leader; one it saw
+/// under the leader, or one some member key corroborates, counts, and a node with no such
+/// memory counts it as it is.
+#[test]
+fn an_uncorroborated_status_optime_does_not_block_failover() {
+    let huge = 1u64 << 62;
+    let with_status = |v: ViewB, optime: u64, rev: u64| {
+        let mut v = v.status(optime);
+        v.0.status_revision = Some(Revision(rev));
+        v
+    };
+    // Seen under the live leader l: revision 20 at 1_000.
+    let live =
+        with_status(ViewB::new().leader("l").member("l", member(MemberRole::Primary, "running", 1_000, 1)), 1_000, 20);
+    let (_, _, d) = run(&state("a"), &obs(live, db_replica(1_000, 1, Some("l"))));
+    assert_eq!(d.next.status_seen, Some((Revision(20), Lsn(1_000))));
+    let replica = || db_replica(1_000, 1, Some("l"));
+    let lagging = |r: &Reason| matches!(r, Reason::NotHealthiest(Ineligible::Lagging { .. }));
+    // The leader gone, then a huge optime written at revision 21: ignored, the race goes on.
+    let garbage = || with_status(ViewB::new().replica("b", 1_000), huge, 21);
+    let (acts, reason, _) = run(&d.next, &obs(garbage(), replica()));
+    assert_eq!((acts, reason), (vec![Action::ProbePeers], Reason::ProbingPeers));
+    // Without the memory it counts: every replica lags.
+    let (_, reason, _) = run(&state("a"), &obs(garbage(), replica()));
+    assert!(lagging(&reason), "{reason:?}");
+    // The revision seen under the leader counts however far it is.
+    let (_, reason, _) = run(&d.next, &obs(with_status(ViewB::new().replica("b", 1_000), huge, 20), replica()));
+    assert!(lagging(&reason), "{reason:?}");
+    // A member key at or past the value corroborates it.
+    let far = 1_000 + 2 * 1_048_576;
+    let v = with_status(ViewB::new().member("b", member(MemberRole::Replica, "stopped", far, 1)), far, 21);
+    let (_, reason, _) = run(&d.next, &obs(v, replica()));
+    assert!(lagging(&reason), "{reason:?}");
+}

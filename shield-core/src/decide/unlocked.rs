@@ -140,7 +140,7 @@ fn someone_else_could_take_over(cx: &Ctx<'_>, view: &ClusterView, candidate: &Me
             && m.data.tags.can_promote()
             && m.data.role == crate::cluster::MemberRole::Replica
             && m.data.state == "running"
-            && match (view.optime(), m.data.xlog_location) {
+            && match (cx.optime(view), m.data.xlog_location) {
                 (Some(optime), Some(theirs)) => optime.bytes_after(theirs) <= max_lag,
                 (None, _) => true,
                 (Some(_), None) => false,
@@ -210,7 +210,7 @@ fn own_checks(cx: &Ctx<'_>, view: &ClusterView) -> Result<(), Ineligible> {
     if !listed_if_synchronous(cx, view, cx.me()) {
         return Err(Ineligible::NotSynchronous);
     }
-    if let Some(optime) = view.optime() {
+    if let Some(optime) = cx.optime(view) {
         if optime.bytes_after(mine) > cfg.maximum_lag_on_failover_bytes {
             return Err(Ineligible::Lagging { mine, optime, max_lag_bytes: cfg.maximum_lag_on_failover_bytes });
         }
