@@ -395,9 +395,13 @@ impl Driver {
                         }
                         outcomes.push(Outcome::LeaderRenew { sent_at, fence_after_ms, result });
                     }
-                    Action::AcquireLeader { ttl_ms, fence_after_ms } => {
+                    Action::AcquireLeader { ttl_ms, fence_after_ms, replacing } => {
                         let sent_at = mono(start);
-                        let result = bounded(retry, self.dcs.acquire_leader(ttl_ms)).await.map_err(|e| e.kind);
+                        let result = match replacing {
+                            None => bounded(retry, self.dcs.acquire_leader(ttl_ms)).await,
+                            Some(rev) => bounded(retry, self.dcs.take_leader(ttl_ms, rev)).await,
+                        }
+                        .map_err(|e| e.kind);
                         lease_gate_failed |= result != Ok(true);
                         outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result });
                     }
