@@ -299,6 +299,11 @@ async fn guard(
 /// Reads the whole body within [`limits::BODY_TIMEOUT`] and [`limits::MAX_BODY`] before any
 /// handler sees the request, so a client trickling a body holds nothing but its connection.
 async fn bounded_body(req: Request, next: Next) -> Response {
+    let declared =
+        req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits::MAX_BODY as u64) {
+        return (StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {} bytes", limits::MAX_BODY)).into_response();
+    }
     let (parts, body) = req.into_parts();
     match tokio::time::timeout(limits::BODY_TIMEOUT, axum::body::to_bytes(body, limits::MAX_BODY)).await {
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
@@ -311,9 +316,10 @@ async fn bounded_body(req: Request, next: Next) -> Response {
 
 /// The REST API as served: [`crate::api::router`] behind the access check and the body limits.
 pub fn app(state: Arc<crate::api::ApiState>) -> Router {
+    // The last layer runs first: the access check, then the body is read.
     crate::api::router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(state, guard))
         .layer(axum::middleware::from_fn(bounded_body))
+        .layer(axum::middleware::from_fn_with_state(state, guard))
 }
 
 /// Serves the REST API on `listener` until the process ends, over TLS when `tls` is set. Runs on
