@@ -144,8 +144,14 @@ pub enum Reason {
         /// How long the lock holder's database has not been seen healthy.
         for_ms: u64,
     },
-    /// The lock holder's database stayed unknown past the bound: counted as hung, stopped, and
-    /// the lock released for another member to take over.
+    /// The lock holder's database stayed unknown past the bound: counted as hung and stopped at
+    /// once; the lock goes once it is seen down.
+    StatusUnknownStopping {
+        /// How long it had not been seen healthy.
+        for_ms: u64,
+    },
+    /// The lock holder's database, stopped as hung, was not seen down within a ttl: the lock is
+    /// released all the same.
     StatusUnknownTimedOut {
         /// How long it had not been seen healthy.
         for_ms: u64,
@@ -307,10 +313,17 @@ impl fmt::Display for Reason {
                 for_ms / 1000,
                 for_ms % 1000
             ),
+            R::StatusUnknownStopping { for_ms } => write!(
+                f,
+                "stopping PostgreSQL: it has not answered its status query for {}.{:03}s, past \
+                 primary_start_timeout; the leader lock goes once it is down",
+                for_ms / 1000,
+                for_ms % 1000
+            ),
             R::StatusUnknownTimedOut { for_ms } => write!(
                 f,
-                "released leader lock: PostgreSQL has not answered its status query for {}.{:03}s, past \
-                 primary_start_timeout",
+                "released leader lock: PostgreSQL has not answered its status query for {}.{:03}s, and was \
+                 not seen down after an immediate stop",
                 for_ms / 1000,
                 for_ms % 1000
             ),

@@ -230,7 +230,7 @@ fn a_status_stall_is_ridden_out_until_primary_start_timeout() {
         assert_eq!(handed_over.len(), 1, "exactly the leader's stall hands over");
         let r = handed_over[0];
         assert_eq!((r.promotions, r.fences, r.watchdog_resets), (1, 1, 0), "{}", r.trace.join("\n"));
-        let released = r.trace.iter().find(|l| l.contains("has not answered its status query for")).expect("released");
+        let released = r.trace.iter().find(|l| l.contains("has not answered its status query for")).expect("stopped");
         // Released 30 s (primary_start_timeout) after the first cycle that saw the stall, which began
         // 60 s in: within two cycles of 2.5 s (loop_wait and the status timeout) and 1% drift.
         let at: f64 =

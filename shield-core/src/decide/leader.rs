@@ -53,19 +53,31 @@ pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
 /// forever: once the database has not been seen healthy for
 /// [`crate::DynamicConfig::status_unknown_timeout_ms`] (`primary_start_timeout`, at least `ttl`),
 /// counted together with any crash or start that follows, it counts as hung and, when another
-/// member could take over, is stopped and the lock released, as for a primary that does not
-/// start again in time.
+/// member could take over, is stopped at once, still under the lock. The lock goes once the
+/// postmaster is seen gone (the crash rule, [`crashed_primary`], then hands over), so that no
+/// write a dying server still acknowledges lands after another member promotes; should it not
+/// go within another `ttl`, the lock goes all the same.
 fn status_unknown(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     let now = cx.now();
     let since = *cx.st.crash_since.get_or_insert(now);
     let for_ms = now.since(since);
-    if for_ms > cx.st.config.status_unknown_timeout_ms() && failover_possible(cx, view) {
+    let bound = cx.st.config.status_unknown_timeout_ms();
+    if for_ms <= bound || !failover_possible(cx, view) {
+        return Reason::StatusUnknown { for_ms };
+    }
+    if for_ms > bound.saturating_add(cx.st.config.timing.ttl_ms) {
         cx.fence();
         cx.push(Action::ReleaseLeader);
         cx.st.crash_since = None;
         return Reason::StatusUnknownTimedOut { for_ms };
     }
-    Reason::StatusUnknown { for_ms }
+    if cx.st.vip_bound {
+        cx.push(Action::RemoveVip);
+        cx.st.vip_bound = false;
+    }
+    cx.push(Action::StopDb { mode: StopMode::Immediate });
+    cx.wake_now = true;
+    Reason::StatusUnknownStopping { for_ms }
 }
 
 /// The lock holder in pause: nothing automatic, but a switchover or failover to a named

@@ -1406,12 +1406,30 @@ fn a_leader_whose_status_does_not_answer_keeps_the_lock_until_primary_start_time
         );
     }
     assert_eq!(d.reason, Reason::StatusUnknown { for_ms: 30_000 });
-    // Past it, with a replica able to take over, the database counts as hung.
+    // Past it, with a replica able to take over, the database counts as hung: stopped at once,
+    // under the lock, which goes once the postmaster is seen gone (as a crash past the timeout).
     o = next_cycle(&d, &o, 1);
     let after = decide(&d.next, &o);
-    assert_eq!(after.reason, Reason::StatusUnknownTimedOut { for_ms: 30_001 });
+    assert_eq!(after.reason, Reason::StatusUnknownStopping { for_ms: 30_001 });
     let tail: Vec<Action> = after.actions[..after.actions.len() - 1].to_vec();
-    assert_eq!(tail, vec![renew(None), Action::RemoveVip, IMMEDIATE, Action::ReleaseLeader]);
+    assert_eq!(tail, vec![renew(None), Action::RemoveVip, IMMEDIATE]);
+    assert!(after.next.lease.is_some() && after.wake_at == o.now);
+    let mut gone = next_cycle(&after, &o, 100);
+    gone.db = DbStatus::unanswered(Some(&db_primary(1_000, 1)), Some(false));
+    let (acts, reason, _) = run(&after.next, &gone);
+    assert_eq!((acts, reason), (vec![renew(None), Action::ReleaseLeader], Reason::PrimaryStartTimedOut));
+    // Not seen gone within a ttl (4 s) of the bound: the lock goes all the same.
+    let stuck = next_cycle(&after, &o, 100);
+    let mut st = after.next.clone();
+    st.crash_since = Some(MonoMillis(stuck.now.0 - 34_000));
+    let (acts, reason, _) = run(&st, &stuck);
+    assert_eq!((acts, reason), (vec![renew(None), IMMEDIATE], Reason::StatusUnknownStopping { for_ms: 34_000 }));
+    st.crash_since = Some(MonoMillis(stuck.now.0 - 34_001));
+    let (acts, reason, _) = run(&st, &stuck);
+    assert_eq!(
+        (acts, reason),
+        (vec![renew(None), IMMEDIATE, Action::ReleaseLeader], Reason::StatusUnknownTimedOut { for_ms: 34_001 })
+    );
     // With nobody to take over, it keeps the lock.
     let mut alone = o.clone();
     alone.dcs = DcsView::Reachable(ViewB::new().leader("a").status(1_000).0);
@@ -1451,10 +1469,7 @@ fn the_bound_on_an_unknown_status_is_never_shorter_than_ttl() {
     assert_eq!(reason, Reason::StatusUnknown { for_ms: 4_000 });
     st.crash_since = Some(MonoMillis(NOW.0 - 4_001));
     let (acts, reason, _) = run(&st, &obs(v(), unknown));
-    assert_eq!(
-        (acts, reason),
-        (vec![renew(None), IMMEDIATE, Action::ReleaseLeader], Reason::StatusUnknownTimedOut { for_ms: 4_001 })
-    );
+    assert_eq!((acts, reason), (vec![renew(None), IMMEDIATE], Reason::StatusUnknownStopping { for_ms: 4_001 }));
     // A crash is still a crash: with the postmaster gone, the lock holder restarts it at once
     // (or, with primary_start_timeout 0, hands over at once).
     let dead = DbStatus::unanswered(Some(&db_primary(1_000, 1)), Some(false));
