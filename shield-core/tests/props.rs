@@ -609,11 +609,70 @@ fn an_unknown_status_alone_never_costs_the_lock() {
     });
 }
 
+/// A replica whose status query does not answer, in a cluster whose leader key is gone, as the
+/// driver reports it (its position the last one read, ahead of everyone's), with the peers' answers
+/// that would make it the healthiest, in pause or not, named in a failover or not.
+fn arb_unknown_racer_case() -> impl Strategy<Value = (NodeState, Observation)> {
+    (any::<bool>(), any::<bool>(), any::<bool>(), prop_oneof![Just(None), Just(Some(true))]).prop_map(
+        |(pause, named, probed, alive)| {
+            let mut st = NodeState::new(NodeSettings::new(name(0)));
+            st.settings.watchdog = WatchdogMode::Off;
+            let last = DbStatus {
+                data_dir: DataDir::Valid { system_id: SystemId(42), was_primary: false },
+                process: DbProcess::Running { in_recovery: true },
+                timeline: Some(Timeline(1)),
+                received_lsn: Some(Lsn(9_000)),
+                replayed_lsn: Some(Lsn(9_000)),
+                upstream: Some(name(1)),
+                streaming: true,
+                ..DbStatus::empty()
+            };
+            let mut v = ClusterView { revision: Revision(9), ..ClusterView::default() };
+            v.initialize = Some(Initialize::SystemId(SystemId(42)));
+            v.config = Some((DynamicConfig { pause, ..DynamicConfig::default() }, Revision(1)));
+            v.status = Some(Status { optime: Lsn(9_000), ..Status::default() });
+            v.failover = named.then(|| FailoverRequest {
+                leader: None,
+                member: Some(name(0)),
+                scheduled_at: None,
+                revision: Revision(4),
+            });
+            let behind = PeerReport {
+                is_primary: false,
+                wal_position: Some(Lsn(10)),
+                timeline: Some(Timeline(1)),
+                can_promote: true,
+                priority: 1,
+            };
+            let outcomes = if probed {
+                vec![Outcome::PeersProbed { reports: [(name(2), behind)].into_iter().collect() }]
+            } else {
+                Vec::new()
+            };
+            let o = Observation {
+                now: MonoMillis(NOW),
+                wall_ms: 1_767_225_600_000,
+                dcs: DcsView::Reachable(v),
+                db: DbStatus::unanswered(Some(&last), alive),
+                outcomes,
+                shutdown_requested: false,
+                requests: Vec::new(),
+            };
+            (st, o)
+        },
+    )
+}
+
 /// A node whose status is unknown never takes the lock or promotes, whatever else it sees.
 /// Premise: the status is unknown.
 #[test]
 fn an_unknown_status_never_takes_the_lock_or_promotes() {
-    let cases = prop_oneof![1 => arb_any_case(), 1 => arb_promotion_case(), 1 => arb_unknown_holder_case()];
+    let cases = prop_oneof![
+        1 => arb_any_case(),
+        1 => arb_promotion_case(),
+        1 => arb_unknown_holder_case(),
+        2 => arb_unknown_racer_case()
+    ];
     check("an_unknown_status_never_takes_the_lock_or_promotes", cases, |(st, o)| {
         if !o.db.is_unknown() {
             return Ok(false);
