@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shield_core::action::{Action, DbTask, StartAs, StopMode, WatchdogFeed};
 use shield_core::cluster::{ClusterView, MemberData};
-use shield_core::observation::{DataDir, DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport};
+use shield_core::observation::{DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport};
 use shield_core::ports::{Database, Dcs, DcsKey, ErrorKind, PortError};
 use shield_core::{decide, Lsn, MemberName, MonoMillis, NodeState, Timeline};
 use tokio::sync::{mpsc, watch, Notify};
@@ -190,6 +190,8 @@ impl Driver {
         // Who waits for the running restart (`POST /restart`) to finish.
         let mut restart_waiters: Vec<crate::api::Reply> = Vec::new();
         let mut status_failing = false;
+        // The last status that answered, for a cycle whose status query does not.
+        let mut last_status: Option<DbStatus> = None;
         loop {
             cycles += 1;
             // ---- observe -------------------------------------------------------------------
@@ -203,6 +205,8 @@ impl Driver {
                 if result.is_ok() {
                     self.task_callback(&task);
                 }
+                // The task changed the database: what was last read of it no longer holds.
+                last_status = None;
                 if task == DbTask::Restart {
                     for w in restart_waiters.drain(..) {
                         let _ = w.send(result.clone().map_err(|e| e.to_string()));
@@ -221,7 +225,15 @@ impl Driver {
             self.api.fire_due_restart(wall_ms());
             let sent = mono(start);
             let retry = Duration::from_millis(self.state.config.timing.retry_timeout_ms);
-            let dcs_view = match tokio::time::timeout(retry, self.dcs.read()).await {
+            // The status is asked alongside the DCS read, within the same bound: a status query
+            // that does not answer holds the next renewal up no longer than a slow read may, and
+            // is asked again next cycle on a new connection.
+            let status_wait = Duration::from_millis(self.state.config.timing.status_timeout_ms());
+            let (read, status) = tokio::join!(
+                tokio::time::timeout(retry, self.dcs.read()),
+                tokio::time::timeout(status_wait, self.db.status())
+            );
+            let dcs_view = match read {
                 Ok(Ok(view)) => {
                     unreachable_since = None;
                     if let Ok(mut c) = self.cluster.lock() {
@@ -245,26 +257,25 @@ impl Driver {
                 }
                 Ok(Err(_)) | Err(_) => DcsView::Unreachable { since: *unreachable_since.get_or_insert(sent) },
             };
-            let status = tokio::time::timeout(Duration::from_secs(5), self.db.status()).await;
             let mut db = match status {
                 Ok(Ok(s)) => {
                     status_failing = false;
+                    last_status = Some(s.clone());
                     s
                 }
                 failed => {
-                    // Once per spell of failures: the database then shows as "unknown".
+                    // Once per spell of failures: the database then shows as "unknown". Never an
+                    // invalid data directory: a slow status is no reason to fence (decide() keeps
+                    // the lock for primary_start_timeout).
                     if !std::mem::replace(&mut status_failing, true) {
                         let why = match failed {
                             Ok(Err(e)) => e.to_string(),
-                            _ => "no answer within 5 s".to_owned(),
+                            _ => format!("no answer within {status_wait:?}"),
                         };
-                        tracing::warn!(error = %why, "database status unavailable");
+                        tracing::warn!(error = %why, "database status unavailable; will ask again next cycle");
                     }
-                    DbStatus {
-                        process: DbProcess::Unknown,
-                        data_dir: DataDir::Invalid("status did not answer".into()),
-                        ..DbStatus::empty()
-                    }
+                    // A dead postmaster is still seen as one (a crash, not an unknown).
+                    DbStatus::unanswered(last_status.as_ref(), self.db.postmaster_alive())
                 }
             };
             db.busy = running.as_ref().map(|r| r.task.clone());
@@ -628,10 +639,21 @@ impl Driver {
                 let x = body.get("xlog");
                 let pos = |k: &str| x.and_then(|x| x.get(k)).and_then(Value::as_u64);
                 let wal = pos("location").or_else(|| pos("received_location").max(pos("replayed_location")));
+                // A peer whose database does not answer its status query ("unknown", its position
+                // the last one read) cannot take over itself and must not hold the race up: it
+                // counts as not answering, as a Patroni node whose API hangs on its database
+                // would. In pause, though, where nothing fences a primary that lost the lock, it
+                // may be one, and counts as one.
+                let paused = body.get("pause").and_then(Value::as_bool).unwrap_or(false);
+                if state == "unknown" && !paused {
+                    tracing::info!(member = %name, "peer probe: its database status is unknown; not counted");
+                    return None;
+                }
+                let running_primary = state == "running" && (role == "primary" || role == "master");
                 Some((
                     name,
                     PeerReport {
-                        is_primary: state == "running" && (role == "primary" || role == "master"),
+                        is_primary: running_primary || (state == "unknown" && paused),
                         wal_position: wal.map(Lsn),
                         timeline: body
                             .get("timeline")

@@ -350,14 +350,30 @@ impl Postgres {
 
     /// `pg_controldata` fields, or None when there is no valid cluster.
     async fn controldata(&self) -> Option<BTreeMap<String, String>> {
-        let out =
-            self.run_bin("pg_controldata", &[self.data().display().to_string()], Duration::from_secs(10)).await.ok()?;
-        Some(
-            out.lines()
+        self.read_controldata().await.ok().flatten()
+    }
+
+    /// `pg_controldata` fields: `Ok(None)` when it ran and found no valid cluster, `Err` when it
+    /// could not run or did not finish (no process or descriptor left, a stalled host), which
+    /// says nothing about the data directory.
+    async fn read_controldata(&self) -> Result<Option<BTreeMap<String, String>>, PortError> {
+        let path = self.bin("pg_controldata");
+        let mut cmd = child::tokio_command(&path, Caps::Drop);
+        cmd.arg(self.data()).kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(10), cmd.output())
+            .await
+            .map_err(|_| PortError::new(ErrorKind::Unreachable, "pg_controldata did not finish within 10 s"))?
+            .map_err(|e| PortError::new(ErrorKind::Unreachable, format!("cannot run {}: {e}", path.display())))?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(Some(
+            text.lines()
                 .filter_map(|l| l.split_once(':'))
                 .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                 .collect(),
-        )
+        ))
     }
 
     /// The cluster's `postgresql.use_slots` (Patroni's default: true).
@@ -367,16 +383,53 @@ impl Postgres {
 
     /// The postmaster's pid if it is alive.
     fn postmaster_pid(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        self.postmaster().ok().flatten().map(|p| p.0)
+    }
+
+    /// The live postmaster's pid and the status line of `postmaster.pid` (`starting`, `ready`,
+    /// `standby`, `stopping`; empty before PostgreSQL 10), or `None` when there is no pid file
+    /// or its process is gone. `Err` when the file exists but cannot be read (no descriptor
+    /// left, say): whether the postmaster lives is then not known. No query, no child process.
+    fn postmaster(&self) -> std::io::Result<Option<(i32, String)>> {
+        let text = match std::fs::read_to_string(self.data().join("postmaster.pid")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut lines = text.lines();
+        let Some(pid) = lines.next().and_then(|l| l.trim().parse::<i32>().ok()) else { return Ok(None) };
+        // Our own postmaster answers the null signal; a pid reused by another user's process
+        // (a stale file) does not.
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        alive.then_some(pid)
+        let status = lines.nth(6).unwrap_or_default().trim().to_owned();
+        Ok(alive.then_some((pid, status)))
+    }
+
+    /// Whether the postmaster lives, from `postmaster.pid` and a null signal alone (for a status
+    /// that did not answer); `None` when that cannot be told either.
+    pub fn postmaster_alive(&self) -> Option<bool> {
+        self.postmaster().ok().map(|p| p.is_some())
     }
 
     async fn connect(&self) -> Result<tokio_postgres::Client, PortError> {
+        self.connect_with(None).await
+    }
+
+    /// A connection for the status query: the server ends a statement that outlives
+    /// [`STATUS_TIMEOUT`] itself, so the queries of cycles that gave up on them do not pile up
+    /// on a busy server (a backend only notices its client left when it next writes to it).
+    async fn status_connect(&self) -> Result<tokio_postgres::Client, PortError> {
+        let ms = STATUS_TIMEOUT.as_millis();
+        self.connect_with(Some(&format!("-c statement_timeout={ms} -c lock_timeout={ms}"))).await
+    }
+
+    async fn connect_with(&self, options: Option<&str>) -> Result<tokio_postgres::Client, PortError> {
         let su = &self.cfg.superuser;
         let mut c = tokio_postgres::Config::new();
         c.host("127.0.0.1").port(self.cfg.port).user(&su.username).dbname("postgres").connect_timeout(STATUS_TIMEOUT);
+        if let Some(o) = options {
+            c.options(o);
+        }
         if !su.password.is_empty() {
             c.password(&su.password);
         }
@@ -455,7 +508,7 @@ impl Postgres {
     }
 
     async fn live_status(&self, st: &mut DbStatus) -> Result<(), PortError> {
-        let c = self.connect().await?;
+        let c = self.status_connect().await?;
         let q = "SELECT pg_is_in_recovery(), \
                  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
                  pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
@@ -698,6 +751,12 @@ impl Postgres {
 /// initialised with group access has 0640 files), never wider than 0640; new files get 0600 as
 /// initdb gives them. A crash or a full disk leaves the old file, never a partial one that
 /// PostgreSQL would refuse to start with.
+/// The error says the process ran short of descriptors or memory (`EMFILE`, `ENFILE`,
+/// `ENOMEM`, `EAGAIN`, `EINTR`): it says nothing about the file.
+fn is_shortage(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR))
+}
+
 fn write_data_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     files::write_atomic(path, bytes, files::kept_mode(path, 0o600, 0o640))
 }
@@ -755,6 +814,8 @@ impl Database for Postgres {
                 st.data_dir = DataDir::Missing;
                 return Ok(st);
             }
+            // No descriptor or memory left: nothing known about the data directory.
+            Err(e) if is_shortage(&e) => return Err(io(&format!("cannot read {}", d.display()), e)),
             Err(e) => {
                 st.data_dir = DataDir::Invalid(format!("cannot read {}: {e}", d.display()));
                 return Ok(st);
@@ -765,7 +826,7 @@ impl Database for Postgres {
             st.data_dir = DataDir::Empty;
             return Ok(st);
         }
-        let Some(cd) = self.controldata().await else {
+        let Some(cd) = self.read_controldata().await? else {
             st.data_dir = DataDir::Invalid(format!("{} is not empty and pg_controldata cannot read it", d.display()));
             return Ok(st);
         };
@@ -783,24 +844,27 @@ impl Database for Postgres {
             .filter(|l| l.0 > 0)
             .or_else(|| cd.get("Latest checkpoint location").and_then(|l| Lsn::parse_pg(l)));
         st.upstream = self.configured_upstream();
-        let pid = self.postmaster_pid();
-        if pid.is_none() {
+        let pm = self.postmaster().map_err(|e| io("cannot read postmaster.pid", e))?;
+        if pm.is_none() {
             if let Ok(mut i) = self.info.lock() {
                 *i = ServerInfo::default();
             }
         }
-        st.process = match pid {
+        st.process = match pm {
             None if state.starts_with("shut down") => DbProcess::Stopped,
             None => DbProcess::Crashed,
-            Some(_) => {
+            Some((_, pm_status)) => {
                 match self.live_status(&mut st).await {
                     Ok(()) => self.live_failing.store(false, std::sync::atomic::Ordering::Relaxed),
-                    // Running but not answering: starting, or hung. Said once per spell.
+                    // Running but not answering: starting (as postmaster.pid says while it
+                    // recovers), or busy or hung, which is not known. Said once per spell.
                     Err(e) => {
+                        let starting = pm_status == "starting";
                         if !self.live_failing.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                            tracing::info!(error = %e, "PostgreSQL runs but its status query failed; counted as starting");
+                            let counted = if starting { "starting" } else { "unknown" };
+                            tracing::info!(error = %e, "PostgreSQL runs but its status query failed; counted as {counted}");
                         }
-                        st.process = DbProcess::Starting;
+                        st.process = if starting { DbProcess::Starting } else { DbProcess::Unknown };
                     }
                 }
                 st.process

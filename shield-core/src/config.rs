@@ -180,6 +180,14 @@ impl Timing {
         let drift = u128::from(self.ttl_ms) * u128::from(Self::MAX_DRIFT_PPM) / 1_000_000;
         u64::try_from(drift).unwrap_or(self.ttl_ms)
     }
+
+    /// How long the driver waits for the database's status each cycle: `retry_timeout`, the
+    /// bound of every call the loop makes. The status is read alongside the DCS, so a status that
+    /// does not answer delays the next renewal no more than a slow DCS read may; it is then
+    /// reported unknown ([`crate::DbStatus::unanswered`]) and asked again the next cycle.
+    pub fn status_timeout_ms(&self) -> u64 {
+        self.retry_timeout_ms
+    }
 }
 
 /// The part of `postgresql` in the dynamic config that Shield interprets.
@@ -402,6 +410,15 @@ fn expect_object(key: &str, v: Value) -> Result<Map<String, Value>, ConfigError>
 }
 
 impl DynamicConfig {
+    /// How long a lock holder whose database does not answer its status query keeps the lock
+    /// before the database counts as hung: `primary_start_timeout` (Patroni's "time a primary is
+    /// allowed to recover from failures before failover"), but never less than `ttl`, the time a
+    /// dead host's lock takes to expire anyway, so that `primary_start_timeout: 0` (fail over at
+    /// once after a crash) does not fail over on one slow query.
+    pub fn status_unknown_timeout_ms(&self) -> u64 {
+        self.primary_start_timeout_ms.max(self.timing.ttl_ms)
+    }
+
     /// Parses the DCS `config` value. An empty string or `{}` gives the defaults.
     pub fn from_json_text(text: &str) -> Result<DynamicConfig, ConfigError> {
         if text.trim().is_empty() {

@@ -2,7 +2,8 @@
 //!
 //! The driver (the daemon, or the simulator) gathers it from the ports, each read bounded by a
 //! timeout, and hands it to [`crate::decide`]. Failures are data here, not errors: an unreachable
-//! DCS is [`DcsView::Unreachable`], a database that does not answer is [`DbProcess::Unknown`].
+//! DCS is [`DcsView::Unreachable`], a database that does not answer is [`DbProcess::Unknown`]
+//! (see [`DbStatus::unanswered`]).
 
 use std::collections::BTreeMap;
 
@@ -77,6 +78,10 @@ pub enum DataDir {
     },
     /// Exists but is not usable; the text says why.
     Invalid(String),
+    /// Not known: the status read did not finish (or could not run) and no earlier read is known.
+    /// It says nothing about the data; decide() treats the whole status as
+    /// [`DbProcess::Unknown`].
+    Unknown,
 }
 
 /// What the postmaster is doing.
@@ -94,7 +99,10 @@ pub enum DbProcess {
         /// `pg_is_in_recovery()`.
         in_recovery: bool,
     },
-    /// The status query did not answer in time.
+    /// Not known: the postmaster runs (or its liveness cannot be checked) but the status query
+    /// did not answer in time, or failed (a busy host, no connection slot or file descriptor
+    /// left, a hung server). A slow or failed status query is this, never a crash and never an
+    /// invalid data directory.
     Unknown,
 }
 
@@ -166,6 +174,46 @@ impl DbStatus {
     /// max(received, replayed, write).
     pub fn wal_position(&self) -> Option<Lsn> {
         [self.write_lsn, self.received_lsn, self.replayed_lsn].into_iter().flatten().max()
+    }
+
+    /// The status is not known this cycle (see [`DbStatus::unanswered`]).
+    pub fn is_unknown(&self) -> bool {
+        self.process == DbProcess::Unknown || self.data_dir == DataDir::Unknown
+    }
+
+    /// What a driver reports when the status read did not answer in time or failed: what is
+    /// cheap to know without a query, and nothing more. `last` is the last status that did
+    /// answer; `postmaster_alive` says whether the postmaster's process exists (from
+    /// `postmaster.pid` and a null signal; `None` when that could not be checked either).
+    ///
+    /// A live (or unchecked) postmaster is [`DbProcess::Unknown`]; a dead one is
+    /// [`DbProcess::Crashed`] (or still [`DbProcess::Stopped`] when it was stopped before), so a
+    /// crash is still seen as one. The data directory, timeline, positions and upstream are the
+    /// last ones read ([`DataDir::Unknown`], and the process unknown, when nothing was ever read);
+    /// slots and streaming are not known. The caller sets `busy`.
+    pub fn unanswered(last: Option<&DbStatus>, postmaster_alive: Option<bool>) -> DbStatus {
+        let Some(last) = last else {
+            return DbStatus { data_dir: DataDir::Unknown, process: DbProcess::Unknown, ..DbStatus::empty() };
+        };
+        let process = match postmaster_alive {
+            Some(false) if last.process == DbProcess::Stopped => DbProcess::Stopped,
+            Some(false) => DbProcess::Crashed,
+            Some(true) | None => DbProcess::Unknown,
+        };
+        DbStatus {
+            data_dir: last.data_dir.clone(),
+            process,
+            timeline: last.timeline,
+            write_lsn: last.write_lsn,
+            received_lsn: last.received_lsn,
+            replayed_lsn: last.replayed_lsn,
+            upstream: last.upstream.clone(),
+            streaming: false,
+            busy: None,
+            branched_from: last.branched_from,
+            slots: None,
+            slot_positions: Default::default(),
+        }
     }
 
     /// The data directory's system id, if valid.

@@ -138,6 +138,24 @@ pub enum Reason {
     PrimaryStartTimedOut,
     /// The lock holder released the lock to let another node take over after a crash.
     CrashFailover,
+    /// The lock holder's database did not answer its status query: the lock is kept and nothing
+    /// is changed while the bound runs (see `DynamicConfig::status_unknown_timeout_ms`).
+    StatusUnknown {
+        /// How long the lock holder's database has not been seen healthy.
+        for_ms: u64,
+    },
+    /// The lock holder's database stayed unknown past the bound: counted as hung and stopped at
+    /// once; the lock goes once it is seen down.
+    StatusUnknownStopping {
+        /// How long it had not been seen healthy.
+        for_ms: u64,
+    },
+    /// The lock holder's database, stopped as hung, was not seen down within a ttl: the lock is
+    /// released all the same.
+    StatusUnknownTimedOut {
+        /// How long it had not been seen healthy.
+        for_ms: u64,
+    },
     /// Demoting for a switchover or failover request.
     SwitchoverDemoting {
         /// The named candidate, if any.
@@ -288,6 +306,27 @@ impl fmt::Display for Reason {
             R::RestartingCrashedPrimary => f.write_str("starting primary after failure"),
             R::PrimaryStartTimedOut => f.write_str("released leader lock: primary did not start within primary_start_timeout"),
             R::CrashFailover => f.write_str("stopped PostgreSQL to fail over after a crash"),
+            R::StatusUnknown { for_ms } => write!(
+                f,
+                "updated leader lock: PostgreSQL did not answer its status query (not seen healthy for {}.{:03}s); \
+                 will try again",
+                for_ms / 1000,
+                for_ms % 1000
+            ),
+            R::StatusUnknownStopping { for_ms } => write!(
+                f,
+                "stopping PostgreSQL: it has not answered its status query for {}.{:03}s, past \
+                 primary_start_timeout; the leader lock goes once it is down",
+                for_ms / 1000,
+                for_ms % 1000
+            ),
+            R::StatusUnknownTimedOut { for_ms } => write!(
+                f,
+                "released leader lock: PostgreSQL has not answered its status query for {}.{:03}s, and was \
+                 not seen down after an immediate stop",
+                for_ms / 1000,
+                for_ms % 1000
+            ),
             R::SwitchoverDemoting { candidate } => match candidate {
                 Some(c) => write!(f, "manual failover: demoting myself in favour of {c}"),
                 None => f.write_str("manual failover: demoting myself"),

@@ -41,6 +41,7 @@ fn arb_db() -> impl Strategy<Value = DbStatus> {
             any::<bool>().prop_map(|p| DataDir::Valid { system_id: SystemId(42), was_primary: p }),
             Just(DataDir::Valid { system_id: SystemId(7), was_primary: true }),
             Just(DataDir::Invalid("bad".into())),
+            Just(DataDir::Unknown),
         ],
         arb_process(),
         prop::option::of(1u32..5),
@@ -711,5 +712,173 @@ fn a_dead_leader_key_is_replaced_only_after_ttl_at_its_revision() {
             prop_assert!(took.is_empty(), "{:?} {:?}", took, d.reason);
         }
         Ok(due)
+    });
+}
+
+/// A lock holder whose database does not answer its status query, as the driver reports it:
+/// the last status read (a primary, a replica, or none) with a live or unchecked postmaster, a
+/// lease that is still good (perhaps just renewed), a spell that began up to
+/// `primary_start_timeout` ago, members that could or could not take over, a switchover request
+/// or not.
+fn arb_unknown_holder_case() -> impl Strategy<Value = (NodeState, Observation)> {
+    let bound = DynamicConfig::default().status_unknown_timeout_ms();
+    (
+        prop_oneof![Just(None), Just(Some(true)), Just(Some(false))],
+        prop_oneof![Just(None), Just(Some(true))],
+        (NOW + 1..NOW + 3_210, prop::option::of(NOW - bound..=NOW), any::<bool>(), any::<bool>()),
+        (prop::collection::vec((1u8..4, any::<bool>()), 0..3), prop::bool::weighted(0.2), prop::bool::weighted(0.2)),
+    )
+        .prop_map(|(last, alive, (fence, since, armed, renewed), (members, failover, vip))| {
+            let mut s = NodeSettings::new(name(0));
+            s.watchdog = WatchdogMode::Automatic;
+            s.vip = vip;
+            let mut st = NodeState::new(s);
+            st.lease = Some(LeaseHold { renewed_sent_at: MonoMillis(fence - 3_210), fence_at: MonoMillis(fence) });
+            st.crash_since = since.map(MonoMillis);
+            st.watchdog_armed = armed;
+            st.vip_bound = vip;
+            let last = last.map(|primary| DbStatus {
+                data_dir: DataDir::Valid { system_id: SystemId(42), was_primary: primary },
+                process: DbProcess::Running { in_recovery: !primary },
+                timeline: Some(Timeline(1)),
+                write_lsn: Some(Lsn(5_000)),
+                ..DbStatus::empty()
+            });
+            let db = DbStatus::unanswered(last.as_ref(), alive);
+            let mut v = ClusterView { revision: Revision(9), ..ClusterView::default() };
+            v.initialize = Some(Initialize::SystemId(SystemId(42)));
+            v.leader = Some(Leader { name: Some(name(0)), revision: Revision(3), owner: None });
+            for (m, running) in members {
+                let mut data = MemberData::new(MemberRole::Replica, if running { "running" } else { "stopped" });
+                data.xlog_location = Some(Lsn(5_000));
+                v.members.insert(name(m), Member { name: name(m), data, revision: Revision(2), owner: None });
+            }
+            v.config = Some((DynamicConfig::default(), Revision(1)));
+            v.status = Some(Status { optime: Lsn(5_000), ..Status::default() });
+            v.failover = failover.then(|| FailoverRequest {
+                leader: Some(name(0)),
+                member: Some(name(1)),
+                scheduled_at: None,
+                revision: Revision(4),
+            });
+            let outcomes = if renewed {
+                vec![Outcome::LeaderRenew { sent_at: MonoMillis(NOW - 1_000), fence_after_ms: 3_210, result: Ok(()) }]
+            } else {
+                Vec::new()
+            };
+            let o = Observation {
+                now: MonoMillis(NOW),
+                wall_ms: 1_767_225_600_000,
+                dcs: DcsView::Reachable(v),
+                db,
+                outcomes,
+                shutdown_requested: false,
+                requests: Vec::new(),
+            };
+            (st, o)
+        })
+}
+
+/// A status query that does not answer is never by itself a reason for the lock holder to stop,
+/// demote or give up the lock: within `primary_start_timeout` (at least `ttl`) of the start of
+/// the spell it renews and keeps everything as it is.
+/// Premise: the node holds the key and a good lease, and its status is unknown.
+#[test]
+fn an_unknown_status_alone_never_costs_the_lock() {
+    check("an_unknown_status_alone_never_costs_the_lock", arb_unknown_holder_case(), |(st, o)| {
+        let d = decide(&st, &o);
+        prop_assert!(o.db.is_unknown());
+        prop_assert!(d.next.lease.is_some(), "{}", d.reason);
+        prop_assert!(d.actions.iter().any(|a| matches!(a, Action::RenewLeader { .. })), "{:?}", d.actions);
+        for a in &d.actions {
+            let bad = matches!(
+                a,
+                Action::StopDb { .. }
+                    | Action::ReleaseLeader
+                    | Action::RunDbTask { .. }
+                    | Action::RemoveVip
+                    | Action::DisarmWatchdog
+                    | Action::WriteStatus { .. }
+            );
+            prop_assert!(!bad, "{a:?} in {:?} ({})", d.actions, d.reason);
+        }
+        Ok(true)
+    });
+}
+
+/// A replica whose status query does not answer, in a cluster whose leader key is gone, as the
+/// driver reports it (its position the last one read, ahead of everyone's), with the peers' answers
+/// that would make it the healthiest, in pause or not, named in a failover or not.
+fn arb_unknown_racer_case() -> impl Strategy<Value = (NodeState, Observation)> {
+    (any::<bool>(), any::<bool>(), any::<bool>(), prop_oneof![Just(None), Just(Some(true))]).prop_map(
+        |(pause, named, probed, alive)| {
+            let mut st = NodeState::new(NodeSettings::new(name(0)));
+            st.settings.watchdog = WatchdogMode::Off;
+            let last = DbStatus {
+                data_dir: DataDir::Valid { system_id: SystemId(42), was_primary: false },
+                process: DbProcess::Running { in_recovery: true },
+                timeline: Some(Timeline(1)),
+                received_lsn: Some(Lsn(9_000)),
+                replayed_lsn: Some(Lsn(9_000)),
+                upstream: Some(name(1)),
+                streaming: true,
+                ..DbStatus::empty()
+            };
+            let mut v = ClusterView { revision: Revision(9), ..ClusterView::default() };
+            v.initialize = Some(Initialize::SystemId(SystemId(42)));
+            v.config = Some((DynamicConfig { pause, ..DynamicConfig::default() }, Revision(1)));
+            v.status = Some(Status { optime: Lsn(9_000), ..Status::default() });
+            v.failover = named.then(|| FailoverRequest {
+                leader: None,
+                member: Some(name(0)),
+                scheduled_at: None,
+                revision: Revision(4),
+            });
+            let behind = PeerReport {
+                is_primary: false,
+                wal_position: Some(Lsn(10)),
+                timeline: Some(Timeline(1)),
+                can_promote: true,
+                priority: 1,
+            };
+            let outcomes = if probed {
+                vec![Outcome::PeersProbed { reports: [(name(2), behind)].into_iter().collect() }]
+            } else {
+                Vec::new()
+            };
+            let o = Observation {
+                now: MonoMillis(NOW),
+                wall_ms: 1_767_225_600_000,
+                dcs: DcsView::Reachable(v),
+                db: DbStatus::unanswered(Some(&last), alive),
+                outcomes,
+                shutdown_requested: false,
+                requests: Vec::new(),
+            };
+            (st, o)
+        },
+    )
+}
+
+/// A node whose status is unknown never takes the lock or promotes, whatever else it sees.
+/// Premise: the status is unknown.
+#[test]
+fn an_unknown_status_never_takes_the_lock_or_promotes() {
+    let cases = prop_oneof![
+        1 => arb_any_case(),
+        1 => arb_promotion_case(),
+        1 => arb_unknown_holder_case(),
+        2 => arb_unknown_racer_case()
+    ];
+    check("an_unknown_status_never_takes_the_lock_or_promotes", cases, |(st, o)| {
+        if !o.db.is_unknown() {
+            return Ok(false);
+        }
+        let d = decide(&st, &o);
+        for a in &d.actions {
+            let bad = matches!(a, Action::AcquireLeader { .. } | Action::RunDbTask { task: DbTask::Promote { .. } });
+            prop_assert!(!bad, "{a:?} in {:?} ({})", d.actions, d.reason);
+        }
+        Ok(true)
     });
 }

@@ -6,7 +6,7 @@
 
 use std::thread;
 
-use shield_core::sim::{run_seed, FaultKind, FaultProfile, SimConfig, SimReport};
+use shield_core::sim::{run_seed, Fault, FaultKind, FaultProfile, SimConfig, SimReport};
 
 /// Runs `seeds` on two threads and returns every report with a violation, plus totals.
 fn soak(cfg: &SimConfig, seeds: std::ops::Range<u64>) -> (Vec<SimReport>, SimReport) {
@@ -190,4 +190,54 @@ fn drift_beyond_the_bound_is_reported_loudly() {
     assert!(r.render().contains("BEYOND THE MODEL'S BOUNDS: node clocks drift up to 300000 ppm"), "{}", r.render());
     let broken = (0..300).find(|&s| run_seed(&cfg, s).violation.is_some());
     assert!(broken.is_some(), "30% drift should break some schedule's fencing");
+}
+
+/// A status query that stalls on one node for `duration_ms` from 60 s in, on each node in turn
+/// (one of them leads, the same in every run: one seed), and nothing else: the three reports.
+fn status_stall_on_each_node(duration_ms: u64, watchdog: bool) -> Vec<SimReport> {
+    (0..3)
+        .map(|node| {
+            let stall = Fault { kind: FaultKind::StatusStall, node, at_ms: 60_000, duration_ms, extra_latency_ms: 0 };
+            let cfg = SimConfig {
+                faults: Vec::new(),
+                extra_faults: vec![stall],
+                duration_ms: 240_000,
+                watchdog,
+                trace_all: true,
+                ..SimConfig::default()
+            };
+            let r = run_seed(&cfg, 11);
+            assert!(r.violation.is_none(), "{}", r.render());
+            r
+        })
+        .collect()
+}
+
+/// A status query that does not answer for less than primary_start_timeout (30 s by default)
+/// costs nothing, on the leader or a replica: no fence, no promotion. One that stalls longer
+/// hands the lock over once, when the leader's database has been unknown for that long.
+#[test]
+fn a_status_stall_is_ridden_out_until_primary_start_timeout() {
+    for watchdog in [true, false] {
+        let runs = status_stall_on_each_node(25_000, watchdog);
+        for r in &runs {
+            assert_eq!((r.promotions, r.fences, r.watchdog_resets), (0, 0, 0), "{}", r.trace.join("\n"));
+        }
+        let rode_out = runs.iter().filter(|r| r.trace.iter().any(|l| l.contains("did not answer its status query")));
+        assert_eq!(rode_out.count(), 1, "the leader rides the stall out");
+        let runs = status_stall_on_each_node(60_000, watchdog);
+        let handed_over: Vec<&SimReport> = runs.iter().filter(|r| r.promotions > 0).collect();
+        assert_eq!(handed_over.len(), 1, "exactly the leader's stall hands over");
+        let r = handed_over[0];
+        assert_eq!((r.promotions, r.fences, r.watchdog_resets), (1, 1, 0), "{}", r.trace.join("\n"));
+        let released = r.trace.iter().find(|l| l.contains("has not answered its status query for")).expect("stopped");
+        // Released 30 s (primary_start_timeout) after the first cycle that saw the stall, which began
+        // 60 s in: within two cycles of 2.5 s (loop_wait and the status timeout) and 1% drift.
+        let at: f64 =
+            released.split_whitespace().next().and_then(|t| t.trim_end_matches('s').parse().ok()).expect("time");
+        assert!((90.0..97.0).contains(&at), "released at {at} s: {released}");
+        for other in runs.iter().filter(|r| r.promotions == 0) {
+            assert_eq!(other.fences, 0, "{}", other.trace.join("\n"));
+        }
+    }
 }

@@ -351,6 +351,7 @@ fn arb_db() -> BoxedStrategy<DbStatus> {
             (ext_u64(), any::<bool>())
                 .prop_map(|(s, was_primary)| DataDir::Valid { system_id: SystemId(s), was_primary }),
             Just(DataDir::Invalid("bad".into())),
+            Just(DataDir::Unknown),
         ],
         arb_process(),
         prop::option::of(arb_tl()),

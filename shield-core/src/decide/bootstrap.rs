@@ -28,6 +28,9 @@ pub(super) fn check_data(cx: &mut Ctx<'_>, view: &ClusterView) -> Option<Reason>
             Some(Reason::DataDirInvalid { why })
         }
         DataDir::Valid { system_id, was_primary } => valid_data(cx, view, system_id, was_primary),
+        // The status read did not finish: nothing to judge the data by, and no reason to act on
+        // it. The lock logic handles the unknown status (decide() made the process unknown too).
+        DataDir::Unknown => None,
     }
 }
 

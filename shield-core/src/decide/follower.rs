@@ -11,11 +11,12 @@ use crate::types::MemberName;
 /// Follow `leader`.
 pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) -> Reason {
     cx.st.yielding_since = None;
-    cx.st.lease = None;
+    // We held the lease until now: a database whose status is unknown may still be our primary.
+    let was_leader = cx.st.lease.take().is_some() && cx.obs.db.process == DbProcess::Unknown;
     cx.st.lost_paused_leader = None;
     cx.st.paused_leader = view.members.get(leader).filter(|m| m.data.pause).map(|_| leader.clone());
     let db = &cx.obs.db;
-    if db.is_running_primary() || db.busy.as_ref().is_some_and(|t| matches!(t, DbTask::Promote { .. })) {
+    if db.is_running_primary() || was_leader || db.busy.as_ref().is_some_and(|t| matches!(t, DbTask::Promote { .. })) {
         if cx.paused() {
             return Reason::Paused { detail: format!("running as primary while {leader} holds the lock") };
         }
@@ -37,6 +38,10 @@ pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) 
     // comes back as a replica of the new one (Patroni's graceful demotion).
     if cx.paused() && !cx.st.rejoin_after_demote {
         return paused_follow(cx, upstream);
+    }
+    if cx.obs.db.process == DbProcess::Unknown {
+        // Its timeline and position are the last ones read: nothing to rewind or restart on.
+        return Reason::Following { leader: leader.clone() };
     }
     if diverged(cx, view, leader) {
         return diverged_action(cx, leader);

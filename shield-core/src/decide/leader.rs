@@ -21,7 +21,9 @@ pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
         // under may expire at any moment, so a writable database is stopped at once. A primary
         // found crashed is restarted once the renewal has given a deadline.
         cx.wake_now = true;
-        if cx.obs.db.is_running_primary() || cx.obs.db.busy.as_ref().is_some_and(DbTask::makes_primary) {
+        // A database whose status is unknown may be that writable primary.
+        let maybe_primary = cx.obs.db.is_running_primary() || cx.obs.db.process == DbProcess::Unknown;
+        if maybe_primary || cx.obs.db.busy.as_ref().is_some_and(DbTask::makes_primary) {
             cx.fence();
             return Reason::RestartedHolderFenced;
         }
@@ -40,8 +42,42 @@ pub(super) fn holding(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
         DbProcess::Stopped if cx.st.demoting => finish_demote(cx),
         DbProcess::Stopped | DbProcess::Crashed => crashed_primary(cx, view),
         DbProcess::Starting => starting_primary(cx, view),
-        DbProcess::Unknown => Reason::LeaderBusy,
+        DbProcess::Unknown => status_unknown(cx, view),
     }
+}
+
+/// The database did not answer its status query (a busy host, a flood of connections, no file
+/// descriptor left, or a hung server). That alone is no reason to fence or fail over: the lock
+/// holder keeps the lock (the renewal is pushed already) and its role, and changes nothing (no
+/// stop, no demotion, no VIP or `status` change) while the query is asked again each cycle. Not
+/// forever: once the database has not been seen healthy for
+/// [`crate::DynamicConfig::status_unknown_timeout_ms`] (`primary_start_timeout`, at least `ttl`),
+/// counted together with any crash or start that follows, it counts as hung and, when another
+/// member could take over, is stopped at once, still under the lock. The lock goes once the
+/// postmaster is seen gone (the crash rule, [`crashed_primary`], then hands over), so that no
+/// write a dying server still acknowledges lands after another member promotes; should it not
+/// go within another `ttl`, the lock goes all the same.
+fn status_unknown(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    let now = cx.now();
+    let since = *cx.st.crash_since.get_or_insert(now);
+    let for_ms = now.since(since);
+    let bound = cx.st.config.status_unknown_timeout_ms();
+    if for_ms <= bound || !failover_possible(cx, view) {
+        return Reason::StatusUnknown { for_ms };
+    }
+    if for_ms > bound.saturating_add(cx.st.config.timing.ttl_ms) {
+        cx.fence();
+        cx.push(Action::ReleaseLeader);
+        cx.st.crash_since = None;
+        return Reason::StatusUnknownTimedOut { for_ms };
+    }
+    if cx.st.vip_bound {
+        cx.push(Action::RemoveVip);
+        cx.st.vip_bound = false;
+    }
+    cx.push(Action::StopDb { mode: StopMode::Immediate });
+    cx.wake_now = true;
+    Reason::StatusUnknownStopping { for_ms }
 }
 
 /// The lock holder in pause: nothing automatic, but a switchover or failover to a named
@@ -60,6 +96,11 @@ fn paused_leader(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     }
     if cx.st.demoting && matches!(cx.obs.db.process, DbProcess::Stopped) {
         return finish_demote(cx);
+    }
+    if cx.obs.db.process == DbProcess::Unknown {
+        // Not known to have stopped being the primary: the lock stays (nothing is automatic in
+        // pause, and no bound applies).
+        return Reason::Paused { detail: "no action. PostgreSQL did not answer its status query".into() };
     }
     if cx.obs.db.is_running_primary() {
         if !held {
@@ -335,7 +376,8 @@ pub(super) fn shutdown(cx: &mut Ctx<'_>) -> Reason {
         return Reason::ShutdownComplete;
     }
     let db = &cx.obs.db;
-    let running = matches!(db.process, DbProcess::Running { .. } | DbProcess::Starting);
+    // A database whose status is unknown may be running: it is stopped before the lock goes.
+    let running = matches!(db.process, DbProcess::Running { .. } | DbProcess::Starting | DbProcess::Unknown);
     if running || db.busy.is_some() {
         if holder && reachable {
             cx.push_renew();

@@ -345,6 +345,8 @@ impl Ctx<'_> {
     fn member_data(&self) -> MemberData {
         let db = &self.obs.db;
         let (role, state) = match (db.process, &db.data_dir) {
+            // Not known this cycle: the lock holder keeps its role.
+            (DbProcess::Unknown, _) if self.st.lease.is_some() => (MemberRole::Primary, "unknown"),
             (_, DataDir::Empty | DataDir::Missing) if db.busy.is_none() => (MemberRole::Uninitialized, "stopped"),
             (DbProcess::Running { in_recovery: false }, _) => (MemberRole::Primary, "running"),
             (DbProcess::Running { in_recovery: true }, _) => (MemberRole::Replica, "running"),
@@ -375,6 +377,17 @@ impl Ctx<'_> {
 /// Total and deterministic: no I/O, no clock, no randomness, no `Result`. The same state and
 /// observation always give the same decision.
 pub fn decide(state: &NodeState, obs: &Observation) -> Decision {
+    // A data directory not known this cycle makes the whole status unknown, whatever the process
+    // says: from here on only `DbProcess::Unknown` needs handling.
+    let normalized;
+    let obs = if obs.db.data_dir == DataDir::Unknown && obs.db.process != DbProcess::Unknown {
+        let mut o = obs.clone();
+        o.db.process = DbProcess::Unknown;
+        normalized = o;
+        &normalized
+    } else {
+        obs
+    };
     let mut cx =
         Ctx { obs, st: state.clone(), actions: Vec::new(), wake_now: false, answers: Vec::new(), replacing: None };
     cx.st.probe_requested = false;

@@ -231,11 +231,16 @@ impl World {
             if j == i || p.daemon != Daemon::Up || !self.peers_connected(i, j) {
                 continue;
             }
+            // A peer whose status query does not answer says "unknown", which the daemon's probe
+            // does not count, except in pause, where it may be a primary without the lock.
+            if p.status_stalled > 0 && !p.state.config.pause {
+                continue;
+            }
             let st = p.db.status();
             out.insert(
                 p.name.clone(),
                 PeerReport {
-                    is_primary: p.db.writable(),
+                    is_primary: p.db.writable() || p.status_stalled > 0,
                     wal_position: st.wal_position(),
                     timeline: st.timeline,
                     can_promote: p.state.settings.tags.can_promote(),

@@ -52,6 +52,11 @@ pub enum FaultKind {
     Reinitialize,
     /// The node carries the `nofailover` tag for a while.
     NoFailover,
+    /// The node's database status query does not answer (a busy host, a connection flood, no
+    /// file descriptor left, a hung server): each cycle waits the status timeout and reports
+    /// what the driver reports then ([`crate::DbStatus::unanswered`]). The database itself keeps
+    /// running and taking writes; its postmaster's liveness is still seen.
+    StatusStall,
 }
 
 /// The timings a [`FaultKind::TimingChange`] sets: (ttl, loop_wait, retry_timeout) in ms.
@@ -60,7 +65,7 @@ pub const TIMING_CHANGES: [(u64, u64, u64); 4] =
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::NodeCrash,
         FaultKind::DbCrash,
         FaultKind::Freeze,
@@ -79,6 +84,7 @@ impl FaultKind {
         FaultKind::Reinitialize,
         FaultKind::NoFailover,
         FaultKind::Split,
+        FaultKind::StatusStall,
     ];
 
     /// The name used on the command line.
@@ -102,6 +108,7 @@ impl FaultKind {
             FaultKind::RestartRequest => "restart",
             FaultKind::Reinitialize => "reinitialize",
             FaultKind::NoFailover => "nofailover",
+            FaultKind::StatusStall => "status-stall",
         }
     }
 
@@ -177,8 +184,9 @@ pub enum FaultProfile {
     #[default]
     Chaos,
     /// What a healthy production cluster sees: daemon pauses up to 1.5 s (GC, CPU starvation,
-    /// swapping), and DCS latency spikes up to 1 s (fsync stalls, leader elections). Shield's
-    /// defaults must not fail over or demote under these.
+    /// swapping), DCS latency spikes up to 1 s (fsync stalls, leader elections), and database
+    /// status queries that do not answer for up to 15 s (a busy host, a connection flood).
+    /// Shield's defaults must not fail over or demote under these.
     Realistic,
 }
 
@@ -220,6 +228,10 @@ pub fn schedule(
             FaultKind::Switchover | FaultKind::Failover | FaultKind::RestartRequest | FaultKind::Reinitialize => 0,
             FaultKind::DcsOutage => rng.gen_range(500..15_000),
             FaultKind::DcsDelay => rng.gen_range(1_000..20_000),
+            // Mostly shorter than primary_start_timeout (the lock holder rides it out), sometimes
+            // longer (a hung database: the lock goes to another member).
+            FaultKind::StatusStall if rng.gen_bool(0.7) => rng.gen_range(500..20_000),
+            FaultKind::StatusStall => rng.gen_range(20_000..90_000),
             _ => rng.gen_range(500..20_000),
         };
         let extra_latency_ms = match kind {
@@ -244,25 +256,34 @@ fn realistic(rng: &mut ChaCha8Rng, nodes: usize, start_ms: u64, end_ms: u64) -> 
             return out;
         }
         let node = rng.gen_range(0..nodes);
-        let f = if rng.gen_bool(0.5) {
-            Fault {
+        let f = match rng.gen_range(0..3) {
+            0 => Fault {
                 kind: FaultKind::Freeze,
                 node,
                 at_ms: t,
                 duration_ms: rng.gen_range(50..1_500),
                 extra_latency_ms: 0,
-            }
-        } else {
-            let duration_ms = rng.gen_range(500..10_000);
-            Fault {
-                kind: FaultKind::DcsDelay,
+            },
+            // A status query that does not answer for a while, well within primary_start_timeout.
+            1 => Fault {
+                kind: FaultKind::StatusStall,
                 node,
                 at_ms: t,
-                duration_ms,
-                extra_latency_ms: rng.gen_range(100..1_000),
+                duration_ms: rng.gen_range(500..15_000),
+                extra_latency_ms: 0,
+            },
+            _ => {
+                let duration_ms = rng.gen_range(500..10_000);
+                Fault {
+                    kind: FaultKind::DcsDelay,
+                    node,
+                    at_ms: t,
+                    duration_ms,
+                    extra_latency_ms: rng.gen_range(100..1_000),
+                }
             }
         };
-        // One at a time: a pause and a latency spike each, not both at once.
+        // One at a time: a pause, a stall and a latency spike each, not together.
         t += f.duration_ms;
         out.push(f);
     }

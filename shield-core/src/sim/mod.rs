@@ -54,6 +54,9 @@ pub struct SimConfig {
     pub liveness_bound_ms: u64,
     /// Which faults to draw (for [`FaultProfile::Chaos`]).
     pub faults: Vec<FaultKind>,
+    /// Faults injected as given, besides the drawn ones (a test's own schedule; those that end
+    /// after the faults stop are cut short).
+    pub extra_faults: Vec<Fault>,
     /// How harsh the faults are.
     pub profile: FaultProfile,
     /// The cluster's dynamic config.
@@ -92,6 +95,7 @@ impl Default for SimConfig {
             duration_ms: 600_000,
             liveness_bound_ms: 60_000,
             faults: FaultKind::ALL.to_vec(),
+            extra_faults: Vec::new(),
             profile: FaultProfile::Chaos,
             config,
             watchdog: true,

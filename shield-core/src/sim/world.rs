@@ -12,7 +12,7 @@ use crate::action::Action;
 use crate::decide::{NodeSettings, NodeState, WatchdogMode};
 use crate::observation::{DcsView, Observation, Outcome};
 use crate::ports::{Dcs, ErrorKind};
-use crate::sim::db::SimDb;
+use crate::sim::db::{SimDb, SimProcess};
 use crate::sim::faults::{self, Fault, FaultKind};
 use crate::sim::invariants::{self, Hook, Invariant, NodeSnap, Snapshot};
 use crate::sim::trace::Trace;
@@ -44,19 +44,46 @@ pub(super) enum Daemon {
 
 #[derive(Debug)]
 pub(super) enum Ev {
-    Wake { node: usize, gen: u64 },
-    ReadDone { node: usize, result: Result<Box<crate::cluster::ClusterView>, ErrorKind>, sent: MonoMillis },
-    ActNext { node: usize },
-    TaskDone { node: usize, seq: u64 },
-    FenceGuard { node: usize },
-    Keeper { node: usize, epoch: u64, at: u64 },
-    WatchdogCheck { node: usize },
+    Wake {
+        node: usize,
+        gen: u64,
+    },
+    /// The cycle's DCS read is back; `status_answers` is false when the status query, asked
+    /// alongside it, did not answer (the cycle then waited the status timeout).
+    ReadDone {
+        node: usize,
+        result: Result<Box<crate::cluster::ClusterView>, ErrorKind>,
+        sent: MonoMillis,
+        status_answers: bool,
+    },
+    ActNext {
+        node: usize,
+    },
+    TaskDone {
+        node: usize,
+        seq: u64,
+    },
+    FenceGuard {
+        node: usize,
+    },
+    Keeper {
+        node: usize,
+        epoch: u64,
+        at: u64,
+    },
+    WatchdogCheck {
+        node: usize,
+    },
     Tick,
     FaultStart(Fault),
     FaultEnd(Fault),
-    Reboot { node: usize },
+    Reboot {
+        node: usize,
+    },
     TryResume,
-    StopLands { node: usize },
+    StopLands {
+        node: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -93,6 +120,10 @@ pub(super) struct Node {
     pub seen_history: Vec<(crate::types::Timeline, crate::types::Lsn)>,
     /// Operator requests (REST) for the next cycle.
     pub requests: Vec<crate::observation::Request>,
+    /// Status stalls in force: the status query does not answer.
+    pub status_stalled: u32,
+    /// The last status that answered, as the daemon keeps it (lost with the daemon).
+    pub last_status: Option<crate::observation::DbStatus>,
 }
 
 impl Node {
@@ -190,13 +221,16 @@ impl World {
                     seen_optime: None,
                     seen_history: Vec::new(),
                     requests: Vec::new(),
+                    status_stalled: 0,
+                    last_status: None,
                 }
             })
             .collect();
         store.set_expiry_delay(rng.gen_range(0..=cfg.lease_overshoot_max_ms));
         let chaos_start = 20_000;
         let faults_end = cfg.duration_ms.saturating_sub(cfg.liveness_bound_ms);
-        let schedule = faults::schedule(&mut rng, cfg.profile, &cfg.faults, cfg.nodes, chaos_start, faults_end);
+        let mut schedule = faults::schedule(&mut rng, cfg.profile, &cfg.faults, cfg.nodes, chaos_start, faults_end);
+        schedule.extend(cfg.extra_faults.iter().copied().filter(|f| f.node < cfg.nodes));
         let op_config = cfg.config.clone();
         let checkers = invariants::all().into_iter().filter(|c| !cfg.invariants_off.contains(&c.name())).collect();
         let mut w = World {
@@ -317,7 +351,7 @@ impl World {
         match ev {
             Ev::Wake { node, gen } if self.nodes[node].wake_gen == gen => self.start_cycle(node),
             Ev::Wake { .. } => {}
-            Ev::ReadDone { node, result, sent } => self.read_done(node, result, sent),
+            Ev::ReadDone { node, result, sent, status_answers } => self.read_done(node, result, sent, status_answers),
             Ev::ActNext { node } => self.act_next(node),
             Ev::TaskDone { node, seq } => self.task_done(node, seq),
             Ev::FenceGuard { node } => self.fence_guard(node),
@@ -359,25 +393,37 @@ impl World {
         }
         self.nodes[i].actions = Some(VecDeque::new());
         let sent = self.nodes[i].local(self.now);
-        if self.dcs_reachable(i) {
+        // The status query runs alongside the read; one that does not answer holds the cycle up
+        // for the status timeout.
+        let status_answers = self.nodes[i].status_stalled == 0;
+        let status_wait = if status_answers { 0 } else { self.nodes[i].state.config.timing.status_timeout_ms() };
+        let timeout = self.nodes[i].state.config.timing.retry_timeout_ms;
+        let (result, wait) = if self.dcs_reachable(i) {
             let lat = self.dcs_latency();
-            let timeout = self.nodes[i].state.config.timing.retry_timeout_ms;
             let result = if lat > timeout {
                 Err(ErrorKind::Unreachable)
             } else {
                 ready(self.nodes[i].dcs.read()).map(Box::new).map_err(|e| e.kind)
             };
-            self.at(self.now + lat.min(timeout), Ev::ReadDone { node: i, result, sent });
+            (result, lat.min(timeout))
         } else {
-            let timeout = self.nodes[i].state.config.timing.retry_timeout_ms;
-            self.at(self.now + timeout, Ev::ReadDone { node: i, result: Err(ErrorKind::Unreachable), sent });
-        }
+            (Err(ErrorKind::Unreachable), timeout)
+        };
+        self.at(self.now + wait.max(status_wait), Ev::ReadDone { node: i, result, sent, status_answers });
     }
 
-    fn read_done(&mut self, i: usize, result: Result<Box<crate::cluster::ClusterView>, ErrorKind>, sent: MonoMillis) {
+    fn read_done(
+        &mut self,
+        i: usize,
+        result: Result<Box<crate::cluster::ClusterView>, ErrorKind>,
+        sent: MonoMillis,
+        status_answers: bool,
+    ) {
         match self.nodes[i].daemon {
             Daemon::Up => {}
-            Daemon::Frozen { until_ms } => return self.at(until_ms, Ev::ReadDone { node: i, result, sent }),
+            Daemon::Frozen { until_ms } => {
+                return self.at(until_ms, Ev::ReadDone { node: i, result, sent, status_answers })
+            }
             Daemon::Down => return,
         }
         let n = &mut self.nodes[i];
@@ -390,11 +436,22 @@ impl World {
             }
             Err(_) => DcsView::Unreachable { since: *n.unreachable_since.get_or_insert(sent) },
         };
+        let db = if status_answers {
+            let st = n.db.status();
+            n.last_status = Some(st.clone());
+            st
+        } else {
+            // What the driver reports: the postmaster's liveness (no query), the rest as last read.
+            let alive = matches!(n.db.process, SimProcess::Running { .. } | SimProcess::Starting) && !n.db.stop_pending;
+            let mut st = crate::observation::DbStatus::unanswered(n.last_status.as_ref(), Some(alive));
+            st.busy = n.db.task.as_ref().map(|t| t.task.clone());
+            st
+        };
         let obs = Observation {
             now: n.local(self.now),
             wall_ms: EPOCH_MS + self.now as i64,
             dcs,
-            db: n.db.status(),
+            db,
             outcomes: std::mem::take(&mut n.outcomes),
             shutdown_requested: false,
             requests: std::mem::take(&mut n.requests),
@@ -569,6 +626,7 @@ impl World {
         n.host_down = false;
         n.daemon = Daemon::Up;
         n.state = NodeState::new(n.state.settings.clone());
+        n.last_status = None;
         n.dcs = self.store.client("service", "sim", n.name.clone(), ttl);
         n.unreachable_since = None;
         self.trace.line(self.now, self.nodes[i].name.as_str(), || "daemon started".into());
@@ -679,6 +737,7 @@ impl World {
             }
             FaultKind::DcsOutage => self.net.dcs_down = bump(self.net.dcs_down, start),
             FaultKind::DcsDelay => self.net.extra_latency_ms = if start { f.extra_latency_ms } else { 0 },
+            FaultKind::StatusStall => self.nodes[i].status_stalled = bump(self.nodes[i].status_stalled, start),
         }
     }
 
