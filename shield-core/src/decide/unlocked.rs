@@ -171,8 +171,18 @@ fn eligibility(cx: &Ctx<'_>, view: &ClusterView) -> Result<Checked, Ineligible> 
     let reports = probe_reports(cx);
     match reports {
         None => Ok(Checked::NeedProbe),
-        Some(reports) => compare_peers(cx, reports).map(|()| Checked::Acquire),
+        Some(reports) => compare_peers(cx, reports, stepping_aside(cx, view)).map(|()| Checked::Acquire),
     }
+}
+
+/// The former leader of a switchover or failover whose candidate did not take over: it stays
+/// out of the race while another member could take over ([`manual`]), so the others must not
+/// wait for it either, however much WAL it has (seed 2000117: the former leader, ahead of the
+/// rest, stood aside for them while they deferred to it, and nobody led).
+fn stepping_aside<'a>(cx: &Ctx<'_>, view: &'a ClusterView) -> Option<&'a MemberName> {
+    let req = view.failover.as_ref()?;
+    let (leader, candidate) = (req.leader.as_ref()?, req.member.as_ref()?);
+    (leader != cx.me() && candidate != leader).then_some(leader)
 }
 
 /// Our WAL position as far as the cluster's current timeline is concerned: on an older timeline,
@@ -266,15 +276,16 @@ fn no_primary(cx: &Ctx<'_>, reports: &Reports) -> Result<(), Ineligible> {
     }
 }
 
-fn compare_peers(cx: &Ctx<'_>, reports: &Reports) -> Result<(), Ineligible> {
+fn compare_peers(cx: &Ctx<'_>, reports: &Reports, aside: Option<&MemberName>) -> Result<(), Ineligible> {
     // Positions compare as (timeline, LSN): WAL on a newer timeline is ahead of any amount of
     // WAL on an older one, which the newer timeline has forked away from.
     let mine = (cx.obs.db.timeline.unwrap_or_default(), cx.obs.db.wal_position().unwrap_or(Lsn(0)));
     let my_priority = cx.st.settings.tags.priority();
     no_primary(cx, reports)?;
     for (peer, r) in reports.iter().filter(|(p, _)| *p != cx.me()) {
-        // A peer that may not promote must not hold the race up however much WAL it has.
-        if !r.can_promote {
+        // A peer that may not promote, or stands aside, must not hold the race up however much
+        // WAL it has.
+        if !r.can_promote || aside == Some(peer) {
             continue;
         }
         let theirs = (r.timeline.unwrap_or_default(), r.wal_position.unwrap_or(Lsn(0)));
