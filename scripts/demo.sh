@@ -95,7 +95,10 @@ else
     mkdir -p "$DEMO"
     trap 'echo; echo "demo: interrupted; stopping"; stop_all; exit 130' INT TERM
     cp "$ROOT/target/$PROFILE/shield" "$ROOT/target/$PROFILE/shieldctl" "$DEMO/"
-    printf 'scope: demo\netcd3:\n  hosts: 127.0.0.1:%s\n' "$ETCD_PORT" >"$DEMO/shieldctl.yml"
+    # The REST API's unsafe requests need these credentials (as `shield init node` sets up).
+    REST_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+    (umask 077 && printf 'scope: demo\netcd3:\n  hosts: 127.0.0.1:%s\nctl:\n  authentication:\n    username: shield\n    password: %s\n' \
+        "$ETCD_PORT" "$REST_PASSWORD" >"$DEMO/shieldctl.yml")
     "$SHIELD_ETCD_BIN" --name demo --data-dir "$DEMO/etcd" \
         --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
@@ -110,6 +113,10 @@ name: node$i
 restapi:
   listen: 127.0.0.1:$((API_BASE + i))
   connect_address: 127.0.0.1:$((API_BASE + i))
+  authentication:
+    username: shield
+    password: $REST_PASSWORD
+  allowlist: ['127.0.0.1']
 etcd3:
   hosts: 127.0.0.1:$ETCD_PORT
 bootstrap:

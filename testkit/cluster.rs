@@ -60,6 +60,15 @@ pub fn run_as() -> Option<(u32, u32)> {
     }
 }
 
+/// The REST credentials every test node's config carries (secure by default, as `shield init
+/// node` writes it): unsafe requests from tests and CLIs must present them.
+pub const REST_AUTH: (&str, &str) = ("shield", "rest-pass");
+
+/// The `ctl` section that gives shieldctl and patronictl the nodes' REST credentials.
+pub fn ctl_section() -> String {
+    format!("ctl:\n  authentication:\n    username: {}\n    password: {}\n", REST_AUTH.0, REST_AUTH.1)
+}
+
 /// Where a node's daemon and database are reached.
 pub struct Host {
     /// The address published to the cluster.
@@ -108,6 +117,10 @@ name: {name}
 restapi:
   listen: {ip}:{api}
   connect_address: {ip}:{api}
+  authentication:
+    username: {rest_user}
+    password: {rest_password}
+  allowlist: ['127.0.0.1', '{ip}']
 {dcs_section}bootstrap:
   dcs:
     ttl: 4
@@ -155,6 +168,8 @@ watchdog:
             bin = pg_bin.display(),
             ip = host.ip,
             listen = host.listen,
+            rest_user = REST_AUTH.0,
+            rest_password = REST_AUTH.1,
         )
     }
 
@@ -631,15 +646,30 @@ pub async fn http_call(port: u16, path: &str, body: Option<&str>) -> (u16, Strin
     http_call_method(port, path, body, method).await
 }
 
+/// A REST call to the node at `port`; unsafe methods carry [`REST_AUTH`].
 pub async fn http_call_method(port: u16, path: &str, body: Option<&str>, method: hyper::Method) -> (u16, String) {
+    let auth = (method != hyper::Method::GET).then_some(REST_AUTH);
+    http_call_as(port, path, body, method, auth).await
+}
+
+/// A REST call with the given basic credentials, or none.
+pub async fn http_call_as(
+    port: u16,
+    path: &str,
+    body: Option<&str>,
+    method: hyper::Method,
+    auth: Option<(&str, &str)>,
+) -> (u16, String) {
+    use base64::Engine as _;
     use http_body_util::{BodyExt, Full};
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(format!("http://127.0.0.1:{port}{path}"))
-        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default().to_owned())))
-        .expect("request");
+    let mut req = hyper::Request::builder().method(method).uri(format!("http://127.0.0.1:{port}{path}"));
+    if let Some((user, password)) = auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        req = req.header("authorization", format!("Basic {token}"));
+    }
+    let req = req.body(Full::new(bytes::Bytes::from(body.unwrap_or_default().to_owned()))).expect("request");
     match tokio::time::timeout(Duration::from_secs(40), client.request(req)).await {
         Ok(Ok(r)) => {
             let code = r.status().as_u16();

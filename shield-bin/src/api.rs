@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -108,6 +108,18 @@ pub struct ApiState {
     pub reload_requested: std::sync::atomic::AtomicBool,
     /// Who may send unsafe requests (`restapi.allowlist`, `verify_client`).
     pub access: Mutex<crate::serve::Access>,
+    /// Woken when `access` changes, so that its host names are looked up again.
+    pub access_changed: tokio::sync::Notify,
+    /// The allowlist's host names and (with `allowlist_include_members`) the members' API hosts,
+    /// as last looked up by [`crate::serve::resolver`].
+    pub resolved: Mutex<Vec<std::net::IpAddr>>,
+    /// Failed authentications per client.
+    pub throttle: Mutex<crate::serve::Throttle>,
+    /// `postgresql.allow_command_parameters` (replaced by a config reload).
+    pub command_params: Mutex<crate::command_params::CommandParams>,
+    /// Requests that call the DCS at once; more wait briefly, then get 503, so that a flood of
+    /// authorised requests cannot pile work on the DCS the HA loop depends on.
+    pub dcs_gate: tokio::sync::Semaphore,
 }
 
 /// What a request's asker hears back: `Ok` when done (a restart: PostgreSQL is back), or why not.
@@ -144,6 +156,11 @@ impl ApiState {
             scheduled_restart: Mutex::new(None),
             reload_requested: std::sync::atomic::AtomicBool::new(false),
             access: Mutex::new(crate::serve::Access::default()),
+            access_changed: tokio::sync::Notify::new(),
+            resolved: Mutex::new(Vec::new()),
+            throttle: Mutex::new(crate::serve::Throttle::default()),
+            command_params: Mutex::new(crate::command_params::CommandParams::default()),
+            dcs_gate: tokio::sync::Semaphore::new(DCS_REQUESTS),
         }
     }
 
@@ -792,26 +809,16 @@ pub fn merge(into: &mut Value, patch: &Value) {
     }
 }
 
-async fn patch_config(
-    State(s): State<Shared>,
-    Query(q): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
+async fn patch_config(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>, body: String) -> Response {
     match force_param(&q) {
-        Ok(force) => write_config(s, headers, body, true, force).await,
+        Ok(force) => write_config(s, body, true, force).await,
         Err(r) => *r,
     }
 }
 
-async fn put_config(
-    State(s): State<Shared>,
-    Query(q): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
+async fn put_config(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>, body: String) -> Response {
     match force_param(&q) {
-        Ok(force) => write_config(s, headers, body, false, force).await,
+        Ok(force) => write_config(s, body, false, force).await,
         Err(r) => *r,
     }
 }
@@ -845,12 +852,19 @@ pub const RESUME_REFUSED: &str = "refusing to resume: ";
 
 /// PATCH (merge) or PUT (replace) the dynamic config, with compare-and-set on the DCS key.
 /// Turning pause off is refused with 409 while resuming is unsafe, unless `force`.
-async fn write_config(s: Shared, headers: HeaderMap, body: String, patch: bool, force: bool) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return *r;
-    }
+async fn write_config(s: Shared, body: String, patch: bool, force: bool) -> Response {
     let req = match parse_body(&body) {
         Ok(m) => Value::Object(m),
+        Err(r) => return *r,
+    };
+    // A PUT is checked whole before the DCS is read; a PATCH once merged.
+    if !patch {
+        if let Err(e) = shield_core::DynamicConfig::from_json(req.clone()) {
+            return text(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    }
+    let _permit = match dcs_permit(&s).await {
+        Ok(p) => p,
         Err(r) => return *r,
     };
     let view = match s.dcs.read().await {
@@ -867,6 +881,12 @@ async fn write_config(s: Shared, headers: HeaderMap, body: String, patch: bool, 
         merge(&mut cfg, &req);
     } else {
         cfg = req;
+    }
+    let allow = s.command_params.lock().map(|c| c.clone()).unwrap_or_default();
+    let before = view.config_json.clone().unwrap_or_default();
+    if let Some(refused) = crate::command_params::refusal(&before, &cfg, &allow) {
+        tracing::warn!("config change refused: {refused}");
+        return text(StatusCode::FORBIDDEN, refused);
     }
     // Refuse what the nodes could not use, naming the key.
     match shield_core::DynamicConfig::from_json(cfg.clone()) {
@@ -946,10 +966,7 @@ fn restart_conditions(
 /// `POST /restart`: restarts PostgreSQL now and answers when it is back (`timeout` seconds,
 /// 60 by default), or schedules the restart (`schedule`). The `role`, `postgres_version` and
 /// `restart_pending` filters are checked when the restart would happen.
-async fn restart(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return *r;
-    }
+async fn restart(State(s): State<Shared>, body: String) -> Response {
     let m = if body.trim().is_empty() {
         serde_json::Map::new()
     } else {
@@ -1031,10 +1048,7 @@ async fn restart(State(s): State<Shared>, headers: HeaderMap, body: String) -> R
 }
 
 /// `DELETE /restart`: forget the scheduled restart.
-async fn delete_restart(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return *r;
-    }
+async fn delete_restart(State(s): State<Shared>) -> Response {
     match s.scheduled_restart.lock().map(|mut g| g.take()) {
         Ok(Some(_)) => text(StatusCode::OK, "scheduled restart deleted"),
         _ => text(StatusCode::NOT_FOUND, "no restarts are scheduled"),
@@ -1042,20 +1056,14 @@ async fn delete_restart(State(s): State<Shared>, headers: HeaderMap) -> Response
 }
 
 /// `POST /reload`: re-read the config file on the next cycle, as SIGHUP does.
-async fn reload(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return *r;
-    }
+async fn reload(State(s): State<Shared>) -> Response {
     s.reload_requested.store(true, std::sync::atomic::Ordering::SeqCst);
     s.wake.notify_one();
     text(StatusCode::ACCEPTED, "reload scheduled")
 }
 
 /// `POST /reinitialize`: wipe this replica's data and clone it again from the leader.
-async fn reinitialize(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return *r;
-    }
+async fn reinitialize(State(s): State<Shared>, body: String) -> Response {
     if !body.trim().is_empty() {
         if let Err(r) = parse_body(&body) {
             return *r;
@@ -1079,10 +1087,11 @@ async fn reinitialize(State(s): State<Shared>, headers: HeaderMap, body: String)
     }
 }
 
-async fn delete_switchover(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return *r;
-    }
+async fn delete_switchover(State(s): State<Shared>) -> Response {
+    let _permit = match dcs_permit(&s).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
     let view = match s.dcs.read().await {
         Ok(v) => v,
         Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the DCS: {e}")),
@@ -1100,21 +1109,14 @@ async fn delete_switchover(State(s): State<Shared>, headers: HeaderMap) -> Respo
     }
 }
 
-fn authorized(s: &ApiState, headers: &HeaderMap) -> Result<(), Reject> {
-    use base64::Engine as _;
-    let Some(want) = s.auth.lock().ok().and_then(|g| g.clone()) else { return Ok(()) };
-    let got = headers
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok());
-    if got.as_deref() == Some(&format!("{}:{}", want.username, want.password)) {
-        Ok(())
-    } else {
-        let r =
-            (StatusCode::UNAUTHORIZED, [("WWW-Authenticate", "Basic realm=\"Patroni\"")], "no auth header received");
-        Err(Box::new(r.into_response()))
+/// Requests that may call the DCS at once (see [`ApiState::dcs_gate`]).
+const DCS_REQUESTS: usize = 4;
+
+/// A turn at the DCS for one request, waited for at most 2 s.
+async fn dcs_permit(s: &ApiState) -> Result<tokio::sync::SemaphorePermit<'_>, Reject> {
+    match tokio::time::timeout(Duration::from_secs(2), s.dcs_gate.acquire()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(Box::new(text(StatusCode::SERVICE_UNAVAILABLE, "too many requests at the DCS; retry shortly"))),
     }
 }
 
@@ -1140,18 +1142,15 @@ fn name_field(m: &serde_json::Map<String, Value>, k: &str) -> Result<Option<Memb
     }
 }
 
-async fn switchover(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    manual(s, headers, body, false).await
+async fn switchover(State(s): State<Shared>, body: String) -> Response {
+    manual(s, body, false).await
 }
 
-async fn failover(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    manual(s, headers, body, true).await
+async fn failover(State(s): State<Shared>, body: String) -> Response {
+    manual(s, body, true).await
 }
 
-async fn manual(s: Shared, headers: HeaderMap, body: String, failover: bool) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return *r;
-    }
+async fn manual(s: Shared, body: String, failover: bool) -> Response {
     let m = match parse_body(&body) {
         Ok(m) => m,
         Err(r) => return *r,
@@ -1168,13 +1167,7 @@ async fn manual(s: Shared, headers: HeaderMap, body: String, failover: bool) -> 
         },
         Some(other) => return text(StatusCode::BAD_REQUEST, format!("`scheduled_at` must be a string, not {other}")),
     };
-    let snap = s.snapshot();
-    // Validate against a fresh read, not the last cycle's snapshot.
-    let fresh = match s.dcs.read().await {
-        Ok(v) => v,
-        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the cluster from the DCS: {e}")),
-    };
-    let view = &fresh;
+    // Everything the request alone shows is checked before the DCS is asked anything.
     if failover && candidate.is_none() {
         return text(StatusCode::BAD_REQUEST, "Failover could be performed only to a specific candidate");
     }
@@ -1184,6 +1177,20 @@ async fn manual(s: Shared, headers: HeaderMap, body: String, failover: bool) -> 
     if !failover && leader.is_none() {
         return text(StatusCode::BAD_REQUEST, "Switchover could be performed only from a specific leader");
     }
+    let snap = s.snapshot();
+    if snap.paused && candidate.is_none() {
+        return text(StatusCode::BAD_REQUEST, "Switchover is possible only to a specific candidate in a paused state");
+    }
+    let _permit = match dcs_permit(&s).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    // Validate against a fresh read, not the last cycle's snapshot.
+    let fresh = match s.dcs.read().await {
+        Ok(v) => v,
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the cluster from the DCS: {e}")),
+    };
+    let view = &fresh;
     if leader.is_some() && leader.as_ref() != view.leader_name() {
         return text(StatusCode::PRECONDITION_FAILED, "leader name does not match");
     }
@@ -1197,9 +1204,6 @@ async fn manual(s: Shared, headers: HeaderMap, body: String, failover: bool) -> 
                 format!("candidate {c} is not a running member that may be promoted"),
             );
         }
-    }
-    if snap.paused && candidate.is_none() {
-        return text(StatusCode::BAD_REQUEST, "Switchover is possible only to a specific candidate in a paused state");
     }
     let req = FailoverRequest {
         leader: leader.clone(),
@@ -1219,7 +1223,7 @@ async fn manual(s: Shared, headers: HeaderMap, body: String, failover: bool) -> 
     let old = view.leader_name().cloned();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         if let Ok(v) = s.dcs.read().await {
             match (v.leader_name(), &candidate) {
                 (Some(l), Some(c)) if l == c => {
@@ -1259,7 +1263,7 @@ mod tests {
     }
 
     async fn send(s: &Shared, body: &str, patch: bool, force: bool) -> (StatusCode, String) {
-        let r = write_config(s.clone(), HeaderMap::new(), body.to_owned(), patch, force).await;
+        let r = write_config(s.clone(), body.to_owned(), patch, force).await;
         let code = r.status();
         let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.expect("body");
         (code, String::from_utf8_lossy(&bytes).into_owned())
@@ -1282,6 +1286,37 @@ mod tests {
         let want = json!({"ttl":30,"loop_wait":10,"retry_timeout":5,"postgresql":{"parameters":{"a":"1","b":"2"}},"custom":{"x":[1]}});
         assert_eq!(stored_config(&store), want);
         assert_eq!(serde_json::from_str::<Value>(&text).expect("answer"), want);
+    }
+
+    /// A parameter that runs a command is refused unless the node allows it; one left as it is
+    /// passes, so other settings of a cluster that archives stay editable.
+    #[tokio::test]
+    async fn command_parameters_change_only_where_the_node_allows_it() {
+        let stored = r#"{"ttl":20,"postgresql":{"parameters":{"archive_command":"cp %p /a/%f"}}}"#;
+        let (s, store) = state_with(&[("config", stored)]);
+        let (code, text) =
+            send(&s, r#"{"postgresql":{"parameters":{"archive_command":"curl x | sh"}}}"#, true, false).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{text}");
+        assert!(text.contains("archive_command") && text.contains("allow_command_parameters"), "{text}");
+        let (code, text) = send(&s, r#"{"ttl":30,"postgresql":{"parameters":{"work_mem":"8MB"}}}"#, true, false).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        let (code, text) =
+            send(&s, r#"{"ttl":30,"postgresql":{"parameters":{"shared_preload_libraries":"x"}}}"#, false, false).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "a PUT that drops it and adds another: {text}");
+        *s.command_params.lock().expect("lock") = crate::command_params::CommandParams::AllowAll;
+        let (code, text) =
+            send(&s, r#"{"postgresql":{"parameters":{"archive_command":"cp %p /b/%f"}}}"#, true, false).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        assert_eq!(stored_config(&store)["postgresql"]["parameters"]["archive_command"], "cp %p /b/%f");
+    }
+
+    /// A PUT whose body is not a config the nodes could use is refused before the DCS is read.
+    #[tokio::test]
+    async fn a_bad_put_is_refused_before_any_dcs_call() {
+        let (s, store) = state_with(&[("config", r#"{"ttl":20}"#)]);
+        store.set_reachable(false);
+        let (code, text) = send(&s, r#"{"ttl":"soon"}"#, false, false).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{text}");
     }
 
     #[tokio::test]

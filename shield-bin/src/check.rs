@@ -53,6 +53,7 @@ pub fn config_warnings(cfg: &NodeConfig) -> Vec<Line> {
 pub async fn run(cfg: &NodeConfig) -> Vec<Line> {
     let mut out = config_warnings(cfg);
     out.push(user());
+    out.push(rest_api(cfg));
     out.extend(binaries(&cfg.pg.bin_dir));
     out.push(data_dir(&cfg.pg.data_dir));
     let view = match crate::daemon::build_dcs(cfg) {
@@ -87,6 +88,43 @@ pub async fn run(cfg: &NodeConfig) -> Vec<Line> {
     }
     out.push(watchdog(cfg));
     out
+}
+
+/// Who can send the REST API's unsafe requests.
+pub fn rest_api(cfg: &NodeConfig) -> Line {
+    let what = "rest api";
+    let loopback = cfg.api_listen.ip().is_loopback();
+    let listed =
+        !cfg.api_access.allowlist.is_empty() || !cfg.api_access.hosts.is_empty() || cfg.api_access.include_members;
+    match (cfg.api_auth.is_some(), listed || loopback) {
+        (true, true) => line(
+            Level::Ok,
+            what,
+            format!("{}: unsafe requests need credentials and an allowed address", cfg.api_listen),
+        ),
+        (true, false) => line(
+            Level::Warn,
+            what,
+            format!("{}: unsafe requests need credentials, from any address (set restapi.allowlist)", cfg.api_listen),
+        ),
+        (false, _) if loopback => line(
+            Level::Warn,
+            what,
+            format!(
+                "{}: no restapi.authentication: any local user may switch over, restart or reinitialize",
+                cfg.api_listen
+            ),
+        ),
+        (false, _) => line(
+            Level::Fail,
+            what,
+            format!(
+                "{}: no restapi.authentication: anyone who reaches this port may switch over, restart, reinitialize \
+                 and change the cluster config (see docs/security.md)",
+                cfg.api_listen
+            ),
+        ),
+    }
 }
 
 fn user() -> Line {

@@ -279,6 +279,9 @@ struct RawPostgresql {
     callback_timeout: Option<Value>,
     #[serde(default)]
     callback_primary_role: Option<String>,
+    /// Shield's: which command-running parameters the cluster config may change remotely.
+    #[serde(default)]
+    allow_command_parameters: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -404,6 +407,8 @@ pub struct NodeConfig {
     /// The role name callbacks get for a primary: `master` (Patroni before 4.0, what Halo Shield
     /// ships) unless `postgresql.callback_primary_role: primary`.
     pub callback_primary_role: String,
+    /// `postgresql.allow_command_parameters` (see [`crate::command_params`]).
+    pub command_params: crate::command_params::CommandParams,
     /// Node tags.
     pub tags: Tags,
     /// One line per key accepted and not acted on, or adjusted (logged at start-up, printed by
@@ -733,6 +738,10 @@ fn check(file: &Path, raw: RawConfig, sorted: keys::Sorted) -> Result<NodeConfig
         .or_else(|| raw.bootstrap.as_ref().and_then(|b| b.pg_hba.clone()))
         .unwrap_or_default();
     let scripts = scripts(file, &raw.postgresql)?;
+    let command_params = match &raw.postgresql.allow_command_parameters {
+        Some(v) => crate::command_params::CommandParams::from_yaml(v).map_err(|e| err(file, e))?,
+        None => crate::command_params::CommandParams::default(),
+    };
     let callback_primary_role = match raw.postgresql.callback_primary_role.as_deref() {
         None | Some("master") => "master".to_owned(),
         Some("primary") => "primary".to_owned(),
@@ -779,6 +788,7 @@ fn check(file: &Path, raw: RawConfig, sorted: keys::Sorted) -> Result<NodeConfig
         vip,
         scripts,
         callback_primary_role,
+        command_params,
         tags: tags.unwrap_or_default(),
         warnings,
         custom_bootstrap,
@@ -869,27 +879,42 @@ fn rest_security(file: &Path, r: &RawRestApi) -> Result<(Option<ApiTls>, crate::
         }
     };
     let mut allowlist = Vec::new();
+    let mut hosts = Vec::new();
     for entry in r.allowlist.iter().flatten() {
         match crate::serve::Cidr::parse(entry) {
             Ok(c) => allowlist.push(c),
-            // A host name: its addresses now (at start-up and on reload), as Patroni resolves it.
+            // A host name: looked up by the REST server in the background (never here: a reload
+            // runs in the HA loop, which must not wait for DNS).
+            Err(_) if is_host_name(entry) => hosts.push(entry.trim().to_owned()),
             Err(_) => {
-                use std::net::ToSocketAddrs as _;
-                let addrs = (entry.as_str(), 0).to_socket_addrs().map_err(|e| {
-                    err(file, format!("`restapi.allowlist`: {entry:?} is not an address, network or known host: {e}"))
-                })?;
-                for a in addrs {
-                    allowlist.push(crate::serve::Cidr::parse(&a.ip().to_string()).map_err(|e| err(file, e))?);
-                }
+                return Err(err(
+                    file,
+                    format!("`restapi.allowlist`: {entry:?} is not an address, network or host name"),
+                ))
             }
         }
     }
     let access = crate::serve::Access {
         allowlist,
+        hosts,
         include_members: r.allowlist_include_members.unwrap_or(false),
         cert_for_unsafe: verify == VerifyClient::Optional,
     };
     Ok((tls, access))
+}
+
+/// A syntactically valid DNS host name (letters, digits, `-`, dot-separated labels).
+fn is_host_name(s: &str) -> bool {
+    let s = s.trim().trim_end_matches('.');
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 fn vip_settings(file: &Path, raw: &RawVip) -> Result<crate::vip::VipSettings, ConfigFileError> {

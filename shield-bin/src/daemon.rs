@@ -145,8 +145,10 @@ fn watchdog(w: &crate::config::WatchdogSettings) -> Result<Option<Arc<dyn shield
     }
 }
 
-/// Runs the node until SIGTERM/SIGINT finishes an orderly shutdown.
-pub async fn run(cfg: NodeConfig) -> Result<(), String> {
+/// Runs the node until SIGTERM/SIGINT finishes an orderly shutdown. The HA loop, the fence
+/// guard and the loop's DCS client run on the caller's runtime; the REST API runs on `rest`, a
+/// runtime of its own, so that no amount of REST traffic delays a renewal.
+pub async fn run(cfg: NodeConfig, rest: tokio::runtime::Handle) -> Result<(), String> {
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
@@ -190,14 +192,28 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         Some(v) => v.is_bound().await.map_err(|e| format!("`vip`: {e}"))?,
         None => false,
     };
-    let api = Arc::new(ApiState::new(cfg.name.clone(), &cfg.scope, cfg.api_auth.clone(), dcs.clone()));
+    // The REST API's own DCS client: its calls (and their timeouts) never touch the connection
+    // the loop renews the lease on.
+    let api_dcs = build_dcs(&cfg)?;
+    let api = Arc::new(ApiState::new(cfg.name.clone(), &cfg.scope, cfg.api_auth.clone(), api_dcs));
+    if let Ok(mut c) = api.command_params.lock() {
+        *c = cfg.command_params.clone();
+    }
     if let Ok(mut s) = api.snap.lock() {
         s.vip = cfg.vip.as_ref().map(|v| v.cidr());
         s.vip_bound = vip_bound;
     }
-    let listener = tokio::net::TcpListener::bind(cfg.api_listen)
-        .await
+    // Bound here (errors name the setting), registered with the REST runtime's reactor there.
+    let listener = std::net::TcpListener::bind(cfg.api_listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| format!("`restapi.listen` {}: {e}", cfg.api_listen))?;
+    if cfg.api_auth.is_none() && !cfg.api_listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.api_listen,
+            "REST API: no `restapi.authentication`: anyone who reaches this address may switch over, restart, \
+             reinitialize and change the cluster config (`shield init node` writes credentials and an allowlist)"
+        );
+    }
     crate::serve::set_access(&api, cfg.api_access.clone());
     let server_tls = match &cfg.api_tls {
         Some(t) => {
@@ -216,8 +232,13 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         }
         None => None,
     };
-    let app = crate::api::router(api.clone());
-    tokio::spawn(crate::serve::serve(listener, app, api.clone(), server_tls));
+    let served = api.clone();
+    rest.spawn(async move {
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => crate::serve::serve(l, served, server_tls).await,
+            Err(e) => tracing::error!(error = %e, "REST API: cannot serve the listening socket"),
+        }
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(signals(stop_tx, api.clone()));
     let journal_path = cfg.pg.data_dir.with_extension("journal.jsonl");

@@ -406,9 +406,13 @@ impl Driver {
                         }
                         outcomes.push(Outcome::LeaderRenew { sent_at, fence_after_ms, result });
                     }
-                    Action::AcquireLeader { ttl_ms, fence_after_ms } => {
+                    Action::AcquireLeader { ttl_ms, fence_after_ms, replacing } => {
                         let sent_at = mono(start);
-                        let result = bounded(retry, self.dcs.acquire_leader(ttl_ms)).await.map_err(|e| e.kind);
+                        let result = match replacing {
+                            None => bounded(retry, self.dcs.acquire_leader(ttl_ms)).await,
+                            Some(rev) => bounded(retry, self.dcs.take_leader(ttl_ms, rev)).await,
+                        }
+                        .map_err(|e| e.kind);
                         lease_gate_failed |= result != Ok(true);
                         outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result });
                     }
@@ -706,6 +710,9 @@ impl Driver {
             *a = new.api_auth.clone();
         }
         crate::serve::set_access(&self.api, new.api_access.clone());
+        if let Ok(mut c) = self.api.command_params.lock() {
+            *c = new.command_params.clone();
+        }
         let params_changed = old.pg.parameters != new.pg.parameters;
         self.db.set_local_parameters(new.pg.parameters.clone());
         if old.scripts != new.scripts {

@@ -494,6 +494,16 @@ pub struct NodeInit {
     /// The replication user's password, the same on every node (as above).
     #[arg(long)]
     pub replication_password: Option<String>,
+    /// The database nodes' addresses, IP1,IP2,IP3, allowed to send the REST API's unsafe requests
+    /// (switchover, restart, config changes) besides this host's loopback (default: the etcd
+    /// members, as the seed's layout puts etcd on the database nodes).
+    #[arg(long)]
+    pub members: Option<String>,
+    /// Serve the REST API on 127.0.0.1 only instead of to the members. Load balancers' health
+    /// checks and the members' status probes cannot reach it then: a failover is decided on
+    /// the DCS alone.
+    #[arg(long)]
+    pub rest_loopback_only: bool,
     /// How files are written and root steps taken.
     #[command(flatten)]
     pub write: WriteArgs,
@@ -521,9 +531,18 @@ fn password() -> Result<String, String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
-/// The superuser and replication passwords: the flags, else `--passwords-from`, else the ones
-/// already in the file being written (a re-run gives the same file); `None` ones are generated.
-fn chosen_passwords(args: &NodeInit, ask: &mut Asker<'_>) -> Result<(Option<String>, Option<String>), String> {
+/// The passwords a node's file holds; `None` ones are generated.
+#[derive(Debug, Default)]
+struct Secrets {
+    superuser: Option<String>,
+    replication: Option<String>,
+    /// `restapi.authentication`'s password (the user is always `shield`).
+    rest: Option<String>,
+}
+
+/// The passwords: the flags, else `--passwords-from`, else the ones already in the file being
+/// written (a re-run gives the same file).
+fn chosen_passwords(args: &NodeInit, ask: &mut Asker<'_>) -> Result<Secrets, String> {
     for (given, flag) in
         [(&args.superuser_password, "--superuser-password"), (&args.replication_password, "--replication-password")]
     {
@@ -534,33 +553,45 @@ fn chosen_passwords(args: &NodeInit, ask: &mut Asker<'_>) -> Result<(Option<Stri
             ));
         }
     }
-    let (from_su, from_rep) = match &args.passwords_from {
+    let from = match &args.passwords_from {
         Some(f) => {
             std::fs::metadata(f).map_err(|e| format!("--passwords-from {}: {e}", f.display()))?;
-            match existing_passwords(f) {
-                (Some(su), Some(rep)) => (Some(su), Some(rep)),
-                _ => {
-                    return Err(format!(
-                        "--passwords-from {}: no postgresql.authentication superuser and replication passwords in it",
-                        f.display()
-                    ))
-                }
+            let got = existing_passwords(f);
+            if got.superuser.is_none() || got.replication.is_none() {
+                return Err(format!(
+                    "--passwords-from {}: no postgresql.authentication superuser and replication passwords in it",
+                    f.display()
+                ));
             }
+            if got.rest.is_none() {
+                ask.say(&format!(
+                    "warning: --passwords-from {}: no restapi.authentication in it; this node gets its own REST \
+                     password, and shieldctl on other nodes cannot make changes through this node's API",
+                    f.display()
+                ));
+            }
+            got
         }
-        None => (None, None),
+        None => Secrets::default(),
     };
-    let (old_su, old_rep) = existing_passwords(&args.out);
-    let su = args.superuser_password.clone().or(from_su).or(old_su);
-    let rep = args.replication_password.clone().or(from_rep).or(old_rep);
-    Ok((su, rep))
+    let old = existing_passwords(&args.out);
+    Ok(Secrets {
+        superuser: args.superuser_password.clone().or(from.superuser).or(old.superuser),
+        replication: args.replication_password.clone().or(from.replication).or(old.replication),
+        rest: from.rest.or(old.rest),
+    })
 }
 
 /// Passwords already in an earlier version of the file, so a re-run produces the same file.
-fn existing_passwords(path: &Path) -> (Option<String>, Option<String>) {
-    let Ok(text) = std::fs::read_to_string(path) else { return (None, None) };
-    let Ok(v) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) else { return (None, None) };
+fn existing_passwords(path: &Path) -> Secrets {
+    let Ok(text) = std::fs::read_to_string(path) else { return Secrets::default() };
+    let Ok(v) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) else { return Secrets::default() };
     let pw = |who: &str| v["postgresql"]["authentication"][who]["password"].as_str().map(str::to_owned);
-    (pw("superuser"), pw("replication"))
+    Secrets {
+        superuser: pw("superuser"),
+        replication: pw("replication"),
+        rest: v["restapi"]["authentication"]["password"].as_str().map(str::to_owned),
+    }
 }
 
 fn vip_yaml(vip: Ipv4Addr, prefix: u8, interface: &str, broadcast: Ipv4Addr) -> String {
@@ -642,6 +673,12 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
             if !parsed["vip"].is_null() {
                 return Err("the Patroni file already has a `vip` section".to_owned());
             }
+            if parsed["restapi"]["authentication"].is_null() {
+                ask.say(
+                    "warning: the Patroni file has no restapi.authentication: anyone who reaches its REST port \
+                     may switch over, restart or reinitialize; add credentials and an allowlist (docs/security.md)",
+                );
+            }
             if !t.ends_with('\n') {
                 t.push('\n');
             }
@@ -663,15 +700,16 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
                 .ok_or("--data-dir is required (or set PGDATA)")?;
             let bin_dir =
                 args.bin_dir.clone().or_else(pg_config_bindir).ok_or("--bin-dir is required (no pg_config)")?;
-            let (su, rep) = chosen_passwords(args, ask)?;
-            let generated = su.is_none() || rep.is_none();
-            let su = match su {
-                Some(p) => p,
-                None => password()?,
-            };
-            let rep = match rep {
-                Some(p) => p,
-                None => password()?,
+            let secrets = chosen_passwords(args, ask)?;
+            let generated = secrets.superuser.is_none() || secrets.replication.is_none() || secrets.rest.is_none();
+            let or_new = |p: Option<String>| p.map_or_else(password, Ok);
+            let su = or_new(secrets.superuser)?;
+            let rep = or_new(secrets.replication)?;
+            let rest = or_new(secrets.rest)?;
+            // Unsafe REST requests: from the members and this host's loopback only.
+            let members = match &args.members {
+                Some(m) => member_ips(m)?.0,
+                None => etcd.clone(),
             };
             if generated {
                 // Never the passwords themselves: a terminal, its scrollback and a pasted command
@@ -697,6 +735,9 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
                 bin_dir: &bin_dir,
                 su_password: &su,
                 rep_password: &rep,
+                rest_password: &rest,
+                members: &members,
+                rest_loopback_only: args.rest_loopback_only,
             }) + &vip_yaml(vip, prefix, &interface, broadcast)
         }
     };
@@ -753,6 +794,36 @@ struct NodeYaml<'a> {
     bin_dir: &'a Path,
     su_password: &'a str,
     rep_password: &'a str,
+    /// `restapi.authentication`'s password.
+    rest_password: &'a str,
+    /// The addresses allowed to send unsafe REST requests (with loopback).
+    members: &'a [Ipv4Addr],
+    rest_loopback_only: bool,
+}
+
+/// The `restapi` section: credentials for unsafe requests always; an allowlist of the members
+/// and loopback, or a loopback-only listen.
+fn restapi_yaml(n: &NodeYaml<'_>) -> String {
+    let listen = if n.rest_loopback_only { "127.0.0.1:8008" } else { "0.0.0.0:8008" };
+    let mut allow = vec!["127.0.0.1".to_owned(), "::1".to_owned()];
+    if !n.rest_loopback_only {
+        for a in n.members.iter().chain([&n.this]) {
+            if !allow.contains(&a.to_string()) {
+                allow.push(a.to_string());
+            }
+        }
+    }
+    let allow: Vec<String> = allow.iter().map(|a| format!("  - '{a}'\n")).collect();
+    format!(
+        "restapi:\n  listen: {listen}\n  connect_address: {this}:8008\n\
+         \x20 authentication:\n    username: shield\n    password: {pw}\n\
+         \x20 allowlist:\n{allow}\
+         \x20 allowlist_include_members: {members}\n",
+        this = n.this,
+        pw = n.rest_password,
+        allow = allow.concat(),
+        members = !n.rest_loopback_only,
+    )
 }
 
 fn node_yaml(n: &NodeYaml<'_>) -> String {
@@ -762,7 +833,7 @@ fn node_yaml(n: &NodeYaml<'_>) -> String {
         "# Node {name} of cluster {scope}, written by `shield init node`. Patroni's keys, plus `vip`.\n\
          scope: {scope}\n\
          name: {name}\n\
-         restapi:\n  listen: 0.0.0.0:8008\n  connect_address: {this}:8008\n\
+         {restapi}\
          etcd3:\n  hosts:\n{hosts}\
          bootstrap:\n  dcs:\n    ttl: 4\n    loop_wait: 1\n    retry_timeout: 1.5\n    postgresql:\n      use_pg_rewind: true\n\
          \x20 initdb:\n  - encoding: UTF8\n  - data-checksums\n\
@@ -774,6 +845,7 @@ fn node_yaml(n: &NodeYaml<'_>) -> String {
          \x20   replication:\n      username: replicator\n      password: {rep}\n\
          {params}\
          watchdog:\n  mode: automatic\n",
+        restapi = restapi_yaml(n),
         net = n.net,
         params = n
             .socket_dir

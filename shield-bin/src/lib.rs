@@ -9,6 +9,7 @@ pub mod api;
 pub mod callbacks;
 pub mod check;
 pub mod child;
+pub mod command_params;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

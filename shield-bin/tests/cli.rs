@@ -238,6 +238,27 @@ fn init_node_asks_the_seeds_questions_and_writes_a_config_the_daemon_accepts() {
         "vip:\n  address: 10.16.16.199\n  netmask: 255.255.255.0\n  broadcast: 10.16.16.255\n  interface: eth0"
     ));
     assert!(text.contains("  - host replication replicator 10.16.16.0/24 scram-sha-256"), "{text}");
+    // Secure by default: REST credentials, and unsafe requests from the members and loopback only.
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    assert_eq!(v["restapi"]["authentication"]["username"].as_str(), Some("shield"), "{text}");
+    assert!(v["restapi"]["authentication"]["password"].as_str().is_some_and(|p| p.len() >= 20), "{text}");
+    let allow: Vec<&str> =
+        v["restapi"]["allowlist"].as_sequence().expect("allowlist").iter().filter_map(|a| a.as_str()).collect();
+    assert_eq!(allow, ["127.0.0.1", "::1", "10.16.16.155", "10.16.16.156", "10.16.16.157"], "{text}");
+    assert_eq!(v["restapi"]["allowlist_include_members"].as_bool(), Some(true), "{text}");
+    assert_eq!(v["restapi"]["listen"].as_str(), Some("0.0.0.0:8008"), "{text}");
+    // Declined: loopback only (the published address stays this host's).
+    let mut local: Vec<&str> =
+        args.iter().map(|a| if *a == "node/shield.yml" { "local/shield.yml" } else { *a }).collect();
+    local.push("--rest-loopback-only");
+    let (ok, out, err) = init(dir.path(), &local, answers);
+    assert!(ok, "{err}\n{out}");
+    let text = std::fs::read_to_string(dir.path().join("local/shield.yml")).expect("config");
+    validates(&dir.path().join("local/shield.yml"));
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    assert_eq!(v["restapi"]["listen"].as_str(), Some("127.0.0.1:8008"), "{text}");
+    assert_eq!(v["restapi"]["connect_address"].as_str(), Some("10.16.16.155:8008"), "{text}");
+    assert_eq!(v["restapi"]["allowlist_include_members"].as_bool(), Some(false), "{text}");
     let unit = std::fs::read_to_string(dir.path().join("node/shield.service")).expect("unit");
     assert!(
         unit.contains("AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW") && unit.contains("node/shield.yml"),
@@ -255,10 +276,12 @@ fn init_node_asks_the_seeds_questions_and_writes_a_config_the_daemon_accepts() {
 fn passwords_in(config: &std::path::Path) -> Vec<String> {
     let text = std::fs::read_to_string(config).expect("config");
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
-    ["superuser", "replication"]
+    let mut pws: Vec<String> = ["superuser", "replication"]
         .iter()
         .map(|u| v["postgresql"]["authentication"][*u]["password"].as_str().expect("password").to_owned())
-        .collect()
+        .collect();
+    pws.push(v["restapi"]["authentication"]["password"].as_str().expect("REST password").to_owned());
+    pws
 }
 
 fn mode(p: &std::path::Path) -> u32 {

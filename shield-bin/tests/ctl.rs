@@ -78,7 +78,7 @@ async fn postmaster_start_time(api_port: u16) -> Option<String> {
 async fn shieldctl_operates_a_live_cluster() {
     let Some(mut c) = cluster().await else { return };
     let cfg = c.root.path().join("shieldctl.yml");
-    std::fs::write(&cfg, format!("scope: e2e\n{}", c.dcs.section())).expect("ctl config");
+    std::fs::write(&cfg, format!("scope: e2e\n{}{}", c.dcs.section(), ctl_section())).expect("ctl config");
 
     // ---- list reflects reality ----------------------------------------------------------------
     let p = c.primary;
@@ -353,7 +353,7 @@ async fn seed_transcript() {
     let Some(c) = cluster_of(TestDcs::Etcd(dcs), &["node1", "node2", "node3"], true, seed).await else { return };
     assert_eq!(c.primary, 0, "node1 bootstraps the cluster");
     let cfg = c.root.path().join("patronictl.yml");
-    std::fs::write(&cfg, format!("scope: halo-cluster\n{}", c.dcs.section())).expect("ctl config");
+    std::fs::write(&cfg, format!("scope: halo-cluster\n{}{}", c.dcs.section(), ctl_section())).expect("ctl config");
     let (stop, sampler) = start_sampler(c.nodes.iter().map(|n| n.pg_port).collect());
     // node3's max_connections changed and waits for a restart, as in the seed.
     exec(c.nodes[2].pg_port, "ALTER SYSTEM SET max_connections = 120").await.expect("alter system");

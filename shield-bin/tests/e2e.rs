@@ -558,8 +558,10 @@ async fn tls_rest_api_with_client_certificates() {
     // shieldctl's REST calls go over https too, with ctl.cacert and its client certificate.
     let ctl_cfg = c.root.path().join("ctl.yml");
     let ctl_text = format!(
-        "scope: e2e\n{}ctl:\n  cacert: {}\n  certfile: {}\n  keyfile: {}\n",
+        "scope: e2e\n{}ctl:\n  authentication:\n    username: {}\n    password: {}\n  cacert: {}\n  certfile: {}\n  keyfile: {}\n",
         c.dcs.section(),
+        REST_AUTH.0,
+        REST_AUTH.1,
         certs.path("ca.pem").display(),
         certs.path("client.pem").display(),
         certs.path("client-key.pem").display()

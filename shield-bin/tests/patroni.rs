@@ -113,7 +113,7 @@ enum Cli {
 impl Mixed {
     fn ctl_config(&self) -> std::path::PathBuf {
         let p = self.root.path().join("ctl.yml");
-        std::fs::write(&p, format!("scope: e2e\n{}", self.dcs.section())).expect("ctl config");
+        std::fs::write(&p, format!("scope: e2e\n{}{}", self.dcs.section(), ctl_section())).expect("ctl config");
         p
     }
     fn patronictl(&self, args: &[&str]) -> (bool, String) {

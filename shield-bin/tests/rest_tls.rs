@@ -22,8 +22,7 @@ async fn serve(tls: Option<Arc<rustls::ServerConfig>>, access: Access) -> String
     shield_bin::serve::set_access(&state, access);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let app = shield_bin::api::router(state.clone());
-    tokio::spawn(shield_bin::serve::serve(listener, app, state, tls));
+    tokio::spawn(shield_bin::serve::serve(listener, state, tls));
     format!("127.0.0.1:{port}")
 }
 

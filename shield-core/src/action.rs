@@ -134,7 +134,8 @@ pub enum Action {
         /// The config to write.
         config: Box<DynamicConfig>,
     },
-    /// Create the leader key with a lease of `ttl_ms`, only if absent.
+    /// Create the leader key with a lease of `ttl_ms`, only if absent; or, with `replacing`,
+    /// replace it only if it is still at that revision ([`crate::ports::Dcs::take_leader`]).
     AcquireLeader {
         /// The lease's time to live: the cluster's `ttl` as this decision knows it. The backend
         /// grants a new lease when the one it holds was granted for another ttl.
@@ -142,6 +143,10 @@ pub enum Action {
         /// The fencing deadline a success gives, counted from the send time (computed from
         /// `ttl_ms`, so the deadline is never later than the lease it guards).
         fence_after_ms: u64,
+        /// A leader key that names no member and has not changed for `ttl`, taken as an expired
+        /// lock: its revision, which the key must still have for the take to succeed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replacing: Option<Revision>,
     },
     /// Renew our lease (of `ttl_ms`) and re-assert the leader key. On success the driver moves
     /// its fence guard to `sent_at + fence_after_ms` at once (the deadline the next decision will

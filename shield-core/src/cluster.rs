@@ -468,6 +468,10 @@ impl HistoryLine {
     }
 }
 
+/// How far a `history` line's timeline may lead the newest timeline a member key shows, or its
+/// place in the list ([`ClusterView::from_entries`] leaves out lines beyond).
+pub const MAX_TIMELINE_LEAD: u32 = 16;
+
 /// The `status` key: the leader's last known WAL position and slots.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -508,6 +512,9 @@ pub struct ClusterView {
     pub history: Vec<HistoryLine>,
     /// The `status` key.
     pub status: Option<Status>,
+    /// The `status` key's revision, when it parsed.
+    #[serde(default)]
+    pub status_revision: Option<Revision>,
     /// The `failsafe` key (Patroni's failsafe topology, `{member: api_url}`), when it holds a
     /// JSON object. Shield does not write it; `GET /failsafe` shows it.
     #[serde(default)]
@@ -523,7 +530,31 @@ impl ClusterView {
         for e in entries {
             view.absorb(e);
         }
+        view.drop_implausible_history();
         view
+    }
+
+    /// The rule for `history`: a line's timeline may be at most [`MAX_TIMELINE_LEAD`] above the
+    /// higher of the newest timeline any member key shows and its own place in the list (a
+    /// promotion adds one line and one timeline). A line beyond is an anomaly and left out: a
+    /// huge timeline would make every promotion try to skip billions of ids (one placeholder
+    /// file each) and the next id saturate at `u32::MAX`, so no failover could succeed.
+    fn drop_implausible_history(&mut self) {
+        let newest_member = self.members.values().filter_map(|m| m.data.timeline).map(|t| t.0).max().unwrap_or(0);
+        let mut kept: Vec<HistoryLine> = Vec::with_capacity(self.history.len());
+        for line in std::mem::take(&mut self.history) {
+            let place = u32::try_from(kept.len()).unwrap_or(u32::MAX).saturating_add(1);
+            let bound = newest_member.max(place).saturating_add(MAX_TIMELINE_LEAD);
+            if line.timeline.0 > bound {
+                self.anomalies.push(self_anomaly(
+                    "history",
+                    format!("timeline {} is implausible (above {bound}); line left out", line.timeline),
+                ));
+            } else {
+                kept.push(line);
+            }
+        }
+        self.history = kept;
     }
 
     fn absorb(&mut self, e: &KvEntry) {
@@ -594,7 +625,10 @@ impl ClusterView {
                 _ => self.anomalies.push(anomaly("not a JSON object".to_owned())),
             },
             "status" => match parse_status(&e.value) {
-                Some(s) => self.status = Some(s),
+                Some(s) => {
+                    self.status = Some(s);
+                    self.status_revision = Some(e.revision);
+                }
                 None => self.anomalies.push(anomaly("not {\"optime\": <int>, ...}".to_owned())),
             },
             key => {

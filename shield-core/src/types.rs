@@ -154,9 +154,32 @@ impl fmt::Display for Timeline {
 }
 
 /// A DCS modification index: etcd's mod_revision, Consul's ModifyIndex. Used for compare-and-set.
+///
+/// Unsigned, as Consul's indexes are (`uint64`): a Consul index is carried unchanged from the
+/// answer that held it to the compare-and-set that sends it back. etcd's revisions are signed
+/// (`int64`) and never negative; the etcd backend converts both ways with checks, refusing a
+/// value that does not fit rather than wrapping it ([`Revision::from_etcd`], [`Revision::to_etcd`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Revision(pub i64);
+pub struct Revision(pub u64);
+
+impl Revision {
+    /// An etcd revision (`int64`); `None` for a negative one, which etcd never sends.
+    pub fn from_etcd(rev: i64) -> Option<Revision> {
+        u64::try_from(rev).ok().map(Revision)
+    }
+
+    /// This revision as etcd's `int64`; `None` above `i64::MAX` (no etcd revision is).
+    pub fn to_etcd(self) -> Option<i64> {
+        i64::try_from(self.0).ok()
+    }
+
+    /// The revision after this one, saturating.
+    #[must_use]
+    pub fn next(self) -> Revision {
+        Revision(self.0.saturating_add(1))
+    }
+}
 
 impl fmt::Display for Revision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -205,6 +228,16 @@ mod tests {
         assert!(matches!(MemberName::new("a\nb"), Err(MemberNameError::Control(_))));
         let err = serde_json::from_str::<MemberName>("\"\"").expect_err("empty");
         assert!(err.to_string().contains("empty"));
+    }
+
+    #[test]
+    fn etcd_revisions_convert_with_checks() {
+        assert_eq!(Revision::from_etcd(7), Some(Revision(7)));
+        assert_eq!(Revision::from_etcd(-1), None);
+        assert_eq!(Revision(u64::MAX).to_etcd(), None);
+        assert_eq!(Revision(i64::MAX as u64 + 1).to_etcd(), None);
+        assert_eq!(Revision(i64::MAX as u64).to_etcd(), Some(i64::MAX));
+        assert_eq!(Revision(u64::MAX).next(), Revision(u64::MAX));
     }
 
     #[test]

@@ -25,6 +25,9 @@ impl DcsHarness for Harness {
     fn expiry_slack_ms(&self) -> u64 {
         0
     }
+    async fn put_raw(&self, scope: &str, key: &str, value: &[u8]) {
+        self.store.put_raw(&format!("/service/{scope}/{key}"), value);
+    }
 }
 
 #[tokio::test]

@@ -518,6 +518,203 @@ fn a_state_restored_from_the_journal_decides_the_same() {
     });
 }
 
+// ---- each DCS key's parser, over arbitrary bytes and JSON (docs/security.md) -------------------
+
+/// A value for one key: arbitrary bytes, or JSON of roughly the key's shape with edge values.
+fn arb_value(shaped: BoxedStrategy<serde_json::Value>) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![prop::collection::vec(any::<u8>(), 0..24), shaped.prop_map(|v| v.to_string().into_bytes()),]
+}
+
+fn arb_scalar() -> BoxedStrategy<serde_json::Value> {
+    use serde_json::Value;
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        prop_oneof![Just(0u64), Just(u64::MAX), Just(1 << 62), 0u64..100_000].prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        prop_oneof![Just(""), Just(" "), Just("n1"), Just("n1,n2"), Just("a/b"), Just("\u{7}"), Just("10")]
+            .prop_map(Value::from),
+    ]
+    .boxed()
+}
+
+fn arb_shaped(fields: &'static [&'static str]) -> BoxedStrategy<serde_json::Value> {
+    use serde_json::Value;
+    arb_scalar()
+        .prop_recursive(2, 16, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(prop::sample::select(fields), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+            ]
+        })
+        .boxed()
+}
+
+fn parse_one(key: &str, value: &[u8], revision: u64) -> ClusterView {
+    let e = shield_core::cluster::KvEntry {
+        key: key.to_owned(),
+        value: value.to_vec(),
+        revision: Revision(revision),
+        owner: None,
+    };
+    ClusterView::from_entries(Revision(revision), &[e])
+}
+
+fn has_anomaly(v: &ClusterView, key: &str) -> bool {
+    v.anomalies.iter().any(|a| a.starts_with(&format!("{key}:")))
+}
+
+/// `leader`: the key is always there with its revision; it names a member exactly when its
+/// trimmed text is a valid member name, and is an anomaly otherwise.
+/// Premise: the value is no member name (a dead key).
+#[test]
+fn leader_values_are_a_name_or_an_anomaly() {
+    check("leader", (arb_value(arb_scalar()), 1u64..u64::MAX), |(raw, rev)| {
+        let v = parse_one("leader", &raw, rev);
+        let key = v.leader.clone().ok_or_else(|| TestCaseError::fail("leader key lost"))?;
+        prop_assert_eq!(key.revision, Revision(rev));
+        let text = String::from_utf8_lossy(&raw);
+        prop_assert_eq!(key.name.clone(), MemberName::new(text.trim()).ok());
+        prop_assert_eq!(key.name.is_none(), has_anomaly(&v, "leader"));
+        Ok(key.name.is_none())
+    });
+}
+
+/// `members/<name>`: always a member; role and state `unknown` with an anomaly exactly when the
+/// value is not a JSON object. Premise: it is not.
+#[test]
+fn member_values_are_a_member_whatever_they_hold() {
+    let fields = &["role", "state", "timeline", "xlog_location", "tags", "conn_url", "pause"];
+    check("members", arb_value(arb_shaped(fields)), |raw| {
+        let v = parse_one("members/n1", &raw, 3);
+        let m = v.members.get(&name(1)).ok_or_else(|| TestCaseError::fail("member lost"))?;
+        let object = serde_json::from_slice::<serde_json::Value>(&raw).is_ok_and(|j| j.is_object());
+        prop_assert_eq!(!object, has_anomaly(&v, "members/n1"));
+        if !object {
+            prop_assert_eq!(m.data.role, MemberRole::Unknown);
+            prop_assert_eq!(m.data.state.as_str(), "unknown");
+        }
+        Ok(!object)
+    });
+}
+
+/// `history`: every line kept obeys the timeline bound, and the cluster timeline stays within
+/// it. Premise: some line was left out as implausible.
+#[test]
+fn history_timelines_obey_their_bound() {
+    let line = (prop_oneof![1u32..40, Just(u32::MAX), any::<u32>()], any::<u64>())
+        .prop_map(|(tl, lsn)| serde_json::json!([tl, lsn, "r"]));
+    let raw = prop_oneof![
+        prop::collection::vec(line, 0..6).prop_map(|l| serde_json::Value::Array(l).to_string().into_bytes()),
+        arb_value(arb_shaped(&["x"])),
+    ];
+    check("history", raw, |raw| {
+        let v = parse_one("history", &raw, 3);
+        for (i, h) in v.history.iter().enumerate() {
+            prop_assert!(h.timeline.0 <= i as u32 + 1 + shield_core::cluster::MAX_TIMELINE_LEAD, "{:?}", v.history);
+        }
+        prop_assert!(v.timeline().0 <= v.history.len() as u32 + 2 + shield_core::cluster::MAX_TIMELINE_LEAD);
+        Ok(v.anomalies.iter().any(|a| a.contains("implausible")))
+    });
+}
+
+/// `status`, `sync`, `failover`, `config`, `initialize`: a value either parses into something
+/// that obeys the key's rule or is an anomaly, never dropped silently.
+/// Premise: the value parsed (not an anomaly).
+#[test]
+fn other_keys_parse_into_their_rule_or_an_anomaly() {
+    let keys = prop::sample::select(&["status", "sync", "failover", "config", "initialize"][..]);
+    let fields = &["optime", "slots", "leader", "sync_standby", "member", "scheduled_at", "ttl", "loop_wait"];
+    check("other keys", (keys, arb_value(arb_shaped(fields))), |(key, raw)| {
+        let v = parse_one(key, &raw, 7);
+        let bad = has_anomaly(&v, key);
+        match key {
+            "status" => {
+                prop_assert_eq!(v.status.is_some(), !bad);
+                prop_assert_eq!(v.status_revision, v.status.as_ref().map(|_| Revision(7)));
+            }
+            "sync" => {
+                if let Some(s) = &v.sync {
+                    prop_assert!(s.sync_standby.windows(2).all(|w| w[0] <= w[1]));
+                }
+            }
+            "failover" => {
+                prop_assert_eq!(v.failover_revision, Some(Revision(7)));
+                if let Some(f) = &v.failover {
+                    prop_assert!(f.leader.is_some() || f.member.is_some(), "{:?}", f);
+                }
+            }
+            "config" => prop_assert_eq!(v.config.is_some(), !bad),
+            _ => {
+                let text = String::from_utf8_lossy(&raw);
+                let want = match text.trim() {
+                    "" => Initialize::Racing,
+                    t => t.parse().map_or_else(|_| Initialize::Invalid(t.to_owned()), Initialize::SystemId),
+                };
+                prop_assert_eq!(matches!(want, Initialize::Invalid(_)), bad);
+                prop_assert_eq!(v.initialize, Some(want));
+            }
+        }
+        Ok(!bad)
+    });
+}
+
+/// decide() and a dead leader key: a replica replaces the key only at the revision it has seen
+/// stand for a whole ttl, only when the key names no member with a key, and then it does
+/// (liveness). Premise: the key is dead and has stood for ttl.
+#[test]
+fn a_dead_leader_key_is_replaced_only_after_ttl_at_its_revision() {
+    let case =
+        (arb_value(arb_scalar()), prop::sample::select(&[0u8, 1, 2][..]), 0u64..8_000, 1u64..1_000, any::<bool>());
+    check("dead leader key", case, |(raw, members, waited, rev, same_rev)| {
+        let mut view = parse_one("leader", &raw, rev);
+        for i in 1..=members {
+            let data = MemberData::new(MemberRole::Replica, "running");
+            view.members.insert(name(i), Member { name: name(i), data, revision: Revision(1), owner: None });
+        }
+        let mut st = NodeState::new(NodeSettings::new(name(9)));
+        st.settings.watchdog = WatchdogMode::Off;
+        let seen = if same_rev { rev } else { rev + 1 };
+        st.dead_leader_key = Some((Revision(seen), MonoMillis(NOW - waited)));
+        let db = DbStatus {
+            data_dir: DataDir::Valid { system_id: SystemId(42), was_primary: false },
+            process: DbProcess::Running { in_recovery: true },
+            timeline: Some(Timeline(1)),
+            received_lsn: Some(Lsn(10)),
+            replayed_lsn: Some(Lsn(10)),
+            ..DbStatus::empty()
+        };
+        let dead = view.leader.as_ref().is_some_and(|l| l.name.as_ref().is_none_or(|n| !view.members.contains_key(n)));
+        let due = dead && same_rev && waited >= st.config.timing.ttl_ms;
+        view.initialize = Some(Initialize::SystemId(SystemId(42)));
+        let obs = Observation {
+            now: MonoMillis(NOW),
+            wall_ms: 0,
+            dcs: DcsView::Reachable(view),
+            db,
+            outcomes: vec![Outcome::PeersProbed { reports: Default::default() }],
+            shutdown_requested: false,
+            requests: Vec::new(),
+        };
+        let d = decide(&st, &obs);
+        let took: Vec<_> = d
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::AcquireLeader { replacing, .. } => Some(*replacing),
+                _ => None,
+            })
+            .collect();
+        if due {
+            prop_assert_eq!(took, vec![Some(Revision(rev))], "{:?}", d.reason);
+        } else {
+            prop_assert!(took.is_empty(), "{:?} {:?}", took, d.reason);
+        }
+        Ok(due)
+    });
+}
+
 /// An observation at `NOW` of `view`, `db` and at most one outcome, with nothing else asked.
 fn reachable(view: ClusterView, db: DbStatus, outcome: Option<Outcome>) -> Observation {
     Observation {

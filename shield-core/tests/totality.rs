@@ -280,7 +280,7 @@ fn arb_view() -> BoxedStrategy<ClusterView> {
         prop::option::of(arb_name()),
         prop::option::of(arb_name()),
         prop::option::of(ext_i64()),
-        ext_i64().prop_map(Revision),
+        ext_u64().prop_map(Revision),
     )
         .prop_map(|(leader, member, at, revision)| FailoverRequest {
             leader,
@@ -290,7 +290,7 @@ fn arb_view() -> BoxedStrategy<ClusterView> {
         });
     (
         (
-            ext_i64().prop_map(Revision),
+            ext_u64().prop_map(Revision),
             prop_oneof![
                 Just(None),
                 Just(Some(Initialize::Racing)),
@@ -301,7 +301,7 @@ fn arb_view() -> BoxedStrategy<ClusterView> {
             prop::option::of(prop::option::of(arb_name())),
         ),
         prop::collection::vec((arb_name(), arb_member_data()), 0..5),
-        (prop::option::of(failover), prop::option::of(ext_i64())),
+        (prop::option::of(failover), prop::option::of(ext_u64())),
         prop::option::of((prop::option::of(arb_name()), prop::collection::vec(arb_name(), 0..3))),
         prop::collection::vec((arb_tl(), arb_lsn()), 0..3),
         prop::option::of((arb_lsn(), prop::collection::vec(arb_lsn(), 0..2))),
@@ -312,13 +312,14 @@ fn arb_view() -> BoxedStrategy<ClusterView> {
                 initialize,
                 config: config.map(|c| (c, Revision(1))),
                 config_json: None,
-                leader: leader.map(|name| Leader { name, revision: Revision(i64::MAX), owner: None }),
+                leader: leader.map(|name| Leader { name, revision: Revision(u64::MAX), owner: None }),
                 members: members
                     .into_iter()
-                    .map(|(n, data)| (n.clone(), Member { name: n, data, revision: Revision(i64::MIN), owner: None }))
+                    .map(|(n, data)| (n.clone(), Member { name: n, data, revision: Revision(0), owner: None }))
                     .collect(),
                 failover,
                 failover_revision: frev.map(Revision),
+                status_revision: frev.map(Revision),
                 sync: sync.map(|(leader, sync_standby)| SyncState { leader, sync_standby, revision: Revision(0) }),
                 history: history
                     .into_iter()
@@ -661,7 +662,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
     })
 }
 
-fn entry(key: &str, value: Vec<u8>, revision: i64) -> KvEntry {
+fn entry(key: &str, value: Vec<u8>, revision: u64) -> KvEntry {
     KvEntry { key: key.to_owned(), value, revision: Revision(revision), owner: None }
 }
 
@@ -687,7 +688,7 @@ proptest! {
     #[test]
     fn any_bytes_parse_without_panic(
         entries in prop::collection::vec(
-            (prop::sample::select(KEYS), prop::collection::vec(any::<u8>(), 0..48), ext_i64()), 0..6),
+            (prop::sample::select(KEYS), prop::collection::vec(any::<u8>(), 0..48), ext_u64()), 0..6),
         now in ext_time(),
         wall in ext_i64(),
     ) {
@@ -710,7 +711,7 @@ proptest! {
         for (_, v) in &values {
             let bytes = serde_json::to_vec(v).expect("JSON serializes");
             let _ = MemberData::from_json_bytes(&bytes);
-            let _ = FailoverRequest::parse(&bytes, Revision(i64::MIN));
+            let _ = FailoverRequest::parse(&bytes, Revision(0));
             let _ = DynamicConfig::from_json(v.clone()).map(|c| c.to_json());
             if let Some(s) = v.as_str() {
                 let _ = parse_timestamp_ms(s);
@@ -751,10 +752,10 @@ fn extreme_dcs_values_parse_and_decide() {
         entry(
             "failover",
             b"{\"leader\": \"n1\", \"member\": \"n0\", \"scheduled_at\": \"0000-01-01T00:00:00+00:00\"}".to_vec(),
-            i64::MAX,
+            u64::MAX,
         ),
     ];
-    let view = ClusterView::from_entries(Revision(i64::MAX), &entries);
+    let view = ClusterView::from_entries(Revision(u64::MAX), &entries);
     assert_eq!(view.history.len(), 1, "{:?}", view.anomalies);
     assert_eq!(view.timeline(), Timeline(u32::MAX), "the cluster timeline saturates");
     assert_eq!(view.optime(), Some(Lsn(max)));

@@ -92,7 +92,8 @@ impl Raw {
 pub struct RawKv {
     pub key: String,
     pub value: Option<String>,
-    pub modify_index: i64,
+    /// Consul's `uint64`, kept as one: it goes back unchanged in a compare-and-set.
+    pub modify_index: u64,
     pub session: Option<String>,
 }
 
@@ -197,10 +198,77 @@ impl Raw {
     }
 }
 
+/// The `cas=<index>` a compare-and-set sends: `None` (no compare) stays none, `Some(None)`
+/// (create only if absent) is Consul's `cas=0`, and an index is sent as it was read. An index of
+/// 0 is no ModifyIndex (Consul's start at 1) and would mean "only if absent" or, to a delete,
+/// "unconditionally": it is refused.
+pub fn cas_query(what: &str, cas: Option<Option<u64>>) -> Result<String, PortError> {
+    match cas {
+        None => Ok(String::new()),
+        Some(None) => Ok("cas=0".to_owned()),
+        Some(Some(0)) => {
+            Err(PortError::new(ErrorKind::Rejected, format!("consul {what}: index 0 is not a ModifyIndex")))
+        }
+        Some(Some(i)) => Ok(format!("cas={i}")),
+    }
+}
+
 impl Raw {
+    /// `GET /v1/kv/<key>` (no recursion): the entry, or `None` on a 404.
+    pub async fn kv_get(&self, key: &str, query: &str) -> Result<Option<RawKv>, PortError> {
+        let a = self.send("read key", Method::GET, &format!("/v1/kv/{key}?{query}"), None, None).await?;
+        match a.status {
+            StatusCode::OK => {
+                let kvs: Vec<RawKv> = serde_json::from_slice(&a.body)
+                    .map_err(|e| PortError::new(ErrorKind::BadData, format!("consul read key: {e}")))?;
+                Ok(kvs.into_iter().find(|kv| kv.key == key))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(status_error("read key", s, &a.body)),
+        }
+    }
+
+    /// `PUT /v1/kv/<key>` with an optional compare-and-set (see [`cas_query`]) and lock
+    /// acquisition: true if written, false if the compare or the lock failed.
+    pub async fn kv_put(
+        &self,
+        what: &str,
+        key: &str,
+        value: &[u8],
+        cas: Option<Option<u64>>,
+        acquire: Option<&str>,
+        dc: &str,
+    ) -> Result<bool, PortError> {
+        let mut query: Vec<String> = Vec::new();
+        let cas = cas_query(what, cas)?;
+        if !cas.is_empty() {
+            query.push(cas);
+        }
+        if let Some(session) = acquire {
+            query.push(format!("acquire={session}"));
+        }
+        let path = with_dc(&format!("/v1/kv/{key}?{}", query.join("&")), dc);
+        let a = self.send(what, Method::PUT, &path, Some(value.to_vec()), None).await?;
+        if a.status != StatusCode::OK {
+            return Err(status_error(what, a.status, &a.body));
+        }
+        Ok(String::from_utf8_lossy(&a.body).trim() == "true")
+    }
+
+    /// `PUT /v1/txn`: true if every operation applied, false if Consul rolled the transaction
+    /// back (409: a check failed).
+    pub async fn txn(&self, what: &str, ops: &serde_json::Value, dc: &str) -> Result<bool, PortError> {
+        let a = self.send(what, Method::PUT, &with_dc("/v1/txn", dc), Some(ops.to_string().into_bytes()), None).await?;
+        match a.status {
+            StatusCode::OK => Ok(true),
+            StatusCode::CONFLICT => Ok(false),
+            s => Err(status_error(what, s, &a.body)),
+        }
+    }
+
     /// `DELETE /v1/kv/<key>?cas=<index>`: true if deleted, false if the index did not match.
     pub async fn kv_delete_cas(&self, key: &str, cas: u64, dc: &str) -> Result<bool, PortError> {
-        let path = with_dc(&format!("/v1/kv/{key}?cas={cas}"), dc);
+        let path = with_dc(&format!("/v1/kv/{key}?{}", cas_query("compare-and-delete", Some(Some(cas)))?), dc);
         let a = self.send("compare-and-delete", Method::DELETE, &path, None, None).await?;
         if a.status != StatusCode::OK {
             return Err(status_error("compare-and-delete", a.status, &a.body));
@@ -274,6 +342,24 @@ mod tests {
         assert_eq!(parse_go_duration_s("1m0s"), Some(60));
         assert_eq!(parse_go_duration_s("1500ms"), Some(2));
         assert_eq!(parse_go_duration_s("x"), None);
+    }
+
+    #[test]
+    fn indexes_go_out_as_read_and_zero_is_refused() {
+        assert_eq!(cas_query("w", None).ok(), Some(String::new()));
+        assert_eq!(cas_query("w", Some(None)).ok(), Some("cas=0".to_owned()));
+        // Above u32::MAX and above i64::MAX: sent exactly as read, never wrapped or truncated.
+        assert_eq!(cas_query("w", Some(Some(1 << 40))).ok(), Some(format!("cas={}", 1u64 << 40)));
+        assert_eq!(cas_query("w", Some(Some(u64::MAX))).ok(), Some(format!("cas={}", u64::MAX)));
+        let zero = cas_query("w", Some(Some(0))).expect_err("0 is no index");
+        assert_eq!(zero.kind, ErrorKind::Rejected);
+    }
+
+    #[test]
+    fn raw_entries_keep_indexes_above_i64() {
+        let body = format!(r#"[{{"Key":"a","Value":null,"ModifyIndex":{},"Session":null}}]"#, u64::MAX);
+        let kvs: Vec<RawKv> = serde_json::from_str(&body).expect("u64 index");
+        assert_eq!(kvs[0].modify_index, u64::MAX);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use hyper::Method;
-use rs_consul::types::{ConsistencyMode, CreateOrUpdateKeyRequest, DeleteKeyRequest, ReadKeyRequest};
+use rs_consul::types::DeleteKeyRequest;
 use rs_consul::{Config, Consul, ConsulBuilder, ConsulError};
 use shield_core::cluster::{ClusterView, KvEntry, MemberData};
 use shield_core::ports::{Dcs, DcsKey, ErrorKind, PortError, Watch};
@@ -304,6 +304,18 @@ impl ConsulDcs {
         }
     }
 
+    /// Our session for `ttl_ms`, renewed, or a new one if it has expired: what an acquire locks
+    /// the leader key with.
+    async fn session_to_acquire_with(&self, ttl_ms: u64) -> Result<String, PortError> {
+        let mut st = self.session.lock().await;
+        st.want_ttl_ms = Some(ttl_ms);
+        match self.renew_session(&mut st).await {
+            Ok(id) => Ok(id),
+            Err(e) if e.kind == ErrorKind::LeaseLost => self.ensure_session(&mut st).await,
+            Err(e) => Err(e),
+        }
+    }
+
     /// The session TTL in force (after any raise), in seconds.
     pub async fn session_ttl_s(&self) -> u64 {
         let st = self.session.lock().await;
@@ -321,74 +333,63 @@ impl ConsulDcs {
         Ok(())
     }
 
+    /// A put through the hand-written client, so that a ModifyIndex goes out exactly as it was
+    /// read (rs-consul carries indexes as `i64`). `cas`: see [`http::cas_query`]; `acquire`: the
+    /// session to lock the key with.
     async fn put(
         &self,
         what: &str,
         key: &str,
         value: &str,
-        cas: Option<i64>,
-        acquire: &str,
+        cas: Option<Option<u64>>,
+        acquire: Option<&str>,
     ) -> Result<bool, PortError> {
-        let req = CreateOrUpdateKeyRequest {
-            key,
-            datacenter: &self.cfg.dc,
-            check_and_set: cas,
-            acquire,
-            ..Default::default()
-        };
-        Ok(self.bounded(what, self.consul.create_or_update_key(req, value.as_bytes().to_vec())).await?.0)
+        self.raw.kv_put(what, key, value.as_bytes(), cas, acquire, &self.cfg.dc).await
     }
 
     /// Deletes `key` (with `recurse`, the prefix); with `cas`, only if its ModifyIndex is still
-    /// that one. Indexes are u64 end to end: no index ever becomes 0, which Consul would take as
-    /// "delete unconditionally".
-    async fn delete(&self, what: &str, key: &str, cas: Option<i64>, recurse: bool) -> Result<bool, PortError> {
+    /// that one. Indexes are u64 end to end, and an index of 0, which Consul would take as
+    /// "delete unconditionally", is refused.
+    async fn delete(&self, what: &str, key: &str, cas: Option<u64>, recurse: bool) -> Result<bool, PortError> {
         if let Some(cas) = cas {
-            let index = u64::try_from(cas).ok().filter(|i| *i > 0).ok_or_else(|| {
-                PortError::new(ErrorKind::Rejected, format!("consul {what}: index {cas} is not a ModifyIndex"))
-            })?;
             // rs-consul always sends `recurse=<bool>`, and Consul takes the mere presence of
             // `recurse` as the flag: with `cas` it answers "Conflicting flags". So a
             // compare-and-delete goes through the hand-written client.
-            return self.raw.kv_delete_cas(key, index, &self.cfg.dc).await;
+            return self.raw.kv_delete_cas(key, cas, &self.cfg.dc).await;
         }
-        let req = DeleteKeyRequest { key, datacenter: &self.cfg.dc, check_and_set: 0, recurse, ..Default::default() };
+        let req = DeleteKeyRequest { key, datacenter: &self.cfg.dc, recurse, ..Default::default() };
         self.bounded(what, self.consul.delete_key(req)).await
     }
 
-    fn consistency(&self) -> ConsistencyMode {
-        match self.cfg.consistency {
-            Consistency::Default => ConsistencyMode::Default,
-            Consistency::Consistent => ConsistencyMode::Consistent,
-            Consistency::Stale => ConsistencyMode::Stale,
-        }
-    }
-
-    /// One key, with its session and ModifyIndex; None if absent.
-    async fn get_one(&self, what: &str, key: &str) -> Result<Option<(String, i64, Option<String>)>, PortError> {
-        let req =
-            ReadKeyRequest { key, datacenter: &self.cfg.dc, consistency: self.consistency(), ..Default::default() };
-        match self.bounded(what, self.consul.read_key(req)).await {
-            Ok(meta) => {
-                Ok(meta.response.into_iter().next().map(|r| (r.value.unwrap_or_default(), r.modify_index, r.session)))
-            }
-            Err(e) if e.message.contains("404") => Ok(None),
-            Err(e) if e.kind == ErrorKind::BadData => Ok(Some((String::new(), 0, None))),
-            Err(e) => Err(e),
-        }
+    /// One key, with its value (raw bytes), ModifyIndex and session; None if absent.
+    async fn get_one(&self, key: &str) -> Result<Option<(Vec<u8>, u64, Option<String>)>, PortError> {
+        let query = format!("{}{}", self.consistency_query().trim_start_matches('&'), dc_query(&self.cfg.dc));
+        let kv = self.raw.kv_get(key, &query).await?;
+        Ok(kv.map(|kv| (decode_value(kv.value), kv.modify_index, kv.session)))
     }
 
     fn entries(&self, kvs: Vec<http::RawKv>) -> Vec<KvEntry> {
         kvs.into_iter()
             .filter_map(|kv| {
                 let key = kv.key.strip_prefix(&self.prefix)?.to_owned();
-                let value = kv
-                    .value
-                    .map(|v| base64::engine::general_purpose::STANDARD.decode(v).unwrap_or_else(|_| b"\xff".to_vec()))
-                    .unwrap_or_default();
-                Some(KvEntry { key, value, revision: Revision(kv.modify_index), owner: kv.session })
+                Some(KvEntry {
+                    key,
+                    value: decode_value(kv.value),
+                    revision: Revision(kv.modify_index),
+                    owner: kv.session,
+                })
             })
             .collect()
+    }
+
+    /// After a read: when our member key is not in it (deleted by hand, say), forget that it was
+    /// written, so the next touch writes it again instead of skipping an unchanged value. A live
+    /// node's member key is back within a cycle, which the leader-key rule counts on.
+    async fn forget_member_if_missing(&self, entries: &[KvEntry]) {
+        let mine = format!("members/{}", self.cfg.member);
+        if !entries.iter().any(|e| e.key == mine) {
+            self.session.lock().await.member_written = None;
+        }
     }
 
     fn consistency_query(&self) -> &'static str {
@@ -411,59 +412,43 @@ impl Dcs for ConsulDcs {
     }
 
     async fn read(&self) -> Result<ClusterView, PortError> {
-        let req = ReadKeyRequest {
-            key: &self.prefix,
-            datacenter: &self.cfg.dc,
-            recurse: true,
-            consistency: self.consistency(),
-            ..Default::default()
-        };
-        match self.bounded("read", self.consul.read_key(req)).await {
-            Ok(meta) => {
-                let entries: Vec<KvEntry> = meta
-                    .response
-                    .into_iter()
-                    .filter_map(|r| {
-                        let key = r.key.strip_prefix(&self.prefix)?.to_owned();
-                        Some(KvEntry {
-                            key,
-                            value: r.value.unwrap_or_default().into_bytes(),
-                            revision: Revision(r.modify_index),
-                            owner: r.session,
-                        })
-                    })
-                    .collect();
-                Ok(ClusterView::from_entries(Revision(meta.index as i64), &entries))
-            }
-            // rs-consul cannot read a prefix holding a value that is not UTF-8, and drops the
-            // index of a 404: read raw so one bad key cannot hide the cluster.
-            Err(e) if e.kind == ErrorKind::BadData || e.message.contains("404") => {
-                let query = format!("{}{}", self.consistency_query(), dc_query(&self.cfg.dc));
-                let (index, kvs) = self.raw.kv_recurse(&self.prefix, &query, None).await?;
-                Ok(ClusterView::from_entries(Revision(index as i64), &self.entries(kvs)))
-            }
-            Err(e) => Err(e),
-        }
+        // Through the hand-written client: rs-consul cannot read a prefix holding a value that is
+        // not UTF-8, drops the index of a 404, and carries ModifyIndex as `i64`.
+        let query = format!("{}{}", self.consistency_query(), dc_query(&self.cfg.dc));
+        let (index, kvs) = self.raw.kv_recurse(&self.prefix, &query, None).await?;
+        let entries = self.entries(kvs);
+        self.forget_member_if_missing(&entries).await;
+        Ok(ClusterView::from_entries(Revision(index), &entries))
     }
 
     async fn create_initialize(&self, value: &str) -> Result<bool, PortError> {
-        self.put("create initialize", &self.key("initialize"), value, Some(0), "").await
+        self.put("create initialize", &self.key("initialize"), value, Some(None), None).await
     }
 
     async fn write_initialize(&self, value: &str) -> Result<(), PortError> {
-        self.put("write initialize", &self.key("initialize"), value, None, "").await.map(|_| ())
+        self.put("write initialize", &self.key("initialize"), value, None, None).await.map(|_| ())
     }
 
     async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError> {
-        let mut st = self.session.lock().await;
-        st.want_ttl_ms = Some(ttl_ms);
-        let id = match self.renew_session(&mut st).await {
-            Ok(id) => id,
-            Err(e) if e.kind == ErrorKind::LeaseLost => self.ensure_session(&mut st).await?,
-            Err(e) => return Err(e),
-        };
-        drop(st);
-        self.put("acquire leader", &self.key("leader"), self.cfg.member.as_str(), None, &id).await
+        let id = self.session_to_acquire_with(ttl_ms).await?;
+        self.put("acquire leader", &self.key("leader"), self.cfg.member.as_str(), None, Some(&id)).await
+    }
+
+    async fn take_leader(&self, ttl_ms: u64, expected: Revision) -> Result<bool, PortError> {
+        let id = self.session_to_acquire_with(ttl_ms).await?;
+        if expected.0 == 0 {
+            return Err(PortError::new(ErrorKind::Rejected, "consul take leader: index 0 is not a ModifyIndex"));
+        }
+        // One transaction: only if the key is still at the index read, delete it (whatever session
+        // may lock it) and lock it afresh under ours. Two nodes taking the same index: one wins.
+        let key = self.key("leader");
+        let value = base64::engine::general_purpose::STANDARD.encode(self.cfg.member.as_str());
+        let ops = serde_json::json!([
+            {"KV": {"Verb": "check-index", "Key": key, "Index": expected.0}},
+            {"KV": {"Verb": "delete", "Key": key}},
+            {"KV": {"Verb": "lock", "Key": key, "Value": value, "Session": id}},
+        ]);
+        self.raw.txn("take leader", &ops, &self.cfg.dc).await
     }
 
     async fn renew_leader(&self, ttl_ms: u64) -> Result<(), PortError> {
@@ -472,8 +457,10 @@ impl Dcs for ConsulDcs {
         let id = self.renew_session(&mut st).await?;
         let key = self.key("leader");
         let me = self.cfg.member.as_str();
-        match self.get_one("renew leader", &key).await? {
-            Some((_, _, Some(s))) if s == id => {
+        match self.get_one(&key).await? {
+            // Our session, and our name: a value written over the key without `acquire` keeps
+            // the lock's session, so the session alone does not say the key is still ours.
+            Some((v, _, Some(s))) if s == id && v == me.as_bytes() => {
                 self.destroy_retired(&mut st).await;
                 Ok(())
             }
@@ -481,9 +468,9 @@ impl Dcs for ConsulDcs {
             // take it over under the current session (compare-and-delete, then acquire, as
             // Patroni does for a restarted daemon). A node racing into the gap probes us first
             // and finds a running primary; one that still wins makes our acquire fail.
-            Some((v, index, owner)) if v == me && owner.as_ref().is_none_or(|o| st.retired.contains(o)) => {
+            Some((v, index, owner)) if v == me.as_bytes() && owner.as_ref().is_none_or(|o| st.retired.contains(o)) => {
                 let freed = self.delete("renew leader", &key, Some(index), false).await?;
-                if freed && self.put("renew leader", &key, me, None, &id).await? {
+                if freed && self.put("renew leader", &key, me, None, Some(&id)).await? {
                     self.destroy_retired(&mut st).await;
                     Ok(())
                 } else {
@@ -502,8 +489,8 @@ impl Dcs for ConsulDcs {
 
     async fn release_leader(&self) -> Result<(), PortError> {
         let key = self.key("leader");
-        if let Some((v, index, _)) = self.get_one("release leader", &key).await? {
-            if v == self.cfg.member.as_str() {
+        if let Some((v, index, _)) = self.get_one(&key).await? {
+            if v == self.cfg.member.as_str().as_bytes() {
                 self.delete("release leader", &key, Some(index), false).await?;
             }
         }
@@ -522,7 +509,7 @@ impl Dcs for ConsulDcs {
             return Ok(());
         }
         let key = self.key(&format!("members/{}", self.cfg.member));
-        if !self.put("touch member", &key, &value, None, &id).await? {
+        if !self.put("touch member", &key, &value, None, Some(&id)).await? {
             return Err(PortError::new(
                 ErrorKind::CompareFailed,
                 "consul touch member: the key is locked by another session",
@@ -539,8 +526,7 @@ impl Dcs for ConsulDcs {
 
     async fn write_cas(&self, key: DcsKey, value: &str, expected: Option<Revision>) -> Result<(), PortError> {
         let what = format!("write {}", key.as_str());
-        let cas = expected.map_or(0, |r| r.0);
-        if self.put(&what, &self.key(key.as_str()), value, Some(cas), "").await? {
+        if self.put(&what, &self.key(key.as_str()), value, Some(expected.map(|r| r.0)), None).await? {
             Ok(())
         } else {
             Err(compare_failed(&what))
@@ -557,29 +543,36 @@ impl Dcs for ConsulDcs {
     }
 
     async fn write_history(&self, value: &str) -> Result<(), PortError> {
-        self.put("write history", &self.key("history"), value, None, "").await.map(|_| ())
+        self.put("write history", &self.key("history"), value, None, None).await.map(|_| ())
     }
 
     async fn write_status(&self, value: &str) -> Result<(), PortError> {
-        self.put("write status", &self.key("status"), value, None, "").await.map(|_| ())
+        self.put("write status", &self.key("status"), value, None, None).await.map(|_| ())
     }
 
     async fn watch(&self, after: Revision, timeout_ms: u64) -> Result<Watch, PortError> {
         // A blocking query on the prefix. It is answered when anything under it changes, or after
         // `wait`; a missing prefix is a 404 that still carries the index.
         let wait_s = timeout_ms.div_ceil(1000).max(1);
-        let query = format!("&index={}&wait={wait_s}s{}", after.0.max(0), dc_query(&self.cfg.dc));
+        let query = format!("&index={}&wait={wait_s}s{}", after.0, dc_query(&self.cfg.dc));
         let bound = Duration::from_millis(timeout_ms) + self.timeout();
         let (index, _) = self.raw.kv_recurse(&self.prefix, &query, Some(bound)).await?;
         // Consul may return early with the same index; an index that went backwards means the
         // state was reset (snapshot restore): report a change so the caller re-reads.
-        let index = index as i64;
-        Ok(Watch { revision: Revision(if index < after.0 { after.0 + 1 } else { index }) })
+        let index = Revision(index);
+        Ok(Watch { revision: if index < after { after.next() } else { index } })
     }
 
     async fn delete_cluster(&self) -> Result<(), PortError> {
         self.delete("delete cluster", &self.prefix, None, true).await.map(|_| ())
     }
+}
+
+/// A value as Consul's JSON carries it (base64); one that is not base64 becomes a byte no
+/// parser accepts, so it shows as an anomaly instead of failing the whole read.
+fn decode_value(v: Option<String>) -> Vec<u8> {
+    v.map(|v| base64::engine::general_purpose::STANDARD.decode(v).unwrap_or_else(|_| b"\xff".to_vec()))
+        .unwrap_or_default()
 }
 
 fn dc_query(dc: &str) -> String {

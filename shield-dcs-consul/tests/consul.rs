@@ -72,6 +72,10 @@ impl DcsHarness for Harness {
         // Consul invalidates between TTL (ttl/2) and 2×TTL (ttl); then the lock-delay (ttl/2).
         TTL_MS / 2 + 2_000
     }
+    async fn put_raw(&self, scope: &str, key: &str, value: &[u8]) {
+        let prefix = dcs(&self.url, scope, "raw").prefix().to_owned();
+        raw_put(&self.url, &format!("{prefix}{key}"), value).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -389,6 +389,18 @@ impl EtcdDcs {
         }
     }
 
+    /// Our lease for `ttl_ms`, kept alive, or a new one if it has expired: what an acquire puts
+    /// the leader key under.
+    async fn lease_to_acquire_with(&self, ttl_ms: u64) -> Result<i64, PortError> {
+        let mut st = self.lease.lock().await;
+        st.want_ttl_s = Some(Self::ttl_s(ttl_ms));
+        match self.keep_alive(&mut st).await {
+            Ok(lease) => Ok(lease),
+            Err(e) if e.kind == ErrorKind::LeaseLost => self.ensure_lease(&mut st).await,
+            Err(e) => Err(e),
+        }
+    }
+
     async fn txn(&self, what: &str, txn: Txn) -> Result<bool, PortError> {
         Ok(self.call(what, |mut c| async move { c.txn(txn).await }).await?.succeeded())
     }
@@ -397,6 +409,40 @@ impl EtcdDcs {
         let (key, value) = (self.key(rel), value.to_owned());
         self.call(what, |mut c| async move { c.put(key, value, None).await }).await.map(|_| ())
     }
+}
+
+/// Keys per page of a cluster read.
+const READ_PAGE_KEYS: i64 = 500;
+
+/// The largest answer a read accepts (gRPC's default is 4 MiB). A page of 500 keys stays under
+/// it unless values average over 128 KiB; etcd refuses requests over 1.5 MiB by default.
+const READ_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The end of the range holding every key under `prefix` (its last byte incremented; the
+/// prefix always ends with `/`).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// An etcd revision as a [`Revision`]: etcd's are `int64` and never negative; a negative one is
+/// refused as bad data, never wrapped.
+fn revision_from_etcd(what: &str, rev: i64) -> Result<Revision, PortError> {
+    Revision::from_etcd(rev)
+        .ok_or_else(|| PortError::new(ErrorKind::BadData, format!("etcd {what}: negative revision {rev}")))
+}
+
+/// A [`Revision`] as etcd's `int64`: one above `i64::MAX` came from no etcd, and is refused.
+fn revision_to_etcd(what: &str, rev: Revision) -> Result<i64, PortError> {
+    rev.to_etcd().ok_or_else(|| {
+        PortError::new(ErrorKind::Rejected, format!("etcd {what}: revision {rev} is above etcd's int64 range"))
+    })
 }
 
 fn compare_failed(what: &str) -> PortError {
@@ -410,25 +456,53 @@ impl Dcs for EtcdDcs {
     }
 
     async fn read(&self) -> Result<ClusterView, PortError> {
-        let prefix = self.prefix.clone();
-        let resp = self
-            .call("read", |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })
-            .await?;
-        let revision = Revision(resp.header().map_or(0, |h| h.revision()));
-        let entries: Vec<KvEntry> = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                // A key that is not valid UTF-8 cannot be one of Patroni's; skip it.
-                let key = std::str::from_utf8(kv.key()).ok()?.strip_prefix(&self.prefix)?.to_owned();
-                Some(KvEntry {
-                    key,
-                    value: kv.value().to_vec(),
-                    revision: Revision(kv.mod_revision()),
-                    owner: (kv.lease() != 0).then(|| format!("{:x}", kv.lease())),
+        // In pages of READ_PAGE_KEYS keys, every page at the revision of the first, so the pages
+        // make one consistent snapshot; each answer may be up to READ_MAX_MESSAGE_BYTES. Junk
+        // under the prefix (megabytes of keys nobody parses) then costs round trips, not the
+        // whole read: gRPC's default 4 MiB answer limit would fail every read of such a prefix,
+        // and the cluster would look unreachable.
+        let end = prefix_end(&self.prefix);
+        let mut start = self.prefix.clone().into_bytes();
+        let mut at = 0i64;
+        let mut entries = Vec::new();
+        let revision = loop {
+            let opts = GetOptions::new().with_range(end.clone()).with_limit(READ_PAGE_KEYS).with_revision(at);
+            let key = start.clone();
+            let resp = self
+                .call("read", |c| async move {
+                    c.kv_client().max_decoding_message_size(READ_MAX_MESSAGE_BYTES).get(key, Some(opts)).await
                 })
-            })
-            .collect();
+                .await?;
+            if at == 0 {
+                at = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                // A key that is not valid UTF-8 cannot be one of Patroni's; skip it.
+                let Some(key) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                entries.push(KvEntry {
+                    key: key.to_owned(),
+                    value: kv.value().to_vec(),
+                    revision: revision_from_etcd("read", kv.mod_revision())?,
+                    owner: (kv.lease() != 0).then(|| format!("{:x}", kv.lease())),
+                });
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break revision_from_etcd("read", at)?,
+            }
+        };
+        // Our member key missing from the read (deleted by hand, say): forget that it was
+        // written, so the next touch writes it again instead of skipping an unchanged value. A
+        // live node's member key is back within a cycle, which the leader-key rule counts on.
+        let mine = format!("members/{}", self.cfg.member);
+        if !entries.iter().any(|e| e.key == mine) {
+            self.lease.lock().await.member_written = None;
+        }
         Ok(ClusterView::from_entries(revision, &entries))
     }
 
@@ -445,13 +519,7 @@ impl Dcs for EtcdDcs {
     }
 
     async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError> {
-        let mut st = self.lease.lock().await;
-        st.want_ttl_s = Some(Self::ttl_s(ttl_ms));
-        let lease = self.keep_alive(&mut st).await.or_else(|e| match e.kind {
-            ErrorKind::LeaseLost => Ok(0),
-            _ => Err(e),
-        })?;
-        let lease = if lease == 0 { self.ensure_lease(&mut st).await? } else { lease };
+        let lease = self.lease_to_acquire_with(ttl_ms).await?;
         let key = self.key("leader");
         let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
             key,
@@ -459,6 +527,21 @@ impl Dcs for EtcdDcs {
             Some(PutOptions::new().with_lease(lease)),
         )]);
         self.txn("acquire leader", txn).await
+    }
+
+    async fn take_leader(&self, ttl_ms: u64, expected: Revision) -> Result<bool, PortError> {
+        let expected = revision_to_etcd("take leader", expected)?;
+        let lease = self.lease_to_acquire_with(ttl_ms).await?;
+        let key = self.key("leader");
+        // mod_revision is 0 for a missing key, and no existing key has revision 0: a key deleted
+        // meanwhile is never created here (the normal acquire does that).
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(key.clone(), CompareOp::Equal, expected),
+                Compare::create_revision(key.clone(), CompareOp::NotEqual, 0),
+            ])
+            .and_then([TxnOp::put(key, self.cfg.member.as_str(), Some(PutOptions::new().with_lease(lease)))]);
+        self.txn("take leader", txn).await
     }
 
     async fn renew_leader(&self, ttl_ms: u64) -> Result<(), PortError> {
@@ -531,11 +614,11 @@ impl Dcs for EtcdDcs {
 
     async fn write_cas(&self, key: DcsKey, value: &str, expected: Option<Revision>) -> Result<(), PortError> {
         let k = self.key(key.as_str());
+        let what = format!("write {}", key.as_str());
         let cmp = match expected {
             None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
-            Some(r) => Compare::mod_revision(k.clone(), CompareOp::Equal, r.0),
+            Some(r) => Compare::mod_revision(k.clone(), CompareOp::Equal, revision_to_etcd(&what, r)?),
         };
-        let what = format!("write {}", key.as_str());
         if self.txn(&what, Txn::new().when([cmp]).and_then([TxnOp::put(k, value, None)])).await? {
             Ok(())
         } else {
@@ -545,10 +628,10 @@ impl Dcs for EtcdDcs {
 
     async fn delete_cas(&self, key: DcsKey, expected: Revision) -> Result<(), PortError> {
         let k = self.key(key.as_str());
-        let txn = Txn::new()
-            .when([Compare::mod_revision(k.clone(), CompareOp::Equal, expected.0)])
-            .and_then([TxnOp::delete(k, None)]);
         let what = format!("delete {}", key.as_str());
+        let txn = Txn::new()
+            .when([Compare::mod_revision(k.clone(), CompareOp::Equal, revision_to_etcd(&what, expected)?)])
+            .and_then([TxnOp::delete(k, None)]);
         if self.txn(&what, txn).await? {
             Ok(())
         } else {
@@ -565,7 +648,8 @@ impl Dcs for EtcdDcs {
     }
 
     async fn watch(&self, after: Revision, timeout_ms: u64) -> Result<Watch, PortError> {
-        let opts = WatchOptions::new().with_prefix().with_start_revision(after.0 + 1);
+        let from = revision_to_etcd("watch", after.next())?;
+        let opts = WatchOptions::new().with_prefix().with_start_revision(from);
         let prefix = self.prefix.clone();
         let (mut stream, generation) =
             self.call_on("watch", |mut c| async move { c.watch(prefix, Some(opts)).await }).await?;
@@ -576,11 +660,12 @@ impl Dcs for EtcdDcs {
                         if resp.compact_revision() > 0 {
                             // History was compacted past `after`: report a change so the caller
                             // re-reads everything.
-                            return Ok(Revision(resp.compact_revision().max(after.0 + 1)));
+                            let compacted = revision_from_etcd("watch", resp.compact_revision())?;
+                            return Ok(compacted.max(after.next()));
                         }
                         if let Some(rev) = resp.events().iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()).max()
                         {
-                            return Ok(Revision(rev));
+                            return revision_from_etcd("watch", rev);
                         }
                         if resp.canceled() {
                             return Err(PortError::new(
@@ -614,6 +699,12 @@ impl Dcs for EtcdDcs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_end_covers_exactly_the_prefix() {
+        assert_eq!(prefix_end("/service/batman/"), b"/service/batman0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
 
     #[test]
     fn prefix_collapses_slashes() {

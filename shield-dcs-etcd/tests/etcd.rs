@@ -67,6 +67,11 @@ impl DcsHarness for Harness {
         // etcd revokes expired leases from a loop that runs every 500 ms.
         1_000
     }
+    async fn put_raw(&self, scope: &str, key: &str, value: &[u8]) {
+        let prefix = self.client(scope, "raw").await.prefix().to_owned();
+        let mut raw = etcd_client::Client::connect(self.endpoints.clone(), None).await.expect("raw client");
+        raw.put(format!("{prefix}{key}"), value, None).await.expect("raw put");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,6 +299,41 @@ async fn garbage_values_are_reported_never_fatal() {
     assert_eq!(good.renew_leader(TTL_MS).await.map_err(|e| e.kind), Err(ErrorKind::LeaseLost));
 }
 
+/// Megabytes of keys nobody parses under the prefix: over gRPC's default 4 MiB answer limit
+/// (a plain prefix read with etcd-client's defaults fails), and more keys than one page. The
+/// backend still reads the cluster, in pages at one revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_over_four_mib_of_junk_is_still_read() {
+    let Some(etcd) = EtcdCluster::start(1) else { return };
+    let eps = etcd.endpoints();
+    ready(&eps).await;
+    let mut raw = etcd_client::Client::connect(&eps, None).await.expect("raw client");
+    let p = "/service/big/";
+    let a = dcs(&eps, "big", "a");
+    a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.expect("touch a");
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
+    let big = vec![b'x'; 1 << 20];
+    for i in 0..6 {
+        raw.put(format!("{p}junk/big-{i}"), big.clone(), None).await.expect("put 1 MiB");
+    }
+    for chunk in 0..12 {
+        let puts: Vec<etcd_client::TxnOp> = (0..100)
+            .map(|i| etcd_client::TxnOp::put(format!("{p}junk/small-{chunk:02}-{i:03}"), "junk", None))
+            .collect();
+        raw.txn(etcd_client::Txn::new().and_then(puts)).await.expect("put small keys");
+    }
+    let b = dcs(&eps, "big", "b");
+    b.touch_member(&MemberData::new(MemberRole::Replica, "running")).await.expect("touch b");
+    // The premise: etcd-client's default limit cannot read this prefix in one answer.
+    let plain = raw.get(p, Some(etcd_client::GetOptions::new().with_prefix())).await;
+    assert!(plain.is_err(), "a plain read of over 4 MiB succeeded; the test shows nothing");
+    let v = b.read().await.expect("the cluster read must not fail on junk");
+    assert_eq!(v.leader_name(), Some(&name("a")));
+    assert_eq!(v.members.keys().cloned().collect::<Vec<_>>(), vec![name("a"), name("b")]);
+    assert!(v.anomalies.is_empty(), "{:?}", v.anomalies);
+    assert!(a.renew_leader(TTL_MS).await.is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn username_and_password_auth() {
     let Some(etcd) = EtcdCluster::start(1) else { return };
@@ -349,7 +389,7 @@ async fn watch_resumes_from_a_revision_and_reports_compaction() {
     }
     let mut raw = etcd_client::Client::connect(&eps, None).await.expect("raw client");
     let head = a.read().await.expect("read").revision;
-    raw.compact(head.0, None).await.expect("compact");
+    raw.compact(head.to_etcd().expect("etcd revision"), None).await.expect("compact");
     let t = Instant::now();
     let w = a.watch(old, 5_000).await.expect("watch after compaction");
     assert!(w.revision > old && t.elapsed() < Duration::from_secs(2), "{w:?} after {:?}", t.elapsed());

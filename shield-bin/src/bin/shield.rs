@@ -101,6 +101,19 @@ fn check(config: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: the REST API's connection cap
+/// (`serve::limits::MAX_CONNECTIONS`) plus the database and DCS connections must fit under it.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                eprintln!("shield: cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}
+
 /// `shield demo` runs the demo script of the source tree this binary was built from.
 fn demo(args: &[String]) -> ExitCode {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo.sh");
@@ -175,14 +188,26 @@ fn main() -> ExitCode {
         // Colours only on a terminal: a log file or the journal gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
+    raise_descriptor_limit();
+    // Two runtimes: the HA loop's, and one thread for the REST API (see daemon::run).
+    let built =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("shield-ha").enable_all().build();
+    let rest = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(4)
+        .thread_name("shield-rest")
+        .enable_all()
+        .build();
+    let (rt, rest) = match (built, rest) {
+        (Ok(rt), Ok(rest)) => (rt, rest),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("shield: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(shield_bin::daemon::run(cfg)) {
+    let result = rt.block_on(shield_bin::daemon::run(cfg, rest.handle().clone()));
+    rest.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shield: {e}");

@@ -224,6 +224,7 @@ pub(super) const TOP: &[(&str, K)] = &[
             // Shield's own keys.
             ("callback_timeout", Acted),
             ("callback_primary_role", Acted),
+            ("allow_command_parameters", Acted),
         ]),
     ),
     ("watchdog", Section(&[("mode", Acted), ("device", Acted), ("safety_margin", Acted), ("driver", Acted)])),
@@ -246,6 +247,7 @@ const DCS_ACTED: &[&str] = &[
     "check_timeline",
     "postgresql",
     "synchronous_mode",
+    "member_slots_ttl",
 ];
 const DCS_IGNORED: &[(&str, &str)] = &[
     ("synchronous_mode_strict", "Shield does not manage synchronous_standby_names, so nothing blocks writes"),
@@ -257,7 +259,6 @@ const DCS_IGNORED: &[(&str, &str)] = &[
     ("max_timelines_history", "Shield keeps the whole `history`"),
     ("slots", "Shield creates no permanent slots; logical slots are not kept across a failover"),
     ("ignore_slots", "Shield drops no slots other than its members' own"),
-    ("member_slots_ttl", "a member's slot is kept while it is listed in the DCS"),
     ("primary_race_backoff", "replicas race as soon as the leader key is gone"),
 ];
 const DCS_PG_ACTED: &[&str] = &[

@@ -336,7 +336,6 @@ fn keys_patroni_documents_are_accepted_with_one_warning_each() {
         ("  pgpass: /tmp/pgpass0\n", "  pg_ident: [a b c]\n", "postgresql.pg_ident"),
         ("  pgpass: /tmp/pgpass0\n", "  use_slots: true\n", "postgresql.use_slots"),
         ("  level: INFO\n", "  deduplicate_heartbeat_logs: true\n", "log.deduplicate_heartbeat_logs"),
-        ("    ttl: 30\n", "    member_slots_ttl: 30min\n", "bootstrap.dcs.member_slots_ttl"),
         ("    ttl: 30\n", "    primary_race_backoff: 5\n", "bootstrap.dcs.primary_race_backoff"),
         ("  nosync: false\n", "  sync_priority: 2\n", "tags.sync_priority"),
     ] {

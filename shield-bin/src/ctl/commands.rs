@@ -865,6 +865,9 @@ async fn edit_config(
     if interactive {
         new = edit_in_editor(&before)?;
     }
+    if let Some(refused) = crate::command_params::refusal(&current, &new, &ctx.cfg.command_params) {
+        return Err(refused);
+    }
     // Refuse what the nodes could not use, naming the key, before anything is written.
     let parsed = DynamicConfig::from_json(new.clone()).map_err(|e| format!("the new config is invalid: {e}"))?;
     // Turning pause off here is a resume, under the same rule; forcing it is `resume --force`'s.

@@ -23,6 +23,9 @@ pub struct CtlConfig {
     pub tls: Option<(PathBuf, Option<(PathBuf, PathBuf)>)>,
     /// Accept any REST certificate (`ctl.insecure`, or `-k`).
     pub insecure: bool,
+    /// `postgresql.allow_command_parameters`: what `edit-config` may change among the
+    /// parameters that run commands.
+    pub command_params: crate::command_params::CommandParams,
 }
 
 /// The file's sections shieldctl reads; everything else in a node config is ignored here.
@@ -42,6 +45,14 @@ struct RawCtlFile {
     restapi: Option<RawRestAuth>,
     #[serde(default)]
     ctl: Option<RawCtl>,
+    #[serde(default)]
+    postgresql: Option<RawCtlPg>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawCtlPg {
+    #[serde(default)]
+    allow_command_parameters: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +106,12 @@ impl CtlConfig {
             (None, None) => None,
         };
         let dcs = dcs_settings(file, raw.etcd3.or(raw.etcd), raw.consul).map_err(|e| e.to_string())?;
+        let command_params = match raw.postgresql.and_then(|p| p.allow_command_parameters) {
+            Some(v) => {
+                crate::command_params::CommandParams::from_yaml(&v).map_err(|e| format!("{}: {e}", file.display()))?
+            }
+            None => crate::command_params::CommandParams::default(),
+        };
         let auth = raw
             .ctl
             .and_then(|c| c.authentication)
@@ -107,6 +124,7 @@ impl CtlConfig {
             auth,
             tls,
             insecure,
+            command_params,
         })
     }
 
@@ -147,7 +165,15 @@ impl CtlConfig {
             },
             other => return Err(format!("--dcs-url {url:?}: unknown DCS {other:?}; use etcd3:// or consul://")),
         };
-        Ok(CtlConfig { scope: None, namespace, dcs, auth: None, tls: None, insecure: false })
+        Ok(CtlConfig {
+            scope: None,
+            namespace,
+            dcs,
+            auth: None,
+            tls: None,
+            insecure: false,
+            command_params: Default::default(),
+        })
     }
 }
 

@@ -342,6 +342,7 @@ impl Ctx {
                         cfg.auth = f.auth;
                         cfg.tls = f.tls;
                         cfg.insecure = f.insecure;
+                        cfg.command_params = f.command_params;
                     }
                 }
             }

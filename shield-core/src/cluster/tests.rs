@@ -2,7 +2,7 @@ use serde_json::json;
 
 use super::*;
 
-fn kv(key: &str, value: &str, rev: i64) -> KvEntry {
+fn kv(key: &str, value: &str, rev: u64) -> KvEntry {
     KvEntry { key: key.into(), value: value.as_bytes().to_vec(), revision: Revision(rev), owner: None }
 }
 
@@ -208,4 +208,19 @@ fn a_config_patroni_would_adjust_is_adjusted_not_refused() {
     assert_eq!((t.ttl_ms, t.loop_wait_ms, t.retry_timeout_ms), (20_000, 1_000, 9_000));
     // The stored JSON is kept as written, for edits.
     assert_eq!(v.config_json, Some(json!({"ttl":20,"loop_wait":10,"retry_timeout":10})));
+}
+
+#[test]
+fn implausible_history_timelines_are_left_out() {
+    let member = |tl: u32| format!(r#"{{"role":"replica","state":"running","timeline":{tl}}}"#);
+    let history = r#"[[1,100,"a"],[4000000000,200,"b"],[2,300,"c"]]"#;
+    let v = ClusterView::from_entries(Revision(9), &[kv("history", history, 3), kv("members/m", &member(3), 4)]);
+    assert_eq!(v.history.iter().map(|h| h.timeline.0).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(v.timeline(), Timeline(3));
+    assert!(v.anomalies.iter().any(|a| a.contains("4000000000")), "{:?}", v.anomalies);
+    // A truncated Patroni history far past its length, corroborated by a member's timeline.
+    let truncated = r#"[[57,100,"a"],[58,200,"b"]]"#;
+    let v = ClusterView::from_entries(Revision(9), &[kv("history", truncated, 3), kv("members/m", &member(59), 4)]);
+    assert_eq!(v.timeline(), Timeline(59));
+    assert!(v.anomalies.is_empty(), "{:?}", v.anomalies);
 }

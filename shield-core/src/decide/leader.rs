@@ -321,6 +321,9 @@ fn manual_failover(cx: &mut Ctx<'_>, view: &ClusterView, req: &FailoverRequest) 
             return clear(cx, "switchover is possible only to a specific candidate in a paused state".into())
         }
         Some(c) if !candidate_ok(c) => return clear(cx, format!("candidate {c} is not a healthy replica")),
+        Some(c) if !super::unlocked::listed_if_synchronous(cx, view, c) => {
+            return clear(cx, format!("candidate {c} is not a synchronous standby"))
+        }
         None if !failover_possible(cx, view) => return clear(cx, "no healthy members found".into()),
         _ => {}
     }

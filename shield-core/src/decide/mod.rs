@@ -25,7 +25,7 @@ use crate::cluster::{ClusterView, MemberData, MemberRole, Tags};
 use crate::config::{DynamicConfig, LocalPg};
 use crate::observation::{DataDir, DbProcess, DcsView, Observation};
 use crate::reason::Reason;
-use crate::types::{Lsn, MemberName, MonoMillis, Timeline};
+use crate::types::{Lsn, MemberName, MonoMillis, Revision, Timeline};
 
 /// How the watchdog is used (the `watchdog.mode` key).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +166,15 @@ pub struct NodeState {
     /// `member_slots_ttl` (published as `retain_slots`).
     #[serde(default)]
     pub member_slots_seen: std::collections::BTreeMap<String, MonoMillis>,
+    /// A leader key that names no member (its value is no member name, or no member key has
+    /// that name): its revision, and when we first saw it so at that revision. Unchanged for a
+    /// whole `ttl`, it is taken as an expired lock ([`dead_leader_key`]).
+    #[serde(default)]
+    pub dead_leader_key: Option<(Revision, MonoMillis)>,
+    /// The `status` key's revision and optime as last seen while a member with a member key
+    /// held the leader key: what [`Ctx::optime`] counts a later `status` against.
+    #[serde(default)]
+    pub status_seen: Option<(Revision, Lsn)>,
 }
 
 impl NodeState {
@@ -191,6 +200,8 @@ impl NodeState {
             rejoin_after_demote: false,
             lost_paused_leader: None,
             member_slots_seen: Default::default(),
+            dead_leader_key: None,
+            status_seen: None,
         }
     }
 
@@ -228,6 +239,9 @@ struct Ctx<'a> {
     actions: Vec<Action>,
     wake_now: bool,
     answers: Vec<Result<(), String>>,
+    /// Set when the leader key is a dead one taken as expired: acquiring replaces it at this
+    /// revision instead of creating it.
+    replacing: Option<Revision>,
 }
 
 impl Ctx<'_> {
@@ -301,7 +315,30 @@ impl Ctx<'_> {
     /// The acquire action, with the lease ttl and the deadline a success gives.
     fn acquire_action(&self) -> Action {
         let timing = &self.st.config.timing;
-        Action::AcquireLeader { ttl_ms: timing.ttl_ms, fence_after_ms: timing.fence_after_ms() }
+        Action::AcquireLeader {
+            ttl_ms: timing.ttl_ms,
+            fence_after_ms: timing.fence_after_ms(),
+            replacing: self.replacing,
+        }
+    }
+
+    /// The leader's last position for the lag limit: the `status` key's optime when it is
+    /// corroborated, i.e. this node saw that very revision while a live leader held the lock, or
+    /// some member key shows a position at least as far. An uncorroborated one was written while
+    /// no leader held the lock, above every position any member reports (a huge LSN would keep
+    /// every replica "lagging" for ever): it is ignored, and the position counted is the higher
+    /// of the last corroborated optime this node saw and the highest member position. A node that
+    /// saw no status under a live leader counts the value as it is (never less careful).
+    fn optime(&self, view: &ClusterView) -> Option<Lsn> {
+        let Some(status) = &view.status else { return view.optime() };
+        let seen = self.st.status_seen;
+        let highest_member = view.members.values().filter_map(|m| m.data.xlog_location).max();
+        let corroborated = seen.is_some_and(|(r, _)| Some(r) == view.status_revision)
+            || highest_member.is_some_and(|m| m >= status.optime);
+        match seen {
+            Some((_, remembered)) if !corroborated => Some(remembered.max(highest_member.unwrap_or_default())),
+            _ => Some(status.optime),
+        }
     }
 
     /// What we publish in `members/<me>`.
@@ -351,7 +388,8 @@ pub fn decide(state: &NodeState, obs: &Observation) -> Decision {
     } else {
         obs
     };
-    let mut cx = Ctx { obs, st: state.clone(), actions: Vec::new(), wake_now: false, answers: Vec::new() };
+    let mut cx =
+        Ctx { obs, st: state.clone(), actions: Vec::new(), wake_now: false, answers: Vec::new(), replacing: None };
     cx.st.probe_requested = false;
     // The config first: last cycle's outcomes are judged under the config in force now (a lease
     // lost while the cluster was paused, learnt after a resume, must fence).
@@ -398,11 +436,21 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
 }
 
 fn situation(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
+    if view.leader_name().is_some_and(|l| view.members.contains_key(l)) {
+        if let (Some(r), Some(s)) = (view.status_revision, &view.status) {
+            cx.st.status_seen = Some((r, s.optime));
+        }
+    }
     if let Some(r) = bootstrap::check_data(cx, view) {
         return r;
     }
     if view.is_leader(cx.me()) {
+        cx.st.dead_leader_key = None;
         leader::holding(cx, view)
+    } else if let Some(revision) = dead_leader_key(cx, view) {
+        // Taken as an expired lock: the race, with an acquire that replaces exactly this key.
+        cx.replacing = Some(revision);
+        unlocked::race(cx, view)
     } else if let Some(leader) = view.leader_name() {
         follower::follow(cx, view, leader)
     } else if view.leader.is_some() {
@@ -411,6 +459,30 @@ fn situation(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     } else {
         unlocked::race(cx, view)
     }
+}
+
+/// The rule for a leader key that names no member: its value is no member name (garbage), or a
+/// name no member key has. No node can renew such a key (every backend's renewal compares the
+/// value with the renewing node's name), so the node that held the lock before the value was
+/// written stops by its fencing deadline, less than `ttl` after the write; and a live node's
+/// member key is written every cycle, so a holder that still runs shows its member key within
+/// `ttl`. Once the key has stood at one revision for a whole `ttl` on our clock (counted from the
+/// first snapshot showing it, taken after the read returned), it is treated as an expired lock:
+/// the revision to replace. Left alone, nobody could take it: a key with no lease, or one on a
+/// lease its node keeps alive, never expires.
+fn dead_leader_key(cx: &mut Ctx<'_>, view: &ClusterView) -> Option<Revision> {
+    let Some(key) = view.leader.as_ref().filter(|k| k.name.as_ref().is_none_or(|n| !view.members.contains_key(n)))
+    else {
+        cx.st.dead_leader_key = None;
+        return None;
+    };
+    let now = cx.obs.now;
+    let since = match cx.st.dead_leader_key {
+        Some((revision, since)) if revision == key.revision => since,
+        _ => now,
+    };
+    cx.st.dead_leader_key = Some((key.revision, since));
+    (now.since(since) >= cx.st.config.timing.ttl_ms).then_some(key.revision)
 }
 
 /// Patroni's slot name for a member: lowercase, anything but `[a-z0-9_]` replaced by `_`.

@@ -82,18 +82,10 @@ fn paused_candidate(cx: &mut Ctx<'_>, view: &ClusterView) -> Option<Reason> {
     if cx.obs.db.busy.is_some() {
         return Some(Reason::Busy);
     }
-    if let Err(why) = own_checks(cx, view, true) {
-        return Some(Reason::NotHealthiest(why));
-    }
-    let reports = probe_reports(cx);
-    let Some(reports) = reports else {
-        cx.push(Action::ProbePeers);
-        cx.st.probe_requested = true;
-        return Some(Reason::ProbingPeers);
+    let reports = match candidate_checks(cx, view) {
+        Ok(reports) => reports,
+        Err(r) => return Some(r),
     };
-    if let Some((peer, _)) = reports.iter().find(|(p, r)| *p != cx.me() && r.is_primary) {
-        return Some(Reason::NotHealthiest(Ineligible::PrimaryAlive { peer: peer.clone() }));
-    }
     if let Some(l) = req.leader.as_ref().or(cx.st.lost_paused_leader.as_ref()).filter(|l| *l != cx.me()) {
         if reports.get(l).is_none_or(|r| r.is_primary) {
             return Some(Reason::NotHealthiest(Ineligible::LeaderMayBePaused { peer: l.clone() }));
@@ -109,16 +101,22 @@ fn acquire(cx: &mut Ctx<'_>) -> Reason {
 }
 
 /// A switchover or failover request while unlocked. `None`: race normally.
+///
+/// The `failover` key is data anyone with write access to the DCS can write: naming a candidate
+/// never bypasses the eligibility rules. The candidate takes the lock only if it passes every
+/// rule a node racing on its own must pass (its tags, a running replica, the lag limit, the
+/// synchronous standbys, no running member on a newer timeline) and a probe of its peers finds
+/// no primary; only the comparison with the other replicas' positions is left out (the operator
+/// chose). The others wait for a candidate only while its member key says it could take over.
 fn manual(cx: &mut Ctx<'_>, view: &ClusterView, req: &FailoverRequest) -> Option<Reason> {
     let candidate = req.member.as_ref()?;
     if candidate == cx.me() {
         cx.st.yielding_since = None;
-        return Some(match own_checks(cx, view, true) {
-            Ok(()) => acquire(cx),
-            Err(why) => Reason::NotHealthiest(why),
-        });
+        return Some(candidate_checks(cx, view).map_or_else(|r| r, |_| acquire(cx)));
     }
-    let candidate_alive = view.members.get(candidate).is_some_and(|m| m.data.state == "running");
+    let candidate_alive = view.members.get(candidate).is_some_and(|m| {
+        m.data.state == "running" && m.data.tags.can_promote() && listed_if_synchronous(cx, view, candidate)
+    });
     let since = *cx.st.yielding_since.get_or_insert(cx.obs.now);
     if candidate_alive && cx.obs.now.since(since) < cx.st.config.timing.ttl_ms {
         return Some(Reason::WaitingForCandidate { candidate: candidate.clone() });
@@ -142,7 +140,7 @@ fn someone_else_could_take_over(cx: &Ctx<'_>, view: &ClusterView, candidate: &Me
             && m.data.tags.can_promote()
             && m.data.role == crate::cluster::MemberRole::Replica
             && m.data.state == "running"
-            && match (view.optime(), m.data.xlog_location) {
+            && match (cx.optime(view), m.data.xlog_location) {
                 (Some(optime), Some(theirs)) => optime.bytes_after(theirs) <= max_lag,
                 (None, _) => true,
                 (Some(_), None) => false,
@@ -169,7 +167,7 @@ fn eligibility(cx: &Ctx<'_>, view: &ClusterView) -> Result<Checked, Ineligible> 
             _ => Err(Ineligible::TimelineBehind { mine, cluster: view.timeline() }),
         };
     }
-    own_checks(cx, view, false)?;
+    own_checks(cx, view)?;
     let reports = probe_reports(cx);
     match reports {
         None => Ok(Checked::NeedProbe),
@@ -187,8 +185,20 @@ pub(crate) fn effective_position(cx: &Ctx<'_>, view: &ClusterView) -> Option<Lsn
     Some(ended.map_or(mine, |e| mine.min(e)))
 }
 
-/// Rules that need nothing but our own state and the snapshot.
-fn own_checks(cx: &Ctx<'_>, view: &ClusterView, manual: bool) -> Result<(), Ineligible> {
+/// Whether `name` may be promoted as far as synchronous replication goes: synchronous mode off,
+/// no `sync` key or an empty standby list, or `name` listed in it (as standby or as its leader).
+pub(crate) fn listed_if_synchronous(cx: &Ctx<'_>, view: &ClusterView, name: &MemberName) -> bool {
+    if !cx.st.config.synchronous_mode {
+        return true;
+    }
+    view.sync.as_ref().is_none_or(|sync| {
+        sync.sync_standby.is_empty() || sync.sync_standby.contains(name) || sync.leader.as_ref() == Some(name)
+    })
+}
+
+/// Rules that need nothing but our own state and the snapshot. A named candidate of a
+/// switchover or failover passes them too: the `failover` key never bypasses them.
+fn own_checks(cx: &Ctx<'_>, view: &ClusterView) -> Result<(), Ineligible> {
     if !cx.st.settings.tags.can_promote() {
         return Err(Ineligible::NotAllowed);
     }
@@ -197,15 +207,10 @@ fn own_checks(cx: &Ctx<'_>, view: &ClusterView, manual: bool) -> Result<(), Inel
     }
     let mine = effective_position(cx, view).ok_or(Ineligible::DatabaseNotReady)?;
     let cfg = &cx.st.config;
-    if cfg.synchronous_mode && !manual {
-        if let Some(sync) = &view.sync {
-            let listed = sync.sync_standby.contains(cx.me()) || sync.leader.as_ref() == Some(cx.me());
-            if !sync.sync_standby.is_empty() && !listed {
-                return Err(Ineligible::NotSynchronous);
-            }
-        }
+    if !listed_if_synchronous(cx, view, cx.me()) {
+        return Err(Ineligible::NotSynchronous);
     }
-    if let Some(optime) = view.optime() {
+    if let Some(optime) = cx.optime(view) {
         if optime.bytes_after(mine) > cfg.maximum_lag_on_failover_bytes {
             return Err(Ineligible::Lagging { mine, optime, max_lag_bytes: cfg.maximum_lag_on_failover_bytes });
         }
@@ -220,34 +225,54 @@ fn own_checks(cx: &Ctx<'_>, view: &ClusterView, manual: bool) -> Result<(), Inel
     if cfg.check_timeline && tl.is_none_or(|t| t < view.timeline()) {
         return Err(Ineligible::TimelineBehind { mine: tl, cluster: view.timeline() });
     }
-    if !manual {
-        let newer = view
-            .members
-            .values()
-            .filter(|m| m.name != *cx.me())
-            .find(|m| m.data.timeline.is_some_and(|t| tl.is_none_or(|mine| t > mine)) && m.data.state == "running");
-        if let Some(m) = newer {
-            return Err(Ineligible::PeerAhead { peer: m.name.clone() });
-        }
+    let newer = view
+        .members
+        .values()
+        .filter(|m| m.name != *cx.me())
+        .find(|m| m.data.timeline.is_some_and(|t| tl.is_none_or(|mine| t > mine)) && m.data.state == "running");
+    if let Some(m) = newer {
+        return Err(Ineligible::PeerAhead { peer: m.name.clone() });
     }
     Ok(())
 }
 
-fn compare_peers(cx: &Ctx<'_>, reports: &std::collections::BTreeMap<MemberName, PeerReport>) -> Result<(), Ineligible> {
-    // Positions compare as (timeline, LSN): WAL on a newer timeline is ahead of any amount of
-    // WAL on an older one, which the newer timeline has forked away from.
-    let mine = (cx.obs.db.timeline.unwrap_or_default(), cx.obs.db.wal_position().unwrap_or(Lsn(0)));
-    let my_priority = cx.st.settings.tags.priority();
+type Reports = std::collections::BTreeMap<MemberName, PeerReport>;
+
+/// A named candidate's checks before it takes the lock: every rule of [`own_checks`], then a
+/// probe of its peers, which must find no primary. `Err`: what this cycle does instead.
+fn candidate_checks<'a>(cx: &mut Ctx<'a>, view: &ClusterView) -> Result<&'a Reports, Reason> {
+    own_checks(cx, view).map_err(Reason::NotHealthiest)?;
+    let Some(reports) = probe_reports(cx) else {
+        cx.push(Action::ProbePeers);
+        cx.st.probe_requested = true;
+        return Err(Reason::ProbingPeers);
+    };
+    no_primary(cx, reports).map_err(Reason::NotHealthiest)?;
+    Ok(reports)
+}
+
+/// The probe found no primary: no peer answered that it runs as one, and a paused leader we
+/// followed has itself answered that it does not.
+fn no_primary(cx: &Ctx<'_>, reports: &Reports) -> Result<(), Ineligible> {
     if let Some(l) = &cx.st.paused_leader {
         // Only the leader's own answer that it is not a primary clears it.
         if reports.get(l).is_none_or(|r| r.is_primary) {
             return Err(Ineligible::LeaderMayBePaused { peer: l.clone() });
         }
     }
+    match reports.iter().find(|(p, r)| *p != cx.me() && r.is_primary) {
+        Some((peer, _)) => Err(Ineligible::PrimaryAlive { peer: peer.clone() }),
+        None => Ok(()),
+    }
+}
+
+fn compare_peers(cx: &Ctx<'_>, reports: &Reports) -> Result<(), Ineligible> {
+    // Positions compare as (timeline, LSN): WAL on a newer timeline is ahead of any amount of
+    // WAL on an older one, which the newer timeline has forked away from.
+    let mine = (cx.obs.db.timeline.unwrap_or_default(), cx.obs.db.wal_position().unwrap_or(Lsn(0)));
+    let my_priority = cx.st.settings.tags.priority();
+    no_primary(cx, reports)?;
     for (peer, r) in reports.iter().filter(|(p, _)| *p != cx.me()) {
-        if r.is_primary {
-            return Err(Ineligible::PrimaryAlive { peer: peer.clone() });
-        }
         // A peer that may not promote must not hold the race up however much WAL it has.
         if !r.can_promote {
             continue;
@@ -264,7 +289,7 @@ fn compare_peers(cx: &Ctx<'_>, reports: &std::collections::BTreeMap<MemberName, 
 }
 
 /// The peers' answers to the probe the previous decision asked for, if any.
-fn probe_reports<'a>(cx: &Ctx<'a>) -> Option<&'a std::collections::BTreeMap<MemberName, PeerReport>> {
+fn probe_reports<'a>(cx: &Ctx<'a>) -> Option<&'a Reports> {
     cx.obs.outcomes.iter().find_map(|o| match o {
         Outcome::PeersProbed { reports } => Some(reports),
         _ => None,

@@ -63,6 +63,15 @@ pub trait Dcs: Send + Sync {
     /// lease was granted for another ttl grants a new one first.
     async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError>;
 
+    /// Replaces the leader key with our name, under our lease, only if the key is still at
+    /// revision `expected`, whatever lease or session holds it. Ok(false): it changed or is gone.
+    ///
+    /// Only for a leader key that names no member and has not changed for a whole `ttl`, which
+    /// decide() takes as an expired lock (docs/security.md, "Bad values in the DCS"): the
+    /// compare on the exact revision seen means two nodes taking the same key cannot both win.
+    /// The same `ttl_ms` guarantee as [`Dcs::acquire_leader`].
+    async fn take_leader(&self, ttl_ms: u64, expected: Revision) -> Result<bool, PortError>;
+
     /// Renews our lease and checks the leader key still holds our name under our lease.
     /// [`crate::ports::ErrorKind::LeaseLost`] when it does not. The same `ttl_ms` guarantee as
     /// [`Dcs::acquire_leader`]: when the ttl changed, the key moves to a lease granted for it.

@@ -91,8 +91,11 @@ impl World {
                 self.note_write(i, "config", r);
                 Some(lat)
             }
-            Action::AcquireLeader { ttl_ms, fence_after_ms } => {
-                let (result, lat) = self.dcs_call(i, |d| ready(d.acquire_leader(ttl_ms)));
+            Action::AcquireLeader { ttl_ms, fence_after_ms, replacing } => {
+                let (result, lat) = match replacing {
+                    None => self.dcs_call(i, |d| ready(d.acquire_leader(ttl_ms))),
+                    Some(rev) => self.dcs_call(i, |d| ready(d.take_leader(ttl_ms, rev))),
+                };
                 self.nodes[i].lease_gate_failed |= result != Ok(true);
                 self.nodes[i].outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result });
                 Some(lat)

@@ -173,7 +173,7 @@ pub struct World {
     pub(super) last_leader: Option<MemberName>,
     pub(super) task_seq: u64,
     /// The checkers' view of the DCS and the store revision it was read at.
-    pub(super) dcs_seen: Option<(i64, Option<MemberName>, crate::types::Timeline, bool)>,
+    pub(super) dcs_seen: Option<(u64, Option<MemberName>, crate::types::Timeline, bool)>,
     /// Every acknowledged write not yet found lost: (timeline, position after it).
     pub(super) acked: Vec<(crate::types::Timeline, crate::types::Lsn)>,
     /// The cluster config as the operator last set it (timings, pause).

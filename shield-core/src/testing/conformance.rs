@@ -24,6 +24,10 @@ pub trait DcsHarness: Send + Sync {
     /// How much later than the TTL a real server may expire a lease (etcd checks every 500 ms;
     /// Consul may take up to twice the session TTL).
     fn expiry_slack_ms(&self) -> u64;
+    /// Writes `value` into `key` of cluster `scope` (relative to its prefix, as the clients of
+    /// [`DcsHarness::client`] see it) as a foreign client would: a plain put, with no lease of
+    /// its own (Consul: without `acquire`, so a lock on the key keeps its session).
+    async fn put_raw(&self, scope: &str, key: &str, value: &[u8]);
 }
 
 /// One failed check.
@@ -67,6 +71,7 @@ pub async fn run_dcs_conformance<H: DcsHarness>(h: &H) -> Result<(), Conformance
     case!("lease-expiry", lease_expiry);
     case!("ttl-change", ttl_change);
     case!("delete-cluster", delete_cluster);
+    case!("take-dead-leader-key", take_dead_leader_key);
     Ok(())
 }
 
@@ -244,4 +249,38 @@ async fn delete_cluster<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     a.delete_cluster().await.map_err(|e| e.to_string())?;
     let v = a.read().await.map_err(|e| e.to_string())?;
     check(v.initialize.is_none() && v.members.is_empty(), || "keys left after delete_cluster".into())
+}
+
+/// A leader key overwritten with a value that names no member: its holder can no longer renew
+/// it, and `take_leader` replaces it only at the exact revision read, for one taker only.
+async fn take_dead_leader_key<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
+    let a = h.client(scope, "a").await;
+    let b = h.client(scope, "b").await;
+    let c = h.client(scope, "c").await;
+    check(a.acquire_leader(h.ttl_ms()).await == Ok(true), || "a could not acquire a free lock".into())?;
+    h.put_raw(scope, "leader", b"\xffnot a member/").await;
+    let renew = a.renew_leader(h.ttl_ms()).await;
+    check(matches!(&renew, Err(e) if e.kind == ErrorKind::LeaseLost), || {
+        format!("the old holder renewed a leader key holding garbage: {renew:?}")
+    })?;
+    let view = b.read().await.map_err(|e| format!("read: {e}"))?;
+    let key = view.leader.ok_or("the garbage leader key is not in the read")?;
+    check(key.name.is_none(), || format!("garbage parsed as a name: {:?}", key.name))?;
+    let wrong = crate::types::Revision(key.revision.0.saturating_add(1_000));
+    check(b.take_leader(h.ttl_ms(), wrong).await == Ok(false), || "taken at a revision it does not have".into())?;
+    check(b.acquire_leader(h.ttl_ms()).await == Ok(false), || "a plain acquire took a key that exists".into())?;
+    // Two takers of the one revision seen: the second finds the key moved on.
+    let rb = b.take_leader(h.ttl_ms(), key.revision).await.map_err(|e| format!("b: {e}"))?;
+    let rc = c.take_leader(h.ttl_ms(), key.revision).await.map_err(|e| format!("c: {e}"))?;
+    check(rb && !rc, || format!("takers of one revision: b {rb}, c {rc} (want exactly b)"))?;
+    let (winner, loser, wname) = (&b, &c, "b");
+    let view = a.read().await.map_err(|e| format!("read: {e}"))?;
+    check(view.leader_name() == Some(&name(wname)), || format!("leader after the take: {:?}", view.leader))?;
+    winner.renew_leader(h.ttl_ms()).await.map_err(|e| format!("the taker's renewal failed: {e}"))?;
+    let lost = loser.renew_leader(h.ttl_ms()).await;
+    check(matches!(&lost, Err(e) if e.kind == ErrorKind::LeaseLost), || format!("the loser renewed: {lost:?}"))?;
+    let held = view.leader.map(|l| l.revision).unwrap_or_default();
+    winner.release_leader().await.map_err(|e| format!("release: {e}"))?;
+    check(loser.take_leader(h.ttl_ms(), held).await == Ok(false), || "a deleted key was taken (created)".into())?;
+    Ok(())
 }

@@ -19,14 +19,14 @@ use crate::types::{MemberName, Revision};
 #[derive(Debug, Clone)]
 struct Entry {
     value: Vec<u8>,
-    mod_revision: i64,
+    mod_revision: u64,
     lease: Option<i64>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     now_ms: u64,
-    revision: i64,
+    revision: u64,
     keys: BTreeMap<String, Entry>,
     /// lease id -> expiry time
     leases: BTreeMap<i64, u64>,
@@ -39,7 +39,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn bump(&mut self) -> i64 {
+    fn bump(&mut self) -> u64 {
         self.revision += 1;
         for w in self.wakers.drain(..) {
             w.wake();
@@ -116,7 +116,7 @@ impl MemoryStore {
     }
 
     /// The store's revision: it changes with every write, deletion and expiry.
-    pub fn revision(&self) -> i64 {
+    pub fn revision(&self) -> u64 {
         self.lock().revision
     }
 
@@ -247,6 +247,17 @@ impl Dcs for MemoryDcs {
         let lease = self.ensure_lease(&mut g, Some(ttl_ms));
         let key = self.key("leader");
         if g.keys.contains_key(&key) {
+            return Ok(false);
+        }
+        g.put(&key, self.member.as_str().as_bytes(), Some(lease));
+        Ok(true)
+    }
+
+    async fn take_leader(&self, ttl_ms: u64, expected: Revision) -> Result<bool, PortError> {
+        let mut g = self.open()?;
+        let lease = self.ensure_lease(&mut g, Some(ttl_ms));
+        let key = self.key("leader");
+        if g.keys.get(&key).is_none_or(|e| Revision(e.mod_revision) != expected) {
             return Ok(false);
         }
         g.put(&key, self.member.as_str().as_bytes(), Some(lease));
