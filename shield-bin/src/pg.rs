@@ -396,12 +396,10 @@ impl Postgres {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut lines = text.lines();
-        let Some(pid) = lines.next().and_then(|l| l.trim().parse::<i32>().ok()) else { return Ok(None) };
+        let Some((pid, status)) = parse_postmaster_pid(&text) else { return Ok(None) };
         // Our own postmaster answers the null signal; a pid reused by another user's process
         // (a stale file) does not.
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        let status = lines.nth(6).unwrap_or_default().trim().to_owned();
         Ok(alive.then_some((pid, status)))
     }
 
@@ -751,6 +749,14 @@ impl Postgres {
 /// initialised with group access has 0640 files), never wider than 0640; new files get 0600 as
 /// initdb gives them. A crash or a full disk leaves the old file, never a partial one that
 /// PostgreSQL would refuse to start with.
+/// `postmaster.pid`'s pid (line 1) and status (line 8: `starting`, `ready`, `standby`,
+/// `stopping`, padded; absent before PostgreSQL 10).
+fn parse_postmaster_pid(text: &str) -> Option<(i32, String)> {
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse::<i32>().ok()?;
+    Some((pid, lines.nth(6).unwrap_or_default().trim().to_owned()))
+}
+
 /// The error says the process ran short of descriptors or memory (`EMFILE`, `ENFILE`,
 /// `ENOMEM`, `EAGAIN`, `EINTR`): it says nothing about the file.
 fn is_shortage(e: &std::io::Error) -> bool {
@@ -957,6 +963,26 @@ impl Postgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postmaster_pid_files_give_the_pid_and_the_status() {
+        let file = "4242\n/var/lib/pg/data\n1733300000\n5432\n/tmp\n127.0.0.1\n  5432001    65538\nready   \n";
+        assert_eq!(parse_postmaster_pid(file), Some((4242, "ready".to_owned())));
+        let starting = file.replace("ready   ", "starting");
+        assert_eq!(parse_postmaster_pid(&starting), Some((4242, "starting".to_owned())));
+        // Before PostgreSQL 10 (no status line), or cut short while written.
+        assert_eq!(parse_postmaster_pid("4242\n/var/lib/pg/data\n"), Some((4242, String::new())));
+        assert_eq!(parse_postmaster_pid(""), None);
+        assert_eq!(parse_postmaster_pid("garbage\n"), None);
+    }
+
+    #[test]
+    fn running_short_of_descriptors_says_nothing_about_the_file() {
+        assert!(is_shortage(&std::io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(is_shortage(&std::io::Error::from_raw_os_error(libc::ENFILE)));
+        assert!(!is_shortage(&std::io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(!is_shortage(&std::io::Error::from_raw_os_error(libc::ENOTDIR)));
+    }
 
     #[test]
     fn conn_urls_give_host_and_port() {

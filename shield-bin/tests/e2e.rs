@@ -262,6 +262,58 @@ async fn crashed_database_restarts_in_place() {
     .await;
 }
 
+/// The primary's postmaster stops answering (SIGSTOP: it accepts no connection, while the
+/// backends it forked, the WAL senders among them, go on), for a spell shorter than
+/// primary_start_timeout (30 s): its status query does not answer, and that alone costs nothing.
+/// The leader keeps the lock, publishes itself as an "unknown" primary, and is the primary again
+/// when the postmaster resumes; nobody else is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_whose_status_does_not_answer_keeps_the_lock() {
+    let _serial = SERIAL.lock().await;
+    let Some(c) = cluster().await else { return };
+    let p = c.primary;
+    let pid = c.nodes[p].postmaster_pid().expect("postmaster");
+    let replica_api = c.nodes[(p + 1) % 3].api_port;
+    let leader_state = || async move {
+        let (_, body) = http_get(replica_api, "/cluster").await;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let leader = v["members"].as_array()?.iter().find(|m| m["role"] == "leader")?.clone();
+        Some((leader["name"].as_str()?.to_owned(), leader["state"].as_str()?.to_owned()))
+    };
+    signal_all(&[pid], nix::sys::signal::Signal::SIGSTOP);
+    let t = Instant::now();
+    let seen = wait_for("the leader to publish an unknown status", Duration::from_secs(10), || async {
+        leader_state().await.filter(|(_, state)| state == "unknown")
+    })
+    .await;
+    assert_eq!(seen.0, c.nodes[p].name, "the lock holder changed");
+    println!("e2e: the stopped postmaster's status shows as unknown after {:?}", t.elapsed());
+    // Hold it for 12 s in all, checking that the lock stays where it is.
+    while t.elapsed() < Duration::from_secs(12) {
+        let (leader, _) = leader_state().await.expect("/cluster on a replica");
+        assert_eq!(leader, c.nodes[p].name, "the lock moved while the status was unknown");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    signal_all(&[pid], nix::sys::signal::Signal::SIGCONT);
+    wait_for("the leader to be seen running again", Duration::from_secs(10), || async {
+        leader_state().await.filter(|(name, state)| *name == c.nodes[p].name && state == "running")
+    })
+    .await;
+    assert_eq!(writable(&c.nodes).await, vec![p], "the same single primary");
+    assert_eq!(c.nodes[p].postmaster_pid(), Some(pid), "the postmaster was not restarted");
+    exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('after-stall')").await.expect("write after the stall");
+    let log = c.nodes[p].log();
+    assert!(log.contains("did not answer its status query"), "{log}");
+    assert!(!log.contains("released leader lock") && !log.contains("demot"), "{log}");
+    for (i, n) in c.nodes.iter().enumerate().filter(|(i, _)| *i != p) {
+        assert!(n.lock_taken_at().is_none(), "node {i} took the lock:\n{}", n.log());
+    }
+    wait_for("replicas streaming the new row", Duration::from_secs(30), || {
+        replicas_stream_from(&c.nodes, p, "after-stall")
+    })
+    .await;
+}
+
 /// A node whose data directory belongs to another cluster is refused, and its data is kept.
 /// Garbage in another member key changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@
 //! | `retry_timeout` | 1.5 s | 10 s | Bounds every DCS call. `loop_wait + 2*retry_timeout <= ttl` holds (1 + 3 = 4). |
 //! | `fence_margin` | 0.75 s | – | Shield's own. The primary fences itself `ttl - fence_margin` after the last successful renewal was *sent*. Covers demote time and clock-rate drift (see [`Timing::fence_after_ms`]). |
 //! | `maximum_lag_on_failover` | 1 MiB | 1 MiB | Same as Patroni. |
-//! | `primary_start_timeout` | 30 s | 300 s | A crashed primary gets 30 s to restart in place before the lock is released. |
+//! | `primary_start_timeout` | 30 s | 300 s | A crashed primary gets 30 s to restart in place before the lock is released; a primary whose status query does not answer keeps the lock as long (at least `ttl`, [`DynamicConfig::status_unknown_timeout_ms`]). |
 //!
 //! Patroni's minimums (ttl 20, loop_wait 1, retry_timeout 3) are not enforced, because Shield's
 //! fencing is counted from the send time of the last successful renewal rather than from

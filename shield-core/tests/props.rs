@@ -715,6 +715,19 @@ fn a_dead_leader_key_is_replaced_only_after_ttl_at_its_revision() {
     });
 }
 
+/// An observation at `NOW` of `view`, `db` and at most one outcome, with nothing else asked.
+fn reachable(view: ClusterView, db: DbStatus, outcome: Option<Outcome>) -> Observation {
+    Observation {
+        now: MonoMillis(NOW),
+        wall_ms: 1_767_225_600_000,
+        dcs: DcsView::Reachable(view),
+        db,
+        outcomes: outcome.into_iter().collect(),
+        shutdown_requested: false,
+        requests: Vec::new(),
+    }
+}
+
 /// A lock holder whose database does not answer its status query, as the driver reports it:
 /// the last status read (a primary, a replica, or none) with a live or unchecked postmaster, a
 /// lease that is still good (perhaps just renewed), a spell that began up to
@@ -761,21 +774,9 @@ fn arb_unknown_holder_case() -> impl Strategy<Value = (NodeState, Observation)> 
                 scheduled_at: None,
                 revision: Revision(4),
             });
-            let outcomes = if renewed {
-                vec![Outcome::LeaderRenew { sent_at: MonoMillis(NOW - 1_000), fence_after_ms: 3_210, result: Ok(()) }]
-            } else {
-                Vec::new()
-            };
-            let o = Observation {
-                now: MonoMillis(NOW),
-                wall_ms: 1_767_225_600_000,
-                dcs: DcsView::Reachable(v),
-                db,
-                outcomes,
-                shutdown_requested: false,
-                requests: Vec::new(),
-            };
-            (st, o)
+            let renewal =
+                Outcome::LeaderRenew { sent_at: MonoMillis(NOW - 1_000), fence_after_ms: 3_210, result: Ok(()) };
+            (st, reachable(v, db, renewed.then_some(renewal)))
         })
 }
 
@@ -841,21 +842,8 @@ fn arb_unknown_racer_case() -> impl Strategy<Value = (NodeState, Observation)> {
                 can_promote: true,
                 priority: 1,
             };
-            let outcomes = if probed {
-                vec![Outcome::PeersProbed { reports: [(name(2), behind)].into_iter().collect() }]
-            } else {
-                Vec::new()
-            };
-            let o = Observation {
-                now: MonoMillis(NOW),
-                wall_ms: 1_767_225_600_000,
-                dcs: DcsView::Reachable(v),
-                db: DbStatus::unanswered(Some(&last), alive),
-                outcomes,
-                shutdown_requested: false,
-                requests: Vec::new(),
-            };
-            (st, o)
+            let probe = Outcome::PeersProbed { reports: [(name(2), behind)].into_iter().collect() };
+            (st, reachable(v, DbStatus::unanswered(Some(&last), alive), probed.then_some(probe)))
         },
     )
 }

@@ -285,6 +285,8 @@ impl World {
         let name = self.nodes[i].name.clone();
         self.trace.line(self.now, name.as_str(), || format!("task {:?} done: {result:?}", t.task));
         self.nodes[i].outcomes.push(Outcome::DbTaskDone { task: t.task, result });
+        // The task changed the database: the daemon forgets the status it last read.
+        self.nodes[i].last_status = None;
         // A finished task is worth a prompt look, as the daemon's task completion wakes the loop.
         if self.nodes[i].actions.is_none() && self.nodes[i].daemon == Daemon::Up {
             self.wake(i, self.now + 1);
