@@ -15,7 +15,7 @@ use shield_core::cluster::{ClusterView, FailoverRequest};
 use shield_core::ports::{Dcs, DcsKey};
 use shield_core::{DbProcess, DbStatus, Lsn, MemberName, Revision};
 
-use crate::config::Credentials;
+use shield_db_postgres::Credentials;
 
 /// Shield's own version: `patroni.shield_version` in `/patroni` and the `shield_version` metric.
 /// (`patroni.version` and `patroni_version` carry [`shield_core::PATRONI_COMPAT_VERSION`].)
@@ -51,7 +51,7 @@ pub struct Snapshot {
     /// Decisions since start, by reason kind.
     pub decisions: std::collections::BTreeMap<String, u64>,
     /// What the last status query learned about the running server.
-    pub server: crate::pg::ServerInfo,
+    pub server: shield_db_postgres::ServerInfo,
     /// The configured VIP (`address/prefix`), if any.
     pub vip: Option<String>,
     /// Whether this host holds it.
@@ -107,16 +107,16 @@ pub struct ApiState {
     /// A configuration reload was asked for (SIGHUP or `POST /reload`).
     pub reload_requested: std::sync::atomic::AtomicBool,
     /// Who may send unsafe requests (`restapi.allowlist`, `verify_client`).
-    pub access: Mutex<crate::serve::Access>,
+    pub access: Mutex<crate::rest::serve::Access>,
     /// Woken when `access` changes, so that its host names are looked up again.
     pub access_changed: tokio::sync::Notify,
     /// The allowlist's host names and (with `allowlist_include_members`) the members' API hosts,
-    /// as last looked up by [`crate::serve::resolver`].
+    /// as last looked up by [`crate::rest::serve::resolver`].
     pub resolved: Mutex<Vec<std::net::IpAddr>>,
     /// Failed authentications per client.
-    pub throttle: Mutex<crate::serve::Throttle>,
+    pub throttle: Mutex<crate::rest::serve::Throttle>,
     /// `postgresql.allow_command_parameters` (replaced by a config reload).
-    pub command_params: Mutex<crate::command_params::CommandParams>,
+    pub command_params: Mutex<crate::rest::command_params::CommandParams>,
     /// Requests that call the DCS at once; more wait briefly, then get 503, so that a flood of
     /// authorised requests cannot pile work on the DCS the HA loop depends on.
     pub dcs_gate: tokio::sync::Semaphore,
@@ -155,11 +155,11 @@ impl ApiState {
             requests: Mutex::new(Vec::new()),
             scheduled_restart: Mutex::new(None),
             reload_requested: std::sync::atomic::AtomicBool::new(false),
-            access: Mutex::new(crate::serve::Access::default()),
+            access: Mutex::new(crate::rest::serve::Access::default()),
             access_changed: tokio::sync::Notify::new(),
             resolved: Mutex::new(Vec::new()),
-            throttle: Mutex::new(crate::serve::Throttle::default()),
-            command_params: Mutex::new(crate::command_params::CommandParams::default()),
+            throttle: Mutex::new(crate::rest::serve::Throttle::default()),
+            command_params: Mutex::new(crate::rest::command_params::CommandParams::default()),
             dcs_gate: tokio::sync::Semaphore::new(DCS_REQUESTS),
         }
     }
@@ -716,7 +716,7 @@ fn cluster_json(scope: &str, v: &ClusterView, paused: bool) -> Value {
             o.insert("role".into(), json!(role));
             o.insert("state".into(), json!(state));
             o.insert("api_url".into(), json!(m.data.api_url));
-            if let Some((host, port)) = m.data.conn_url.as_deref().and_then(crate::pg::host_port) {
+            if let Some((host, port)) = m.data.conn_url.as_deref().and_then(shield_db_postgres::host_port) {
                 o.insert("host".into(), json!(host));
                 o.insert("port".into(), json!(port));
             }
@@ -776,7 +776,8 @@ fn cluster_json(scope: &str, v: &ClusterView, paused: bool) -> Value {
 
 async fn metrics(State(s): State<Shared>) -> Response {
     let snap = s.snapshot();
-    let body = crate::metrics::render(&s.scope, s.name.as_str(), &snap, is_sync_standby(&s, &snap), dcs_fresh(&snap));
+    let body =
+        crate::rest::metrics::render(&s.scope, s.name.as_str(), &snap, is_sync_standby(&s, &snap), dcs_fresh(&snap));
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -884,7 +885,7 @@ async fn write_config(s: Shared, body: String, patch: bool, force: bool) -> Resp
     }
     let allow = s.command_params.lock().map(|c| c.clone()).unwrap_or_default();
     let before = view.config_json.clone().unwrap_or_default();
-    if let Some(refused) = crate::command_params::refusal(&before, &cfg, &allow) {
+    if let Some(refused) = crate::rest::command_params::refusal(&before, &cfg, &allow) {
         tracing::warn!("config change refused: {refused}");
         return text(StatusCode::FORBIDDEN, refused);
     }
@@ -1303,7 +1304,7 @@ mod tests {
         let (code, text) =
             send(&s, r#"{"ttl":30,"postgresql":{"parameters":{"shared_preload_libraries":"x"}}}"#, false, false).await;
         assert_eq!(code, StatusCode::FORBIDDEN, "a PUT that drops it and adds another: {text}");
-        *s.command_params.lock().expect("lock") = crate::command_params::CommandParams::AllowAll;
+        *s.command_params.lock().expect("lock") = crate::rest::command_params::CommandParams::AllowAll;
         let (code, text) =
             send(&s, r#"{"postgresql":{"parameters":{"archive_command":"cp %p /b/%f"}}}"#, true, false).await;
         assert_eq!(code, StatusCode::OK, "{text}");

@@ -11,15 +11,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::child::{self, Caps};
-use crate::config::PgSettings;
-use crate::files;
 use async_trait::async_trait;
+use process::Caps;
 use shield_core::action::{DbTask, StartAs, StopMode};
 use shield_core::cluster::ClusterView;
 use shield_core::observation::{DataDir, DbProcess, DbStatus};
 use shield_core::ports::{Database, ErrorKind, PortError};
 use shield_core::{Lsn, MemberName, SystemId, Timeline};
+
+pub mod files;
+pub mod pgwire;
+pub mod process;
+mod settings;
+
+pub use settings::{Credentials, PgSettings};
 
 /// How long a status query may take before the database counts as not answering.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -109,7 +114,7 @@ const REWIND_FUNCTIONS: [&str; 4] = [
 /// (Plain statements, not a DO block: a password may hold any text, `$$` included.)
 async fn ensure_role(
     c: &tokio_postgres::Client,
-    user: &crate::config::Credentials,
+    user: &Credentials,
     attributes: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let exists = c.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user.username]).await?.is_some();
@@ -224,7 +229,7 @@ impl Postgres {
     async fn run_bin(&self, bin: &str, args: &[String], timeout: Duration) -> Result<String, PortError> {
         let path = self.bin(bin);
         // Credentials come from the pgpass file only: the daemon's password variables are removed.
-        let mut cmd = child::tokio_command(&path, Caps::Drop);
+        let mut cmd = process::tokio_command(&path, Caps::Drop);
         cmd.args(args).env("PGPASSFILE", &self.cfg.pgpass).kill_on_drop(true);
         let out = tokio::time::timeout(timeout, cmd.output())
             .await
@@ -358,7 +363,7 @@ impl Postgres {
     /// says nothing about the data directory.
     async fn read_controldata(&self) -> Result<Option<BTreeMap<String, String>>, PortError> {
         let path = self.bin("pg_controldata");
-        let mut cmd = child::tokio_command(&path, Caps::Drop);
+        let mut cmd = process::tokio_command(&path, Caps::Drop);
         cmd.arg(self.data()).kill_on_drop(true);
         let out = tokio::time::timeout(Duration::from_secs(10), cmd.output())
             .await
@@ -712,7 +717,7 @@ impl Postgres {
                     self.data().display().to_string(),
                     "postgres".into(),
                 ];
-                let mut cmd = child::tokio_command(self.bin("postgres"), Caps::Drop);
+                let mut cmd = process::tokio_command(self.bin("postgres"), Caps::Drop);
                 cmd.args(&args).stdin(std::process::Stdio::null()).kill_on_drop(true);
                 let _ = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await;
             }

@@ -165,7 +165,7 @@ impl Throttle {
 /// Whether `header` (an `Authorization` value) carries exactly `want`'s credentials. The
 /// comparison is of SHA-256 digests in constant time, so neither the content nor the length of
 /// the secret shows in how long a refusal takes.
-pub fn credentials_match(header: Option<&str>, want: &crate::config::Credentials) -> bool {
+pub fn credentials_match(header: Option<&str>, want: &shield_db_postgres::Credentials) -> bool {
     use base64::Engine as _;
     use subtle::ConstantTimeEq as _;
     let got = header
@@ -202,11 +202,11 @@ async fn resolve(access: &Access, cluster: &shield_core::cluster::ClusterView) -
     out
 }
 
-/// Keeps [`crate::api::ApiState::resolved`] current: the allowlist's host names and, with
+/// Keeps [`crate::rest::api::ApiState::resolved`] current: the allowlist's host names and, with
 /// `allowlist_include_members`, the members' API hosts, looked up every
 /// [`limits::RESOLVE_EVERY`] on the REST runtime, so that neither a request nor the HA loop
 /// waits for DNS.
-pub async fn resolver(state: Arc<crate::api::ApiState>) {
+pub async fn resolver(state: Arc<crate::rest::api::ApiState>) {
     loop {
         let access = state.access.lock().map(|a| a.clone()).unwrap_or_default();
         if !access.hosts.is_empty() || access.include_members {
@@ -225,7 +225,7 @@ pub async fn resolver(state: Arc<crate::api::ApiState>) {
 
 /// Why an unsafe request is refused, if it is: the access rules, then the failed-attempt limit,
 /// then basic auth.
-fn refusal(state: &crate::api::ApiState, peer: Option<Peer>, authorization: Option<&str>) -> Option<Response> {
+fn refusal(state: &crate::rest::api::ApiState, peer: Option<Peer>, authorization: Option<&str>) -> Option<Response> {
     let access = state.access.lock().map(|a| a.clone()).unwrap_or_default();
     if access.cert_for_unsafe && !peer.is_some_and(|p| p.verified_cert) {
         return Some(
@@ -271,7 +271,7 @@ fn host(ip: IpAddr) -> Cidr {
 /// The access check for unsafe methods (POST, PUT, PATCH, DELETE); safe ones pass. Each refusal
 /// is logged with the client, the request and the reason.
 async fn guard(
-    axum::extract::State(state): axum::extract::State<Arc<crate::api::ApiState>>,
+    axum::extract::State(state): axum::extract::State<Arc<crate::rest::api::ApiState>>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -314,10 +314,10 @@ async fn bounded_body(req: Request, next: Next) -> Response {
     }
 }
 
-/// The REST API as served: [`crate::api::router`] behind the access check and the body limits.
-pub fn app(state: Arc<crate::api::ApiState>) -> Router {
+/// The REST API as served: [`crate::rest::api::router`] behind the access check and the body limits.
+pub fn app(state: Arc<crate::rest::api::ApiState>) -> Router {
     // The last layer runs first: the access check, then the body is read.
-    crate::api::router(state.clone())
+    crate::rest::api::router(state.clone())
         .layer(axum::middleware::from_fn(bounded_body))
         .layer(axum::middleware::from_fn_with_state(state, guard))
 }
@@ -327,7 +327,7 @@ pub fn app(state: Arc<crate::api::ApiState>) -> Router {
 /// [`limits::MAX_CONNECTIONS`] connections and the timeouts of [`limits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<crate::api::ApiState>,
+    state: Arc<crate::rest::api::ApiState>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let app = app(state.clone());
@@ -395,7 +395,7 @@ where
 }
 
 /// Replaces the access rules (start-up and config reload); host names are looked up again.
-pub fn set_access(state: &crate::api::ApiState, access: Access) {
+pub fn set_access(state: &crate::rest::api::ApiState, access: Access) {
     if let Ok(mut a) = state.access.lock() {
         *a = access;
     }
@@ -423,9 +423,9 @@ mod tests {
 #[cfg(test)]
 mod guard_tests {
     use super::*;
-    use crate::api::ApiState;
-    use crate::config::Credentials;
+    use crate::rest::api::ApiState;
     use axum::http::StatusCode;
+    use shield_db_postgres::Credentials;
 
     fn state(auth: bool, access: Access) -> Arc<ApiState> {
         let store = shield_core::testing::MemoryStore::new();
