@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use servers::TestCerts;
 use shield_bin::net::tls::VerifyClient;
-use shield_bin::rest::api::ApiState;
-use shield_bin::rest::serve::{Access, Cidr};
+use shield_bin::rest::access::{Access, Cidr};
+use shield_bin::rest::state::ApiState;
 
 /// Serves the API on a free port; returns its base URL.
 async fn serve(tls: Option<Arc<rustls::ServerConfig>>, access: Access) -> String {
@@ -19,10 +19,10 @@ async fn serve(tls: Option<Arc<rustls::ServerConfig>>, access: Access) -> String
     let name = shield_core::MemberName::new("n1".to_owned()).expect("name");
     let dcs = Arc::new(store.client("/service", "tls", name.clone(), 4_000));
     let state = Arc::new(ApiState::new(name, "tls", None, dcs));
-    shield_bin::rest::serve::set_access(&state, access);
+    shield_bin::rest::guard::set_access(&state, access);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(shield_bin::rest::serve::serve(listener, state, tls));
+    tokio::spawn(shield_bin::rest::server::serve(listener, state, tls));
     format!("127.0.0.1:{port}")
 }
 

@@ -336,7 +336,7 @@ pub struct NodeConfig {
     /// REST API TLS (`restapi.certfile`, `keyfile`, `cafile`, `verify_client`).
     pub api_tls: Option<ApiTls>,
     /// Who may send unsafe REST requests (`restapi.allowlist`, `allowlist_include_members`).
-    pub api_access: crate::rest::serve::Access,
+    pub api_access: crate::rest::access::Access,
     /// The DCS.
     pub dcs: DcsSettings,
     /// `bootstrap.dcs`.
@@ -764,7 +764,10 @@ pub struct ApiTls {
     pub verify: crate::net::tls::VerifyClient,
 }
 
-fn rest_security(file: &Path, r: &RawRestApi) -> Result<(Option<ApiTls>, crate::rest::serve::Access), ConfigFileError> {
+fn rest_security(
+    file: &Path,
+    r: &RawRestApi,
+) -> Result<(Option<ApiTls>, crate::rest::access::Access), ConfigFileError> {
     use crate::net::tls::VerifyClient;
     if r.keyfile_password.is_some() {
         return Err(err(
@@ -804,7 +807,7 @@ fn rest_security(file: &Path, r: &RawRestApi) -> Result<(Option<ApiTls>, crate::
     let mut allowlist = Vec::new();
     let mut hosts = Vec::new();
     for entry in r.allowlist.iter().flatten() {
-        match crate::rest::serve::Cidr::parse(entry) {
+        match crate::rest::access::Cidr::parse(entry) {
             Ok(c) => allowlist.push(c),
             // A host name: looked up by the REST server in the background (never here: a reload
             // runs in the HA loop, which must not wait for DNS).
@@ -817,7 +820,7 @@ fn rest_security(file: &Path, r: &RawRestApi) -> Result<(Option<ApiTls>, crate::
             }
         }
     }
-    let access = crate::rest::serve::Access {
+    let access = crate::rest::access::Access {
         allowlist,
         hosts,
         include_members: r.allowlist_include_members.unwrap_or(false),

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::backend::callbacks::{Callbacks, Event};
 use crate::daemon::journal::Journal;
-use crate::rest::api::ApiState;
+use crate::rest::state::ApiState;
 use shield_db_postgres::Postgres;
 
 /// Everything the loop drives.
@@ -188,7 +188,7 @@ impl Driver {
         let mut last_reason = String::new();
         let mut cycles: u64 = 0;
         // Who waits for the running restart (`POST /restart`) to finish.
-        let mut restart_waiters: Vec<crate::rest::api::Reply> = Vec::new();
+        let mut restart_waiters: Vec<crate::rest::state::Reply> = Vec::new();
         let mut status_failing = false;
         // The last status that answered, for a cycle whose status query does not.
         let mut last_status: Option<DbStatus> = None;
@@ -709,7 +709,7 @@ impl Driver {
         if let Ok(mut a) = self.api.auth.lock() {
             *a = new.api_auth.clone();
         }
-        crate::rest::serve::set_access(&self.api, new.api_access.clone());
+        crate::rest::guard::set_access(&self.api, new.api_access.clone());
         if let Ok(mut c) = self.api.command_params.lock() {
             *c = new.command_params.clone();
         }
@@ -774,7 +774,7 @@ pub(crate) fn complete_member(
     data: &mut MemberData,
     db: &DbStatus,
     info: &shield_db_postgres::ServerInfo,
-    scheduled: Option<&crate::rest::api::ScheduledRestart>,
+    scheduled: Option<&crate::rest::state::ScheduledRestart>,
 ) {
     data.pending_restart = !info.pending_restart.is_empty();
     if let Some(r) = scheduled {

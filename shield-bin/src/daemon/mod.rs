@@ -16,7 +16,7 @@ use crate::backend::dcs::DcsSettings;
 use crate::config::NodeConfig;
 use crate::daemon::driver::Driver;
 use crate::daemon::journal::Journal;
-use crate::rest::api::ApiState;
+use crate::rest::state::ApiState;
 use shield_db_postgres::Postgres;
 
 /// Consul's `register_service`: what the driver needs to keep the node's service entry current.
@@ -112,7 +112,7 @@ pub async fn run(cfg: NodeConfig, rest: tokio::runtime::Handle) -> Result<(), St
              reinitialize and change the cluster config (`shield init node` writes credentials and an allowlist)"
         );
     }
-    crate::rest::serve::set_access(&api, cfg.api_access.clone());
+    crate::rest::guard::set_access(&api, cfg.api_access.clone());
     let server_tls = match &cfg.api_tls {
         Some(t) => {
             let server = crate::net::tls::server_config(&t.cert, &t.key, t.ca.as_deref(), t.verify)
@@ -133,7 +133,7 @@ pub async fn run(cfg: NodeConfig, rest: tokio::runtime::Handle) -> Result<(), St
     let served = api.clone();
     rest.spawn(async move {
         match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => crate::rest::serve::serve(l, served, server_tls).await,
+            Ok(l) => crate::rest::server::serve(l, served, server_tls).await,
             Err(e) => tracing::error!(error = %e, "REST API: cannot serve the listening socket"),
         }
     });

@@ -10,7 +10,7 @@ use shield_core::{DynamicConfig, MemberName, Revision};
 use super::prompt::{ask, confirm};
 use super::render::{self, Cell, Format, Grid};
 use super::{Command, Ctx};
-use crate::rest::api::RESUME_REFUSED;
+use crate::rest::admin::RESUME_REFUSED;
 
 type R = Result<(), String>;
 
@@ -853,7 +853,7 @@ async fn edit_config(
         new = read_yaml_source(src)?;
     }
     if let Some(src) = apply {
-        crate::rest::api::merge(&mut new, &read_yaml_source(src)?);
+        crate::rest::admin::merge(&mut new, &read_yaml_source(src)?);
     }
     for kv in set {
         let (k, val) = kv.split_once('=').ok_or_else(|| format!("-s {kv:?}: expected KEY=VALUE"))?;
