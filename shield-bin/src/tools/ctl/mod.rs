@@ -9,7 +9,14 @@ pub mod config;
 pub mod render;
 
 mod commands;
+#[cfg(test)]
+mod commands_tests;
+mod edit;
+mod list;
+mod members;
+mod pause;
 mod prompt;
+mod switch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
