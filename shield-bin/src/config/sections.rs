@@ -3,6 +3,7 @@
 use super::raw::{RawPostgresql, RawRestApi, RawVip, RawWatchdog};
 use super::{err, ConfigFileError};
 use crate::backend::watchdog::WatchdogSettings;
+use crate::net::tls::ApiTls;
 use serde_yaml_ng::Value;
 use shield_core::WatchdogMode;
 use std::collections::BTreeMap;
@@ -40,19 +41,6 @@ pub(crate) fn scripts(file: &Path, raw: &RawPostgresql) -> Result<crate::backend
         before_stop: one("before_stop", &raw.before_stop)?,
         timeout,
     })
-}
-
-/// The REST API's TLS files.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiTls {
-    /// `certfile` (PEM chain).
-    pub cert: PathBuf,
-    /// `keyfile` (PEM; defaults to `certfile`, which may hold both, as in Patroni).
-    pub key: PathBuf,
-    /// `cafile`: clients' CA, and the CA Shield trusts when it calls other members.
-    pub ca: Option<PathBuf>,
-    /// `verify_client`.
-    pub verify: crate::net::tls::VerifyClient,
 }
 
 pub(crate) fn rest_security(
