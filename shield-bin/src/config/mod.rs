@@ -158,25 +158,8 @@ fn check(file: &Path, raw: RawConfig, sorted: keys::Sorted) -> Result<NodeConfig
         parse_listen(&raw.restapi.listen, 8008).map_err(|e| err(file, format!("`restapi.listen`: {e}")))?;
     let api_auth = raw.restapi.authentication.map(|a| Credentials { username: a.username, password: a.password });
     let dcs = dcs_settings(file, raw.etcd3.or(raw.etcd), raw.consul)?;
-    let bootstrap_dcs = match raw.bootstrap.as_ref().and_then(|b| b.dcs.clone()) {
-        None => DynamicConfig::default(),
-        Some(v) => {
-            let (c, notes) =
-                DynamicConfig::from_json_adjusting(v).map_err(|e| err(file, format!("`bootstrap.dcs`: {e}")))?;
-            warnings.extend(notes.into_iter().map(|n| format!("`bootstrap.dcs`: {n}")));
-            c
-        }
-    };
-    let initdb_args = raw
-        .bootstrap
-        .as_ref()
-        .and_then(|b| b.initdb.clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|v| {
-            initdb_arg(v).ok_or_else(|| err(file, format!("`bootstrap.initdb`: cannot use {v:?} as an initdb option")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let bootstrap_dcs = bootstrap_dcs(file, raw.bootstrap.as_ref(), &mut warnings)?;
+    let initdb_args = initdb_args(file, raw.bootstrap.as_ref())?;
     let pg_hba = raw
         .postgresql
         .pg_hba
@@ -188,33 +171,11 @@ fn check(file: &Path, raw: RawConfig, sorted: keys::Sorted) -> Result<NodeConfig
         Some(v) => crate::rest::command_params::CommandParams::from_yaml(v).map_err(|e| err(file, e))?,
         None => crate::rest::command_params::CommandParams::default(),
     };
-    let callback_primary_role = match raw.postgresql.callback_primary_role.as_deref() {
-        None | Some("master") => "master".to_owned(),
-        Some("primary") => "primary".to_owned(),
-        Some(other) => {
-            return Err(err(file, format!("`postgresql.callback_primary_role`: {other:?} is not master or primary")))
-        }
-    };
+    let callback_primary_role = callback_primary_role(file, raw.postgresql.callback_primary_role.as_deref())?;
     let pg = pg_settings(file, raw.postgresql)?;
-    let mode = match raw.watchdog.as_ref().and_then(|w| w.mode.clone()) {
-        None => WatchdogMode::Automatic,
-        Some(Value::Bool(false)) => WatchdogMode::Off,
-        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
-            "off" | "false" | "disable" => WatchdogMode::Off,
-            "automatic" | "auto" => WatchdogMode::Automatic,
-            "required" => WatchdogMode::Required,
-            other => return Err(err(file, format!("`watchdog.mode`: {other:?} is not off, automatic or required"))),
-        },
-        Some(v) => return Err(err(file, format!("`watchdog.mode`: {v:?} is not off, automatic or required"))),
-    };
+    let mode = watchdog_mode(file, raw.watchdog.as_ref().and_then(|w| w.mode.clone()))?;
     let watchdog = watchdog_settings(file, mode, raw.watchdog.as_ref())?;
     let vip = raw.vip.as_ref().map(|v| vip_settings(file, v)).transpose()?;
-
-    let tags = raw.tags.map(|t| {
-        let j: serde_json::Map<String, serde_json::Value> =
-            t.into_iter().map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(serde_json::Value::Null))).collect();
-        Tags::from_json(&serde_json::Value::Object(j))
-    });
     Ok(NodeConfig {
         file: file.to_path_buf(),
         scope: raw.scope,
@@ -235,10 +196,72 @@ fn check(file: &Path, raw: RawConfig, sorted: keys::Sorted) -> Result<NodeConfig
         scripts,
         callback_primary_role,
         command_params,
-        tags: tags.unwrap_or_default(),
+        tags: raw.tags.map(tags).unwrap_or_default(),
         warnings,
         custom_bootstrap,
     })
+}
+
+/// `bootstrap.dcs` as a dynamic config, adjusted as Patroni adjusts it (each adjustment a warning).
+fn bootstrap_dcs(
+    file: &Path,
+    bootstrap: Option<&raw::RawBootstrap>,
+    warnings: &mut Vec<String>,
+) -> Result<DynamicConfig, ConfigFileError> {
+    match bootstrap.and_then(|b| b.dcs.clone()) {
+        None => Ok(DynamicConfig::default()),
+        Some(v) => {
+            let (c, notes) =
+                DynamicConfig::from_json_adjusting(v).map_err(|e| err(file, format!("`bootstrap.dcs`: {e}")))?;
+            warnings.extend(notes.into_iter().map(|n| format!("`bootstrap.dcs`: {n}")));
+            Ok(c)
+        }
+    }
+}
+
+/// `bootstrap.initdb` as initdb arguments.
+fn initdb_args(file: &Path, bootstrap: Option<&raw::RawBootstrap>) -> Result<Vec<String>, ConfigFileError> {
+    bootstrap
+        .and_then(|b| b.initdb.clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|v| {
+            initdb_arg(v).ok_or_else(|| err(file, format!("`bootstrap.initdb`: cannot use {v:?} as an initdb option")))
+        })
+        .collect()
+}
+
+/// `postgresql.callback_primary_role`: the role name callbacks get for a primary (`master` by default).
+fn callback_primary_role(file: &Path, role: Option<&str>) -> Result<String, ConfigFileError> {
+    match role {
+        None | Some("master") => Ok("master".to_owned()),
+        Some("primary") => Ok("primary".to_owned()),
+        Some(other) => {
+            Err(err(file, format!("`postgresql.callback_primary_role`: {other:?} is not master or primary")))
+        }
+    }
+}
+
+/// `watchdog.mode` (automatic by default; `false` and Patroni's spellings accepted).
+fn watchdog_mode(file: &Path, mode: Option<Value>) -> Result<WatchdogMode, ConfigFileError> {
+    match mode {
+        None => Ok(WatchdogMode::Automatic),
+        Some(Value::Bool(false)) => Ok(WatchdogMode::Off),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "off" | "false" | "disable" => Ok(WatchdogMode::Off),
+            "automatic" | "auto" => Ok(WatchdogMode::Automatic),
+            "required" => Ok(WatchdogMode::Required),
+            other => Err(err(file, format!("`watchdog.mode`: {other:?} is not off, automatic or required"))),
+        },
+        Some(v) => Err(err(file, format!("`watchdog.mode`: {v:?} is not off, automatic or required"))),
+    }
+}
+
+/// The `tags` section as member tags.
+fn tags(t: BTreeMap<String, Value>) -> Tags {
+    let j: serde_json::Map<String, serde_json::Value> =
+        t.into_iter().map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(serde_json::Value::Null))).collect();
+    Tags::from_json(&serde_json::Value::Object(j))
 }
 
 pub(crate) mod dcs;

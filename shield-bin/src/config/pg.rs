@@ -36,46 +36,8 @@ pub(crate) fn user(
 }
 
 pub(crate) fn pg_settings(file: &Path, p: RawPostgresql) -> Result<PgSettings, ConfigFileError> {
-    // Options Shield sets itself (where to write, the source, WAL streaming) cannot be overridden.
-    const OWNED: [&str; 5] = ["--pgdata", "--dbname", "--wal-method", "--host", "--port"];
-    let basebackup_args = match &p.basebackup {
-        None => Vec::new(),
-        Some(Value::Sequence(items)) => items
-            .iter()
-            .map(|v| {
-                let arg = initdb_arg(v).ok_or_else(|| {
-                    err(file, format!("`postgresql.basebackup`: cannot use {v:?} as a pg_basebackup option"))
-                })?;
-                if OWNED.iter().any(|o| arg == *o || arg.starts_with(&format!("{o}="))) {
-                    return Err(err(file, format!("`postgresql.basebackup`: {arg} is set by Shield")));
-                }
-                Ok(arg)
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        // Patroni's other form: a mapping of option to value.
-        Some(Value::Mapping(m)) => m
-            .iter()
-            .map(|(k, v)| {
-                let one = Value::Mapping([(k.clone(), v.clone())].into_iter().collect());
-                let arg = initdb_arg(&one).ok_or_else(|| {
-                    err(file, format!("`postgresql.basebackup`: cannot use {k:?}: {v:?} as a pg_basebackup option"))
-                })?;
-                if OWNED.iter().any(|o| arg == *o || arg.starts_with(&format!("{o}="))) {
-                    return Err(err(file, format!("`postgresql.basebackup`: {arg} is set by Shield")));
-                }
-                Ok(arg)
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(v) => return Err(err(file, format!("`postgresql.basebackup`: {v:?} is not a list of options"))),
-    };
-    let listen_host;
-    let port;
-    {
-        let first = p.listen.split(',').next().unwrap_or_default().trim().to_owned();
-        let (h, pt) = first.rsplit_once(':').unwrap_or((first.as_str(), "5432"));
-        port = pt.parse::<u16>().map_err(|_| err(file, format!("`postgresql.listen`: {pt:?} is not a port")))?;
-        listen_host = if h.is_empty() { "*".to_owned() } else { h.to_owned() };
-    }
+    let basebackup_args = basebackup_args(file, p.basebackup.as_ref())?;
+    let (listen_host, port) = listen_host_port(file, &p.listen)?;
     let bin_dir = match p.bin_dir {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from("/usr/lib/postgresql/15/bin"),
@@ -87,26 +49,7 @@ pub(crate) fn pg_settings(file: &Path, p: RawPostgresql) -> Result<PgSettings, C
         Some(r) => user(file, "rewind", Some(r), &superuser.username)?,
         None => superuser.clone(),
     };
-    let parameters = p
-        .parameters
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| {
-            let s = match v {
-                Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => {
-                    if b {
-                        "on".into()
-                    } else {
-                        "off".into()
-                    }
-                }
-                other => return Err(err(file, format!("`postgresql.parameters.{k}`: {other:?} is not a scalar"))),
-            };
-            Ok((k, s))
-        })
-        .collect::<Result<_, _>>()?;
+    let parameters = parameters(file, p.parameters.unwrap_or_default())?;
     let data_dir = PathBuf::from(&p.data_dir);
     let pgpass = p.pgpass.map(PathBuf::from).unwrap_or_else(|| {
         data_dir
@@ -133,4 +76,73 @@ pub(crate) fn pg_settings(file: &Path, p: RawPostgresql) -> Result<PgSettings, C
         pg_ctl_timeout_s: p.pg_ctl_timeout.unwrap_or(60),
         basebackup_args,
     })
+}
+
+/// `postgresql.basebackup`, a list of options or Patroni's mapping of option to value, as
+/// pg_basebackup arguments.
+fn basebackup_args(file: &Path, basebackup: Option<&Value>) -> Result<Vec<String>, ConfigFileError> {
+    match basebackup {
+        None => Ok(Vec::new()),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .map(|v| {
+                let arg = initdb_arg(v).ok_or_else(|| {
+                    err(file, format!("`postgresql.basebackup`: cannot use {v:?} as a pg_basebackup option"))
+                })?;
+                not_owned(file, arg)
+            })
+            .collect(),
+        // Patroni's other form: a mapping of option to value.
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                let one = Value::Mapping([(k.clone(), v.clone())].into_iter().collect());
+                let arg = initdb_arg(&one).ok_or_else(|| {
+                    err(file, format!("`postgresql.basebackup`: cannot use {k:?}: {v:?} as a pg_basebackup option"))
+                })?;
+                not_owned(file, arg)
+            })
+            .collect(),
+        Some(v) => Err(err(file, format!("`postgresql.basebackup`: {v:?} is not a list of options"))),
+    }
+}
+
+/// `arg`, unless it is a pg_basebackup option Shield sets itself.
+fn not_owned(file: &Path, arg: String) -> Result<String, ConfigFileError> {
+    // Options Shield sets itself (where to write, the source, WAL streaming) cannot be overridden.
+    const OWNED: [&str; 5] = ["--pgdata", "--dbname", "--wal-method", "--host", "--port"];
+    if OWNED.iter().any(|o| arg == *o || arg.starts_with(&format!("{o}="))) {
+        return Err(err(file, format!("`postgresql.basebackup`: {arg} is set by Shield")));
+    }
+    Ok(arg)
+}
+
+/// The host (`*` when empty) and port (5432 when absent) of the first `postgresql.listen` entry.
+fn listen_host_port(file: &Path, listen: &str) -> Result<(String, u16), ConfigFileError> {
+    let first = listen.split(',').next().unwrap_or_default().trim().to_owned();
+    let (h, pt) = first.rsplit_once(':').unwrap_or((first.as_str(), "5432"));
+    let port = pt.parse::<u16>().map_err(|_| err(file, format!("`postgresql.listen`: {pt:?} is not a port")))?;
+    let listen_host = if h.is_empty() { "*".to_owned() } else { h.to_owned() };
+    Ok((listen_host, port))
+}
+
+/// `postgresql.parameters` as PostgreSQL setting strings (booleans as `on`/`off`).
+fn parameters(file: &Path, raw: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, ConfigFileError> {
+    raw.into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => {
+                    if b {
+                        "on".into()
+                    } else {
+                        "off".into()
+                    }
+                }
+                other => return Err(err(file, format!("`postgresql.parameters.{k}`: {other:?} is not a scalar"))),
+            };
+            Ok((k, s))
+        })
+        .collect()
 }
