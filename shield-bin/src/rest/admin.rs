@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::Value;
 use shield_core::cluster::{ClusterView, FailoverRequest};
 use shield_core::ports::DcsKey;
-use shield_core::{DbProcess, Revision};
+use shield_core::{DbProcess, MemberName, Revision};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -181,84 +181,118 @@ pub(crate) fn restart_conditions(
 /// 60 by default), or schedules the restart (`schedule`). The `role`, `postgres_version` and
 /// `restart_pending` filters are checked when the restart would happen.
 pub(crate) async fn restart(State(s): State<Shared>, body: String) -> Response {
-    let m = if body.trim().is_empty() {
-        serde_json::Map::new()
-    } else {
-        match parse_body(&body) {
-            Ok(m) => m,
-            Err(r) => return *r,
-        }
+    let r = match restart_body(&body) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
     };
-    let bad = |msg: String| text(StatusCode::BAD_REQUEST, msg);
-    let mut role = None;
-    let mut below_version = None;
-    let mut postgres_version = None;
-    let mut restart_pending = false;
-    let mut schedule = None;
-    let mut timeout_s = 60u64;
-    for (k, v) in &m {
-        match (k.as_str(), v) {
-            ("role", Value::String(r)) => {
-                role = Some(match r.as_str() {
-                    "primary" | "master" | "leader" => "primary",
-                    "replica" => "replica",
-                    other => return bad(format!("PostgreSQL role should be either primary or replica, not {other:?}")),
-                })
-            }
-            ("postgres_version", Value::String(pv)) => match parse_pg_version(pv) {
-                Some(n) => {
-                    below_version = Some(n);
-                    postgres_version = Some(pv.clone());
-                }
-                None => return bad(format!("PostgreSQL version should be in the first.major.minor format: {pv:?}")),
-            },
-            ("restart_pending", Value::Bool(b)) => restart_pending = *b,
-            ("timeout", t) => {
-                match t.as_u64().or_else(|| t.as_str().and_then(|x| x.trim_end_matches('s').parse().ok())) {
-                    Some(n) if n > 0 => timeout_s = n,
-                    _ => return bad(format!("`timeout` must be a positive number of seconds, not {t}")),
-                }
-            }
-            ("schedule", Value::String(t)) => match shield_core::cluster::parse_timestamp_ms(t) {
-                Ok(ms) => schedule = Some((ms, t.clone())),
-                Err(e) => return text(StatusCode::UNPROCESSABLE_ENTITY, e),
-            },
-            (k @ ("role" | "postgres_version" | "restart_pending" | "schedule"), v) => {
-                return bad(format!("`{k}` has the wrong type: {v}"))
-            }
-            (k, _) => return bad(format!("unknown field `{k}`")),
-        }
-    }
     let snap = s.snapshot();
-    if let Some((at_ms, at)) = schedule {
-        if snap.paused {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "Can't schedule restart in the paused state");
-        }
-        let Ok(mut g) = s.scheduled_restart.lock() else {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal state is unavailable");
-        };
-        if g.is_some() {
-            return text(StatusCode::CONFLICT, "Another restart is already scheduled");
-        }
-        *g = Some(ScheduledRestart { at_ms, at, below_version, postgres_version, restart_pending, role });
-        return text(StatusCode::ACCEPTED, "Restart scheduled");
+    if let Some((at_ms, at)) = r.schedule {
+        let RestartBody { role, below_version, postgres_version, restart_pending, .. } = r;
+        let planned = ScheduledRestart { at_ms, at, below_version, postgres_version, restart_pending, role };
+        return schedule_restart(&s, snap.paused, planned);
     }
-    if let Err(why) = restart_conditions(&snap, role, below_version, restart_pending) {
-        return text(StatusCode::SERVICE_UNAVAILABLE, format!("restart conditions are not satisfied: {why}"));
+    if let Some(refused) = restart_refused(&snap, &r) {
+        return refused;
     }
-    let db = snap.db.as_ref();
-    if db.is_some_and(|d| d.busy.is_some()) {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "a database task is already in progress");
-    }
-    if !matches!(db.map(|d| d.process), Some(DbProcess::Running { .. })) {
-        let seen = db.map_or("not observed yet".to_owned(), |d| format!("{:?}", d.process).to_lowercase());
-        return text(StatusCode::SERVICE_UNAVAILABLE, format!("PostgreSQL is not running (last seen: {seen})"));
-    }
+    let timeout_s = r.timeout_s;
     match ask(&s, shield_core::Request::Restart, Duration::from_secs(timeout_s)).await {
         Some(Ok(())) => text(StatusCode::OK, "restarted successfully"),
         Some(Err(why)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("restart failed: {why}")),
         None => text(StatusCode::SERVICE_UNAVAILABLE, format!("restart did not finish within {timeout_s} s")),
     }
+}
+
+/// A checked `POST /restart` body.
+struct RestartBody {
+    role: Option<&'static str>,
+    below_version: Option<u32>,
+    postgres_version: Option<String>,
+    restart_pending: bool,
+    schedule: Option<(i64, String)>,
+    timeout_s: u64,
+}
+
+/// Reads a `POST /restart` body (empty means no filters, now, 60 s).
+fn restart_body(body: &str) -> Result<RestartBody, Reject> {
+    let m = if body.trim().is_empty() { serde_json::Map::new() } else { parse_body(body)? };
+    let bad = |msg: String| Box::new(text(StatusCode::BAD_REQUEST, msg));
+    let mut r = RestartBody {
+        role: None,
+        below_version: None,
+        postgres_version: None,
+        restart_pending: false,
+        schedule: None,
+        timeout_s: 60,
+    };
+    for (k, v) in &m {
+        match (k.as_str(), v) {
+            ("role", Value::String(role)) => {
+                r.role = Some(match role.as_str() {
+                    "primary" | "master" | "leader" => "primary",
+                    "replica" => "replica",
+                    other => {
+                        return Err(bad(format!("PostgreSQL role should be either primary or replica, not {other:?}")))
+                    }
+                })
+            }
+            ("postgres_version", Value::String(pv)) => match parse_pg_version(pv) {
+                Some(n) => {
+                    r.below_version = Some(n);
+                    r.postgres_version = Some(pv.clone());
+                }
+                None => {
+                    return Err(bad(format!("PostgreSQL version should be in the first.major.minor format: {pv:?}")))
+                }
+            },
+            ("restart_pending", Value::Bool(b)) => r.restart_pending = *b,
+            ("timeout", t) => {
+                match t.as_u64().or_else(|| t.as_str().and_then(|x| x.trim_end_matches('s').parse().ok())) {
+                    Some(n) if n > 0 => r.timeout_s = n,
+                    _ => return Err(bad(format!("`timeout` must be a positive number of seconds, not {t}"))),
+                }
+            }
+            ("schedule", Value::String(t)) => match shield_core::cluster::parse_timestamp_ms(t) {
+                Ok(ms) => r.schedule = Some((ms, t.clone())),
+                Err(e) => return Err(Box::new(text(StatusCode::UNPROCESSABLE_ENTITY, e))),
+            },
+            (k @ ("role" | "postgres_version" | "restart_pending" | "schedule"), v) => {
+                return Err(bad(format!("`{k}` has the wrong type: {v}")))
+            }
+            (k, _) => return Err(bad(format!("unknown field `{k}`"))),
+        }
+    }
+    Ok(r)
+}
+
+/// Records a scheduled restart, unless paused or another one is scheduled.
+fn schedule_restart(s: &Shared, paused: bool, planned: ScheduledRestart) -> Response {
+    if paused {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "Can't schedule restart in the paused state");
+    }
+    let Ok(mut g) = s.scheduled_restart.lock() else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "internal state is unavailable");
+    };
+    if g.is_some() {
+        return text(StatusCode::CONFLICT, "Another restart is already scheduled");
+    }
+    *g = Some(planned);
+    text(StatusCode::ACCEPTED, "Restart scheduled")
+}
+
+/// The answer when PostgreSQL may not be restarted now: a filter fails, a task runs, or it is down.
+fn restart_refused(snap: &Snapshot, r: &RestartBody) -> Option<Response> {
+    if let Err(why) = restart_conditions(snap, r.role, r.below_version, r.restart_pending) {
+        return Some(text(StatusCode::SERVICE_UNAVAILABLE, format!("restart conditions are not satisfied: {why}")));
+    }
+    let db = snap.db.as_ref();
+    if db.is_some_and(|d| d.busy.is_some()) {
+        return Some(text(StatusCode::SERVICE_UNAVAILABLE, "a database task is already in progress"));
+    }
+    if !matches!(db.map(|d| d.process), Some(DbProcess::Running { .. })) {
+        let seen = db.map_or("not observed yet".to_owned(), |d| format!("{:?}", d.process).to_lowercase());
+        return Some(text(StatusCode::SERVICE_UNAVAILABLE, format!("PostgreSQL is not running (last seen: {seen})")));
+    }
+    None
 }
 
 /// `DELETE /restart`: forget the scheduled restart.
@@ -332,32 +366,10 @@ pub(crate) async fn failover(State(s): State<Shared>, body: String) -> Response 
 }
 
 async fn manual(s: Shared, body: String, failover: bool) -> Response {
-    let m = match parse_body(&body) {
-        Ok(m) => m,
+    let (leader, candidate, scheduled) = match manual_request(&body, failover) {
+        Ok(r) => r,
         Err(r) => return *r,
     };
-    let (leader, candidate) = match (name_field(&m, "leader"), name_field(&m, "candidate")) {
-        (Ok(l), Ok(c)) => (l, c),
-        (Err(r), _) | (_, Err(r)) => return *r,
-    };
-    let scheduled = match m.get("scheduled_at") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(t)) => match shield_core::cluster::parse_timestamp_ms(t) {
-            Ok(ms) => Some((ms, t.clone())),
-            Err(e) => return text(StatusCode::UNPROCESSABLE_ENTITY, e),
-        },
-        Some(other) => return text(StatusCode::BAD_REQUEST, format!("`scheduled_at` must be a string, not {other}")),
-    };
-    // Everything the request alone shows is checked before the DCS is asked anything.
-    if failover && candidate.is_none() {
-        return text(StatusCode::BAD_REQUEST, "Failover could be performed only to a specific candidate");
-    }
-    if failover && scheduled.is_some() {
-        return text(StatusCode::BAD_REQUEST, "Failover can't be scheduled");
-    }
-    if !failover && leader.is_none() {
-        return text(StatusCode::BAD_REQUEST, "Switchover could be performed only from a specific leader");
-    }
     let snap = s.snapshot();
     if snap.paused && candidate.is_none() {
         return text(StatusCode::BAD_REQUEST, "Switchover is possible only to a specific candidate in a paused state");
@@ -372,19 +384,8 @@ async fn manual(s: Shared, body: String, failover: bool) -> Response {
         Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the cluster from the DCS: {e}")),
     };
     let view = &fresh;
-    if leader.is_some() && leader.as_ref() != view.leader_name() {
-        return text(StatusCode::PRECONDITION_FAILED, "leader name does not match");
-    }
-    if let Some(c) = &candidate {
-        if Some(c) == view.leader_name() {
-            return text(StatusCode::BAD_REQUEST, "candidate is already the leader");
-        }
-        if !view.members.get(c).is_some_and(|m| m.data.state == "running" && m.data.tags.can_promote()) {
-            return text(
-                StatusCode::PRECONDITION_FAILED,
-                format!("candidate {c} is not a running member that may be promoted"),
-            );
-        }
+    if let Err(r) = manual_fits(view, &leader, &candidate) {
+        return *r;
     }
     let req = FailoverRequest {
         leader: leader.clone(),
@@ -400,8 +401,67 @@ async fn manual(s: Shared, body: String, failover: bool) -> Response {
     if let Some((_, at)) = scheduled {
         return text(StatusCode::ACCEPTED, format!("Switchover scheduled at: {at}"));
     }
-    // Wait for the new leader, as Patroni does (bounded).
-    let old = view.leader_name().cloned();
+    await_new_leader(&s, view.leader_name().cloned(), candidate, failover).await
+}
+
+/// A switchover or failover body's leader, candidate and schedule, with everything the request
+/// alone shows checked before the DCS is asked anything.
+fn manual_request(body: &str, failover: bool) -> Result<ManualRequest, Reject> {
+    let m = parse_body(body)?;
+    let (leader, candidate) = match (name_field(&m, "leader"), name_field(&m, "candidate")) {
+        (Ok(l), Ok(c)) => (l, c),
+        (Err(r), _) | (_, Err(r)) => return Err(r),
+    };
+    let bad = |msg: &str| Err(Box::new(text(StatusCode::BAD_REQUEST, msg)));
+    let scheduled = match m.get("scheduled_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => match shield_core::cluster::parse_timestamp_ms(t) {
+            Ok(ms) => Some((ms, t.clone())),
+            Err(e) => return Err(Box::new(text(StatusCode::UNPROCESSABLE_ENTITY, e))),
+        },
+        Some(other) => return bad(&format!("`scheduled_at` must be a string, not {other}")),
+    };
+    if failover && candidate.is_none() {
+        return bad("Failover could be performed only to a specific candidate");
+    }
+    if failover && scheduled.is_some() {
+        return bad("Failover can't be scheduled");
+    }
+    if !failover && leader.is_none() {
+        return bad("Switchover could be performed only from a specific leader");
+    }
+    Ok((leader, candidate, scheduled))
+}
+
+/// A switchover or failover request: the leader, the candidate, and when (ms and as given).
+type ManualRequest = (Option<MemberName>, Option<MemberName>, Option<(i64, String)>);
+
+/// Checks the request's leader and candidate against a fresh read of the cluster.
+fn manual_fits(view: &ClusterView, leader: &Option<MemberName>, candidate: &Option<MemberName>) -> Result<(), Reject> {
+    if leader.is_some() && leader.as_ref() != view.leader_name() {
+        return Err(Box::new(text(StatusCode::PRECONDITION_FAILED, "leader name does not match")));
+    }
+    if let Some(c) = candidate {
+        if Some(c) == view.leader_name() {
+            return Err(Box::new(text(StatusCode::BAD_REQUEST, "candidate is already the leader")));
+        }
+        if !view.members.get(c).is_some_and(|m| m.data.state == "running" && m.data.tags.can_promote()) {
+            return Err(Box::new(text(
+                StatusCode::PRECONDITION_FAILED,
+                format!("candidate {c} is not a running member that may be promoted"),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the new leader, as Patroni does (bounded, 30 s).
+async fn await_new_leader(
+    s: &Shared,
+    old: Option<MemberName>,
+    candidate: Option<MemberName>,
+    failover: bool,
+) -> Response {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;

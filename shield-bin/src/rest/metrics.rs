@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use shield_core::cluster::Tags;
-use shield_core::DbProcess;
+use shield_core::{DbProcess, DbStatus};
 
 use super::state::{Shared, Snapshot};
 use super::status::{dcs_fresh, is_sync_standby};
@@ -113,48 +113,83 @@ impl Out {
     }
 }
 
+/// The database's standing in one snapshot, as the families read it.
+struct Db<'a> {
+    status: Option<&'a DbStatus>,
+    running: bool,
+    primary: bool,
+    replica: bool,
+}
+
+impl<'a> Db<'a> {
+    fn of(snap: &'a Snapshot) -> Self {
+        let status = snap.db.as_ref();
+        Db {
+            status,
+            running: matches!(status.map(|d| d.process), Some(DbProcess::Running { .. })),
+            primary: status.is_some_and(|d| d.is_running_primary()),
+            replica: status.is_some_and(|d| d.is_running_replica()),
+        }
+    }
+}
+
+/// A position as a metric value, 0 when unknown.
+fn lsn(l: Option<shield_core::Lsn>) -> u64 {
+    l.map_or(0, |l| l.0)
+}
+
 /// Renders the metrics for one snapshot. `in_sync` says whether this node is a synchronous
 /// standby, `dcs_fresh` whether the DCS view is fresh (an unknown cluster counts as unlocked, as
 /// in Patroni).
 pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh: bool) -> String {
     let base = format!("scope=\"{}\",name=\"{}\"", escape(scope), escape(name));
     let mut o = Out { text: String::new(), labels: format!("{{{base}}}") };
-    let db = snap.db.as_ref();
-    let running = matches!(db.map(|d| d.process), Some(DbProcess::Running { .. }));
-    let primary = db.is_some_and(|d| d.is_running_primary());
-    let replica = db.is_some_and(|d| d.is_running_replica());
-    let info = &snap.server;
-    let lsn = |l: Option<shield_core::Lsn>| l.map_or(0, |l| l.0);
-    let (received, replayed) = if replica {
-        let d = db.map(|d| (d.received_lsn.max(info.written_lsn).or(d.replayed_lsn), d.replayed_lsn));
-        d.unwrap_or_default()
-    } else {
-        (None, None)
-    };
-    let streaming = replica && db.is_some_and(|d| d.streaming);
-    let tags = Tags::from_json(&snap.tags);
-    let config = snap.cluster.config.as_ref().map(|(c, _)| c);
+    let db = Db::of(snap);
+    node_families(&mut o, snap, &db, in_sync);
+    replication_families(&mut o, snap, &db);
+    cluster_families(&mut o, name, snap, &db, dcs_fresh);
+    shield_families(&mut o, &base, snap);
+    o.text
+}
 
+/// Patroni's families from `patroni_version` to `patroni_quorum_standby`: versions, whether
+/// PostgreSQL runs, and this node's role.
+fn node_families(o: &mut Out, snap: &Snapshot, db: &Db, in_sync: bool) {
+    let info = &snap.server;
     // The Patroni release Shield speaks (4.1.5 → 40105); Shield's own version beside it.
     o.gauge("patroni_version", "Patroni semver without periods.", version_number(shield_core::PATRONI_COMPAT_VERSION));
     o.gauge("shield_version", "Shield semver without periods.", version_number(crate::rest::state::SHIELD_VERSION));
-    o.gauge("patroni_postgres_running", "Value is 1 if Postgres is running, 0 otherwise.", u8::from(running));
+    o.gauge("patroni_postgres_running", "Value is 1 if Postgres is running, 0 otherwise.", u8::from(db.running));
     o.gauge(
         "patroni_postmaster_start_time",
         "Epoch seconds since Postgres started.",
-        epoch_seconds(info.postmaster_start_us.filter(|_| running)),
+        epoch_seconds(info.postmaster_start_us.filter(|_| db.running)),
     );
-    o.gauge("patroni_primary", "Value is 1 if this node is the leader, 0 otherwise.", u8::from(primary));
+    o.gauge("patroni_primary", "Value is 1 if this node is the leader, 0 otherwise.", u8::from(db.primary));
     o.family(
         "patroni_xlog_location",
         "Current location of the Postgres transaction log, 0 if this node is not the leader.",
         "counter",
-        if primary { lsn(db.and_then(|d| d.write_lsn)) } else { 0 },
+        if db.primary { lsn(db.status.and_then(|d| d.write_lsn)) } else { 0 },
     );
     o.gauge("patroni_standby_leader", "Value is 1 if this node is the standby_leader, 0 otherwise.", 0);
-    o.gauge("patroni_replica", "Value is 1 if this node is a replica, 0 otherwise.", u8::from(replica));
+    o.gauge("patroni_replica", "Value is 1 if this node is a replica, 0 otherwise.", u8::from(db.replica));
     o.gauge("patroni_sync_standby", "Value is 1 if this node is a sync standby, 0 otherwise.", u8::from(in_sync));
     o.gauge("patroni_quorum_standby", "Value is 1 if this node is a quorum standby, 0 otherwise.", 0);
+}
+
+/// Patroni's replica families, `patroni_xlog_received_location` to
+/// `patroni_postgres_in_archive_recovery`.
+fn replication_families(o: &mut Out, snap: &Snapshot, db: &Db) {
+    let info = &snap.server;
+    let replica = db.replica;
+    let (received, replayed) = if replica {
+        let d = db.status.map(|d| (d.received_lsn.max(info.written_lsn).or(d.replayed_lsn), d.replayed_lsn));
+        d.unwrap_or_default()
+    } else {
+        (None, None)
+    };
+    let streaming = replica && db.status.is_some_and(|d| d.streaming);
     o.family(
         "patroni_xlog_received_location",
         "Current location of the received Postgres transaction log, 0 if this node is not a replica.",
@@ -177,7 +212,7 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
         "Value is 1 if the Postgres xlog is paused, 0 otherwise.",
         u8::from(replica && info.replay_paused == Some(true)),
     );
-    if running && info.server_version.is_some_and(|v| v >= 90600) {
+    if db.running && info.server_version.is_some_and(|v| v >= 90600) {
         o.gauge("patroni_postgres_streaming", "Value is 1 if Postgres is streaming, 0 otherwise.", u8::from(streaming));
         o.gauge(
             "patroni_postgres_in_archive_recovery",
@@ -185,10 +220,18 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
             u8::from(replica && !streaming && info.restore_command),
         );
     }
+}
+
+/// Patroni's families from `patroni_postgres_server_version` to `patroni_failover_priority`:
+/// the cluster's state (lock, failsafe, pause) and this node's server version, timeline, DCS
+/// contact, pending restart, state and priority.
+fn cluster_families(o: &mut Out, name: &str, snap: &Snapshot, db: &Db, dcs_fresh: bool) {
+    let info = &snap.server;
+    let config = snap.cluster.config.as_ref().map(|(c, _)| c);
     o.gauge(
         "patroni_postgres_server_version",
         "Version of Postgres (if running), 0 otherwise.",
-        info.server_version.filter(|_| running).unwrap_or(0),
+        info.server_version.filter(|_| db.running).unwrap_or(0),
     );
     o.gauge(
         "patroni_cluster_unlocked",
@@ -209,7 +252,7 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
     o.gauge(
         "patroni_postgres_timeline",
         "Postgres timeline of this node (if running), 0 otherwise.",
-        db.and_then(|d| d.timeline).filter(|_| running).map_or(0, |t| t.0),
+        db.status.and_then(|d| d.timeline).filter(|_| db.running).map_or(0, |t| t.0),
     );
     o.gauge(
         "patroni_dcs_last_seen",
@@ -222,6 +265,17 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
         u8::from(!info.pending_restart.is_empty()),
     );
     o.gauge("patroni_is_paused", "Value is 1 if auto failover is disabled, 0 otherwise.", u8::from(snap.paused));
+    postgres_state(o, db.status);
+    let tags = Tags::from_json(&snap.tags);
+    o.gauge(
+        "patroni_failover_priority",
+        "Failover priority of this node.",
+        if tags.nofailover { 0 } else { tags.priority() },
+    );
+}
+
+/// `patroni_postgres_state`, with Patroni's `# Values:` comment listing the state indexes.
+fn postgres_state(o: &mut Out, db: Option<&DbStatus>) {
     let _ = writeln!(o.text, "# HELP patroni_postgres_state Numeric representation of Postgres state.");
     let values: Vec<String> = POSTGRES_STATES.iter().enumerate().map(|(i, (n, _))| format!("{i}={n}")).collect();
     let _ = writeln!(o.text, "# Values: {}", values.join(", "));
@@ -229,13 +283,10 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
     let state = crate::rest::status::state_str(db);
     let index = POSTGRES_STATES.iter().position(|(_, s)| *s == state).map_or(-1, |i| i as i64);
     let _ = writeln!(o.text, "patroni_postgres_state{} {index}", o.labels);
-    o.gauge(
-        "patroni_failover_priority",
-        "Failover priority of this node.",
-        if tags.nofailover { 0 } else { tags.priority() },
-    );
+}
 
-    // Shield's own.
+/// Shield's own families (`base`: the `scope` and `name` labels, for `shield_decisions`).
+fn shield_families(o: &mut Out, base: &str, snap: &Snapshot) {
     o.gauge(
         "shield_lease_renew_milliseconds",
         "round trip of the last successful lease renewal.",
@@ -254,7 +305,6 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
     for (reason, n) in &snap.decisions {
         let _ = writeln!(o.text, "shield_decisions{{{base},reason=\"{}\"}} {n}", escape(reason));
     }
-    o.text
 }
 
 pub(crate) async fn metrics(State(s): State<Shared>) -> Response {

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use shield_core::cluster::ClusterView;
+use shield_core::cluster::{ClusterView, Member};
 use shield_core::{DbProcess, DbStatus, Lsn};
 
 pub(crate) fn role_str(db: Option<&DbStatus>) -> &'static str {
@@ -112,6 +112,12 @@ pub(crate) fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
     if let Some(t) = db.timeline {
         v["timeline"] = json!(t.0);
     }
+    add_positions(&mut v, s, snap, db);
+    v
+}
+
+/// Adds `xlog` (and a replica's `replication_state` and `sync_standby`) to the status JSON.
+fn add_positions(v: &mut Value, s: &ApiState, snap: &Snapshot, db: &DbStatus) {
     // Positions only from a running server, as Patroni (which reads them with a query).
     if db.is_running_primary() {
         let mut x = serde_json::Map::new();
@@ -141,7 +147,6 @@ pub(crate) fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
             v["sync_standby"] = json!(true);
         }
     }
-    v
 }
 
 pub(crate) async fn patroni(State(s): State<Shared>) -> Response {
@@ -158,72 +163,7 @@ pub(crate) async fn cluster(State(s): State<Shared>) -> Response {
 }
 
 fn cluster_json(scope: &str, v: &ClusterView, paused: bool) -> Value {
-    let sync_mode = v.config.as_ref().is_some_and(|(c, _)| c.synchronous_mode);
-    let cluster_lsn = v.optime().map_or(0, |l| l.0);
-    let members: Vec<Value> = v
-        .members
-        .values()
-        .map(|m| {
-            let leader = v.is_leader(&m.name);
-            let in_sync = v
-                .sync
-                .as_ref()
-                .is_some_and(|x| x.sync_standby.iter().any(|n| n.as_str().eq_ignore_ascii_case(m.name.as_str())));
-            let role = if leader {
-                "leader"
-            } else if sync_mode && in_sync {
-                "sync_standby"
-            } else {
-                "replica"
-            };
-            let state = match &m.data.replication_state {
-                Some(r) if !leader && !r.is_empty() => r.as_str(),
-                _ => m.data.state.as_str(),
-            };
-            let mut o = serde_json::Map::new();
-            o.insert("name".into(), json!(m.name.as_str()));
-            o.insert("role".into(), json!(role));
-            o.insert("state".into(), json!(state));
-            o.insert("api_url".into(), json!(m.data.api_url));
-            if let Some((host, port)) = m.data.conn_url.as_deref().and_then(shield_db_postgres::host_port) {
-                o.insert("host".into(), json!(host));
-                o.insert("port".into(), json!(port));
-            }
-            if let Some(t) = m.data.timeline {
-                o.insert("timeline".into(), json!(t.0));
-            }
-            if m.data.pending_restart {
-                o.insert("pending_restart".into(), json!(true));
-            }
-            for k in ["pending_restart_reason", "scheduled_restart"] {
-                if let Some(x) = m.data.other.get(k) {
-                    o.insert(k.into(), x.clone());
-                }
-            }
-            let tags = m.data.tags.to_json();
-            if tags.as_object().is_some_and(|t| !t.is_empty()) {
-                o.insert("tags".into(), tags);
-            }
-            if !leader {
-                for (prefix, lsn) in
-                    [("receive_", m.data.receive_lsn), ("replay_", m.data.replay_lsn), ("", m.data.xlog_location)]
-                {
-                    let (lsn_key, lag_key) = (format!("{prefix}lsn"), format!("{prefix}lag"));
-                    match lsn.filter(|l| l.0 > 0) {
-                        None => {
-                            o.insert(lsn_key, json!("unknown"));
-                            o.insert(lag_key, json!("unknown"));
-                        }
-                        Some(l) => {
-                            o.insert(lsn_key, json!(l.to_string()));
-                            o.insert(lag_key, json!(cluster_lsn.saturating_sub(l.0)));
-                        }
-                    }
-                }
-            }
-            Value::Object(o)
-        })
-        .collect();
+    let members: Vec<Value> = v.members.values().map(|m| member_json(v, m)).collect();
     let mut out = json!({"members": members, "scope": scope});
     if paused {
         out["pause"] = json!(true);
@@ -241,6 +181,73 @@ fn cluster_json(scope: &str, v: &ClusterView, paused: bool) -> Value {
         }
     }
     out
+}
+
+/// One member of `GET /cluster`.
+fn member_json(v: &ClusterView, m: &Member) -> Value {
+    let sync_mode = v.config.as_ref().is_some_and(|(c, _)| c.synchronous_mode);
+    let leader = v.is_leader(&m.name);
+    let in_sync = v
+        .sync
+        .as_ref()
+        .is_some_and(|x| x.sync_standby.iter().any(|n| n.as_str().eq_ignore_ascii_case(m.name.as_str())));
+    let role = if leader {
+        "leader"
+    } else if sync_mode && in_sync {
+        "sync_standby"
+    } else {
+        "replica"
+    };
+    let state = match &m.data.replication_state {
+        Some(r) if !leader && !r.is_empty() => r.as_str(),
+        _ => m.data.state.as_str(),
+    };
+    let mut o = serde_json::Map::new();
+    o.insert("name".into(), json!(m.name.as_str()));
+    o.insert("role".into(), json!(role));
+    o.insert("state".into(), json!(state));
+    o.insert("api_url".into(), json!(m.data.api_url));
+    if let Some((host, port)) = m.data.conn_url.as_deref().and_then(shield_db_postgres::host_port) {
+        o.insert("host".into(), json!(host));
+        o.insert("port".into(), json!(port));
+    }
+    if let Some(t) = m.data.timeline {
+        o.insert("timeline".into(), json!(t.0));
+    }
+    if m.data.pending_restart {
+        o.insert("pending_restart".into(), json!(true));
+    }
+    for k in ["pending_restart_reason", "scheduled_restart"] {
+        if let Some(x) = m.data.other.get(k) {
+            o.insert(k.into(), x.clone());
+        }
+    }
+    let tags = m.data.tags.to_json();
+    if tags.as_object().is_some_and(|t| !t.is_empty()) {
+        o.insert("tags".into(), tags);
+    }
+    if !leader {
+        insert_lags(&mut o, m, v.optime().map_or(0, |l| l.0));
+    }
+    Value::Object(o)
+}
+
+/// A non-leader's `lsn`/`receive_lsn`/`replay_lsn` and their lags behind `cluster_lsn` (or `unknown`).
+fn insert_lags(o: &mut serde_json::Map<String, Value>, m: &Member, cluster_lsn: u64) {
+    for (prefix, lsn) in [("receive_", m.data.receive_lsn), ("replay_", m.data.replay_lsn), ("", m.data.xlog_location)]
+    {
+        let (lsn_key, lag_key) = (format!("{prefix}lsn"), format!("{prefix}lag"));
+        match lsn.filter(|l| l.0 > 0) {
+            None => {
+                o.insert(lsn_key, json!("unknown"));
+                o.insert(lag_key, json!("unknown"));
+            }
+            Some(l) => {
+                o.insert(lsn_key, json!(l.to_string()));
+                o.insert(lag_key, json!(cluster_lsn.saturating_sub(l.0)));
+            }
+        }
+    }
 }
 
 pub(crate) async fn history(State(s): State<Shared>) -> Response {
