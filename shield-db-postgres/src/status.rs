@@ -204,27 +204,10 @@ impl Postgres {
         Some(b)
     }
 
+    /// Reads the running server's state into `st` (and its [`ServerInfo`]) with one status query.
     pub(crate) async fn live_status(&self, st: &mut DbStatus) -> Result<(), PortError> {
         let c = self.status_connect().await?;
-        let q = "SELECT pg_is_in_recovery(), \
-                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
-                 pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
-                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
-                 (SELECT received_tli FROM pg_stat_wal_receiver), \
-                 (SELECT status FROM pg_stat_wal_receiver), \
-                 (SELECT timeline_id FROM pg_control_checkpoint()), \
-                 pg_postmaster_start_time()::text, current_setting('server_version_num')::int, \
-                 (SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart), \
-                 (SELECT string_agg(slot_name || ':' || active || ':' || coalesce(restart_lsn::text, ''), ',' \
-                    ORDER BY slot_name) FROM pg_replication_slots WHERE slot_type = 'physical'), \
-                 (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8, \
-                 pg_last_xact_replay_timestamp()::text, \
-                 (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000000)::int8, \
-                 CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END, \
-                 (SELECT latest_end_lsn::text FROM pg_stat_wal_receiver), \
-                 (SELECT written_lsn::text FROM pg_stat_wal_receiver), \
-                 current_setting('restore_command') <> ''";
-        let row = tokio::time::timeout(STATUS_TIMEOUT, c.query_one(q, &[]))
+        let row = tokio::time::timeout(STATUS_TIMEOUT, c.query_one(LIVE_STATUS_QUERY, &[]))
             .await
             .map_err(|_| PortError::new(ErrorKind::Unreachable, "postgres: status query timed out"))?
             .map_err(|e| PortError::new(ErrorKind::Unreachable, format!("postgres: {e}")))?;
@@ -244,39 +227,68 @@ impl Postgres {
             None => self.standby_timeline(started.as_deref(), recv_tl, ckpt_tl).await.map(Timeline),
         };
         st.branched_from = primary_tl.filter(|&tl| tl > 1).and_then(|tl| self.branch_point(tl));
-        // `name:active:restart_lsn` (slot names are [a-z0-9_]; the position may be empty).
-        let slots: Vec<(String, bool, Option<Lsn>)> = row
-            .get::<_, Option<String>>(11)
-            .map(|s| {
-                s.split(',')
-                    .filter_map(|e| {
-                        let mut f = e.splitn(3, ':');
-                        let (n, a, p) = (f.next()?, f.next()?, f.next().unwrap_or_default());
-                        Some((n.to_owned(), a == "true", Lsn::parse_pg(p)))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let slots = parse_slots(row.get::<_, Option<String>>(11));
         st.slot_positions = slots.iter().filter_map(|(n, _, p)| Some((n.clone(), (*p)?))).collect();
         st.slots = Some(slots.into_iter().map(|(n, a, _)| (n, a)).collect());
-        let info = ServerInfo {
-            postmaster_start_time: started,
-            server_version: row.get::<_, Option<i32>>(9).and_then(|v| u32::try_from(v).ok()),
-            pending_restart: row
-                .get::<_, Option<String>>(10)
-                .map(|s| s.split(',').map(str::to_owned).collect())
-                .unwrap_or_default(),
-            postmaster_start_us: row.get(12),
-            replay_timestamp: row.get(13),
-            replay_timestamp_us: row.get(14),
-            replay_paused: row.get(15),
-            latest_end_lsn: lsn(16),
-            written_lsn: lsn(17),
-            restore_command: row.get::<_, Option<bool>>(18).unwrap_or(false),
-        };
+        let info = server_info(&row, started);
         if let Ok(mut i) = self.info.lock() {
             *i = info;
         }
         Ok(())
+    }
+}
+
+/// The status query [`Postgres::live_status`] runs; the columns are read by position.
+const LIVE_STATUS_QUERY: &str = "SELECT pg_is_in_recovery(), \
+                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
+                 pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
+                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
+                 (SELECT received_tli FROM pg_stat_wal_receiver), \
+                 (SELECT status FROM pg_stat_wal_receiver), \
+                 (SELECT timeline_id FROM pg_control_checkpoint()), \
+                 pg_postmaster_start_time()::text, current_setting('server_version_num')::int, \
+                 (SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart), \
+                 (SELECT string_agg(slot_name || ':' || active || ':' || coalesce(restart_lsn::text, ''), ',' \
+                    ORDER BY slot_name) FROM pg_replication_slots WHERE slot_type = 'physical'), \
+                 (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8, \
+                 pg_last_xact_replay_timestamp()::text, \
+                 (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000000)::int8, \
+                 CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END, \
+                 (SELECT latest_end_lsn::text FROM pg_stat_wal_receiver), \
+                 (SELECT written_lsn::text FROM pg_stat_wal_receiver), \
+                 current_setting('restore_command') <> ''";
+
+/// The physical slots from the status query's `name:active:restart_lsn` list (slot names are
+/// [a-z0-9_]; the position may be empty).
+fn parse_slots(list: Option<String>) -> Vec<(String, bool, Option<Lsn>)> {
+    list.map(|s| {
+        s.split(',')
+            .filter_map(|e| {
+                let mut f = e.splitn(3, ':');
+                let (n, a, p) = (f.next()?, f.next()?, f.next().unwrap_or_default());
+                Some((n.to_owned(), a == "true", Lsn::parse_pg(p)))
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The server facts from the status query's row (`started`: the postmaster start time, column 8).
+fn server_info(row: &tokio_postgres::Row, started: Option<String>) -> ServerInfo {
+    let lsn = |i: usize| row.get::<_, Option<String>>(i).as_deref().and_then(Lsn::parse_pg);
+    ServerInfo {
+        postmaster_start_time: started,
+        server_version: row.get::<_, Option<i32>>(9).and_then(|v| u32::try_from(v).ok()),
+        pending_restart: row
+            .get::<_, Option<String>>(10)
+            .map(|s| s.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        postmaster_start_us: row.get(12),
+        replay_timestamp: row.get(13),
+        replay_timestamp_us: row.get(14),
+        replay_paused: row.get(15),
+        latest_end_lsn: lsn(16),
+        written_lsn: lsn(17),
+        restore_command: row.get::<_, Option<bool>>(18).unwrap_or(false),
     }
 }
