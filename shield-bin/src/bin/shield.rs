@@ -134,17 +134,25 @@ fn demo(args: &[String]) -> ExitCode {
     }
 }
 
+/// Internal: runs the fence keeper child (see shield_bin::daemon::keeper) when asked to with
+/// `--fence-keeper DATADIR [VIP-CIDR IFACE]`.
+fn fence_keeper(argv: &[String]) -> Option<ExitCode> {
+    if argv.get(1).map(String::as_str) != Some("--fence-keeper") {
+        return None;
+    }
+    if let Some(dir) = argv.get(2) {
+        let vip = argv.get(3).zip(argv.get(4)).map(|(c, i)| (c.clone(), i.clone()));
+        shield_bin::daemon::keeper::run(std::path::Path::new(dir), vip);
+        return Some(ExitCode::SUCCESS);
+    }
+    eprintln!("shield: --fence-keeper needs the data directory");
+    Some(ExitCode::from(2))
+}
+
 fn main() -> ExitCode {
-    // Internal: the fence keeper child (see shield_bin::daemon::keeper).
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("--fence-keeper") {
-        if let Some(dir) = argv.get(2) {
-            let vip = argv.get(3).zip(argv.get(4)).map(|(c, i)| (c.clone(), i.clone()));
-            shield_bin::daemon::keeper::run(std::path::Path::new(dir), vip);
-            return ExitCode::SUCCESS;
-        }
-        eprintln!("shield: --fence-keeper needs the data directory");
-        return ExitCode::from(2);
+    if let Some(code) = fence_keeper(&argv) {
+        return code;
     }
     let args = Args::parse();
     if let Some(cmd) = args.cmd {
@@ -179,6 +187,13 @@ fn main() -> ExitCode {
         eprintln!("shield: refusing to run as root; run it as the database's owner (e.g. postgres)");
         return ExitCode::from(2);
     }
+    init_logging();
+    raise_descriptor_limit();
+    run_daemon(cfg)
+}
+
+/// Logs to stdout, filtered by `SHIELD_LOG` (`info` by default).
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHIELD_LOG")
@@ -188,7 +203,10 @@ fn main() -> ExitCode {
         // Colours only on a terminal: a log file or the journal gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    raise_descriptor_limit();
+}
+
+/// Runs the node until it stops.
+fn run_daemon(cfg: NodeConfig) -> ExitCode {
     // Two runtimes: the HA loop's, and one thread for the REST API (see daemon::run).
     let built =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("shield-ha").enable_all().build();

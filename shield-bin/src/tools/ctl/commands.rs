@@ -19,6 +19,7 @@ pub(crate) type R = Result<(), String>;
 pub(crate) const QUICK: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(ctx: &Ctx, cmd: Command) -> R {
+    // One arm per command, in the CLI's order: a dispatch table reads best as one match (issue 14).
     match cmd {
         Command::List { clusters, extended, timestamp, format, watch_default, watch } => {
             let clusters = if clusters.is_empty() { vec![ctx.cluster(None)?] } else { clusters };
@@ -98,28 +99,29 @@ pub(super) async fn run(ctx: &Ctx, cmd: Command) -> R {
             let user = username.unwrap_or_else(|| "postgres".to_owned());
             query(&v, &m, &sql, &user, pw.as_deref(), &dbname, format, &delimiter).await
         }
-        Command::Version { cluster, members } => {
-            println!("shieldctl version {}", env!("CARGO_PKG_VERSION"));
-            let c = ctx.cluster(cluster.as_deref())?;
-            let v = ctx.read_existing(&c).await?;
-            for m in select(&v, &c, &members, "any")? {
-                match ctx.rest(&v, &m, "GET", "/patroni", None, QUICK).await {
-                    Ok(a) => {
-                        let s: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
-                        let agent = if s["patroni"]["shield"] == json!(true) { "Shield" } else { "Patroni" };
-                        let ver = s["patroni"]["shield_version"]
-                            .as_str()
-                            .or_else(|| s["patroni"]["version"].as_str())
-                            .unwrap_or("?");
-                        let pg = s["server_version"].as_u64().map(pg_version_text).unwrap_or_else(|| "?".into());
-                        println!("{m}: {agent} {ver} PostgreSQL {pg}");
-                    }
-                    Err(e) => println!("{m}: failed to get version: {e}"),
-                }
+        Command::Version { cluster, members } => versions(ctx, cluster.as_deref(), &members).await,
+    }
+}
+
+/// `version`: shieldctl's own, then each selected member's agent and PostgreSQL versions.
+async fn versions(ctx: &Ctx, cluster: Option<&str>, members: &[String]) -> R {
+    println!("shieldctl version {}", env!("CARGO_PKG_VERSION"));
+    let c = ctx.cluster(cluster)?;
+    let v = ctx.read_existing(&c).await?;
+    for m in select(&v, &c, members, "any")? {
+        match ctx.rest(&v, &m, "GET", "/patroni", None, QUICK).await {
+            Ok(a) => {
+                let s: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
+                let agent = if s["patroni"]["shield"] == json!(true) { "Shield" } else { "Patroni" };
+                let ver =
+                    s["patroni"]["shield_version"].as_str().or_else(|| s["patroni"]["version"].as_str()).unwrap_or("?");
+                let pg = s["server_version"].as_u64().map(pg_version_text).unwrap_or_else(|| "?".into());
+                println!("{m}: {agent} {ver} PostgreSQL {pg}");
             }
-            Ok(())
+            Err(e) => println!("{m}: failed to get version: {e}"),
         }
     }
+    Ok(())
 }
 
 /// `150004` → `15.4`; `90624` → `9.6.24`.

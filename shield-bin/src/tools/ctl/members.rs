@@ -5,7 +5,9 @@ use super::list::print_table;
 use super::prompt::{ask, confirm};
 use super::Ctx;
 use serde_json::{json, Value};
+use shield_core::cluster::ClusterView;
 use shield_core::{DynamicConfig, MemberName};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub(crate) struct RestartOpts {
@@ -66,9 +68,14 @@ pub(crate) async fn restart(ctx: &Ctx, c: &str, names: &[String], o: RestartOpts
         body["schedule"] = json!(t);
     }
     let wait = Duration::from_secs(o.timeout.unwrap_or(60) + 10);
+    post_restarts(ctx, &v, &members, &body, wait).await
+}
+
+/// Posts the restart `body` to each member in turn, printing each outcome; fails if any failed.
+async fn post_restarts(ctx: &Ctx, v: &ClusterView, members: &[MemberName], body: &Value, wait: Duration) -> R {
     let mut failed = 0;
-    for m in &members {
-        match ctx.rest(&v, m, "POST", "/restart", Some(&body), wait).await {
+    for m in members {
+        match ctx.rest(v, m, "POST", "/restart", Some(body), wait).await {
             Ok(a) if a.status == 200 => println!("Success: restart on member {m}"),
             Ok(a) if a.status == 202 => println!("Success: restart scheduled on member {m}"),
             Ok(a) if a.status == 409 => {
@@ -114,7 +121,7 @@ pub(crate) async fn reinit(ctx: &Ctx, c: &str, names: Vec<String>, from_leader: 
     let mut started = Vec::new();
     // A member is done once it runs and streams under a new postmaster: its status may still
     // show the old server for a moment after the request was taken.
-    let mut before = std::collections::BTreeMap::new();
+    let mut before = BTreeMap::new();
     for m in &members {
         if let Ok(a) = ctx.rest(&v, m, "GET", "/patroni", None, QUICK).await {
             let s: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
@@ -133,37 +140,44 @@ pub(crate) async fn reinit(ctx: &Ctx, c: &str, names: Vec<String>, from_leader: 
         }
     }
     if wait {
-        for m in &started {
-            println!("Waiting for reinitialize to complete on: {m}");
+        await_reinit(ctx, &v, started, &before).await?;
+    }
+    Ok(())
+}
+
+/// Waits (600 s at most) until every `started` member runs and streams under a postmaster other
+/// than the one in `before`, printing each as it completes.
+async fn await_reinit(ctx: &Ctx, v: &ClusterView, started: Vec<MemberName>, before: &BTreeMap<MemberName, Value>) -> R {
+    for m in &started {
+        println!("Waiting for reinitialize to complete on: {m}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut left = started;
+    // Give the node one cycle to start the task before judging its state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while !left.is_empty() {
+        if Instant::now() > deadline {
+            return Err(format!("reinitialize did not complete within 600 s on: {left:?}"));
         }
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let mut left = started.clone();
-        // Give the node one cycle to start the task before judging its state.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        while !left.is_empty() {
-            if Instant::now() > deadline {
-                return Err(format!("reinitialize did not complete within 600 s on: {left:?}"));
-            }
-            let mut still = Vec::new();
-            for m in left {
-                let done = match ctx.rest(&v, &m, "GET", "/patroni", None, QUICK).await {
-                    Ok(a) => {
-                        let s: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
-                        let restarted = before.get(&m).is_none_or(|b| *b != s["postmaster_start_time"]);
-                        restarted && s["state"] == "running" && s["replication_state"] == "streaming"
-                    }
-                    Err(_) => false,
-                };
-                if done {
-                    println!("Reinitialize is completed on: {m}");
-                } else {
-                    still.push(m);
+        let mut still = Vec::new();
+        for m in left {
+            let done = match ctx.rest(v, &m, "GET", "/patroni", None, QUICK).await {
+                Ok(a) => {
+                    let s: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
+                    let restarted = before.get(&m).is_none_or(|b| *b != s["postmaster_start_time"]);
+                    restarted && s["state"] == "running" && s["replication_state"] == "streaming"
                 }
+                Err(_) => false,
+            };
+            if done {
+                println!("Reinitialize is completed on: {m}");
+            } else {
+                still.push(m);
             }
-            left = still;
-            if !left.is_empty() {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+        }
+        left = still;
+        if !left.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     Ok(())

@@ -273,29 +273,12 @@ fn members_grid_as(cluster: &str, v: &ClusterView, extended: bool, topology: boo
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let name = if topology && !v.is_leader(&m.name) && v.leader_name().is_some() {
-                format!("+ {}", m.name)
-            } else {
-                m.name.to_string()
-            };
             let host = match &addrs[i] {
                 Some((h, p)) if show_port => format!("{h}:{p}"),
                 Some((h, _)) => h.clone(),
                 None => String::new(),
             };
-            let mut row = vec![
-                Cell::Text(cluster.to_owned()),
-                Cell::Text(name),
-                Cell::Text(host),
-                Cell::Text(role_label(v, m).to_owned()),
-                Cell::Text(state_label(v, m)),
-                m.data.timeline.map_or(Cell::Empty, |t| Cell::Num(i64::from(t.0))),
-            ];
-            if patronictl4 {
-                row.extend(position_cells(v, m));
-            } else {
-                row.push(lag_cell(v, m));
-            }
+            let mut row = leading_cells(cluster, v, m, host, topology, patronictl4);
             if with_pending {
                 row.push(if pending[i] { Cell::Text("*".into()) } else { Cell::Empty });
             }
@@ -314,6 +297,37 @@ fn members_grid_as(cluster: &str, v: &ClusterView, extended: bool, topology: boo
         right: ["TL", "Lag in MB", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag"].map(String::from).to_vec(),
         title: Some(format!(" Cluster: {cluster} ({}) ", initialize_label(v))),
     }
+}
+
+/// The cells every `list` row starts with: cluster, member (`+ ` under the leader for
+/// `topology`), host, role, state, timeline, and the lag column(s).
+fn leading_cells(
+    cluster: &str,
+    v: &ClusterView,
+    m: &Member,
+    host: String,
+    topology: bool,
+    patronictl4: bool,
+) -> Vec<Cell> {
+    let name = if topology && !v.is_leader(&m.name) && v.leader_name().is_some() {
+        format!("+ {}", m.name)
+    } else {
+        m.name.to_string()
+    };
+    let mut row = vec![
+        Cell::Text(cluster.to_owned()),
+        Cell::Text(name),
+        Cell::Text(host),
+        Cell::Text(role_label(v, m).to_owned()),
+        Cell::Text(state_label(v, m)),
+        m.data.timeline.map_or(Cell::Empty, |t| Cell::Num(i64::from(t.0))),
+    ];
+    if patronictl4 {
+        row.extend(position_cells(v, m));
+    } else {
+        row.push(lag_cell(v, m));
+    }
+    row
 }
 
 /// Members sorted by name; for `topology`, the leader first and the others under it.

@@ -46,20 +46,7 @@ pub(crate) async fn switchover(
     if leader != current.as_str() {
         return Err(format!("Member {leader} is not the leader of cluster {c}"));
     }
-    let candidate = match candidate {
-        Some(x) => Some(x),
-        None if force => None,
-        None => Some(ask(&format!("Candidate {}", quoted_list(&cands)), Some(""))?).filter(|s| !s.is_empty()),
-    };
-    let candidate = candidate.map(|x| name(&x)).transpose()?;
-    if let Some(x) = &candidate {
-        if x == &current {
-            return Err("Switchover target and source are the same".into());
-        }
-        if !cands.contains(x) {
-            return Err(format!("Member {x} does not exist in cluster {c} or is tagged as nofailover"));
-        }
-    }
+    let candidate = switchover_candidate(&c, &current, &cands, candidate, force)?;
     let when = match scheduled {
         Some(s) => s,
         None if force => "now".to_owned(),
@@ -85,14 +72,57 @@ pub(crate) async fn switchover(
             ))?,
         }
     }
+    request_switchover(ctx, &c, &v, &current, candidate, at.as_ref()).await?;
+    if at.is_none() {
+        print_table(&c, &ctx.read(&c).await?);
+    }
+    Ok(())
+}
+
+/// The switchover target: as given, asked for (blank for any), or none with `force`; it must be
+/// a candidate other than the leader.
+fn switchover_candidate(
+    c: &str,
+    current: &MemberName,
+    cands: &[MemberName],
+    candidate: Option<String>,
+    force: bool,
+) -> Result<Option<MemberName>, String> {
+    let candidate = match candidate {
+        Some(x) => Some(x),
+        None if force => None,
+        None => Some(ask(&format!("Candidate {}", quoted_list(cands)), Some(""))?).filter(|s| !s.is_empty()),
+    };
+    let candidate = candidate.map(|x| name(&x)).transpose()?;
+    if let Some(x) = &candidate {
+        if x == current {
+            return Err("Switchover target and source are the same".into());
+        }
+        if !cands.contains(x) {
+            return Err(format!("Member {x} does not exist in cluster {c} or is tagged as nofailover"));
+        }
+    }
+    Ok(candidate)
+}
+
+/// Asks the leader's REST API for the switchover; if it cannot be reached, writes the failover
+/// key and (unless scheduled) waits for the new leader.
+async fn request_switchover(
+    ctx: &Ctx,
+    c: &str,
+    v: &ClusterView,
+    current: &MemberName,
+    candidate: Option<MemberName>,
+    at: Option<&String>,
+) -> R {
     let mut body = json!({ "leader": current.as_str() });
     if let Some(x) = &candidate {
         body["candidate"] = json!(x.as_str());
     }
-    if let Some(t) = &at {
+    if let Some(t) = at {
         body["scheduled_at"] = json!(t);
     }
-    match ctx.rest(&v, &current, "POST", "/switchover", Some(&body), Duration::from_secs(45)).await {
+    match ctx.rest(v, current, "POST", "/switchover", Some(&body), Duration::from_secs(45)).await {
         Ok(a) if a.status == 200 || a.status == 202 => {
             println!("{} {}", now_utc().format("%Y-%m-%d %H:%M:%S.%6f"), a.body.trim());
         }
@@ -101,22 +131,19 @@ pub(crate) async fn switchover(
             println!("Could not switchover using the REST API ({e}), falling back to DCS");
             let req = FailoverRequest {
                 leader: Some(current.clone()),
-                member: candidate.clone(),
-                scheduled_at: at.as_ref().map(|t| (0, t.clone())),
+                member: candidate,
+                scheduled_at: at.map(|t| (0, t.clone())),
                 revision: Revision(0),
             };
-            ctx.dcs(&c)?
+            ctx.dcs(c)?
                 .write_cas(DcsKey::Failover, &req.to_json().to_string(), v.failover_revision)
                 .await
                 .map_err(|e| format!("writing the failover key failed: {e}"))?;
             println!("Switchover request written to the DCS; the leader acts on it in its next cycle");
             if at.is_none() {
-                wait_for_new_leader(ctx, &c, &current, Duration::from_secs(30)).await?;
+                wait_for_new_leader(ctx, c, current, Duration::from_secs(30)).await?;
             }
         }
-    }
-    if at.is_none() {
-        print_table(&c, &ctx.read(&c).await?);
     }
     Ok(())
 }
