@@ -154,7 +154,7 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
 
 /// Patroni's families from `patroni_version` to `patroni_quorum_standby`: versions, whether
 /// PostgreSQL runs, and this node's role.
-fn node_families(o: &mut Out, snap: &Snapshot, db: &Db, in_sync: bool) {
+fn node_families(o: &mut Out, snap: &Snapshot, db: &Db<'_>, in_sync: bool) {
     let info = &snap.server;
     // The Patroni release Shield speaks (4.1.5 → 40105); Shield's own version beside it.
     o.gauge("patroni_version", "Patroni semver without periods.", version_number(shield_core::PATRONI_COMPAT_VERSION));
@@ -180,7 +180,7 @@ fn node_families(o: &mut Out, snap: &Snapshot, db: &Db, in_sync: bool) {
 
 /// Patroni's replica families, `patroni_xlog_received_location` to
 /// `patroni_postgres_in_archive_recovery`.
-fn replication_families(o: &mut Out, snap: &Snapshot, db: &Db) {
+fn replication_families(o: &mut Out, snap: &Snapshot, db: &Db<'_>) {
     let info = &snap.server;
     let replica = db.replica;
     let (received, replayed) = if replica {
@@ -225,7 +225,7 @@ fn replication_families(o: &mut Out, snap: &Snapshot, db: &Db) {
 /// Patroni's families from `patroni_postgres_server_version` to `patroni_failover_priority`:
 /// the cluster's state (lock, failsafe, pause) and this node's server version, timeline, DCS
 /// contact, pending restart, state and priority.
-fn cluster_families(o: &mut Out, name: &str, snap: &Snapshot, db: &Db, dcs_fresh: bool) {
+fn cluster_families(o: &mut Out, name: &str, snap: &Snapshot, db: &Db<'_>, dcs_fresh: bool) {
     let info = &snap.server;
     let config = snap.cluster.config.as_ref().map(|(c, _)| c);
     o.gauge(
