@@ -744,7 +744,7 @@ impl Driver {
         if let DcsView::Reachable(v) = &obs.dcs {
             s.cluster = v.clone();
         }
-        s.db = Some(obs.db.clone());
+        s.set_db(obs.db.clone());
         s.server = self.db.info();
         s.holds_lock = d.next.lease.is_some();
         s.paused = d.next.config.pause;
