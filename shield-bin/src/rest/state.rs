@@ -235,7 +235,6 @@ pub(crate) fn restart_conditions(
     below_version: Option<u32>,
     restart_pending: bool,
 ) -> Result<(), String> {
-    let db = snap.db.as_ref();
     if let Some(want) = role {
         let have = role_str(snap);
         if have != want {
