@@ -793,20 +793,12 @@ async fn config(State(s): State<Shared>) -> Response {
     }
 }
 
-/// Patroni's deep merge: objects merge key by key, `null` deletes, anything else replaces.
+/// Patroni's deep merge, which is RFC 7396's JSON merge patch (`json-patch`): objects merge key
+/// by key, `null` deletes, anything else replaces. One corner differs from Patroni's
+/// `patch_config`, on purpose: an object patched in where there was none keeps no `null` members
+/// (Patroni would store them; a `null` in the DCS config means nothing to either).
 pub fn merge(into: &mut Value, patch: &Value) {
-    match (into, patch) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                if v.is_null() {
-                    a.remove(k);
-                } else {
-                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (slot, v) => *slot = v.clone(),
-    }
+    json_patch::merge(into, patch);
 }
 
 async fn patch_config(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>, body: String) -> Response {
@@ -1249,6 +1241,13 @@ mod tests {
         let mut c = json!({"ttl": 4, "postgresql": {"parameters": {"a": 1, "b": 2}}, "pause": true});
         merge(&mut c, &json!({"ttl": 6, "postgresql": {"parameters": {"a": null, "c": 3}}, "pause": null}));
         assert_eq!(c, json!({"ttl": 6, "postgresql": {"parameters": {"b": 2, "c": 3}}}));
+        // RFC 7396: a non-object is replaced whole; a new object carries no nulls.
+        let mut c = json!({"tags": ["a"], "ttl": 4});
+        merge(&mut c, &json!({"tags": {"x": 1, "y": null}, "slots": {"s": {"type": "physical", "gone": null}}}));
+        assert_eq!(c, json!({"tags": {"x": 1}, "ttl": 4, "slots": {"s": {"type": "physical"}}}));
+        let mut c = json!({"ttl": 4});
+        merge(&mut c, &json!([1]));
+        assert_eq!(c, json!([1]));
     }
 
     /// An API state over an in-memory DCS holding `entries` (relative keys) for cluster `c`.
