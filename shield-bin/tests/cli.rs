@@ -399,8 +399,18 @@ fn init_node_writes_hostile_values_that_read_back_exactly() {
     // A re-run keeps them: the same file.
     let (ok, out, _) = init(dir.path(), &args, "");
     assert!(ok && out.contains("shield.yml: unchanged"), "{out}");
-    let broken: Vec<&str> =
-        args.iter().map(|a| if *a == su { "two\nlines" } else if *a == "h/shield.yml" { "b/shield.yml" } else { *a }).collect();
+    let broken: Vec<&str> = args
+        .iter()
+        .map(|a| {
+            if *a == su {
+                "two\nlines"
+            } else if *a == "h/shield.yml" {
+                "b/shield.yml"
+            } else {
+                *a
+            }
+        })
+        .collect();
     let (ok, _, err) = init(dir.path(), &broken, "");
     assert!(!ok && err.contains("line break"), "{err}");
 }

@@ -892,7 +892,8 @@ fn node_yaml(n: &NodeYaml<'_>) -> String {
             ]),
         ),
     ]);
-    let user = |name: &str, password: &str| yaml_map([("username", str_value(name)), ("password", str_value(password))]);
+    let user =
+        |name: &str, password: &str| yaml_map([("username", str_value(name)), ("password", str_value(password))]);
     let mut postgresql = yaml_map([
         ("listen", str_value(format!("0.0.0.0:{}", n.port))),
         ("connect_address", str_value(format!("{}:{}", n.this, n.port))),
@@ -901,7 +902,10 @@ fn node_yaml(n: &NodeYaml<'_>) -> String {
         ("pgpass", str_value(format!("{}.pgpass", n.data_dir.display()))),
         (
             "authentication",
-            yaml_map([("superuser", user("postgres", n.su_password)), ("replication", user("replicator", n.rep_password))]),
+            yaml_map([
+                ("superuser", user("postgres", n.su_password)),
+                ("replication", user("replicator", n.rep_password)),
+            ]),
         ),
     ]);
     if let (Some(dir), serde_yaml_ng::Value::Mapping(pg)) = (n.socket_dir, &mut postgresql) {

@@ -140,8 +140,13 @@ impl Inner {
                     return Err(refused("initdb: the data directory is not empty"));
                 }
                 let system_id = self.cluster_id;
-                self.data =
-                    Some(Data { system_id, timeline: Timeline(1), lsn: FIRST_LSN, was_primary: true, branched_from: None });
+                self.data = Some(Data {
+                    system_id,
+                    timeline: Timeline(1),
+                    lsn: FIRST_LSN,
+                    was_primary: true,
+                    branched_from: None,
+                });
                 self.process = DbProcess::Running { in_recovery: false };
                 self.upstream = None;
             }
@@ -184,7 +189,10 @@ impl Inner {
                 }
                 let d = self.data.as_mut().ok_or_else(|| refused("pg_ctl promote: no data directory"))?;
                 if *timeline <= d.timeline {
-                    return Err(refused(format!("pg_ctl promote: timeline {} is not past {}", timeline.0, d.timeline.0)));
+                    return Err(refused(format!(
+                        "pg_ctl promote: timeline {} is not past {}",
+                        timeline.0, d.timeline.0
+                    )));
                 }
                 d.branched_from = Some((d.timeline, d.lsn));
                 d.timeline = *timeline;
@@ -262,12 +270,7 @@ impl Database for MemoryDb {
         Ok(())
     }
 
-    async fn sync_slots(
-        &self,
-        create: &[String],
-        drop: &[String],
-        advance: &[(String, Lsn)],
-    ) -> Result<(), PortError> {
+    async fn sync_slots(&self, create: &[String], drop: &[String], advance: &[(String, Lsn)]) -> Result<(), PortError> {
         let mut g = self.take_failure()?;
         if !matches!(g.process, DbProcess::Running { .. }) {
             return Err(PortError::new(ErrorKind::Unreachable, "slots: the server is not running"));

@@ -122,7 +122,11 @@ impl MemoryWatchdog {
         }
         let at_ms = g.now_ms;
         g.deadline_ms = Some(at_ms.saturating_add(timeout_s * 1000));
-        g.events.push(if open { WatchdogEvent::Armed { at_ms, timeout_s } } else { WatchdogEvent::Fed { at_ms, timeout_s } });
+        g.events.push(if open {
+            WatchdogEvent::Armed { at_ms, timeout_s }
+        } else {
+            WatchdogEvent::Fed { at_ms, timeout_s }
+        });
         Ok(())
     }
 }
