@@ -364,7 +364,7 @@ mod tests {
         block_on(db.run(&DbTask::Bootstrap)).expect("initdb");
         let (a, b) = ("a".to_owned(), "b".to_owned());
         block_on(db.sync_slots(&[a.clone(), b.clone()], &[], &[(a.clone(), Lsn(50))])).expect("sync");
-        block_on(db.sync_slots(&[], &[b.clone()], &[(a.clone(), Lsn(40))])).expect("sync");
+        block_on(db.sync_slots(&[], std::slice::from_ref(&b), &[(a.clone(), Lsn(40))])).expect("sync");
         let s = block_on(db.status()).expect("status");
         assert_eq!(s.slots, Some(vec![(a.clone(), false)]));
         assert_eq!(s.slot_positions.get(&a), Some(&Lsn(50)));
