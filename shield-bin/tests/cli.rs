@@ -365,6 +365,7 @@ fn init_node_writes_hostile_values_that_read_back_exactly() {
     let bin = "/opt/-pg: *&!{bin} #x";
     let su = "s3cret #not a comment";
     let rep = "- 'rep': \"pw\" *a &b !c {d} ünï ✓";
+    let rep_flag = format!("--replication-password={rep}");
     let args = [
         "node",
         "--etcd",
@@ -381,8 +382,8 @@ fn init_node_writes_hostile_values_that_read_back_exactly() {
         data.to_str().expect("utf8"),
         "--superuser-password",
         su,
-        "--replication-password",
-        rep,
+        // A value starting with `-` goes after `=`, as clap needs it.
+        &rep_flag,
         "--out",
         "h/shield.yml",
     ];
