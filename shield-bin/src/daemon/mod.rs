@@ -1,9 +1,17 @@
 //! Wiring: builds the backends from a [`NodeConfig`] and runs the loop, the REST API and the
 //! signal handlers.
 
+mod act;
 pub mod driver;
+pub mod fence;
 pub mod journal;
 pub mod keeper;
+mod observe;
+mod peers;
+mod publish;
+mod reload;
+mod tasks;
+mod wake;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +28,7 @@ use crate::rest::state::ApiState;
 use shield_db_postgres::Postgres;
 
 /// Consul's `register_service`: what the driver needs to keep the node's service entry current.
-pub fn service_registrar(cfg: &NodeConfig) -> Result<Option<crate::daemon::driver::Registrar>, String> {
+pub fn service_registrar(cfg: &NodeConfig) -> Result<Option<crate::backend::service::Registrar>, String> {
     let DcsSettings::Consul { service: Some((tags, interval_s)), .. } = &cfg.dcs else { return Ok(None) };
     let consul = crate::backend::dcs::consul_client(
         &cfg.dcs,
@@ -32,7 +40,7 @@ pub fn service_registrar(cfg: &NodeConfig) -> Result<Option<crate::daemon::drive
     let (host, port) = shield_db_postgres::host_port(&cfg.pg.connect_address)
         .ok_or_else(|| format!("`postgresql.connect_address` {:?} is not host:port", cfg.pg.connect_address))?;
     let scheme = if cfg.api_tls.is_some() { "https" } else { "http" };
-    Ok(Some(crate::daemon::driver::Registrar {
+    Ok(Some(crate::backend::service::Registrar {
         consul: Arc::new(consul),
         host,
         port,
