@@ -16,6 +16,15 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== the simulator is not in the daemon; no serde_yaml / serde_yml"
+if cargo tree -p shield-bin -e normal --locked | grep -q rand_chacha; then
+    echo "shield-bin depends on rand_chacha: shield-core's sim feature is on for the daemon" >&2
+    exit 1
+fi
+if cargo tree --workspace --locked | grep -Eq '^[^a-z]*serde_(yaml|yml) '; then
+    echo "serde_yaml / serde_yml in the dependency tree (use serde_yaml_ng)" >&2
+    exit 1
+fi
 echo "== cargo test"
 cargo test --workspace --locked -- --nocapture 2>&1 | tee target/test-output.txt
 

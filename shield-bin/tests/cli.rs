@@ -355,6 +355,67 @@ fn init_node_never_prints_a_password() {
     assert!(!ok && err.contains("--passwords-from empty.yml") && !err.contains("panicked"), "{err}");
 }
 
+/// Passwords and paths with YAML's special characters (` #`, quotes, colons, a leading `-`,
+/// `*`, `&`, `!`, `{`, unicode) are written so that they read back exactly; a password with a
+/// line break (which .pgpass cannot hold) is refused.
+#[test]
+fn init_node_writes_hostile_values_that_read_back_exactly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("da ta #1: 'x' \"y\"");
+    let bin = "/opt/-pg: *&!{bin} #x";
+    let su = "s3cret #not a comment";
+    let rep = "- 'rep': \"pw\" *a &b !c {d} ünï ✓";
+    let rep_flag = format!("--replication-password={rep}");
+    let args = [
+        "node",
+        "--etcd",
+        "10.0.0.1,10.0.0.2,10.0.0.3",
+        "--vip",
+        "10.0.0.99/24",
+        "--this",
+        "10.0.0.1",
+        "--name",
+        "node1",
+        "--bin-dir",
+        bin,
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "--superuser-password",
+        su,
+        // A value starting with `-` goes after `=`, as clap needs it.
+        &rep_flag,
+        "--out",
+        "h/shield.yml",
+    ];
+    let (ok, out, err) = init(dir.path(), &args, "");
+    assert!(ok, "{err}\n{out}");
+    let config = dir.path().join("h/shield.yml");
+    validates(&config);
+    let text = std::fs::read_to_string(&config).expect("config");
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    assert_eq!(v["postgresql"]["authentication"]["superuser"]["password"].as_str(), Some(su), "{text}");
+    assert_eq!(v["postgresql"]["authentication"]["replication"]["password"].as_str(), Some(rep), "{text}");
+    assert_eq!(v["postgresql"]["bin_dir"].as_str(), Some(bin), "{text}");
+    assert_eq!(v["postgresql"]["data_dir"].as_str(), data.to_str(), "{text}");
+    // A re-run keeps them: the same file.
+    let (ok, out, _) = init(dir.path(), &args, "");
+    assert!(ok && out.contains("shield.yml: unchanged"), "{out}");
+    let broken: Vec<&str> = args
+        .iter()
+        .map(|a| {
+            if *a == su {
+                "two\nlines"
+            } else if *a == "h/shield.yml" {
+                "b/shield.yml"
+            } else {
+                *a
+            }
+        })
+        .collect();
+    let (ok, _, err) = init(dir.path(), &broken, "");
+    assert!(!ok && err.contains("line break"), "{err}");
+}
+
 #[test]
 fn init_node_from_a_halo_patroni_file_keeps_it_and_adds_the_vip() {
     let dir = tempfile::tempdir().expect("dir");

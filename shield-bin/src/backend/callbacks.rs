@@ -45,65 +45,11 @@ impl Event {
     }
 }
 
-/// Splits a command line into words as a POSIX shell would (quotes and backslashes), without
-/// expanding anything. `Err` names what is wrong.
+/// Splits a command line into words as a POSIX shell would (quotes, backslashes, and a word
+/// starting with `#` begins a comment), without expanding anything (`shell-words`). `Err` names
+/// what is wrong.
 pub fn split_command(cmd: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = cmd.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                        None => return Err(format!("unterminated single quote in {cmd:?}")),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
-                            Some(c) => {
-                                cur.push('\\');
-                                cur.push(c);
-                            }
-                            None => return Err(format!("unterminated double quote in {cmd:?}")),
-                        },
-                        Some(c) => cur.push(c),
-                        None => return Err(format!("unterminated double quote in {cmd:?}")),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some(c) => cur.push(c),
-                    None => return Err(format!("trailing backslash in {cmd:?}")),
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
+    let words = shell_words::split(cmd).map_err(|e| format!("{e} in {cmd:?}"))?;
     if words.is_empty() {
         return Err("the command is empty".to_owned());
     }
@@ -252,7 +198,7 @@ fn describe(status: &Waited, timeout: Duration) -> String {
 
 fn report(argv: &[String], status: Waited, took: Duration, pgid: Option<i32>) {
     let shown = describe(&status, Duration::ZERO);
-    let command = argv.join(" ");
+    let command = shell_words::join(argv);
     let ms = took.as_millis() as u64;
     match status {
         Ok(Ok(s)) if s.success() => tracing::info!(%command, took_ms = ms, "script exited 0"),
@@ -276,10 +222,13 @@ mod tests {
         assert_eq!(s("/bin/cb.sh"), ["/bin/cb.sh"]);
         assert_eq!(s("  python3  /x/aws.py --region 'eu west' "), ["python3", "/x/aws.py", "--region", "eu west"]);
         assert_eq!(s(r#"a "b \"c\" $d" e\ f ''"#), ["a", r#"b "c" $d"#, "e f", ""]);
-        assert!(split_command("a 'b").expect_err("open quote").contains("single quote"));
-        assert!(split_command("a \"b").expect_err("open quote").contains("double quote"));
+        assert!(split_command("a 'b").expect_err("open quote").contains("closing quote"));
+        assert!(split_command("a \"b").expect_err("open quote").contains("closing quote"));
         assert!(split_command("   ").expect_err("empty").contains("empty"));
-        assert!(split_command("a \\").expect_err("backslash").contains("backslash"));
+        assert!(split_command(" # only a comment").expect_err("empty").contains("empty"));
+        // As sh: a trailing backslash is itself, a `#` starting a word begins a comment.
+        assert_eq!(s("a \\"), ["a", "\\"]);
+        assert_eq!(s("cb.sh a#b '#c' #d e"), ["cb.sh", "a#b", "#c"]);
     }
 
     #[test]

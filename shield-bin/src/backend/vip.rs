@@ -43,9 +43,7 @@ impl VipSettings {
 
 /// The prefix length of a dotted netmask, if it is one (contiguous ones).
 pub fn netmask_prefix(mask: Ipv4Addr) -> Option<u8> {
-    let bits = u32::from(mask);
-    let ones = bits.leading_ones();
-    (bits.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
+    ipnet::ipv4_mask_to_prefix(mask).ok()
 }
 
 /// Finds a tool in `PATH`, then in the sbin directories a service's PATH may lack.

@@ -6,25 +6,21 @@ use std::time::{Duration, Instant};
 
 /// An address or network in `restapi.allowlist`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl Cidr {
-    /// Parses `10.0.0.0/8`, `10.0.0.5` or `::1`.
+    /// Parses `10.0.0.0/8`, `10.0.0.5` or `::1` (host bits may be set: `10.0.0.5/24` is the
+    /// network `10.0.0.0/24`).
     pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (a, p) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s.trim(), None),
-        };
-        let addr: IpAddr = a.parse().map_err(|_| format!("{s:?} is not an address or network"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            None => max,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?,
-        };
-        Ok(Cidr { addr, prefix })
+        let t = s.trim();
+        if let Ok(addr) = t.parse::<IpAddr>() {
+            return Ok(Cidr(ipnet::IpNet::from(addr)));
+        }
+        let (a, _) = t.split_once('/').ok_or_else(|| format!("{s:?} is not an address or network"))?;
+        if a.parse::<IpAddr>().is_err() {
+            return Err(format!("{s:?} is not an address or network"));
+        }
+        t.parse::<ipnet::IpNet>().map(Cidr).map_err(|_| format!("{s:?}: bad prefix length"))
     }
 
     /// Whether `ip` is inside (an IPv4-mapped IPv6 peer counts as its IPv4 address).
@@ -33,17 +29,7 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
@@ -111,7 +97,7 @@ fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+            None => IpAddr::V6(ipnet::Ipv6Net::new_assert(v6, 64).network()),
         },
         v4 => v4,
     }
@@ -191,7 +177,7 @@ pub(crate) async fn resolve(access: &Access, cluster: &shield_core::cluster::Clu
 
 /// One address as a network.
 pub(crate) fn host(ip: IpAddr) -> Cidr {
-    Cidr { addr: ip, prefix: if ip.is_ipv4() { 32 } else { 128 } }
+    Cidr(ipnet::IpNet::from(ip))
 }
 
 #[cfg(test)]

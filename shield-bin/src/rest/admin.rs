@@ -15,20 +15,12 @@ use shield_core::{DbProcess, MemberName, Revision};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Patroni's deep merge: objects merge key by key, `null` deletes, anything else replaces.
+/// Patroni's deep merge, which is RFC 7396's JSON merge patch (`json-patch`): objects merge key
+/// by key, `null` deletes, anything else replaces. One corner differs from Patroni's
+/// `patch_config`, on purpose: an object patched in where there was none keeps no `null` members
+/// (Patroni would store them; a `null` in the DCS config means nothing to either).
 pub fn merge(into: &mut Value, patch: &Value) {
-    match (into, patch) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                if v.is_null() {
-                    a.remove(k);
-                } else {
-                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (slot, v) => *slot = v.clone(),
-    }
+    json_patch::merge(into, patch);
 }
 
 pub(crate) async fn patch_config(

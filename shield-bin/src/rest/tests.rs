@@ -18,6 +18,13 @@ fn config_patches_merge_deeply_and_null_deletes() {
     let mut c = json!({"ttl": 4, "postgresql": {"parameters": {"a": 1, "b": 2}}, "pause": true});
     merge(&mut c, &json!({"ttl": 6, "postgresql": {"parameters": {"a": null, "c": 3}}, "pause": null}));
     assert_eq!(c, json!({"ttl": 6, "postgresql": {"parameters": {"b": 2, "c": 3}}}));
+    // RFC 7396: a non-object is replaced whole; a new object carries no nulls.
+    let mut c = json!({"tags": ["a"], "ttl": 4});
+    merge(&mut c, &json!({"tags": {"x": 1, "y": null}, "slots": {"s": {"type": "physical", "gone": null}}}));
+    assert_eq!(c, json!({"tags": {"x": 1}, "ttl": 4, "slots": {"s": {"type": "physical"}}}));
+    let mut c = json!({"ttl": 4});
+    merge(&mut c, &json!([1]));
+    assert_eq!(c, json!([1]));
 }
 
 /// An API state over an in-memory DCS holding `entries` (relative keys) for cluster `c`.

@@ -295,24 +295,55 @@ pub struct WriteArgs {
 pub fn etcd_config(members: &[Ipv4Addr], this: Ipv4Addr, data_dir: &Path) -> String {
     let name = |ip: &Ipv4Addr| format!("etcd{}", members.iter().position(|m| m == ip).map_or(0, |i| i + 1));
     let cluster: Vec<String> = members.iter().map(|m| format!("{}=http://{m}:2380", name(m))).collect();
-    format!(
-        "# etcd member {me} of {n}, written by `shield init etcd`.\n\
-         name: {me}\n\
-         data-dir: {dir}\n\
-         listen-client-urls: http://{this}:2379,http://127.0.0.1:2379\n\
-         advertise-client-urls: http://{this}:2379\n\
-         listen-peer-urls: http://{this}:2380\n\
-         initial-advertise-peer-urls: http://{this}:2380\n\
-         initial-cluster: {cluster}\n\
-         initial-cluster-state: new\n\
-         initial-cluster-token: shield-{token}\n",
-        me = name(&this),
-        n = members.len(),
-        dir = data_dir.display(),
-        cluster = cluster.join(","),
-        // The same on every member: derived from the member list.
-        token = members.iter().map(|m| u32::from(*m)).fold(0u32, |a, m| a.rotate_left(5) ^ m),
-    )
+    // The same on every member: derived from the member list.
+    let token = members.iter().map(|m| u32::from(*m)).fold(0u32, |a, m| a.rotate_left(5) ^ m);
+    let me = name(&this);
+    let doc = yaml_map([
+        ("name", str_value(&me)),
+        ("data-dir", path_value(data_dir)),
+        ("listen-client-urls", str_value(format!("http://{this}:2379,http://127.0.0.1:2379"))),
+        ("advertise-client-urls", str_value(format!("http://{this}:2379"))),
+        ("listen-peer-urls", str_value(format!("http://{this}:2380"))),
+        ("initial-advertise-peer-urls", str_value(format!("http://{this}:2380"))),
+        ("initial-cluster", str_value(cluster.join(","))),
+        ("initial-cluster-state", str_value("new")),
+        ("initial-cluster-token", str_value(format!("shield-{token}"))),
+    ]);
+    format!("# etcd member {me} of {}, written by `shield init etcd`.\n{}", members.len(), to_yaml(&doc))
+}
+
+// ---- YAML ---------------------------------------------------------------------------------------
+
+/// A YAML mapping with its keys in the given order (serde_yaml_ng keeps insertion order).
+fn yaml_map<const N: usize>(pairs: [(&str, serde_yaml_ng::Value); N]) -> serde_yaml_ng::Value {
+    serde_yaml_ng::Value::Mapping(pairs.into_iter().map(|(k, v)| (str_value(k), v)).collect())
+}
+
+/// A YAML string: serde_yaml_ng quotes and escapes it as it needs (` #`, quotes, colons, a
+/// leading `-`, `*`, `&`, `!`, `{`, newlines, and text that would read back as a number or bool).
+fn str_value(s: impl Into<String>) -> serde_yaml_ng::Value {
+    serde_yaml_ng::Value::String(s.into())
+}
+
+/// A path as a YAML string (a path that is not UTF-8 is written as `Path::display` shows it).
+fn path_value(p: &Path) -> serde_yaml_ng::Value {
+    str_value(p.display().to_string())
+}
+
+/// A YAML sequence.
+fn seq_value(items: impl IntoIterator<Item = serde_yaml_ng::Value>) -> serde_yaml_ng::Value {
+    serde_yaml_ng::Value::Sequence(items.into_iter().collect())
+}
+
+/// The YAML text of a document made of mappings, sequences, strings, numbers and bools.
+fn to_yaml(doc: &serde_yaml_ng::Value) -> String {
+    // Serialising such a value cannot fail: every key is a string and nothing is borrowed.
+    serde_yaml_ng::to_string(doc).expect("a YAML value of plain data serialises")
+}
+
+/// A comment line's text with control characters (a newline would end the comment) escaped.
+fn comment_text(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
 
 fn etcd_unit(etcd_bin: &Path, config: &Path) -> String {
@@ -384,9 +415,10 @@ impl Step {
     }
 
     fn shown(&self) -> String {
-        let cmd = self.argv.join(" ");
+        // Quoted for a shell: these lines are meant to be pasted (paths may hold spaces).
+        let cmd = shell_words::join(&self.argv);
         match &self.unless {
-            Some(u) => format!("{} >/dev/null 2>&1 || {cmd}", u.join(" ")),
+            Some(u) => format!("{} >/dev/null 2>&1 || {cmd}", shell_words::join(u)),
             None => cmd,
         }
     }
@@ -414,20 +446,20 @@ fn root_steps(ask: &mut Asker<'_>, note: &str, steps: &[Step], apply: bool) -> R
     for s in steps {
         if let Some(u) = &s.unless {
             if run(u).is_ok_and(|o| o.status.success()) {
-                ask.say(&format!("skipped (already done): {}", s.argv.join(" ")));
+                ask.say(&format!("skipped (already done): {}", shell_words::join(&s.argv)));
                 continue;
             }
         }
-        let out = run(&s.argv).map_err(|e| format!("`{}`: cannot run it: {e}", s.argv.join(" ")))?;
+        let out = run(&s.argv).map_err(|e| format!("`{}`: cannot run it: {e}", shell_words::join(&s.argv)))?;
         if !out.status.success() {
             return Err(format!(
                 "`{}` failed ({}): {}",
-                s.argv.join(" "),
+                shell_words::join(&s.argv),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        ask.say(&format!("done: {}", s.argv.join(" ")));
+        ask.say(&format!("done: {}", shell_words::join(&s.argv)));
     }
     Ok(())
 }
@@ -511,22 +543,22 @@ pub struct NodeInit {
 
 /// The broadcast address of `ip`/`prefix`.
 pub fn broadcast_of(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
-    Ipv4Addr::from(u32::from(ip) | host_bits)
+    subnet(ip, prefix).broadcast()
+}
+
+/// `ip`/`prefix` as a network (a prefix over 32 counts as 32).
+fn subnet(ip: Ipv4Addr, prefix: u8) -> ipnet::Ipv4Net {
+    ipnet::Ipv4Net::new_assert(ip, prefix.min(32))
 }
 
 fn in_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    u32::from(a) & mask == u32::from(b) & mask
+    subnet(b, prefix).contains(&a)
 }
 
 /// A password for a generated config: 24 characters from the OS's random source.
 fn password() -> Result<String, String> {
-    use std::io::Read;
     let mut b = [0u8; 18];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    getrandom::fill(&mut b).map_err(|e| format!("the OS's random source: {e}"))?;
     use base64::Engine as _;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
@@ -575,11 +607,18 @@ fn chosen_passwords(args: &NodeInit, ask: &mut Asker<'_>) -> Result<Secrets, Str
         None => Secrets::default(),
     };
     let old = existing_passwords(&args.out);
-    Ok(Secrets {
+    let chosen = Secrets {
         superuser: args.superuser_password.clone().or(from.superuser).or(old.superuser),
         replication: args.replication_password.clone().or(from.replication).or(old.replication),
         rest: from.rest.or(old.rest),
-    })
+    };
+    for (pw, what) in [(&chosen.superuser, "superuser"), (&chosen.replication, "replication"), (&chosen.rest, "REST")] {
+        if pw.as_deref().is_some_and(|p| p.is_empty() || p.contains(['\n', '\r', '\0'])) {
+            // A .pgpass line (and libpq's password file) cannot hold a line break.
+            return Err(format!("the {what} password is empty or holds a line break or NUL, which .pgpass cannot"));
+        }
+    }
+    Ok(chosen)
 }
 
 /// Passwords already in an earlier version of the file, so a re-run produces the same file.
@@ -595,10 +634,16 @@ fn existing_passwords(path: &Path) -> Secrets {
 }
 
 fn vip_yaml(vip: Ipv4Addr, prefix: u8, interface: &str, broadcast: Ipv4Addr) -> String {
-    format!(
-        "vip:\n  address: {vip}\n  netmask: {}\n  broadcast: {broadcast}\n  interface: {interface}\n",
-        Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0))
-    )
+    let netmask = subnet(vip, prefix).netmask();
+    to_yaml(&yaml_map([(
+        "vip",
+        yaml_map([
+            ("address", str_value(vip.to_string())),
+            ("netmask", str_value(netmask.to_string())),
+            ("broadcast", str_value(broadcast.to_string())),
+            ("interface", str_value(interface)),
+        ]),
+    )]))
 }
 
 /// Runs `shield init node`; returns the config's path.
@@ -640,7 +685,7 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
             ok.then(|| i.to_owned()).ok_or_else(|| "not an interface name".to_owned())
         },
     )?;
-    let default_mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(vip_prefix.unwrap_or(24))).unwrap_or(0));
+    let default_mask = subnet(vip, vip_prefix.unwrap_or(24)).netmask();
     let prefix = match vip_prefix {
         Some(p) if args.netmask.is_none() => p,
         _ => ask.value(
@@ -721,8 +766,7 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
                 ));
                 ask.say("  shield init node ... --passwords-from <the copied file>");
             }
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            let net = format!("{}/{prefix}", Ipv4Addr::from(u32::from(vip) & mask));
+            let net = subnet(vip, prefix).trunc().to_string();
             node_yaml(&NodeYaml {
                 net: &net,
                 socket_dir: args.socket_dir.as_deref(),
@@ -806,7 +850,7 @@ struct NodeYaml<'a> {
 
 /// The `restapi` section: credentials for unsafe requests always; an allowlist of the members
 /// and loopback, or a loopback-only listen.
-fn restapi_yaml(n: &NodeYaml<'_>) -> String {
+fn restapi_yaml(n: &NodeYaml<'_>) -> serde_yaml_ng::Value {
     let listen = if n.rest_loopback_only { "127.0.0.1:8008" } else { "0.0.0.0:8008" };
     let mut allow = vec!["127.0.0.1".to_owned(), "::1".to_owned()];
     if !n.rest_loopback_only {
@@ -816,52 +860,71 @@ fn restapi_yaml(n: &NodeYaml<'_>) -> String {
             }
         }
     }
-    let allow: Vec<String> = allow.iter().map(|a| format!("  - '{a}'\n")).collect();
-    format!(
-        "restapi:\n  listen: {listen}\n  connect_address: {this}:8008\n\
-         \x20 authentication:\n    username: shield\n    password: {pw}\n\
-         \x20 allowlist:\n{allow}\
-         \x20 allowlist_include_members: {members}\n",
-        this = n.this,
-        pw = n.rest_password,
-        allow = allow.concat(),
-        members = !n.rest_loopback_only,
-    )
+    yaml_map([
+        ("listen", str_value(listen)),
+        ("connect_address", str_value(format!("{}:8008", n.this))),
+        ("authentication", yaml_map([("username", str_value("shield")), ("password", str_value(n.rest_password))])),
+        ("allowlist", seq_value(allow.into_iter().map(str_value))),
+        ("allowlist_include_members", serde_yaml_ng::Value::Bool(!n.rest_loopback_only)),
+    ])
 }
 
 fn node_yaml(n: &NodeYaml<'_>) -> String {
-    let hosts: Vec<String> = n.etcd.iter().map(|e| format!("  - {e}:2379\n")).collect();
-    let data = n.data_dir.display();
+    let hba = |what: &str, net: &str| str_value(format!("host {what} {net} scram-sha-256"));
+    let bootstrap = yaml_map([
+        (
+            "dcs",
+            yaml_map([
+                ("ttl", 4.into()),
+                ("loop_wait", 1.into()),
+                ("retry_timeout", 1.5.into()),
+                ("postgresql", yaml_map([("use_pg_rewind", true.into())])),
+            ]),
+        ),
+        ("initdb", seq_value([yaml_map([("encoding", str_value("UTF8"))]), str_value("data-checksums")])),
+        (
+            "pg_hba",
+            seq_value([
+                hba("replication replicator", n.net),
+                hba("all all", n.net),
+                hba("replication replicator", "127.0.0.1/32"),
+                hba("all all", "127.0.0.1/32"),
+            ]),
+        ),
+    ]);
+    let user =
+        |name: &str, password: &str| yaml_map([("username", str_value(name)), ("password", str_value(password))]);
+    let mut postgresql = yaml_map([
+        ("listen", str_value(format!("0.0.0.0:{}", n.port))),
+        ("connect_address", str_value(format!("{}:{}", n.this, n.port))),
+        ("data_dir", path_value(n.data_dir)),
+        ("bin_dir", path_value(n.bin_dir)),
+        ("pgpass", str_value(format!("{}.pgpass", n.data_dir.display()))),
+        (
+            "authentication",
+            yaml_map([
+                ("superuser", user("postgres", n.su_password)),
+                ("replication", user("replicator", n.rep_password)),
+            ]),
+        ),
+    ]);
+    if let (Some(dir), serde_yaml_ng::Value::Mapping(pg)) = (n.socket_dir, &mut postgresql) {
+        pg.insert(str_value("parameters"), yaml_map([("unix_socket_directories", path_value(dir))]));
+    }
+    let doc = yaml_map([
+        ("scope", str_value(n.scope)),
+        ("name", str_value(n.name)),
+        ("restapi", restapi_yaml(n)),
+        ("etcd3", yaml_map([("hosts", seq_value(n.etcd.iter().map(|e| str_value(format!("{e}:2379")))))])),
+        ("bootstrap", bootstrap),
+        ("postgresql", postgresql),
+        ("watchdog", yaml_map([("mode", str_value("automatic"))])),
+    ]);
     format!(
-        "# Node {name} of cluster {scope}, written by `shield init node`. Patroni's keys, plus `vip`.\n\
-         scope: {scope}\n\
-         name: {name}\n\
-         {restapi}\
-         etcd3:\n  hosts:\n{hosts}\
-         bootstrap:\n  dcs:\n    ttl: 4\n    loop_wait: 1\n    retry_timeout: 1.5\n    postgresql:\n      use_pg_rewind: true\n\
-         \x20 initdb:\n  - encoding: UTF8\n  - data-checksums\n\
-         \x20 pg_hba:\n  - host replication replicator {net} scram-sha-256\n  - host all all {net} scram-sha-256\n\
-         \x20 - host replication replicator 127.0.0.1/32 scram-sha-256\n  - host all all 127.0.0.1/32 scram-sha-256\n\
-         postgresql:\n  listen: 0.0.0.0:{port}\n  connect_address: {this}:{port}\n  data_dir: {data}\n  bin_dir: {bin}\n\
-         \x20 pgpass: {data}.pgpass\n\
-         \x20 authentication:\n    superuser:\n      username: postgres\n      password: {su}\n\
-         \x20   replication:\n      username: replicator\n      password: {rep}\n\
-         {params}\
-         watchdog:\n  mode: automatic\n",
-        restapi = restapi_yaml(n),
-        net = n.net,
-        params = n
-            .socket_dir
-            .map(|d| format!("  parameters:\n    unix_socket_directories: '{}'\n", d.display()))
-            .unwrap_or_default(),
-        name = n.name,
-        scope = n.scope,
-        this = n.this,
-        hosts = hosts.concat(),
-        port = n.port,
-        bin = n.bin_dir.display(),
-        su = n.su_password,
-        rep = n.rep_password,
+        "# Node {} of cluster {}, written by `shield init node`. Patroni's keys, plus `vip`.\n{}",
+        comment_text(n.name),
+        comment_text(n.scope),
+        to_yaml(&doc)
     )
 }
 
@@ -974,6 +1037,92 @@ mod tests {
         assert_eq!(write_file(&p, &v2, true, Access::Secret), Ok(Written::Replaced));
         assert_eq!((mode(&p), mode(&p.with_extension("bak"))), (0o600, 0o600));
         assert_eq!(std::fs::read_to_string(p.with_extension("bak")).expect("bak"), v1);
+    }
+
+    /// Hostile values (YAML indicators, quotes, comments, line breaks, unicode) in everything
+    /// `shield init node` writes from an answer come back exactly through the daemon's loader.
+    #[test]
+    fn hostile_values_round_trip_through_the_config_loader() {
+        let hostile = [
+            "pw #not-a-comment",
+            "#starts-with-hash",
+            "it's \"quoted\" 'twice'",
+            "key: value",
+            "trailing colon:",
+            "- leading dash",
+            "*alias",
+            "&anchor",
+            "!tag",
+            "{flow: map}",
+            "[flow, seq]",
+            "|literal",
+            ">folded",
+            "%directive",
+            "@at`tick`",
+            "  spaces around  ",
+            "true",
+            "null",
+            "~",
+            "0x1F",
+            "1.5e3",
+            "0755",
+            "yes",
+            "ünïcödé ✓ 密码 🐘",
+            "back\\slash \\n not a newline",
+            "tab\there",
+            "---",
+            "...",
+        ];
+        let dir_of = |h: &str| PathBuf::from(format!("/srv/{h}/data"));
+        for (i, h) in hostile.iter().enumerate() {
+            let rest = format!("{h}-rest");
+            let data_dir = dir_of(h);
+            let bin_dir = PathBuf::from(format!("/opt/{h}/bin"));
+            let socket_dir = PathBuf::from(format!("/run/{h}"));
+            // A scope may hold line breaks only in the comment-escaped header.
+            let scope = format!("{h}\nscope");
+            let n = NodeYaml {
+                net: "10.0.0.0/24",
+                socket_dir: Some(&socket_dir),
+                scope: &scope,
+                name: "node1",
+                this: Ipv4Addr::new(10, 0, 0, 1),
+                port: 5432,
+                etcd: &[Ipv4Addr::new(10, 0, 0, 1)],
+                data_dir: &data_dir,
+                bin_dir: &bin_dir,
+                su_password: h,
+                rep_password: &format!("{h}{h}"),
+                rest_password: &rest,
+                members: &[Ipv4Addr::new(10, 0, 0, 2)],
+                rest_loopback_only: false,
+            };
+            let text = node_yaml(&n) + &vip_yaml(Ipv4Addr::new(10, 0, 0, 99), 24, "eth0", Ipv4Addr::new(10, 0, 0, 255));
+            let env = std::collections::BTreeMap::new();
+            let c = crate::config::NodeConfig::parse(Path::new("/etc/shield/shield.yml"), &text, &env)
+                .unwrap_or_else(|e| panic!("case {i} ({h:?}): {e}\n{text}"));
+            assert_eq!(c.pg.superuser.password, *h, "{text}");
+            assert_eq!(c.pg.superuser.username, "postgres");
+            assert_eq!(c.pg.replication.password, format!("{h}{h}"), "{text}");
+            assert_eq!(c.api_auth.as_ref().map(|a| a.password.as_str()), Some(rest.as_str()), "{text}");
+            assert_eq!(c.pg.data_dir, data_dir, "{text}");
+            assert_eq!(c.pg.bin_dir, bin_dir, "{text}");
+            assert_eq!(c.pg.pgpass, PathBuf::from(format!("{}.pgpass", data_dir.display())), "{text}");
+            assert_eq!(c.scope, scope, "{text}");
+            assert_eq!(c.pg.parameters.get("unix_socket_directories"), Some(&socket_dir.display().to_string()));
+            // What `existing_passwords` reads back for a re-run is the same.
+            let dir = tempfile::tempdir().expect("dir");
+            let p = dir.path().join("shield.yml");
+            std::fs::write(&p, &text).expect("write");
+            let got = existing_passwords(&p);
+            assert_eq!(got.superuser.as_deref(), Some(*h));
+            assert_eq!(got.rest.as_deref(), Some(rest.as_str()));
+        }
+        // Line breaks in a path survive as well (passwords refuse them: .pgpass cannot hold one).
+        let data_dir = PathBuf::from("/srv/two\nlines #x/data");
+        let text = etcd_config(&[Ipv4Addr::new(10, 0, 0, 1)], Ipv4Addr::new(10, 0, 0, 1), &data_dir);
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+        assert_eq!(v["data-dir"].as_str(), Some("/srv/two\nlines #x/data"), "{text}");
     }
 
     #[test]
