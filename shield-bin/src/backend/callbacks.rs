@@ -49,7 +49,15 @@ impl Event {
 /// starting with `#` begins a comment), without expanding anything (`shell-words`). `Err` names
 /// what is wrong.
 pub fn split_command(cmd: &str) -> Result<Vec<String>, String> {
-    let words = shell_words::split(cmd).map_err(|e| format!("{e} in {cmd:?}"))?;
+    // Patroni splits with Python's `shlex.split`, where `#` is an ordinary character; to
+    // shell-words (as to sh) a word starting with `#` begins a comment, which would drop the
+    // rest of the command. Stand `#` in for a private-use character while splitting.
+    const HASH: char = '\u{E000}';
+    if cmd.contains(HASH) {
+        return Err(format!("the command holds the private-use character U+E000: {cmd:?}"));
+    }
+    let words = shell_words::split(&cmd.replace('#', &HASH.to_string())).map_err(|e| format!("{e} in {cmd:?}"))?;
+    let words: Vec<String> = words.into_iter().map(|w| w.replace(HASH, "#")).collect();
     if words.is_empty() {
         return Err("the command is empty".to_owned());
     }
@@ -225,10 +233,10 @@ mod tests {
         assert!(split_command("a 'b").expect_err("open quote").contains("closing quote"));
         assert!(split_command("a \"b").expect_err("open quote").contains("closing quote"));
         assert!(split_command("   ").expect_err("empty").contains("empty"));
-        assert!(split_command(" # only a comment").expect_err("empty").contains("empty"));
-        // As sh: a trailing backslash is itself, a `#` starting a word begins a comment.
+        // As Python's shlex.split (Patroni): `#` is an ordinary character, never a comment.
         assert_eq!(s("a \\"), ["a", "\\"]);
-        assert_eq!(s("cb.sh a#b '#c' #d e"), ["cb.sh", "a#b", "#c"]);
+        assert_eq!(s("cb.sh a#b '#c' #d e"), ["cb.sh", "a#b", "#c", "#d", "e"]);
+        assert_eq!(s(" # not a comment"), ["#", "not", "a", "comment"]);
     }
 
     #[test]
