@@ -21,8 +21,9 @@ fn settings(me: &str) -> NodeSettings {
     s
 }
 
+/// A node past its first cycle (the first one attaches: see `first_cycle_*`).
 fn state(me: &str) -> NodeState {
-    NodeState::new(settings(me))
+    NodeState { attached: true, ..NodeState::new(settings(me)) }
 }
 
 /// A state that holds the lock, renewed just now.
