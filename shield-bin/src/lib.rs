@@ -1,29 +1,23 @@
-//! shield-bin: the `shield` daemon and the `shieldctl` CLI, with the PostgreSQL backend.
+//! shield-bin: the `shield` daemon and the `shieldctl` CLI.
 //!
-//! The daemon is wiring around [`shield_core::decide`]: [`config`] reads the node's YAML, [`pg`]
-//! implements the database port, [`driver`] runs observe → decide → act, [`api`] serves
-//! Patroni's REST endpoints, and [`journal`] records every decision for replay. [`ctl`] is
-//! `shieldctl`: patronictl's commands over the DCS and the members' REST APIs.
+//! The crate is in layers, and a room imports only from the rooms below it (checked by
+//! `tests/layers.rs`):
+//!
+//! ```text
+//! tools/    shieldctl, shield init, shield check          (top)
+//! daemon/   wiring, the loop (observe → decide → act), fencing, the journal
+//! config/   the node's YAML (Patroni's keys), environment overrides, checked settings
+//! rest/     Patroni's REST API: state, access control, health, admin endpoints, metrics
+//! backend/  VIP, watchdog, callbacks, systemd, DCS client construction
+//! net/      HTTP client, TLS                                (bottom)
+//! ```
+//!
+//! Below them all are the backend crates (`shield-db-postgres`, `shield-dcs-etcd`,
+//! `shield-dcs-consul`) and `shield-core`, which imports none of them.
 
-pub mod api;
-pub mod callbacks;
-pub mod check;
-pub mod child;
-pub mod command_params;
+pub mod backend;
 pub mod config;
-pub mod ctl;
 pub mod daemon;
-pub mod driver;
-pub mod files;
-pub mod http;
-pub mod init;
-pub mod journal;
-pub mod keeper;
-pub mod metrics;
-pub mod pg;
-pub mod pgwire;
-pub mod sdnotify;
-pub mod serve;
-pub mod tls;
-pub mod vip;
-pub mod watchdog;
+pub mod net;
+pub mod rest;
+pub mod tools;

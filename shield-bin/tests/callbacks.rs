@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shield_bin::callbacks::{Callbacks, Event, Scripts};
+use shield_bin::backend::callbacks::{Callbacks, Event, Scripts};
 
 /// A script that appends `<tag> <args...>` to `out`, after `sleep` seconds.
 fn script(dir: &Path, name: &str, body: &str) -> Vec<String> {

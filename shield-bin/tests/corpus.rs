@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use shield_bin::config::{DcsSettings, NodeConfig};
+use shield_bin::backend::dcs::DcsSettings;
+use shield_bin::config::NodeConfig;
 use shield_core::WatchdogMode;
 
 fn corpus_dir() -> PathBuf {
@@ -136,7 +137,7 @@ fn patroni_sample_on_etcd3_with_tls_and_patroni_adjusted_timings() {
     let DcsSettings::Etcd3 { tls, .. } = &c.dcs else { panic!("etcd3") };
     assert!(tls.as_ref().is_some_and(|(ca, cert, key)| ca.is_some() && cert.is_some() && key.is_some()));
     let api = c.api_tls.as_ref().expect("REST TLS");
-    assert_eq!(api.verify, shield_bin::tls::VerifyClient::Optional);
+    assert_eq!(api.verify, shield_bin::net::tls::VerifyClient::Optional);
     assert_eq!((c.api_access.allowlist.len(), c.api_access.include_members), (2, true));
     assert_eq!(c.api_auth.as_ref().map(|a| a.username.as_str()), Some("admin"));
     assert_eq!(c.initdb_args, ["--encoding=UTF8", "--locale=en_US.UTF-8", "--data-checksums"]);

@@ -71,7 +71,7 @@ async fn bootstrap_replicate_and_fail_over() {
 
     // Every decision the daemons made replays through decide() to the same result.
     for n in nodes.iter() {
-        let entries = shield_bin::journal::read(&n.dir.join("data.journal.jsonl")).expect("journal");
+        let entries = shield_bin::daemon::journal::read(&n.dir.join("data.journal.jsonl")).expect("journal");
         assert!(entries.len() > 5, "{}: only {} journal lines", n.name, entries.len());
         for (i, e) in entries.iter().enumerate() {
             assert_eq!(shield_core::decide(&e.state, &e.obs), e.decision, "{} line {}", n.name, i + 1);
@@ -372,7 +372,7 @@ async fn bootstrap_and_fail_over_on_consul() {
     let roles = |primary: usize| {
         let (catalog, names) = (catalog.clone(), names.clone());
         async move {
-            let v = shield_bin::http::get_json(&catalog, Duration::from_secs(2)).await.ok()?;
+            let v = shield_bin::net::http::get_json(&catalog, Duration::from_secs(2)).await.ok()?;
             let entries = v.as_array()?;
             let tagged = |name: &str, tag: &str| {
                 entries.iter().any(|e| {
@@ -545,15 +545,15 @@ async fn tls_rest_api_with_client_certificates() {
     let p = c.primary;
     // Plain HTTP gets nothing; https with the CA and a client certificate gets the status.
     assert_eq!(http_status(c.nodes[p].api_port, "/patroni").await, 0, "plain HTTP answered on a TLS port");
-    shield_bin::tls::set_client(
-        shield_bin::tls::client_config(
+    shield_bin::net::tls::set_client(
+        shield_bin::net::tls::client_config(
             &certs.path("ca.pem"),
             Some((&certs.path("client.pem"), &certs.path("client-key.pem"))),
         )
         .expect("client TLS"),
     );
     let url = format!("https://127.0.0.1:{}/patroni", c.nodes[p].api_port);
-    let status = shield_bin::http::get_json(&url, Duration::from_secs(3)).await.expect("https status");
+    let status = shield_bin::net::http::get_json(&url, Duration::from_secs(3)).await.expect("https status");
     assert_eq!(status["role"], "primary", "{status}");
     // shieldctl's REST calls go over https too, with ctl.cacert and its client certificate.
     let ctl_cfg = c.root.path().join("ctl.yml");

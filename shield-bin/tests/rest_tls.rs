@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use servers::TestCerts;
-use shield_bin::api::ApiState;
-use shield_bin::serve::{Access, Cidr};
-use shield_bin::tls::VerifyClient;
+use shield_bin::net::tls::VerifyClient;
+use shield_bin::rest::access::{Access, Cidr};
+use shield_bin::rest::state::ApiState;
 
 /// Serves the API on a free port; returns its base URL.
 async fn serve(tls: Option<Arc<rustls::ServerConfig>>, access: Access) -> String {
@@ -19,22 +19,22 @@ async fn serve(tls: Option<Arc<rustls::ServerConfig>>, access: Access) -> String
     let name = shield_core::MemberName::new("n1".to_owned()).expect("name");
     let dcs = Arc::new(store.client("/service", "tls", name.clone(), 4_000));
     let state = Arc::new(ApiState::new(name, "tls", None, dcs));
-    shield_bin::serve::set_access(&state, access);
+    shield_bin::rest::guard::set_access(&state, access);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(shield_bin::serve::serve(listener, state, tls));
+    tokio::spawn(shield_bin::rest::server::serve(listener, state, tls));
     format!("127.0.0.1:{port}")
 }
 
 const T: Duration = Duration::from_secs(5);
 
 async fn get(url: &str) -> Result<u16, String> {
-    shield_bin::http::request("GET", url, None, None, T).await.map(|a| a.status)
+    shield_bin::net::http::request("GET", url, None, None, T).await.map(|a| a.status)
 }
 
 async fn post(url: &str) -> Result<(u16, String), String> {
     let body = serde_json::json!({});
-    shield_bin::http::request("POST", url, Some(&body), None, T).await.map(|a| (a.status, a.body))
+    shield_bin::net::http::request("POST", url, Some(&body), None, T).await.map(|a| (a.status, a.body))
 }
 
 /// One test, because the process's TLS client is set once (as in the daemon and shieldctl).
@@ -42,7 +42,7 @@ async fn post(url: &str) -> Result<(u16, String), String> {
 async fn rest_api_over_tls_with_client_certificates_and_an_allowlist() {
     let certs = TestCerts::generate();
     let server = |verify| {
-        shield_bin::tls::server_config(
+        shield_bin::net::tls::server_config(
             &certs.path("server.pem"),
             &certs.path("server-key.pem"),
             Some(&certs.path("ca.pem")),
@@ -56,8 +56,8 @@ async fn rest_api_over_tls_with_client_certificates_and_an_allowlist() {
     let e = get(&format!("https://{plain}/patroni")).await.expect_err("no CA");
     assert!(e.contains("https needs a CA"), "{e}");
 
-    shield_bin::tls::set_client(
-        shield_bin::tls::client_config(
+    shield_bin::net::tls::set_client(
+        shield_bin::net::tls::client_config(
             &certs.path("ca.pem"),
             Some((&certs.path("client.pem"), &certs.path("client-key.pem"))),
         )

@@ -183,7 +183,7 @@ fn init_node(i: usize, node: &Node, pg_bin: &Path) {
 
 fn tools_present() -> bool {
     let root = nix::unistd::geteuid().is_root();
-    let tools = ["ip", "arping", "setpriv", "curl"].iter().all(|t| shield_bin::vip::find_tool(t).is_some());
+    let tools = ["ip", "arping", "setpriv", "curl"].iter().all(|t| shield_bin::backend::vip::find_tool(t).is_some());
     if !(root && tools) {
         let msg = "VIP tests need root (network namespaces) and ip, arping, setpriv and curl";
         assert!(!servers::servers_required(), "{msg}");

@@ -50,18 +50,18 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum InitCmd {
     /// This host's etcd member: etcd.conf.yml and etcd.service (the seed's etcd_config.sh).
-    Etcd(Box<shield_bin::init::EtcdInit>),
+    Etcd(Box<shield_bin::tools::init::EtcdInit>),
     /// This database node: the YAML config and shield.service (the seed's patroni_config.sh).
-    Node(Box<shield_bin::init::NodeInit>),
+    Node(Box<shield_bin::tools::init::NodeInit>),
 }
 
 fn subcommand(cmd: Cmd) -> ExitCode {
     let stdin = std::io::stdin();
-    let mut ask = shield_bin::init::Asker::new(stdin.lock(), std::io::stdout());
+    let mut ask = shield_bin::tools::init::Asker::new(stdin.lock(), std::io::stdout());
     let result = match cmd {
         Cmd::Init { what } => match *what {
-            InitCmd::Etcd(a) => shield_bin::init::init_etcd(&a, &mut ask),
-            InitCmd::Node(a) => shield_bin::init::init_node(&a, &mut ask).map(|_| ()),
+            InitCmd::Etcd(a) => shield_bin::tools::init::init_etcd(&a, &mut ask),
+            InitCmd::Node(a) => shield_bin::tools::init::init_node(&a, &mut ask).map(|_| ()),
         },
         Cmd::Check { config } => return check(&config),
         Cmd::Demo { args } => return demo(&args),
@@ -90,11 +90,11 @@ fn check(config: &std::path::Path) -> ExitCode {
         eprintln!("shield: cannot start the runtime");
         return ExitCode::FAILURE;
     };
-    let lines = rt.block_on(shield_bin::check::run(&cfg));
+    let lines = rt.block_on(shield_bin::tools::check::run(&cfg));
     for l in &lines {
         println!("{l}");
     }
-    if lines.iter().any(|l| l.level == shield_bin::check::Level::Fail) {
+    if lines.iter().any(|l| l.level == shield_bin::tools::check::Level::Fail) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -135,12 +135,12 @@ fn demo(args: &[String]) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Internal: the fence keeper child (see shield_bin::keeper).
+    // Internal: the fence keeper child (see shield_bin::daemon::keeper).
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("--fence-keeper") {
         if let Some(dir) = argv.get(2) {
             let vip = argv.get(3).zip(argv.get(4)).map(|(c, i)| (c.clone(), i.clone()));
-            shield_bin::keeper::run(std::path::Path::new(dir), vip);
+            shield_bin::daemon::keeper::run(std::path::Path::new(dir), vip);
             return ExitCode::SUCCESS;
         }
         eprintln!("shield: --fence-keeper needs the data directory");

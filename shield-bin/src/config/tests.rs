@@ -1,4 +1,5 @@
 use super::*;
+use crate::backend::dcs::DcsSettings;
 
 /// Patroni's own sample config (postgres0.yml), trimmed only of comments.
 const PATRONI: &str = r#"
@@ -110,7 +111,7 @@ fn vip_section_as_the_seed_asks_for_it() {
 fn scripts_are_split_and_checked() {
     let cb = "  callbacks:\n    on_role_change: /usr/local/bin/vip.sh --quiet\n    on_stop: \"'/opt/my scripts/stop.sh'\"\n  pre_promote: /bin/fence-old-primary\n  pgpass: /tmp/pgpass0";
     let c = parse(&PATRONI.replace("  pgpass: /tmp/pgpass0", cb)).expect("valid");
-    use crate::callbacks::Event;
+    use crate::backend::callbacks::Event;
     assert_eq!(c.scripts.callbacks[&Event::OnRoleChange], ["/usr/local/bin/vip.sh", "--quiet"]);
     // Split as Patroni's shlex.split does: quotes inside the YAML value keep a space.
     assert_eq!(c.scripts.callbacks[&Event::OnStop], ["/opt/my scripts/stop.sh"]);
@@ -140,7 +141,7 @@ fn rest_api_tls_and_allowlist() {
         (Some("/etc/ssl/api.pem"), Some("/etc/ssl/api.pem")),
         "key defaults to certfile"
     );
-    assert_eq!(t.verify, crate::tls::VerifyClient::Optional);
+    assert_eq!(t.verify, crate::net::tls::VerifyClient::Optional);
     assert_eq!(c.api_access.allowlist.len(), 2);
     assert!(c.api_access.include_members && c.api_access.cert_for_unsafe);
     assert!(parse(PATRONI).expect("valid").api_tls.is_none());
@@ -177,7 +178,7 @@ fn watchdog_section() {
     assert_eq!(c.watchdog.mode, WatchdogMode::Required);
     assert_eq!(c.watchdog.device, Path::new("/dev/watchdog1"));
     assert_eq!(c.watchdog.safety_margin_ms, Some(1_500));
-    assert_eq!(c.watchdog.driver, crate::watchdog::Driver::Linux);
+    assert_eq!(c.watchdog.driver, crate::backend::watchdog::Driver::Linux);
     // Patroni's -1 ("half the ttl") and no section at all: Shield's derived timeout.
     let c = parse(&PATRONI.replace("  mode: off", "  mode: automatic\n  safety_margin: -1")).expect("valid");
     assert_eq!((c.watchdog.mode, c.watchdog.safety_margin_ms), (WatchdogMode::Automatic, None));
@@ -185,7 +186,7 @@ fn watchdog_section() {
     assert_eq!(c.watchdog.mode, WatchdogMode::Automatic, "Patroni's default mode");
     let c =
         parse(&PATRONI.replace("  mode: off", "  mode: required\n  driver: testing\n  device: /tmp/wd")).expect("ok");
-    assert_eq!(c.watchdog.driver, crate::watchdog::Driver::Testing);
+    assert_eq!(c.watchdog.driver, crate::backend::watchdog::Driver::Testing);
 }
 
 #[test]

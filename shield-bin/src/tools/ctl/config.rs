@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{dcs_settings, DcsSettings, RawAuth, RawConsul, RawEtcd};
+use crate::backend::dcs::DcsSettings;
+use crate::config::{dcs_settings, RawAuth, RawConsul, RawEtcd};
 
 /// What shieldctl needs to reach a cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub struct CtlConfig {
     pub insecure: bool,
     /// `postgresql.allow_command_parameters`: what `edit-config` may change among the
     /// parameters that run commands.
-    pub command_params: crate::command_params::CommandParams,
+    pub command_params: crate::rest::command_params::CommandParams,
 }
 
 /// The file's sections shieldctl reads; everything else in a node config is ignored here.
@@ -107,10 +108,9 @@ impl CtlConfig {
         };
         let dcs = dcs_settings(file, raw.etcd3.or(raw.etcd), raw.consul).map_err(|e| e.to_string())?;
         let command_params = match raw.postgresql.and_then(|p| p.allow_command_parameters) {
-            Some(v) => {
-                crate::command_params::CommandParams::from_yaml(&v).map_err(|e| format!("{}: {e}", file.display()))?
-            }
-            None => crate::command_params::CommandParams::default(),
+            Some(v) => crate::rest::command_params::CommandParams::from_yaml(&v)
+                .map_err(|e| format!("{}: {e}", file.display()))?,
+            None => crate::rest::command_params::CommandParams::default(),
         };
         let auth = raw
             .ctl

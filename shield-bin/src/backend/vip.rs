@@ -106,7 +106,7 @@ impl IpVip {
 /// Runs `bin args`, bounded; `Err` carries its stderr.
 async fn run(bin: &Path, args: &[&str]) -> Result<String, String> {
     // `ip` and `arping` are the only programs that keep the daemon's ambient capabilities.
-    let mut cmd = crate::child::tokio_command(bin, crate::child::Caps::KeepForVip);
+    let mut cmd = shield_db_postgres::process::tokio_command(bin, shield_db_postgres::process::Caps::KeepForVip);
     cmd.args(args).stdin(std::process::Stdio::null()).kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(10), cmd.output())
         .await
@@ -158,20 +158,19 @@ impl Vip for IpVip {
     }
 }
 
-/// Removes the VIP without the async runtime (the fence keeper). Errors are printed.
-pub fn remove_blocking(cidr: &str, interface: &str) {
+/// Removes the VIP without the async runtime (the fence keeper, which prints the line returned).
+pub fn remove_blocking(cidr: &str, interface: &str) -> String {
     let Some(ip) = find_tool("ip") else {
-        crate::keeper::say(&format!("cannot remove the VIP {cidr}: `ip` is not installed"));
-        return;
+        return format!("cannot remove the VIP {cidr}: `ip` is not installed");
     };
-    let out = crate::child::command(ip, crate::child::Caps::KeepForVip)
+    let out = shield_db_postgres::process::command(ip, shield_db_postgres::process::Caps::KeepForVip)
         .args(["addr", "del", cidr, "dev", interface])
         .stdin(std::process::Stdio::null())
         .output();
     match out {
-        Ok(o) if o.status.success() => crate::keeper::say(&format!("vip: removed {cidr} from {interface}")),
-        Ok(o) => crate::keeper::say(&format!("removing the VIP {cidr}: {}", String::from_utf8_lossy(&o.stderr).trim())),
-        Err(e) => crate::keeper::say(&format!("removing the VIP {cidr}: {e}")),
+        Ok(o) if o.status.success() => format!("vip: removed {cidr} from {interface}"),
+        Ok(o) => format!("removing the VIP {cidr}: {}", String::from_utf8_lossy(&o.stderr).trim()),
+        Err(e) => format!("removing the VIP {cidr}: {e}"),
     }
 }
 

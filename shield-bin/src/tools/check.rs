@@ -56,7 +56,7 @@ pub async fn run(cfg: &NodeConfig) -> Vec<Line> {
     out.push(rest_api(cfg));
     out.extend(binaries(&cfg.pg.bin_dir));
     out.push(data_dir(&cfg.pg.data_dir));
-    let view = match crate::daemon::build_dcs(cfg) {
+    let view = match cfg.build_dcs() {
         Err(e) => {
             out.push(line(Level::Fail, "dcs", e));
             None
@@ -147,12 +147,13 @@ fn binaries(bin_dir: &Path) -> Vec<Line> {
         }
     }
     if missing.is_empty() {
-        let version = crate::child::command(bin_dir.join("postgres"), crate::child::Caps::Drop)
-            .arg("--version")
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        let version =
+            shield_db_postgres::process::command(bin_dir.join("postgres"), shield_db_postgres::process::Caps::Drop)
+                .arg("--version")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
         match version {
             Some(v) => out.push(line(Level::Ok, "bin_dir", format!("{}: {v}", bin_dir.display()))),
             None => out.push(line(Level::Fail, "bin_dir", format!("{}/postgres --version fails", bin_dir.display()))),
@@ -219,13 +220,14 @@ async fn replication(cfg: &NodeConfig, view: Option<&shield_core::cluster::Clust
     let Some(leader) = view.leader_name().filter(|l| **l != cfg.name) else {
         return line(Level::Warn, what, "not checked: no other node leads the cluster yet");
     };
-    let addr = view.members.get(leader).and_then(|m| m.data.conn_url.as_deref()).and_then(crate::pg::host_port);
+    let addr =
+        view.members.get(leader).and_then(|m| m.data.conn_url.as_deref()).and_then(shield_db_postgres::host_port);
     let Some((host, port)) = addr else {
         return line(Level::Warn, what, format!("not checked: {leader} has no conn_url"));
     };
     let r = &cfg.pg.replication;
-    let target = crate::pgwire::Target { host: &host, port, user: &r.username, password: &r.password };
-    match crate::pgwire::identify_system(target, Duration::from_secs(5)).await {
+    let target = shield_db_postgres::pgwire::Target { host: &host, port, user: &r.username, password: &r.password };
+    match shield_db_postgres::pgwire::identify_system(target, Duration::from_secs(5)).await {
         Ok(id) => line(
             Level::Ok,
             what,
@@ -250,7 +252,7 @@ fn has_cap(bit: u32) -> bool {
     eff.is_some_and(|e| e & (1 << bit) != 0)
 }
 
-fn vip(v: &crate::vip::VipSettings) -> Vec<Line> {
+fn vip(v: &crate::backend::vip::VipSettings) -> Vec<Line> {
     let mut out = Vec::new();
     if Path::new("/sys/class/net").join(&v.interface).exists() {
         out.push(line(Level::Ok, "vip interface", format!("{} exists", v.interface)));
@@ -262,7 +264,7 @@ fn vip(v: &crate::vip::VipSettings) -> Vec<Line> {
         ));
     }
     for (tool, pkg) in [("ip", "iproute2"), ("arping", "iputils-arping")] {
-        if crate::vip::find_tool(tool).is_none() {
+        if crate::backend::vip::find_tool(tool).is_none() {
             let level = if tool == "ip" { Level::Fail } else { Level::Warn };
             out.push(line(level, "vip tools", format!("`{tool}` is not installed (install {pkg})")));
         }
@@ -283,7 +285,7 @@ fn vip(v: &crate::vip::VipSettings) -> Vec<Line> {
 fn watchdog(cfg: &NodeConfig) -> Line {
     use shield_core::WatchdogMode;
     let w = &cfg.watchdog;
-    if w.mode == WatchdogMode::Off || w.driver == crate::watchdog::Driver::Testing {
+    if w.mode == WatchdogMode::Off || w.driver == crate::backend::watchdog::Driver::Testing {
         return line(
             Level::Ok,
             "watchdog",

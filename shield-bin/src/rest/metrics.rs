@@ -9,7 +9,10 @@ use std::fmt::Write as _;
 use shield_core::cluster::Tags;
 use shield_core::DbProcess;
 
-use crate::api::Snapshot;
+use super::state::{Shared, Snapshot};
+use super::status::{dcs_fresh, is_sync_standby};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 
 /// Every `patroni_*` family Patroni 4.1 exports, in its order. `patroni_postgres_streaming` and
 /// `patroni_postgres_in_archive_recovery` are left out while the server version is unknown (the
@@ -134,7 +137,7 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
 
     // The Patroni release Shield speaks (4.1.5 → 40105); Shield's own version beside it.
     o.gauge("patroni_version", "Patroni semver without periods.", version_number(shield_core::PATRONI_COMPAT_VERSION));
-    o.gauge("shield_version", "Shield semver without periods.", version_number(crate::api::SHIELD_VERSION));
+    o.gauge("shield_version", "Shield semver without periods.", version_number(crate::rest::state::SHIELD_VERSION));
     o.gauge("patroni_postgres_running", "Value is 1 if Postgres is running, 0 otherwise.", u8::from(running));
     o.gauge(
         "patroni_postmaster_start_time",
@@ -223,7 +226,7 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
     let values: Vec<String> = POSTGRES_STATES.iter().enumerate().map(|(i, (n, _))| format!("{i}={n}")).collect();
     let _ = writeln!(o.text, "# Values: {}", values.join(", "));
     let _ = writeln!(o.text, "# TYPE patroni_postgres_state gauge");
-    let state = crate::api::state_str(db);
+    let state = crate::rest::status::state_str(db);
     let index = POSTGRES_STATES.iter().position(|(_, s)| *s == state).map_or(-1, |i| i as i64);
     let _ = writeln!(o.text, "patroni_postgres_state{} {index}", o.labels);
     o.gauge(
@@ -252,6 +255,13 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
         let _ = writeln!(o.text, "shield_decisions{{{base},reason=\"{}\"}} {n}", escape(reason));
     }
     o.text
+}
+
+pub(crate) async fn metrics(State(s): State<Shared>) -> Response {
+    let snap = s.snapshot();
+    let body =
+        crate::rest::metrics::render(&s.scope, s.name.as_str(), &snap, is_sync_standby(&s, &snap), dcs_fresh(&snap));
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 #[cfg(test)]
@@ -314,7 +324,7 @@ mod tests {
         let text = render("demo", "node1", &snap, true, true);
         let expect = [
             ("patroni_version", "40105".into()),
-            ("shield_version", version_number(crate::api::SHIELD_VERSION).to_string()),
+            ("shield_version", version_number(crate::rest::state::SHIELD_VERSION).to_string()),
             ("patroni_postmaster_start_time", "1700000000.250000".into()),
             ("patroni_primary", "0".into()),
             ("patroni_replica", "1".into()),

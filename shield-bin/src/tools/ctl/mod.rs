@@ -22,7 +22,7 @@ use shield_core::MemberName;
 
 pub use self::config::CtlConfig;
 use self::render::Format;
-use crate::http::Answer;
+use crate::net::http::Answer;
 
 /// shieldctl's command line.
 #[derive(Debug, Parser)]
@@ -362,9 +362,13 @@ impl Ctx {
         let identity = cfg.tls.as_ref().and_then(|(_, id)| id.as_ref()).map(|(c, k)| (c.as_path(), k.as_path()));
         if cfg.insecure {
             eprintln!("Warning: -k: the REST API's certificate is not verified");
-            crate::tls::set_client(crate::tls::insecure_client_config(identity).map_err(|e| format!("ctl TLS: {e}"))?);
+            crate::net::tls::set_client(
+                crate::net::tls::insecure_client_config(identity).map_err(|e| format!("ctl TLS: {e}"))?,
+            );
         } else if let Some((ca, _)) = &cfg.tls {
-            crate::tls::set_client(crate::tls::client_config(ca, identity).map_err(|e| format!("ctl TLS: {e}"))?);
+            crate::net::tls::set_client(
+                crate::net::tls::client_config(ca, identity).map_err(|e| format!("ctl TLS: {e}"))?,
+            );
         }
         Ok(Ctx { cfg })
     }
@@ -382,7 +386,7 @@ impl Ctx {
         let mut timing = shield_core::DynamicConfig::default().timing;
         timing.retry_timeout_ms = 3_000;
         let me = MemberName::new(CTL_MEMBER).map_err(|e| e.to_string())?;
-        crate::daemon::dcs_client(&self.cfg.dcs, &self.cfg.namespace, cluster, me, &timing)
+        crate::backend::dcs::dcs_client(&self.cfg.dcs, &self.cfg.namespace, cluster, me, &timing)
     }
 
     /// The cluster as the DCS holds it now.
@@ -416,7 +420,7 @@ impl Ctx {
     ) -> Result<Answer, String> {
         let base = api_base(v, member)?;
         let auth = self.cfg.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        crate::http::request(method, &format!("{base}{path}"), body, auth, timeout).await
+        crate::net::http::request(method, &format!("{base}{path}"), body, auth, timeout).await
     }
 }
 

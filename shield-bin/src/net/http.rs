@@ -35,7 +35,7 @@ pub async fn request(
     use base64::Engine as _;
     use http_body_util::Full;
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let client = match (uri.scheme_str(), crate::tls::client()) {
+    let client = match (uri.scheme_str(), crate::net::tls::client()) {
         (Some("https"), None) => {
             return Err(format!("{url}: https needs a CA to trust (restapi.cafile, or ctl.cacert for shieldctl)"))
         }

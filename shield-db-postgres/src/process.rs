@@ -1,7 +1,7 @@
 //! Every child process the daemon starts is built here, so that none inherits what it must not
 //! have:
 //!
-//! - systemd's notification variables ([`crate::sdnotify::scrub`]);
+//! - systemd's notification variables ([`scrub`]);
 //! - password variables (`PGPASSWORD`, `PATRONI_SUPERUSER_PASSWORD`, `PATRONI_CONFIGURATION`,
 //!   ...): PostgreSQL's tools get their credentials from the pgpass file (`PGPASSFILE`), and
 //!   callbacks and `archive_command` have no business reading the daemon's;
@@ -48,7 +48,7 @@ fn scrub_secrets(cmd: &mut std::process::Command, names: &[OsString]) {
 /// capabilities. Everything the daemon spawns comes from here (or [`tokio_command`]).
 pub fn command(program: impl AsRef<OsStr>, caps: Caps) -> std::process::Command {
     let mut cmd = std::process::Command::new(program);
-    crate::sdnotify::scrub(&mut cmd);
+    scrub(&mut cmd);
     scrub_secrets(&mut cmd, &secret_names(std::env::vars_os().map(|(k, _)| k)));
     if caps == Caps::Drop {
         drop_ambient_caps(&mut cmd);
@@ -88,6 +88,19 @@ fn drop_ambient_caps(cmd: &mut std::process::Command) {
             }
         });
     }
+}
+
+/// systemd's notification variables, removed from every child's environment: PostgreSQL (which
+/// Debian builds with systemd support), callbacks and the fence keeper must not talk to systemd
+/// on the daemon's behalf.
+pub const CHILD_ENV_REMOVE: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
+/// Removes systemd's notification variables from a child's environment.
+pub fn scrub(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for v in CHILD_ENV_REMOVE {
+        cmd.env_remove(v);
+    }
+    cmd
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ pub fn initialize_label(v: &ClusterView) -> String {
 
 /// `host:port` of a member's conn_url.
 fn host_port(m: &Member) -> Option<(String, u16)> {
-    m.data.conn_url.as_deref().and_then(crate::pg::host_port)
+    m.data.conn_url.as_deref().and_then(shield_db_postgres::host_port)
 }
 
 /// patronictl's role names.

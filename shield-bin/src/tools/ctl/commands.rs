@@ -10,7 +10,7 @@ use shield_core::{DynamicConfig, MemberName, Revision};
 use super::prompt::{ask, confirm};
 use super::render::{self, Cell, Format, Grid};
 use super::{Command, Ctx};
-use crate::api::RESUME_REFUSED;
+use crate::rest::admin::RESUME_REFUSED;
 
 type R = Result<(), String>;
 
@@ -247,7 +247,7 @@ fn conn_addr(v: &ClusterView, m: &MemberName) -> Result<(String, u16), String> {
     v.members
         .get(m)
         .and_then(|x| x.data.conn_url.as_deref())
-        .and_then(crate::pg::host_port)
+        .and_then(shield_db_postgres::host_port)
         .ok_or_else(|| format!("member {m} publishes no usable conn_url"))
 }
 
@@ -811,7 +811,8 @@ fn edit_in_editor(current: &str) -> Result<Value, String> {
         .create(&dir)
         .map_err(|e| format!("{}: {e} (remove it if no shieldctl is running)", dir.display()))?;
     let file = dir.join("config.yaml");
-    crate::files::write_secret(&file, current.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
+    shield_db_postgres::files::write_secret(&file, current.as_bytes())
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let status = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{editor} \"$1\""))
@@ -852,7 +853,7 @@ async fn edit_config(
         new = read_yaml_source(src)?;
     }
     if let Some(src) = apply {
-        crate::api::merge(&mut new, &read_yaml_source(src)?);
+        crate::rest::admin::merge(&mut new, &read_yaml_source(src)?);
     }
     for kv in set {
         let (k, val) = kv.split_once('=').ok_or_else(|| format!("-s {kv:?}: expected KEY=VALUE"))?;
@@ -865,7 +866,7 @@ async fn edit_config(
     if interactive {
         new = edit_in_editor(&before)?;
     }
-    if let Some(refused) = crate::command_params::refusal(&current, &new, &ctx.cfg.command_params) {
+    if let Some(refused) = crate::rest::command_params::refusal(&current, &new, &ctx.cfg.command_params) {
         return Err(refused);
     }
     // Refuse what the nodes could not use, naming the key, before anything is written.

@@ -9,6 +9,9 @@
 //! is in `config/keys.rs` and docs/compatibility.md. `PATRONI_*` environment variables override
 //! the file as Patroni defines them, and `SHIELD_*` variables of the same names override both.
 
+use crate::backend::dcs::DcsSettings;
+use crate::backend::watchdog::WatchdogSettings;
+use shield_db_postgres::{Credentials, PgSettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -313,60 +316,6 @@ struct RawVip {
     announcements: Option<u32>,
 }
 
-/// The `watchdog` section.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WatchdogSettings {
-    /// `mode`: off, automatic (the default) or required.
-    pub mode: WatchdogMode,
-    /// `device` (`/dev/watchdog`).
-    pub device: PathBuf,
-    /// `driver`: `default` (Linux) or `testing` (a file recording each operation).
-    pub driver: crate::watchdog::Driver,
-    /// `safety_margin` in ms: the timeout is `ttl - safety_margin`. `None`: derived from the
-    /// fencing deadline (Shield's default; Patroni's 5 s does not fit a 4 s ttl).
-    pub safety_margin_ms: Option<u64>,
-}
-
-/// A user and password.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    /// User name.
-    pub username: String,
-    /// Password (may be empty: trust or peer auth).
-    pub password: String,
-}
-
-/// Which DCS.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DcsSettings {
-    /// etcd v3: endpoint URLs, auth, TLS file paths.
-    Etcd3 {
-        /// `http(s)://host:port` each.
-        endpoints: Vec<String>,
-        /// Username and password.
-        auth: Option<Credentials>,
-        /// `cacert`, `cert`, `key`.
-        tls: Option<(Option<PathBuf>, Option<PathBuf>, Option<PathBuf>)>,
-    },
-    /// Consul: URL, token, datacenter, TLS files, read consistency, session checks.
-    Consul {
-        /// The agent URL.
-        url: String,
-        /// ACL token.
-        token: Option<String>,
-        /// Datacenter.
-        dc: String,
-        /// `cacert`, `cert`, `key`.
-        tls: Option<(PathBuf, Option<PathBuf>, Option<PathBuf>)>,
-        /// `consistency`: default, consistent or stale.
-        consistency: String,
-        /// `checks`: session health checks.
-        checks: Vec<String>,
-        /// `register_service: true`: the `service_tags` and `service_check_interval` (s).
-        service: Option<(Vec<String>, u64)>,
-    },
-}
-
 /// The node's checked config.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -387,7 +336,7 @@ pub struct NodeConfig {
     /// REST API TLS (`restapi.certfile`, `keyfile`, `cafile`, `verify_client`).
     pub api_tls: Option<ApiTls>,
     /// Who may send unsafe REST requests (`restapi.allowlist`, `allowlist_include_members`).
-    pub api_access: crate::serve::Access,
+    pub api_access: crate::rest::access::Access,
     /// The DCS.
     pub dcs: DcsSettings,
     /// `bootstrap.dcs`.
@@ -401,14 +350,14 @@ pub struct NodeConfig {
     /// The watchdog.
     pub watchdog: WatchdogSettings,
     /// The `vip` section, if any.
-    pub vip: Option<crate::vip::VipSettings>,
+    pub vip: Option<crate::backend::vip::VipSettings>,
     /// `postgresql.callbacks`, `pre_promote`, `before_stop`.
-    pub scripts: crate::callbacks::Scripts,
+    pub scripts: crate::backend::callbacks::Scripts,
     /// The role name callbacks get for a primary: `master` (Patroni before 4.0, what Halo Shield
     /// ships) unless `postgresql.callback_primary_role: primary`.
     pub callback_primary_role: String,
-    /// `postgresql.allow_command_parameters` (see [`crate::command_params`]).
-    pub command_params: crate::command_params::CommandParams,
+    /// `postgresql.allow_command_parameters` (see [`crate::rest::command_params`]).
+    pub command_params: crate::rest::command_params::CommandParams,
     /// Node tags.
     pub tags: Tags,
     /// One line per key accepted and not acted on, or adjusted (logged at start-up, printed by
@@ -417,38 +366,6 @@ pub struct NodeConfig {
     /// `bootstrap.method` when it is not `initdb`: this node never bootstraps a new cluster (it
     /// joins one or adopts an existing data directory), as Shield cannot run the method.
     pub custom_bootstrap: Option<String>,
-}
-
-/// PostgreSQL settings.
-#[derive(Clone, Debug)]
-pub struct PgSettings {
-    /// `listen`: host and port.
-    pub listen_host: String,
-    /// Port.
-    pub port: u16,
-    /// `connect_address`: published `host:port`.
-    pub connect_address: String,
-    /// Data directory.
-    pub data_dir: PathBuf,
-    /// Where the server binaries are.
-    pub bin_dir: PathBuf,
-    /// `.pgpass` file Shield writes.
-    pub pgpass: PathBuf,
-    /// Superuser.
-    pub superuser: Credentials,
-    /// Replication user.
-    pub replication: Credentials,
-    /// Rewind user (defaults to the superuser).
-    pub rewind: Credentials,
-    /// `postgresql.parameters`.
-    pub parameters: BTreeMap<String, String>,
-    /// `use_pg_rewind` and `remove_data_directory_on_*`: each wins over the DCS when set, as in
-    /// Patroni.
-    pub local_pg: shield_core::config::LocalPg,
-    /// `pg_ctl_timeout`, seconds.
-    pub pg_ctl_timeout_s: u64,
-    /// `basebackup`: extra pg_basebackup options (Patroni's list of `option` or `{option: value}`).
-    pub basebackup_args: Vec<String>,
 }
 
 fn err(file: &Path, problem: impl Into<String>) -> ConfigFileError {
@@ -651,6 +568,12 @@ fn apply_env(root: &mut Value, env: &BTreeMap<String, String>) {
 }
 
 impl NodeConfig {
+    /// The DCS client this node's config names.
+    pub fn build_dcs(&self) -> Result<std::sync::Arc<dyn shield_core::ports::Dcs>, String> {
+        let t = &self.bootstrap_dcs.timing;
+        crate::backend::dcs::dcs_client(&self.dcs, &self.namespace, &self.scope, self.name.clone(), t)
+    }
+
     /// Reads and checks a config file, applying environment overrides from `env`.
     pub fn load(file: &Path, env: &BTreeMap<String, String>) -> Result<NodeConfig, ConfigFileError> {
         if env.contains_key("SHIELD_CONFIGURATION") || env.contains_key("PATRONI_CONFIGURATION") {
@@ -739,8 +662,8 @@ fn check(file: &Path, raw: RawConfig, sorted: keys::Sorted) -> Result<NodeConfig
         .unwrap_or_default();
     let scripts = scripts(file, &raw.postgresql)?;
     let command_params = match &raw.postgresql.allow_command_parameters {
-        Some(v) => crate::command_params::CommandParams::from_yaml(v).map_err(|e| err(file, e))?,
-        None => crate::command_params::CommandParams::default(),
+        Some(v) => crate::rest::command_params::CommandParams::from_yaml(v).map_err(|e| err(file, e))?,
+        None => crate::rest::command_params::CommandParams::default(),
     };
     let callback_primary_role = match raw.postgresql.callback_primary_role.as_deref() {
         None | Some("master") => "master".to_owned(),
@@ -795,8 +718,8 @@ fn check(file: &Path, raw: RawConfig, sorted: keys::Sorted) -> Result<NodeConfig
     })
 }
 
-fn scripts(file: &Path, raw: &RawPostgresql) -> Result<crate::callbacks::Scripts, ConfigFileError> {
-    use crate::callbacks::{split_command, Event};
+fn scripts(file: &Path, raw: &RawPostgresql) -> Result<crate::backend::callbacks::Scripts, ConfigFileError> {
+    use crate::backend::callbacks::{split_command, Event};
     let mut callbacks = BTreeMap::new();
     for (k, cmd) in raw.callbacks.iter().flatten() {
         let event = Event::from_key(k).ok_or_else(|| {
@@ -820,7 +743,7 @@ fn scripts(file: &Path, raw: &RawPostgresql) -> Result<crate::callbacks::Scripts
             }
         },
     };
-    Ok(crate::callbacks::Scripts {
+    Ok(crate::backend::callbacks::Scripts {
         callbacks,
         pre_promote: one("pre_promote", &raw.pre_promote)?,
         before_stop: one("before_stop", &raw.before_stop)?,
@@ -838,11 +761,14 @@ pub struct ApiTls {
     /// `cafile`: clients' CA, and the CA Shield trusts when it calls other members.
     pub ca: Option<PathBuf>,
     /// `verify_client`.
-    pub verify: crate::tls::VerifyClient,
+    pub verify: crate::net::tls::VerifyClient,
 }
 
-fn rest_security(file: &Path, r: &RawRestApi) -> Result<(Option<ApiTls>, crate::serve::Access), ConfigFileError> {
-    use crate::tls::VerifyClient;
+fn rest_security(
+    file: &Path,
+    r: &RawRestApi,
+) -> Result<(Option<ApiTls>, crate::rest::access::Access), ConfigFileError> {
+    use crate::net::tls::VerifyClient;
     if r.keyfile_password.is_some() {
         return Err(err(
             file,
@@ -881,7 +807,7 @@ fn rest_security(file: &Path, r: &RawRestApi) -> Result<(Option<ApiTls>, crate::
     let mut allowlist = Vec::new();
     let mut hosts = Vec::new();
     for entry in r.allowlist.iter().flatten() {
-        match crate::serve::Cidr::parse(entry) {
+        match crate::rest::access::Cidr::parse(entry) {
             Ok(c) => allowlist.push(c),
             // A host name: looked up by the REST server in the background (never here: a reload
             // runs in the HA loop, which must not wait for DNS).
@@ -894,7 +820,7 @@ fn rest_security(file: &Path, r: &RawRestApi) -> Result<(Option<ApiTls>, crate::
             }
         }
     }
-    let access = crate::serve::Access {
+    let access = crate::rest::access::Access {
         allowlist,
         hosts,
         include_members: r.allowlist_include_members.unwrap_or(false),
@@ -917,7 +843,7 @@ fn is_host_name(s: &str) -> bool {
         })
 }
 
-fn vip_settings(file: &Path, raw: &RawVip) -> Result<crate::vip::VipSettings, ConfigFileError> {
+fn vip_settings(file: &Path, raw: &RawVip) -> Result<crate::backend::vip::VipSettings, ConfigFileError> {
     let ip = |key: &str, v: &str| -> Result<std::net::Ipv4Addr, ConfigFileError> {
         match v.trim().parse::<std::net::IpAddr>() {
             Ok(std::net::IpAddr::V4(a)) => Ok(a),
@@ -938,7 +864,7 @@ fn vip_settings(file: &Path, raw: &RawVip) -> Result<crate::vip::VipSettings, Co
         }
         (None, Some(p)) if p <= 32 => p,
         (None, Some(p)) => return Err(err(file, format!("`vip.prefix`: {p} is not between 0 and 32"))),
-        (Some(m), None) => crate::vip::netmask_prefix(ip("netmask", m)?)
+        (Some(m), None) => crate::backend::vip::netmask_prefix(ip("netmask", m)?)
             .ok_or_else(|| err(file, format!("`vip.netmask`: {m:?} is not a netmask (contiguous ones)")))?,
     };
     let interface = raw.interface.trim().to_owned();
@@ -955,7 +881,7 @@ fn vip_settings(file: &Path, raw: &RawVip) -> Result<crate::vip::VipSettings, Co
     if announcements > 100 {
         return Err(err(file, format!("`vip.announcements`: {announcements} is too many (at most 100)")));
     }
-    Ok(crate::vip::VipSettings { address, prefix, interface, broadcast, announcements })
+    Ok(crate::backend::vip::VipSettings { address, prefix, interface, broadcast, announcements })
 }
 
 fn watchdog_settings(
@@ -968,8 +894,8 @@ fn watchdog_settings(
         return Err(err(file, "`watchdog.device` is empty"));
     }
     let driver = match raw.and_then(|w| w.driver.as_deref()) {
-        None | Some("default") | Some("linux") => crate::watchdog::Driver::Linux,
-        Some("testing") => crate::watchdog::Driver::Testing,
+        None | Some("default") | Some("linux") => crate::backend::watchdog::Driver::Linux,
+        Some("testing") => crate::backend::watchdog::Driver::Testing,
         Some(other) => return Err(err(file, format!("`watchdog.driver`: {other:?} is not default or testing"))),
     };
     // Seconds, as Patroni takes it; -1 is Patroni's "half the ttl", which Shield's derived

@@ -17,10 +17,10 @@ use shield_core::ports::{Database, Dcs, DcsKey, ErrorKind, PortError};
 use shield_core::{decide, Lsn, MemberName, MonoMillis, NodeState, Timeline};
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::api::ApiState;
-use crate::callbacks::{Callbacks, Event};
-use crate::journal::Journal;
-use crate::pg::Postgres;
+use crate::backend::callbacks::{Callbacks, Event};
+use crate::daemon::journal::Journal;
+use crate::rest::state::ApiState;
+use shield_db_postgres::Postgres;
 
 /// Everything the loop drives.
 #[allow(missing_debug_implementations)] // holds trait objects and channels; nothing to show
@@ -47,7 +47,7 @@ pub struct Driver {
     /// A demotion stopped the database; its restart as a replica is the role change.
     pub demote_pending: bool,
     /// Messages to systemd.
-    pub notify: crate::sdnotify::Notifier,
+    pub notify: crate::backend::sdnotify::Notifier,
     /// The cluster VIP, when configured.
     pub vip: Option<Arc<dyn shield_core::ports::Vip>>,
     /// Consul service registration, when `register_service` is on.
@@ -181,14 +181,14 @@ impl Driver {
         let task_done = Arc::new(Notify::new());
         let (guard_tx, guard_rx) = watch::channel::<Option<Instant>>(None);
         tokio::spawn(fence_guard(guard_rx, self.data_dir.clone()));
-        let mut keeper = crate::keeper::Keeper::start(&self.data_dir, self.config.vip.as_ref());
+        let mut keeper = crate::daemon::keeper::Keeper::start(&self.data_dir, self.config.vip.as_ref());
         let mut running: Option<Running> = None;
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut unreachable_since: Option<MonoMillis> = None;
         let mut last_reason = String::new();
         let mut cycles: u64 = 0;
         // Who waits for the running restart (`POST /restart`) to finish.
-        let mut restart_waiters: Vec<crate::api::Reply> = Vec::new();
+        let mut restart_waiters: Vec<crate::rest::state::Reply> = Vec::new();
         let mut status_failing = false;
         // The last status that answered, for a cycle whose status query does not.
         let mut last_status: Option<DbStatus> = None;
@@ -626,7 +626,7 @@ impl Driver {
             let name = m.name.clone();
             let tags = m.data.tags.clone();
             set.spawn(async move {
-                let body = match crate::http::get_json(&url, Duration::from_secs(1)).await {
+                let body = match crate::net::http::get_json(&url, Duration::from_secs(1)).await {
                     Ok(b) => b,
                     Err(e) => {
                         // Down members are expected in a race; a TLS or auth mistake shows here.
@@ -709,7 +709,7 @@ impl Driver {
         if let Ok(mut a) = self.api.auth.lock() {
             *a = new.api_auth.clone();
         }
-        crate::serve::set_access(&self.api, new.api_access.clone());
+        crate::rest::guard::set_access(&self.api, new.api_access.clone());
         if let Ok(mut c) = self.api.command_params.lock() {
             *c = new.command_params.clone();
         }
@@ -773,8 +773,8 @@ impl Driver {
 pub(crate) fn complete_member(
     data: &mut MemberData,
     db: &DbStatus,
-    info: &crate::pg::ServerInfo,
-    scheduled: Option<&crate::api::ScheduledRestart>,
+    info: &shield_db_postgres::ServerInfo,
+    scheduled: Option<&crate::rest::state::ScheduledRestart>,
 ) {
     data.pending_restart = !info.pending_restart.is_empty();
     if let Some(r) = scheduled {
@@ -866,7 +866,7 @@ mod tests {
 
     #[test]
     fn the_member_key_carries_patroni_41s_lsn_fields_and_never_null() {
-        let info = crate::pg::ServerInfo { written_lsn: Some(Lsn(350)), ..Default::default() };
+        let info = shield_db_postgres::ServerInfo { written_lsn: Some(Lsn(350)), ..Default::default() };
         let mut m = MemberData::new(MemberRole::Replica, "running");
         m.replication_state = Some("streaming".into());
         complete_member(&mut m, &replica_db(Some(300), Some(200), true), &info, None);
@@ -883,7 +883,7 @@ mod tests {
             assert!(j.get(k).is_none(), "{k} in {j}");
         }
         assert!(!j.to_string().contains("null"), "{j}");
-        let archive = crate::pg::ServerInfo { restore_command: true, ..Default::default() };
+        let archive = shield_db_postgres::ServerInfo { restore_command: true, ..Default::default() };
         complete_member(&mut m, &replica_db(None, Some(10), false), &archive, None);
         assert_eq!(m.to_json()["replication_state"], json!("in archive recovery"));
         // A primary publishes neither.

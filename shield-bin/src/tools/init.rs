@@ -166,7 +166,7 @@ pub enum Access {
 impl Access {
     fn mode(self) -> u32 {
         match self {
-            Access::Secret => crate::files::SECRET_MODE,
+            Access::Secret => shield_db_postgres::files::SECRET_MODE,
             Access::Public => 0o644,
         }
     }
@@ -174,7 +174,7 @@ impl Access {
     /// The widest mode a backup of such a file may have.
     fn backup_max(self) -> u32 {
         match self {
-            Access::Secret => crate::files::SECRET_MODE,
+            Access::Secret => shield_db_postgres::files::SECRET_MODE,
             Access::Public => 0o777,
         }
     }
@@ -188,7 +188,7 @@ pub fn write_file(path: &Path, text: &str, force: bool, access: Access) -> Resul
     match std::fs::read_to_string(path) {
         Ok(old) if old == text => {
             if access == Access::Secret {
-                crate::files::restrict(path, access.mode()).map_err(at)?;
+                shield_db_postgres::files::restrict(path, access.mode()).map_err(at)?;
             }
             return Ok(Written::Unchanged);
         }
@@ -200,8 +200,8 @@ pub fn write_file(path: &Path, text: &str, force: bool, access: Access) -> Resul
             ));
         }
         Ok(_) => {
-            crate::files::backup(path, access.backup_max()).map_err(at)?;
-            crate::files::write_atomic(path, text.as_bytes(), access.mode()).map_err(at)?;
+            shield_db_postgres::files::backup(path, access.backup_max()).map_err(at)?;
+            shield_db_postgres::files::write_atomic(path, text.as_bytes(), access.mode()).map_err(at)?;
             return Ok(Written::Replaced);
         }
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(at(e)),
@@ -210,7 +210,7 @@ pub fn write_file(path: &Path, text: &str, force: bool, access: Access) -> Resul
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    crate::files::write_atomic(path, text.as_bytes(), access.mode()).map_err(at)?;
+    shield_db_postgres::files::write_atomic(path, text.as_bytes(), access.mode()).map_err(at)?;
     Ok(Written::Created)
 }
 
@@ -316,7 +316,7 @@ pub fn etcd_config(members: &[Ipv4Addr], this: Ipv4Addr, data_dir: &Path) -> Str
 }
 
 fn etcd_unit(etcd_bin: &Path, config: &Path) -> String {
-    include_str!("../../contrib/systemd/etcd.service")
+    include_str!("../../../contrib/systemd/etcd.service")
         .replace("/usr/local/bin/etcd", &etcd_bin.display().to_string())
         .replace("/etc/etcd/etcd.conf.yml", &config.display().to_string())
 }
@@ -406,7 +406,7 @@ fn root_steps(ask: &mut Asker<'_>, note: &str, steps: &[Step], apply: bool) -> R
         return Err("--apply needs root: run the printed steps as root, or this command with sudo".to_owned());
     }
     let run = |argv: &[String]| {
-        crate::child::command(&argv[0], crate::child::Caps::Drop)
+        shield_db_postgres::process::command(&argv[0], shield_db_postgres::process::Caps::Drop)
             .args(&argv[1..])
             .stdin(std::process::Stdio::null())
             .output()
@@ -650,7 +650,7 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
             "VIP netmask",
             |m| {
                 let m: Ipv4Addr = m.parse().map_err(|_| "not a netmask".to_owned())?;
-                crate::vip::netmask_prefix(m).ok_or_else(|| "not a netmask (contiguous ones)".to_owned())
+                crate::backend::vip::netmask_prefix(m).ok_or_else(|| "not a netmask (contiguous ones)".to_owned())
             },
         )?,
     };
@@ -751,7 +751,7 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
     let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "postgres".to_owned());
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/shield"));
     let unit_path = args.out.with_file_name("shield.service");
-    let unit = include_str!("../../contrib/systemd/shield.service")
+    let unit = include_str!("../../../contrib/systemd/shield.service")
         .replace("/usr/local/bin/shield /etc/shield/shield.yml", &format!("{} {}", exe.display(), args.out.display()))
         .replace("User=postgres", &format!("User={user}"))
         .replace("Group=postgres", &format!("Group={user}"));
@@ -777,7 +777,10 @@ pub fn init_node(args: &NodeInit, ask: &mut Asker<'_>) -> Result<PathBuf, String
 }
 
 fn pg_config_bindir() -> Option<PathBuf> {
-    let out = crate::child::command("pg_config", crate::child::Caps::Drop).arg("--bindir").output().ok()?;
+    let out = shield_db_postgres::process::command("pg_config", shield_db_postgres::process::Caps::Drop)
+        .arg("--bindir")
+        .output()
+        .ok()?;
     out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 

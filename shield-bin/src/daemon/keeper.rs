@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use nix::time::{clock_gettime, ClockId};
 
-use crate::pg::Postgres;
+use shield_db_postgres::Postgres;
 
 /// Prints a keeper message to the daemon's log, timestamped like the daemon's own lines (the
 /// keeper runs without the daemon's logger).
@@ -39,7 +39,7 @@ pub fn mono_ns() -> u64 {
 fn fence(data_dir: &Path, vip: Option<&(String, String)>) {
     Postgres::kill_now(data_dir);
     if let Some((cidr, interface)) = vip {
-        crate::vip::remove_blocking(cidr, interface);
+        say(&crate::backend::vip::remove_blocking(cidr, interface));
     }
 }
 
@@ -89,11 +89,11 @@ pub struct Keeper {
 impl Keeper {
     /// Starts `shield --fence-keeper DATA_DIR`. On failure only the in-process guard works,
     /// and that is logged.
-    pub fn start(data_dir: &Path, vip: Option<&crate::vip::VipSettings>) -> Keeper {
+    pub fn start(data_dir: &Path, vip: Option<&crate::backend::vip::VipSettings>) -> Keeper {
         let vip_args: Vec<String> = vip.map(|v| vec![v.cidr(), v.interface.clone()]).unwrap_or_default();
         let spawned = std::env::current_exe().and_then(|exe| {
             // The keeper runs `ip` to remove the VIP, so it keeps the ambient capabilities.
-            crate::child::command(exe, crate::child::Caps::KeepForVip)
+            shield_db_postgres::process::command(exe, shield_db_postgres::process::Caps::KeepForVip)
                 .arg("--fence-keeper")
                 .arg(data_dir)
                 .args(&vip_args)

@@ -13,10 +13,11 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use shield_core::ports::{ErrorKind, PortError, Watchdog};
+use shield_core::WatchdogMode;
 
 /// The operations Shield needs from a watchdog device.
 pub trait Device: Send {
@@ -235,6 +236,51 @@ impl DeviceWatchdog {
             return Err(e);
         }
         Ok(())
+    }
+}
+
+/// The `watchdog` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchdogSettings {
+    /// `mode`: off, automatic (the default) or required.
+    pub mode: WatchdogMode,
+    /// `device` (`/dev/watchdog`).
+    pub device: PathBuf,
+    /// `driver`: `default` (Linux) or `testing` (a file recording each operation).
+    pub driver: Driver,
+    /// `safety_margin` in ms: the timeout is `ttl - safety_margin`. `None`: derived from the
+    /// fencing deadline (Shield's default; Patroni's 5 s does not fit a 4 s ttl).
+    pub safety_margin_ms: Option<u64>,
+}
+
+/// The watchdog for `w`: `None` in mode off, or in mode automatic when the device is not
+/// usable (with a warning); an error in mode required, as Patroni exits then.
+pub fn open(w: &WatchdogSettings) -> Result<Option<Arc<dyn Watchdog>>, String> {
+    if w.mode == WatchdogMode::Off {
+        return Ok(None);
+    }
+    // Opening a watchdog starts it, so only look at the device here; it is opened before promotion.
+    let usable = match w.driver {
+        Driver::Linux => {
+            use std::os::unix::fs::FileTypeExt;
+            match std::fs::metadata(&w.device) {
+                Err(e) => Err(e.to_string()),
+                Ok(m) if !m.file_type().is_char_device() => Err("not a character device".to_owned()),
+                Ok(_) => nix::unistd::access(&w.device, nix::unistd::AccessFlags::W_OK).map_err(|e| e.to_string()),
+            }
+        }
+        Driver::Testing => Ok(()),
+    };
+    match usable {
+        Ok(()) => Ok(Some(Arc::new(DeviceWatchdog::new(w.driver.clone(), w.device.clone())))),
+        Err(why) if w.mode == WatchdogMode::Required => Err(format!(
+            "`watchdog.mode` is required but {} is not usable: {why} (modprobe softdog; give the daemon's user write access)",
+            w.device.display()
+        )),
+        Err(why) => {
+            tracing::warn!(device = %w.device.display(), "watchdog: not usable ({why}); running without one");
+            Ok(None)
+        }
     }
 }
 

@@ -3,23 +3,12 @@
 //! an orderly shutdown. Nothing is sent when `NOTIFY_SOCKET` is not set (not under systemd).
 //!
 //! Child processes (PostgreSQL, which Debian builds with systemd support, callbacks, the fence
-//! keeper) must not see `NOTIFY_SOCKET`: every spawn goes through [`scrub`] (by way of
-//! [`crate::child`], which also removes password variables and ambient capabilities).
+//! keeper) must not see `NOTIFY_SOCKET`: every spawn goes through `scrub` in
+//! [`shield_db_postgres::process`], which also removes password variables and ambient capabilities).
 
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
-
-/// Variables removed from every child's environment.
-pub const CHILD_ENV_REMOVE: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
-
-/// Removes systemd's notification variables from a child's environment.
-pub fn scrub(cmd: &mut std::process::Command) -> &mut std::process::Command {
-    for v in CHILD_ENV_REMOVE {
-        cmd.env_remove(v);
-    }
-    cmd
-}
 
 /// The daemon's messages to systemd.
 #[derive(Debug)]

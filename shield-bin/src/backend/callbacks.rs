@@ -223,7 +223,7 @@ impl Callbacks {
 
 fn spawn(argv: &[String]) -> std::io::Result<tokio::process::Child> {
     // No password variables and no ambient capabilities (the VIP's are the daemon's alone).
-    let mut c = crate::child::tokio_command(&argv[0], crate::child::Caps::Drop);
+    let mut c = shield_db_postgres::process::tokio_command(&argv[0], shield_db_postgres::process::Caps::Drop);
     c.args(&argv[1..])
         .stdin(std::process::Stdio::null())
         // Its own process group, so ending it ends whatever it started too.
