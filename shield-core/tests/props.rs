@@ -12,7 +12,7 @@ use shield_core::cluster::{ClusterView, FailoverRequest, Initialize, Leader, Mem
 use shield_core::observation::PeerReport;
 use shield_core::ports::ErrorKind;
 use shield_core::{
-    decide, Action, DataDir, DbRole, DbProcess, DbStatus, DbTask, DcsView, DynamicConfig, LeaseHold, Lsn, MemberName,
+    decide, Action, DataDir, DbProcess, DbRole, DbStatus, DbTask, DcsView, DynamicConfig, LeaseHold, Lsn, MemberName,
     MemberRole, MonoMillis, NodeSettings, NodeState, Observation, Outcome, Revision, StopMode, SystemId, Timeline,
     WatchdogMode,
 };

@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shield_core::action::{Action, DbTask, StartAs, StopMode, WatchdogFeed};
+use shield_core::action::{Action, CallbackEvent, DbRole, DbTask, StopMode, WatchdogFeed};
 use shield_core::cluster::{ClusterView, MemberData};
-use shield_core::observation::{DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport};
+use shield_core::observation::{DbStatus, DcsView, Observation, Outcome, PeerReport};
 use shield_core::ports::{Database, Dcs, DcsKey, ErrorKind, PortError};
 use shield_core::{decide, Lsn, MemberName, MonoMillis, NodeState, Timeline};
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::backend::callbacks::{Callbacks, Event};
+use crate::backend::callbacks::Callbacks;
 use crate::daemon::journal::Journal;
 use crate::rest::state::ApiState;
 use shield_db_postgres::Postgres;
@@ -36,16 +36,10 @@ pub struct Driver {
     pub shutdown: watch::Receiver<bool>,
     /// The node config as last loaded (a reload re-reads its file).
     pub config: crate::config::NodeConfig,
-    /// Parameters changed; rewrite postgresql.conf and signal the server when no task runs.
-    pub db_reload_pending: bool,
     /// The watchdog, when one is configured and usable.
     pub watchdog: Option<Arc<dyn shield_core::ports::Watchdog>>,
     /// User scripts on database events.
     pub callbacks: Arc<Callbacks>,
-    /// The database's role as last seen running (for callbacks).
-    pub db_role: Option<Role>,
-    /// A demotion stopped the database; its restart as a replica is the role change.
-    pub demote_pending: bool,
     /// Messages to systemd.
     pub notify: crate::backend::sdnotify::Notifier,
     /// The cluster VIP, when configured.
@@ -69,17 +63,6 @@ pub struct Registrar {
     pub tags: Vec<String>,
     /// `service_check_interval`, s.
     pub check_interval_s: u64,
-    /// The role last registered.
-    pub registered: Option<&'static str>,
-}
-
-/// A running database's role, as callbacks name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Accepts writes.
-    Primary,
-    /// In recovery.
-    Replica,
 }
 
 struct Running {
@@ -97,19 +80,14 @@ fn wall_ms() -> i64 {
 }
 
 impl Driver {
-    /// Keeps the Consul service entry's role tag current: `primary` for the lock holder running
-    /// as primary, `replica` for a running replica (re-registered when the role changes; a failed
-    /// registration is tried again next cycle).
-    async fn register_service(&mut self, leader: bool, retry: Duration) {
-        let Some(r) = &mut self.registrar else { return };
-        let role = match (leader, self.db_role) {
-            (true, Some(Role::Primary)) => "primary",
-            (_, Some(Role::Replica)) => "replica",
-            _ => return,
+    /// Registers the Consul service entry with its role tag (`primary` or `replica`), as
+    /// decide() asks when the role changes.
+    async fn register_service(&self, role: DbRole, retry: Duration) -> Result<(), String> {
+        let Some(r) = &self.registrar else { return Err("no service registration is configured".to_owned()) };
+        let role = match role {
+            DbRole::Primary => "primary",
+            DbRole::Replica => "replica",
         };
-        if r.registered == Some(role) {
-            return;
-        }
         let reg = shield_dcs_consul::ServiceRegistration {
             role: role.to_owned(),
             host: r.host.clone(),
@@ -121,43 +99,19 @@ impl Driver {
         match tokio::time::timeout(retry, r.consul.register_service(&reg)).await {
             Ok(Ok(())) => {
                 tracing::info!(role, "consul: service registered");
-                r.registered = Some(role);
+                Ok(())
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "consul: service registration failed"),
-            Err(_) => tracing::warn!("consul: service registration timed out"),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
         }
     }
 
-    fn callback(&self, event: Event, role: Role) {
+    fn callback(&self, event: CallbackEvent, role: DbRole) {
         let role = match role {
-            Role::Primary => self.config.callback_primary_role.as_str(),
-            Role::Replica => "replica",
+            DbRole::Primary => self.config.callback_primary_role.as_str(),
+            DbRole::Replica => "replica",
         };
         self.callbacks.fire(event, role);
-    }
-
-    /// The callback a finished database task calls for, as Patroni fires them.
-    fn task_callback(&mut self, task: &DbTask) {
-        match task {
-            DbTask::Promote { .. } => self.callback(Event::OnRoleChange, Role::Primary),
-            DbTask::Bootstrap | DbTask::Start(StartAs::Primary) => self.callback(Event::OnStart, Role::Primary),
-            DbTask::Start(StartAs::Replica { .. }) if std::mem::take(&mut self.demote_pending) => {
-                self.callback(Event::OnRoleChange, Role::Replica)
-            }
-            DbTask::Start(StartAs::Replica { .. }) => self.callback(Event::OnStart, Role::Replica),
-            DbTask::Restart => {
-                if let Some(r) = self.db_role {
-                    self.callback(Event::OnRestart, r);
-                }
-            }
-            DbTask::Stop(_) if self.state.demoting => self.demote_pending = true,
-            DbTask::Stop(_) => {
-                if let Some(r) = self.db_role.take() {
-                    self.callback(Event::OnStop, r);
-                }
-            }
-            _ => {}
-        }
     }
 
     /// Feeds the watchdog after a renewal that took `took_ms`, if shield-core asked for it, with
@@ -186,14 +140,12 @@ impl Driver {
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut unreachable_since: Option<MonoMillis> = None;
         let mut last_reason = String::new();
-        let mut cycles: u64 = 0;
         // Who waits for the running restart (`POST /restart`) to finish.
         let mut restart_waiters: Vec<crate::rest::state::Reply> = Vec::new();
         let mut status_failing = false;
         // The last status that answered, for a cycle whose status query does not.
         let mut last_status: Option<DbStatus> = None;
         loop {
-            cycles += 1;
             // ---- observe -------------------------------------------------------------------
             while let Ok((task, result)) = done_rx.try_recv() {
                 if running.as_ref().is_some_and(|r| r.task == task) {
@@ -201,9 +153,6 @@ impl Driver {
                 }
                 if let Err(e) = &result {
                     tracing::warn!(task = ?task, error = %e, "database task failed");
-                }
-                if result.is_ok() {
-                    self.task_callback(&task);
                 }
                 // The task changed the database: what was last read of it no longer holds.
                 last_status = None;
@@ -216,11 +165,6 @@ impl Driver {
             }
             if self.api.reload_requested.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 self.reload_config();
-            }
-            // Never rewrite postgresql.conf under a running clone, rewind or restart.
-            if self.db_reload_pending && running.is_none() {
-                self.db_reload_pending = false;
-                self.reload_database();
             }
             self.api.fire_due_restart(wall_ms());
             let sent = mono(start);
@@ -242,15 +186,10 @@ impl Driver {
                     if let Some((cfg, _)) = &view.config {
                         let new: BTreeMap<String, String> =
                             cfg.postgresql.parameters.iter().map(|(k, v)| (k.clone(), json_scalar(v))).collect();
-                        let changed = self.dcs_parameters.lock().is_ok_and(|mut p| {
-                            let changed = *p != new;
+                        // What the next start or reload writes; decide() asks for the reload when
+                        // they change (what needs a restart shows as pending_restart).
+                        if let Ok(mut p) = self.dcs_parameters.lock() {
                             *p = new;
-                            changed
-                        });
-                        // Parameters changed in the DCS take effect as Patroni applies them: a
-                        // reload; what needs a restart shows as pending_restart.
-                        if changed && cycles > 1 {
-                            self.db_reload_pending = true;
                         }
                     }
                     DcsView::Reachable(view)
@@ -279,20 +218,6 @@ impl Driver {
                 }
             };
             db.busy = running.as_ref().map(|r| r.task.clone());
-            let role = match db.process {
-                DbProcess::Running { in_recovery } => Some(if in_recovery { Role::Replica } else { Role::Primary }),
-                _ => None,
-            };
-            if let (None, Some(r), None) = (self.db_role, role, &running) {
-                // A database found running (Shield started on a live server): on_start, as
-                // Patroni calls it when it attaches.
-                if cycles == 1 {
-                    self.callback(Event::OnStart, r);
-                }
-            }
-            if role.is_some() {
-                self.db_role = role;
-            }
             let shutdown_requested = *self.shutdown.borrow();
             let pending = self.api.requests.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
             let requests = pending.iter().map(|p| p.request).collect();
@@ -334,14 +259,13 @@ impl Driver {
             if shutdown_requested {
                 self.notify.stopping();
             }
-            let role = match (d.next.lease.is_some(), self.db_role) {
+            let role = match (d.next.lease.is_some(), d.next.db_role) {
                 (true, _) => "leader",
-                (false, Some(Role::Primary)) => "primary",
-                (false, Some(Role::Replica)) => "replica",
+                (false, Some(DbRole::Primary)) => "primary",
+                (false, Some(DbRole::Replica)) => "replica",
                 (false, None) => "database not running",
             };
             self.notify.cycle(&format!("{role}: {reason}"));
-            self.register_service(d.next.lease.is_some(), retry).await;
             // ---- act -----------------------------------------------------------------------
             let mut exit = false;
             // Set when a lease action of this decision failed: what needs the lease is skipped.
@@ -367,9 +291,6 @@ impl Driver {
                             }
                         }
                         let result = self.db.stop(StopMode::Immediate).await.map_err(|e| e.to_string());
-                        if let (Ok(()), Some(r)) = (&result, self.db_role.take()) {
-                            self.callback(Event::OnStop, r);
-                        }
                         outcomes.push(Outcome::Stopped { mode: StopMode::Immediate, result });
                     }
                     Action::StopDb { mode: StopMode::Fast } => {
@@ -439,17 +360,15 @@ impl Driver {
                         outcomes.push(Outcome::InitializeRace { result: Err(ErrorKind::Rejected) });
                     }
                     Action::RaceInitialize { system_id } => {
-                        let v = system_id.map(|s| s.to_string()).unwrap_or_default();
-                        let result = bounded(retry, self.dcs.create_initialize(&v)).await.map_err(|e| e.kind);
+                        let result = bounded(retry, self.dcs.create_initialize(system_id)).await.map_err(|e| e.kind);
                         outcomes.push(Outcome::InitializeRace { result });
                     }
                     Action::WriteInitialize { system_id } => {
-                        let r = bounded(retry, self.dcs.write_initialize(&system_id.to_string())).await;
+                        let r = bounded(retry, self.dcs.write_initialize(system_id)).await;
                         note(&mut outcomes, "initialize", r);
                     }
                     Action::WriteConfig { config } => {
-                        let r = bounded(retry, self.dcs.write_cas(DcsKey::Config, &config.to_json().to_string(), None))
-                            .await;
+                        let r = bounded(retry, self.dcs.write_config(&config, None)).await;
                         note(&mut outcomes, "config", r);
                     }
                     Action::TouchMember { mut data } => {
@@ -459,13 +378,11 @@ impl Driver {
                         note(&mut outcomes, "member", r);
                     }
                     Action::WriteStatus { status } => {
-                        let v = status.to_json().to_string();
-                        let r = bounded(retry, self.dcs.write_status(&v)).await;
+                        let r = bounded(retry, self.dcs.write_status(&status)).await;
                         note(&mut outcomes, "status", r);
                     }
                     Action::WriteHistory { lines } => {
-                        let v = Value::Array(lines.iter().map(|l| l.to_json()).collect()).to_string();
-                        let r = bounded(retry, self.dcs.write_history(&v)).await;
+                        let r = bounded(retry, self.dcs.write_history(&lines)).await;
                         lease_gate_failed |= r.is_err();
                         note(&mut outcomes, "history", r);
                     }
@@ -495,7 +412,10 @@ impl Driver {
                         if let Some(w) = &self.watchdog {
                             match w.disarm().await {
                                 Ok(()) => tracing::info!("watchdog disarmed"),
-                                Err(e) => tracing::warn!(error = %e, "watchdog: cannot disarm; it may reset the host"),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "watchdog: cannot disarm; it may reset the host");
+                                    outcomes.push(Outcome::WatchdogDisarmFailed { reason: e.to_string() });
+                                }
                             }
                         }
                     }
@@ -503,6 +423,18 @@ impl Driver {
                         if let Err(e) = self.db.sync_slots(&create, &drop, &advance).await {
                             // Retried next cycle: the slots are read again.
                             tracing::warn!(error = %e, "replication slots: sync failed");
+                            outcomes.push(Outcome::SlotsSyncFailed { reason: e.to_string() });
+                        }
+                    }
+                    Action::ReloadDb => {
+                        let result = self.reload_database();
+                        outcomes.push(Outcome::DbReloaded { result });
+                    }
+                    Action::RunCallback { event, role } => self.callback(event, role),
+                    Action::RegisterService { role } => {
+                        if let Err(reason) = self.register_service(role, retry).await {
+                            tracing::warn!(error = %reason, "consul: service registration failed");
+                            outcomes.push(Outcome::ServiceRegistrationFailed { role, reason });
                         }
                     }
                     Action::AddVip | Action::RemoveVip => {
@@ -525,7 +457,6 @@ impl Driver {
                             s.vip_bound = bound;
                         }
                     }
-                    other => tracing::warn!(action = ?other, "action not supported by this daemon"),
                 }
             }
             if exit {
@@ -713,30 +644,26 @@ impl Driver {
         if let Ok(mut c) = self.api.command_params.lock() {
             *c = new.command_params.clone();
         }
-        let params_changed = old.pg.parameters != new.pg.parameters;
         self.db.set_local_parameters(new.pg.parameters.clone());
+        // A change asks decide() for a reload.
+        self.state.settings.local_parameters = new.pg.parameters.clone();
         if old.scripts != new.scripts {
             // Scripts already running finish (or time out) on their own.
             self.callbacks = Arc::new(Callbacks::new(new.scripts.clone(), &new.scope));
         }
         self.config = new;
-        if params_changed {
-            self.db_reload_pending = true;
-        }
         tracing::info!("reload: configuration re-read");
     }
 
-    fn reload_database(&self) {
-        match self.db.reload() {
-            Ok(true) => {
-                tracing::info!("parameters changed: PostgreSQL configuration reloaded");
-                if let Some(r) = self.db_role {
-                    self.callback(Event::OnReload, r);
-                }
-            }
+    /// Rewrites the configuration and signals the server: Ok(true) when one was signalled.
+    fn reload_database(&self) -> Result<bool, String> {
+        let r = self.db.reload().map_err(|e| e.to_string());
+        match &r {
+            Ok(true) => tracing::info!("parameters changed: PostgreSQL configuration reloaded"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "PostgreSQL configuration reload failed"),
         }
+        r
     }
 
     fn publish(&self, obs: &Observation, d: &shield_core::Decision, reason: &str) {
@@ -854,6 +781,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use shield_core::cluster::MemberRole;
+    use shield_core::observation::DbProcess;
 
     fn replica_db(received: Option<u64>, replayed: Option<u64>, streaming: bool) -> DbStatus {
         let mut db = DbStatus::empty();

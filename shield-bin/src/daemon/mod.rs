@@ -39,7 +39,6 @@ pub fn service_registrar(cfg: &NodeConfig) -> Result<Option<crate::daemon::drive
         api_base: format!("{scheme}://{}", cfg.api_connect),
         tags: tags.clone(),
         check_interval_s: *interval_s,
-        registered: None,
     }))
 }
 
@@ -84,6 +83,9 @@ pub async fn run(cfg: NodeConfig, rest: tokio::runtime::Handle) -> Result<(), St
         None => None,
     };
     settings.vip = vip.is_some();
+    let registrar = service_registrar(&cfg)?;
+    settings.register_service = registrar.is_some();
+    settings.local_parameters = cfg.pg.parameters.clone();
     // An address left bound by an earlier run is found, so shield-core removes it unless this
     // node holds the lock (and keeps it if it does).
     let vip_bound = match &vip {
@@ -162,14 +164,11 @@ pub async fn run(cfg: NodeConfig, rest: tokio::runtime::Handle) -> Result<(), St
         },
         shutdown: stop_rx,
         config: cfg.clone(),
-        db_reload_pending: false,
         watchdog,
         callbacks: Arc::new(crate::backend::callbacks::Callbacks::new(cfg.scripts.clone(), &cfg.scope)),
-        db_role: None,
-        demote_pending: false,
         notify: crate::backend::sdnotify::Notifier::from_env(),
         vip,
-        registrar: service_registrar(&cfg)?,
+        registrar,
     };
     driver.run().await;
     Ok(())

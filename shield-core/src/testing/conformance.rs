@@ -113,7 +113,9 @@ async fn create_only<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     config.timing.ttl_ms = 30_000;
     a.write_config(&config, None).await.map_err(|e| format!("create config: {e}"))?;
     let v = b.read().await.map_err(|e| e.to_string())?;
-    check(v.config.as_ref().is_some_and(|(c, _)| c.timing.ttl_ms == 30_000), || format!("config reads {:?}", v.config))?;
+    check(v.config.as_ref().is_some_and(|(c, _)| c.timing.ttl_ms == 30_000), || {
+        format!("config reads {:?}", v.config)
+    })?;
     let again = b.write_cas(DcsKey::Config, r#"{"ttl":20}"#, None).await;
     check(matches!(&again, Err(e) if e.kind == ErrorKind::CompareFailed), || {
         format!("a second create-only config write gave {again:?}")

@@ -13,8 +13,8 @@ use std::task::{Context, Poll, Waker};
 use async_trait::async_trait;
 
 use crate::cluster::{ClusterView, HistoryLine, KvEntry, MemberData, Status};
-use crate::ports::{Dcs, DcsKey, ErrorKind, PortError, Watch};
 use crate::ports::encode;
+use crate::ports::{Dcs, DcsKey, ErrorKind, PortError, Watch};
 use crate::types::{MemberName, Revision, SystemId};
 
 #[derive(Debug, Clone)]
