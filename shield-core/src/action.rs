@@ -22,6 +22,11 @@
 //! - [`Action::TouchMember`] and [`Action::WriteStatus`] are plain puts nothing else depends on:
 //!   the driver may pipeline them (send and go on without waiting for the answer), so that a slow
 //!   DCS does not push the next lease renewal back. A failure still comes back as an outcome.
+//! - [`Action::RunCallback`], [`Action::ReloadDb`] and [`Action::RegisterService`] are the node's
+//!   side effects: decide() asks for each (the driver never acts on its own), a callback runs in
+//!   the background, and a failed reload or registration comes back as an outcome so that
+//!   decide() asks again. Every action is matched exhaustively by every driver: a new variant
+//!   does not compile until each one runs it.
 
 use serde::{Deserialize, Serialize};
 
