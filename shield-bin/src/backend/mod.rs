@@ -5,5 +5,6 @@
 pub mod callbacks;
 pub mod dcs;
 pub mod sdnotify;
+pub mod service;
 pub mod vip;
 pub mod watchdog;

@@ -152,3 +152,15 @@ pub fn set_client(cfg: Arc<rustls::ClientConfig>) {
 pub fn client() -> Option<Arc<rustls::ClientConfig>> {
     CLIENT.get().cloned()
 }
+/// The REST API's TLS files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTls {
+    /// `certfile` (PEM chain).
+    pub cert: std::path::PathBuf,
+    /// `keyfile` (PEM; defaults to `certfile`, which may hold both, as in Patroni).
+    pub key: std::path::PathBuf,
+    /// `cafile`: clients' CA, and the CA Shield trusts when it calls other members.
+    pub ca: Option<std::path::PathBuf>,
+    /// `verify_client`.
+    pub verify: VerifyClient,
+}

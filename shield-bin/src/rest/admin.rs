@@ -1,8 +1,9 @@
 //! The unsafe endpoints: `PATCH`/`PUT /config`, `/restart`, `/reload`, `/reinitialize`,
 //! `/switchover` and `/failover`. Access control runs before them (`guard.rs`).
 
-use super::state::{ask, dcs_permit, name_field, parse_body, text, Reject, ScheduledRestart, Shared, Snapshot};
-use super::status::role_str;
+use super::state::{ask, dcs_permit, name_field, parse_body, text, Reject, ScheduledRestart, Shared};
+
+use super::state::restart_conditions;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -150,31 +151,6 @@ pub(crate) fn parse_pg_version(v: &str) -> Option<u32> {
         [major, minor, patch] if *major < 10 => Some(major * 10_000 + minor * 100 + patch),
         _ => None,
     }
-}
-
-/// Whether a restart with these filters applies now; `Err` says why not.
-pub(crate) fn restart_conditions(
-    snap: &Snapshot,
-    role: Option<&'static str>,
-    below_version: Option<u32>,
-    restart_pending: bool,
-) -> Result<(), String> {
-    let db = snap.db.as_ref();
-    if let Some(want) = role {
-        let have = role_str(db);
-        if have != want {
-            return Err(format!("role {have} does not match {want}"));
-        }
-    }
-    if let (Some(below), Some(have)) = (below_version, snap.server.server_version) {
-        if have >= below {
-            return Err(format!("PostgreSQL version {have} is not lower than {below}"));
-        }
-    }
-    if restart_pending && snap.server.pending_restart.is_empty() {
-        return Err("no restart is pending".to_owned());
-    }
-    Ok(())
 }
 
 /// `POST /restart`: restarts PostgreSQL now and answers when it is back (`timeout` seconds,

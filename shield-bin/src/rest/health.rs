@@ -3,10 +3,10 @@
 //! fallback that routes every other GET to a health check as Patroni does.
 
 use super::metrics::metrics;
+use super::state::role_str;
 use super::state::{text, ApiState, Shared, Snapshot};
 use super::status::{
-    cluster, config, dcs_fresh, history, is_sync_standby, patroni, replica_positions, replication_state, role_str,
-    status_json,
+    cluster, config, dcs_fresh, history, is_sync_standby, patroni, replica_positions, replication_state, status_json,
 };
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode};
@@ -206,7 +206,7 @@ fn tag_text(v: &Value) -> String {
 fn health_ok(s: &ApiState, snap: &Snapshot, check: Check, q: &HealthQuery) -> bool {
     let db = snap.db.as_ref();
     let running = matches!(db.map(|d| d.process), Some(DbProcess::Running { .. }));
-    let role = role_str(db);
+    let role = role_str(snap);
     let fresh = dcs_fresh(snap);
     let tags = shield_core::cluster::Tags::from_json(&snap.tags);
     let lagging = || {

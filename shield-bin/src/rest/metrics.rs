@@ -226,7 +226,7 @@ pub fn render(scope: &str, name: &str, snap: &Snapshot, in_sync: bool, dcs_fresh
     let values: Vec<String> = POSTGRES_STATES.iter().enumerate().map(|(i, (n, _))| format!("{i}={n}")).collect();
     let _ = writeln!(o.text, "# Values: {}", values.join(", "));
     let _ = writeln!(o.text, "# TYPE patroni_postgres_state gauge");
-    let state = crate::rest::status::state_str(db);
+    let state = crate::rest::state::state_str(db);
     let index = POSTGRES_STATES.iter().position(|(_, s)| *s == state).map_or(-1, |i| i as i64);
     let _ = writeln!(o.text, "patroni_postgres_state{} {index}", o.labels);
     o.gauge(

@@ -1,12 +1,9 @@
 //! Patroni's REST API. Imports `net/` and `backend/` only; never `config/`, `daemon/` or `tools/`
-//! (the daemon hands it what it needs). Inside, the modules import one way:
+//! (the daemon hands it what it needs). Inside, imports go one way (tests aside):
 //!
 //! ```text
-//! server  ── router, server loop
-//!   ├ guard    ── access guard, body bounds, resolver      ─┐
-//!   ├ admin    ── unsafe endpoints                           │
-//!   ├ health   ── health checks, fallback ── status          ├─► state ─► access, command_params
-//!   └ metrics  ── /metrics                ── status         ─┘
+//! server ─► guard, admin, health, metrics, status ─► state ─► access, command_params
+//!           (health ─► metrics, status; metrics ─► status)
 //! ```
 
 pub mod access;
@@ -19,5 +16,7 @@ pub mod server;
 pub mod state;
 pub mod status;
 
+#[cfg(test)]
+mod guard_tests;
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,12 @@
 //! The REST API's shared state: the snapshot the loop publishes every cycle, the request queue
 //! into the loop, and the helpers every handler uses.
 
-use super::admin::restart_conditions;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use shield_core::cluster::ClusterView;
 use shield_core::ports::Dcs;
-use shield_core::{DbStatus, MemberName};
+use shield_core::{DbProcess, DbStatus, MemberName};
 use shield_db_postgres::Credentials;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,6 +50,22 @@ pub struct Snapshot {
     pub vip: Option<String>,
     /// Whether this host holds it.
     pub vip_bound: bool,
+    /// The role the server last answered its status query with (see [`Snapshot::set_db`]).
+    pub last_role: Option<&'static str>,
+}
+
+impl Snapshot {
+    /// Publishes the local database's status, remembering the role of a running server.
+    pub fn set_db(&mut self, db: DbStatus) {
+        match db.process {
+            DbProcess::Running { in_recovery } => {
+                self.last_role = Some(if in_recovery { "replica" } else { "primary" })
+            }
+            DbProcess::Unknown => {}
+            _ => self.last_role = None,
+        }
+        self.db = Some(db);
+    }
 }
 
 /// A restart scheduled with `POST /restart {"schedule": ...}`.
@@ -189,6 +204,52 @@ impl ApiState {
             Err(why) => tracing::info!(at = %r.at, "scheduled restart skipped: {why}"),
         }
     }
+}
+
+/// The role `/patroni` reports: the running server's; while its status query does not answer,
+/// the role it last answered with (as Patroni keeps its cached role when the query fails; a
+/// primary that stalls is still the primary).
+pub(crate) fn role_str(snap: &Snapshot) -> &'static str {
+    match snap.db.as_ref().map(|d| d.process) {
+        Some(DbProcess::Running { in_recovery: false }) => "primary",
+        Some(DbProcess::Running { in_recovery: true }) => "replica",
+        Some(DbProcess::Unknown) => snap.last_role.unwrap_or("replica"),
+        _ => "replica",
+    }
+}
+
+pub(crate) fn state_str(db: Option<&DbStatus>) -> &'static str {
+    match db.map(|d| d.process) {
+        Some(DbProcess::Running { .. }) => "running",
+        Some(DbProcess::Starting) => "starting",
+        Some(DbProcess::Crashed) => "crashed",
+        Some(DbProcess::Stopped) => "stopped",
+        _ => "unknown",
+    }
+}
+
+/// Whether a restart with these filters applies now; `Err` says why not.
+pub(crate) fn restart_conditions(
+    snap: &Snapshot,
+    role: Option<&'static str>,
+    below_version: Option<u32>,
+    restart_pending: bool,
+) -> Result<(), String> {
+    if let Some(want) = role {
+        let have = role_str(snap);
+        if have != want {
+            return Err(format!("role {have} does not match {want}"));
+        }
+    }
+    if let (Some(below), Some(have)) = (below_version, snap.server.server_version) {
+        if have >= below {
+            return Err(format!("PostgreSQL version {have} is not lower than {below}"));
+        }
+    }
+    if restart_pending && snap.server.pending_restart.is_empty() {
+        return Err("no restart is pending".to_owned());
+    }
+    Ok(())
 }
 
 /// An early answer from a request helper (boxed: a `Response` is large).

@@ -1,6 +1,7 @@
 //! The status documents: `/patroni` (what peers read in the leader race), `/cluster`, `/history`
 //! and `GET /config`.
 
+use super::state::{role_str, state_str};
 use super::state::{ApiState, Shared, Snapshot, SHIELD_VERSION};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,25 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use shield_core::cluster::ClusterView;
-use shield_core::{DbProcess, DbStatus, Lsn};
-
-pub(crate) fn role_str(db: Option<&DbStatus>) -> &'static str {
-    match db.map(|d| d.process) {
-        Some(DbProcess::Running { in_recovery: false }) => "primary",
-        Some(DbProcess::Running { in_recovery: true }) => "replica",
-        _ => "replica",
-    }
-}
-
-pub(crate) fn state_str(db: Option<&DbStatus>) -> &'static str {
-    match db.map(|d| d.process) {
-        Some(DbProcess::Running { .. }) => "running",
-        Some(DbProcess::Starting) => "starting",
-        Some(DbProcess::Crashed) => "crashed",
-        Some(DbProcess::Stopped) => "stopped",
-        _ => "unknown",
-    }
-}
+use shield_core::{DbStatus, Lsn};
 
 /// A running replica's `replication_state`, as Patroni names it: `streaming`, or
 /// `in archive recovery` when it does not stream but has a `restore_command`; else none.
@@ -73,7 +56,7 @@ pub(crate) fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
     let db = snap.db.as_ref();
     let mut v = json!({
         "state": state_str(db),
-        "role": role_str(db),
+        "role": role_str(snap),
         "patroni": {
             "version": shield_core::PATRONI_COMPAT_VERSION,
             "scope": s.scope,

@@ -404,6 +404,28 @@ async fn readiness_needs_a_streaming_replica_within_the_lag_limit() {
     assert_eq!(code(&s, "/liveness").await, StatusCode::OK);
 }
 
+/// A primary whose status query stops answering still reports role primary (state unknown), as
+/// Patroni reports its cached role; once the server is seen stopped the remembered role goes.
+#[tokio::test]
+async fn a_primary_whose_status_does_not_answer_still_reports_role_primary() {
+    let s = replica_state();
+    let role = |s: Shared| async move {
+        let (_, body) = call(&s, "GET", "/patroni").await;
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        (v["role"].as_str().unwrap_or_default().to_owned(), v["state"].as_str().unwrap_or_default().to_owned())
+    };
+    edit(&s, |snap| snap.set_db(db(false, None, None, false)));
+    assert_eq!(role(s.clone()).await, ("primary".to_owned(), "running".to_owned()));
+    let unknown = DbStatus::unanswered(Some(&db(false, None, None, false)), Some(true));
+    edit(&s, |snap| snap.set_db(unknown.clone()));
+    assert_eq!(role(s.clone()).await, ("primary".to_owned(), "unknown".to_owned()));
+    let mut stopped = db(false, None, None, false);
+    stopped.process = DbProcess::Stopped;
+    edit(&s, |snap| snap.set_db(stopped));
+    edit(&s, |snap| snap.set_db(unknown));
+    assert_eq!(role(s.clone()).await.0, "replica");
+}
+
 #[tokio::test]
 async fn status_json_never_carries_null_positions() {
     let s = replica_state();

@@ -71,10 +71,7 @@ fn status_unknown(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
         cx.st.crash_since = None;
         return Reason::StatusUnknownTimedOut { for_ms };
     }
-    if cx.st.vip_bound {
-        cx.push(Action::RemoveVip);
-        cx.st.vip_bound = false;
-    }
+    cx.drop_vip();
     cx.push(Action::StopDb { mode: StopMode::Immediate });
     cx.wake_now = true;
     Reason::StatusUnknownStopping { for_ms }
@@ -120,6 +117,8 @@ fn paused_leader(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
         // We took the lock as the named candidate of a switchover in pause.
         return promote(cx, view);
     }
+    // The address goes first: once the lock is released another node may bind it.
+    cx.drop_vip();
     cx.push(Action::ReleaseLeader);
     Reason::Paused { detail: "released the leader lock: PostgreSQL is not running as primary".into() }
 }
@@ -328,10 +327,7 @@ fn manual_failover(cx: &mut Ctx<'_>, view: &ClusterView, req: &FailoverRequest) 
         _ => {}
     }
     cx.st.demoting = true;
-    if cx.st.vip_bound {
-        cx.push(Action::RemoveVip);
-        cx.st.vip_bound = false;
-    }
+    cx.drop_vip();
     cx.push(Action::StopDb { mode: StopMode::Fast });
     Reason::SwitchoverDemoting { candidate: req.member.clone() }
 }
@@ -382,10 +378,7 @@ pub(super) fn shutdown(cx: &mut Ctx<'_>) -> Reason {
         if holder && reachable {
             cx.push_renew();
         }
-        if cx.st.vip_bound {
-            cx.push(Action::RemoveVip);
-            cx.st.vip_bound = false;
-        }
+        cx.drop_vip();
         if db.busy != Some(DbTask::Stop(StopMode::Fast)) {
             cx.push(Action::StopDb { mode: StopMode::Fast });
         }

@@ -308,11 +308,18 @@ impl Ctx<'_> {
         self.st.config.pause
     }
 
-    /// Stop a writable database at once and give up everything that says "primary".
-    fn fence(&mut self) {
-        if self.st.settings.vip && self.st.vip_bound {
+    /// Unbinds the VIP if this node holds it (before anything that gives up the primary role).
+    fn drop_vip(&mut self) {
+        if self.st.vip_bound {
             self.push(Action::RemoveVip);
             self.st.vip_bound = false;
+        }
+    }
+
+    /// Stop a writable database at once and give up everything that says "primary".
+    fn fence(&mut self) {
+        if self.st.settings.vip {
+            self.drop_vip();
         }
         if matches!(self.obs.db.process, DbProcess::Running { .. } | DbProcess::Starting | DbProcess::Unknown)
             || self.obs.db.busy.is_some()
@@ -475,9 +482,8 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
     let mut reason = situation(cx, view);
     // Only the lock holder holds the VIP (a node restarted with the address still bound, a lock
     // lost to another node).
-    if cx.st.vip_bound && !view.is_leader(cx.me()) {
-        cx.push(Action::RemoveVip);
-        cx.st.vip_bound = false;
+    if !view.is_leader(cx.me()) {
+        cx.drop_vip();
     }
     sync_slots(cx, view);
     if let Some(r) = requests(cx, view) {

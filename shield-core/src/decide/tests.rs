@@ -901,6 +901,23 @@ fn pause_keeps_the_lock_and_takes_no_automatic_action() {
     assert!(matches!(reason, Reason::Paused { .. }));
 }
 
+/// A paused leader whose database crashed releases the lock, and unbinds the VIP before it does:
+/// once the lock is free another node may take it and bind the address.
+#[test]
+fn a_paused_leader_whose_database_crashed_unbinds_the_vip_before_releasing() {
+    let mut st = leader_state("a");
+    st.lease = Some(LeaseHold { renewed_sent_at: NOW, fence_at: NOW });
+    st.settings.vip = true;
+    st.vip_bound = true;
+    let crashed = db_stopped(5, 1, false, DbProcess::Crashed);
+    let (acts, reason, next) = run(&st, &obs(ViewB::new().leader("a").status(5).paused(), crashed));
+    assert!(matches!(reason, Reason::Paused { .. }), "{reason:?}");
+    let vip = acts.iter().position(|a| *a == Action::RemoveVip).expect("the VIP is removed");
+    let release = acts.iter().position(|a| *a == Action::ReleaseLeader).expect("the lock is released");
+    assert!(vip < release, "{acts:?}");
+    assert!(!next.next.vip_bound);
+}
+
 /// The seed's transcript: in pause, a switchover to a named candidate runs as in Patroni. The
 /// leader stops and hands the lock over, the candidate (once a probe shows the old leader is no
 /// primary) takes it and promotes, and the old leader comes back as a replica.

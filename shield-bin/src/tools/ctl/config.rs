@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::backend::dcs::DcsSettings;
-use crate::config::{dcs_settings, RawAuth, RawConsul, RawEtcd};
+use crate::config::dcs::dcs_settings;
+use crate::config::raw::{RawAuth, RawConsul, RawEtcd};
 
 /// What shieldctl needs to reach a cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,71 @@
+//! The peer probe decide() asks for in a leader race: `GET /patroni` on every other member.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use shield_core::observation::{DcsView, Observation, PeerReport};
+use shield_core::{Lsn, MemberName, Timeline};
+
+use super::driver::Driver;
+
+impl Driver {
+    /// `GET /patroni` on every other member, in parallel, 1 s each.
+    pub(crate) async fn probe_peers(&self, obs: &Observation) -> BTreeMap<MemberName, PeerReport> {
+        let DcsView::Reachable(view) = &obs.dcs else { return BTreeMap::new() };
+        let me = self.state.me().clone();
+        let mut set = tokio::task::JoinSet::new();
+        for m in view.members.values().filter(|m| m.name != me) {
+            let Some(url) = m.data.api_url.clone() else { continue };
+            let name = m.name.clone();
+            let tags = m.data.tags.clone();
+            set.spawn(async move {
+                let body = match crate::net::http::get_json(&url, Duration::from_secs(1)).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Down members are expected in a race; a TLS or auth mistake shows here.
+                        tracing::info!(member = %name, error = %e, "peer probe failed");
+                        return None;
+                    }
+                };
+                let role = body.get("role").and_then(Value::as_str).unwrap_or_default();
+                let state = body.get("state").and_then(Value::as_str).unwrap_or_default();
+                let x = body.get("xlog");
+                let pos = |k: &str| x.and_then(|x| x.get(k)).and_then(Value::as_u64);
+                let wal = pos("location").or_else(|| pos("received_location").max(pos("replayed_location")));
+                // A peer whose database does not answer its status query ("unknown", its position
+                // the last one read) cannot take over itself and must not hold the race up: it
+                // counts as not answering, as a Patroni node whose API hangs on its database
+                // would. In pause, though, where nothing fences a primary that lost the lock, it
+                // may be one, and counts as one.
+                let paused = body.get("pause").and_then(Value::as_bool).unwrap_or(false);
+                if state == "unknown" && !paused {
+                    tracing::info!(member = %name, "peer probe: its database status is unknown; not counted");
+                    return None;
+                }
+                let running_primary = state == "running" && (role == "primary" || role == "master");
+                Some((
+                    name,
+                    PeerReport {
+                        is_primary: running_primary || (state == "unknown" && paused),
+                        wal_position: wal.map(Lsn),
+                        timeline: body
+                            .get("timeline")
+                            .and_then(Value::as_u64)
+                            .and_then(|t| u32::try_from(t).ok())
+                            .map(Timeline),
+                        can_promote: tags.can_promote(),
+                        priority: tags.priority(),
+                    },
+                ))
+            });
+        }
+        let mut out = BTreeMap::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(Some((n, rep))) = r {
+                out.insert(n, rep);
+            }
+        }
+        out
+    }
+}
