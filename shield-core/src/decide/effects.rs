@@ -97,9 +97,9 @@ pub(super) fn after(cx: &mut Ctx<'_>) {
 }
 
 /// Parameters changed since they were last applied (not on the first cycle, which takes them as
-/// applied: the running server, or the start about to happen, has them already): reload once no database task runs and this
-/// decision gives the database nothing to do. The reload rewrites the configuration from the
-/// parameters in force, so a stopped server is covered too.
+/// applied: the running server, or the start about to happen, has them already): reload once
+/// no database task runs and this decision gives the database nothing to do. The reload
+/// rewrites the configuration from the parameters in force, so a stopped server is covered too.
 fn reload(cx: &mut Ctx<'_>) {
     let fp = parameters_fingerprint(&cx.st.config.postgresql.parameters, &cx.st.settings.local_parameters);
     if cx.st.applied_parameters.is_some_and(|applied| applied != fp) {
