@@ -86,8 +86,11 @@ pub(super) fn after(cx: &mut Ctx<'_>) {
     cx.st.attached = true;
     // A watchdog still counted as armed without the lease is one whose disarm failed: it is
     // fed only after renewals, so left armed it would reset the host. Try again.
-    if cx.st.watchdog_armed && cx.st.lease.is_none() && !cx.actions.contains(&Action::DisarmWatchdog) {
-        cx.push(Action::DisarmWatchdog);
+    // (A disarm this decision already asks for, fencing's say, counts.)
+    if cx.st.watchdog_armed && cx.st.lease.is_none() {
+        if !cx.actions.contains(&Action::DisarmWatchdog) {
+            cx.push(Action::DisarmWatchdog);
+        }
         cx.st.watchdog_armed = false;
     }
     register(cx);

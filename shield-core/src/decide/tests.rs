@@ -1861,6 +1861,14 @@ fn a_failed_watchdog_disarm_is_retried_and_a_failed_slot_sync_is_remembered() {
     // Without a failure, nothing.
     let d = decide(&state("a"), &obs(v(), db_replica(10, 1, Some("l"))));
     assert!(!d.actions.contains(&Action::DisarmWatchdog), "{:?}", d.actions);
+    // A failed disarm learnt as the lease is lost: the fencing's disarm is the retry, once.
+    let lost = Outcome::LeaderRenew { sent_at: NOW, fence_after_ms: 3_210, result: Err(ErrorKind::LeaseLost) };
+    let failed = Outcome::WatchdogDisarmFailed { reason: "EBUSY".into() };
+    let mut st = leader_state("a");
+    st.watchdog_armed = true;
+    let d = decide(&st, &with(obs(ViewB::new().leader("a"), db_primary(10, 1)), vec![lost, failed]));
+    assert_eq!(d.actions.iter().filter(|a| **a == Action::DisarmWatchdog).count(), 1, "{:?}", d.actions);
+    assert!(!d.next.watchdog_armed && d.next.lease.is_none());
 
     let failed = Outcome::SlotsSyncFailed { reason: "connection refused".into() };
     let mut db = db_primary(1_000, 1);
