@@ -43,11 +43,17 @@ async fn bootstrap_replicate_and_fail_over() {
     // of the leader's: take the primary's.
     let q = "SELECT (pg_current_wal_lsn() - '0/0')::bigint";
     let lsn: i64 = sql(nodes[primary].pg_port, q).await.expect("position")[0].get(0);
-    let ghost = format!(r#"[[1,{lsn},"no recovery target specified","2026-01-01T00:00:00.000+00:00","ghost"]]"#);
+    let ghost = shield_core::cluster::HistoryLine {
+        timeline: shield_core::Timeline(1),
+        lsn: shield_core::Lsn(lsn as u64),
+        reason: "no recovery target specified".to_owned(),
+        timestamp: Some("2026-01-01T00:00:00.000+00:00".to_owned()),
+        new_leader: Some("ghost".to_owned()),
+    };
     let etcd = c.dcs.etcd_endpoint().expect("an etcd cluster");
     let me = shield_core::MemberName::new("history-writer").expect("name");
     let dcs = shield_dcs_etcd::EtcdDcs::new(shield_dcs_etcd::EtcdConfig::new(vec![etcd], "e2e", me));
-    shield_core::ports::Dcs::write_history(&dcs, &ghost).await.expect("write the reservation");
+    shield_core::ports::Dcs::write_history(&dcs, &[ghost]).await.expect("write the reservation");
 
     // ---- node crash, then the old node rejoins as a replica -----------------------------------
     let (new_primary, rto, rejoin) = crash_primary_and_rejoin(nodes, primary).await;

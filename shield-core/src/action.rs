@@ -22,6 +22,11 @@
 //! - [`Action::TouchMember`] and [`Action::WriteStatus`] are plain puts nothing else depends on:
 //!   the driver may pipeline them (send and go on without waiting for the answer), so that a slow
 //!   DCS does not push the next lease renewal back. A failure still comes back as an outcome.
+//! - [`Action::RunCallback`], [`Action::ReloadDb`] and [`Action::RegisterService`] are the node's
+//!   side effects: decide() asks for each (the driver never acts on its own), a callback runs in
+//!   the background, and a failed reload or registration comes back as an outcome so that
+//!   decide() asks again. Every action is matched exhaustively by every driver: a new variant
+//!   does not compile until each one runs it.
 
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +82,6 @@ impl WatchdogFeed {
 /// A long database task, run in the background by the driver.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum DbTask {
     /// initdb, configure and start as a primary.
     Bootstrap,
@@ -116,7 +120,6 @@ pub enum DbTask {
 /// One imperative step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
-#[non_exhaustive]
 pub enum Action {
     /// Create `initialize` only if absent: with `""` for the bootstrap race, or with the system id
     /// when adopting an existing primary's data.
@@ -218,8 +221,81 @@ pub enum Action {
     AddVip,
     /// Remove the VIP.
     RemoveVip,
+    /// Re-apply the PostgreSQL parameters (rewrite the configuration and signal the server to
+    /// reload it), after the cluster's `postgresql.parameters` or the node file's changed. Never
+    /// while a database task runs. The result comes back as [`crate::Outcome::DbReloaded`].
+    ReloadDb,
+    /// Run the user's callback script for `event` with `role` (Patroni's `on_*` callbacks). It
+    /// runs in the background; a failing script changes nothing, so no outcome comes back.
+    RunCallback {
+        /// Which event.
+        event: CallbackEvent,
+        /// The database's role, as the script is told.
+        role: DbRole,
+    },
+    /// Publish the node's role to service discovery (Consul's `register_service`: the service
+    /// entry tagged with the role). Only failures come back, as
+    /// [`crate::Outcome::ServiceRegistrationFailed`]; decide() then publishes again.
+    RegisterService {
+        /// The role to publish.
+        role: DbRole,
+    },
     /// Stop the daemon (after an orderly shutdown has finished).
     Exit,
+}
+
+/// A running database's role, as callbacks and service registration name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DbRole {
+    /// Accepts writes.
+    Primary,
+    /// In recovery.
+    Replica,
+}
+
+/// A callback event: the `postgresql.callbacks` key that names the script, and the action
+/// argument it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackEvent {
+    /// PostgreSQL was started (or found running when the daemon started).
+    OnStart,
+    /// PostgreSQL was stopped (not as part of a restart or a demotion).
+    OnStop,
+    /// PostgreSQL was restarted without a role change.
+    OnRestart,
+    /// PostgreSQL reloaded its configuration.
+    OnReload,
+    /// Promotion or demotion.
+    OnRoleChange,
+}
+
+impl CallbackEvent {
+    /// Every event, in the order Patroni documents them.
+    pub const ALL: [CallbackEvent; 5] = [
+        CallbackEvent::OnStart,
+        CallbackEvent::OnStop,
+        CallbackEvent::OnRestart,
+        CallbackEvent::OnReload,
+        CallbackEvent::OnRoleChange,
+    ];
+
+    /// The action argument and config key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackEvent::OnStart => "on_start",
+            CallbackEvent::OnStop => "on_stop",
+            CallbackEvent::OnRestart => "on_restart",
+            CallbackEvent::OnReload => "on_reload",
+            CallbackEvent::OnRoleChange => "on_role_change",
+        }
+    }
+
+    /// The event a config key names.
+    pub fn from_key(k: &str) -> Option<CallbackEvent> {
+        CallbackEvent::ALL.into_iter().find(|e| e.as_str() == k)
+    }
 }
 
 impl DbTask {
@@ -237,12 +313,31 @@ impl Action {
     }
 
     /// Runs only while every lease action before it in the same decision succeeded: what makes
-    /// or announces a primary, and the `history` write.
+    /// or announces a primary, and the `history` write. (Exhaustive on purpose: a new action
+    /// must say whether it needs the lease.)
     pub fn needs_lease(&self) -> bool {
         match self {
             Action::RunDbTask { task } => task.makes_primary(),
             Action::AddVip | Action::WriteHistory { .. } => true,
-            _ => false,
+            Action::RegisterService { role } => *role == DbRole::Primary,
+            Action::RaceInitialize { .. }
+            | Action::WriteInitialize { .. }
+            | Action::WriteConfig { .. }
+            | Action::AcquireLeader { .. }
+            | Action::RenewLeader { .. }
+            | Action::ReleaseLeader
+            | Action::TouchMember { .. }
+            | Action::WriteStatus { .. }
+            | Action::SyncSlots { .. }
+            | Action::ClearFailover { .. }
+            | Action::ProbePeers
+            | Action::StopDb { .. }
+            | Action::ArmWatchdog
+            | Action::DisarmWatchdog
+            | Action::RemoveVip
+            | Action::ReloadDb
+            | Action::RunCallback { .. }
+            | Action::Exit => false,
         }
     }
 }

@@ -39,7 +39,7 @@ pub mod sim;
 pub mod testing;
 pub mod types;
 
-pub use action::{Action, DbTask, StartAs, StopMode};
+pub use action::{Action, CallbackEvent, DbRole, DbTask, StartAs, StopMode};
 pub use cluster::{ClusterView, KvEntry, MemberData, MemberRole, Tags};
 pub use config::{ConfigError, DynamicConfig, Timing};
 pub use decide::{decide, slot_name, Decision, LeaseHold, NodeSettings, NodeState, WatchdogMode};

@@ -242,7 +242,6 @@ pub struct PeerReport {
 
 /// The result of one action of the previous decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum Outcome {
     /// `AcquireLeader` ran. `sent_at` is when the request was sent.
     LeaderAcquire {
@@ -314,6 +313,30 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// The watchdog could not be disarmed: it may still be armed, and reset the host unless fed.
+    /// decide() keeps it counted as armed, so the disarm is tried again.
+    WatchdogDisarmFailed {
+        /// Why.
+        reason: String,
+    },
+    /// `SyncSlots` failed; the slots are read again and the sync retried next cycle.
+    SlotsSyncFailed {
+        /// Why.
+        reason: String,
+    },
+    /// `ReloadDb` ran.
+    DbReloaded {
+        /// Ok(true): the server was signalled to reload; Ok(false): the configuration was
+        /// rewritten but no server runs to signal; Err: why not (the reload is tried again).
+        result: Result<bool, String>,
+    },
+    /// `RegisterService` failed; the next cycle registers again.
+    ServiceRegistrationFailed {
+        /// The role that was to be published.
+        role: crate::action::DbRole,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -323,15 +346,39 @@ impl Outcome {
     pub fn lease_skipped(action: &crate::Action) -> Option<Outcome> {
         use crate::Action;
         const WHY: &str = "not run: a lease action before it in the same decision failed";
+        if !action.needs_lease() {
+            return None;
+        }
         match action {
-            Action::RunDbTask { task } if task.makes_primary() => {
+            Action::RunDbTask { task } => {
                 Some(Outcome::DbTaskDone { task: task.clone(), result: Err(PortError::new(ErrorKind::LeaseLost, WHY)) })
             }
             Action::AddVip => Some(Outcome::VipFailed { adding: true, reason: WHY.to_owned() }),
             Action::WriteHistory { .. } => {
                 Some(Outcome::DcsWriteFailed { what: "history".to_owned(), kind: ErrorKind::LeaseLost })
             }
-            _ => None,
+            Action::RegisterService { role } => {
+                Some(Outcome::ServiceRegistrationFailed { role: *role, reason: WHY.to_owned() })
+            }
+            // needs_lease() said no to every other action.
+            Action::RaceInitialize { .. }
+            | Action::WriteInitialize { .. }
+            | Action::WriteConfig { .. }
+            | Action::AcquireLeader { .. }
+            | Action::RenewLeader { .. }
+            | Action::ReleaseLeader
+            | Action::TouchMember { .. }
+            | Action::WriteStatus { .. }
+            | Action::SyncSlots { .. }
+            | Action::ClearFailover { .. }
+            | Action::ProbePeers
+            | Action::StopDb { .. }
+            | Action::ArmWatchdog
+            | Action::DisarmWatchdog
+            | Action::RemoveVip
+            | Action::ReloadDb
+            | Action::RunCallback { .. }
+            | Action::Exit => None,
         }
     }
 }

@@ -12,7 +12,7 @@ use shield_core::cluster::{ClusterView, FailoverRequest, Initialize, Leader, Mem
 use shield_core::observation::PeerReport;
 use shield_core::ports::ErrorKind;
 use shield_core::{
-    decide, Action, DataDir, DbProcess, DbStatus, DbTask, DcsView, DynamicConfig, LeaseHold, Lsn, MemberName,
+    decide, Action, DataDir, DbProcess, DbRole, DbStatus, DbTask, DcsView, DynamicConfig, LeaseHold, Lsn, MemberName,
     MemberRole, MonoMillis, NodeSettings, NodeState, Observation, Outcome, Revision, StopMode, SystemId, Timeline,
     WatchdogMode,
 };
@@ -139,6 +139,13 @@ fn arb_outcomes() -> impl Strategy<Value = Vec<Outcome>> {
             .into_iter()
             .collect()
         }),
+        any::<bool>().prop_map(|ok| Outcome::DbReloaded { result: if ok { Ok(true) } else { Err("boom".into()) } }),
+        any::<bool>().prop_map(|primary| Outcome::ServiceRegistrationFailed {
+            role: if primary { DbRole::Primary } else { DbRole::Replica },
+            reason: "agent down".into()
+        }),
+        Just(Outcome::WatchdogDisarmFailed { reason: "EBUSY".into() }),
+        Just(Outcome::SlotsSyncFailed { reason: "connection refused".into() }),
     ];
     prop::collection::vec(one, 0..3)
 }
@@ -406,6 +413,35 @@ fn never_promotes_without_the_lease() {
         let hold = d.next.lease.expect("promoted without a lease");
         prop_assert!(hold.fence_at > o.now, "promoted past the fencing deadline");
         Ok(true)
+    });
+}
+
+/// The side effects decide() asks for keep their rules whatever else happens: no reload while a
+/// database task runs or this decision gives the database something to do, no `primary`
+/// announced without the lease, and no watchdog left counted as armed without the lease (a
+/// failed disarm is tried again).
+/// Premise: the decision asks for a reload or a registration.
+#[test]
+fn side_effects_keep_their_rules() {
+    let cases = (arb_any_case(), any::<bool>(), any::<bool>()).prop_map(|((mut st, o), pending, register)| {
+        st.reload_pending = pending;
+        st.applied_parameters = Some(0);
+        st.attached = true;
+        st.settings.register_service = register;
+        (st, o)
+    });
+    check("side_effects_keep_their_rules", cases, |(st, o)| {
+        let d = decide(&st, &o);
+        let db_action = d.actions.iter().any(|a| matches!(a, Action::RunDbTask { .. } | Action::StopDb { .. }));
+        if d.actions.contains(&Action::ReloadDb) {
+            prop_assert!(o.db.busy.is_none() && !db_action, "reload beside a database task: {:?}", d.actions);
+        }
+        if d.actions.contains(&Action::RegisterService { role: DbRole::Primary }) {
+            prop_assert!(d.next.lease.is_some(), "primary announced without the lease");
+        }
+        prop_assert!(!d.next.watchdog_armed || d.next.lease.is_some(), "watchdog armed without the lease");
+        let premise = d.actions.iter().any(|a| matches!(a, Action::ReloadDb | Action::RegisterService { .. }));
+        Ok(premise)
     });
 }
 

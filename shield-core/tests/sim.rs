@@ -76,20 +76,27 @@ fn chaos_schedules_hold_every_invariant() {
         let (bad, t) = soak(&cfg, first..first + n);
         println!(
             "{n} {name} schedules, {nodes} nodes, 10 simulated minutes each: {} violations; {} faults, {} promotions, \
-             {} fences, {} watchdog resets, {} rewinds, {} decisions",
+             {} fences, {} watchdog resets, {} rewinds, {} decisions, {} callbacks, {} reloads",
             bad.len(),
             t.faults,
             t.promotions,
             t.fences,
             t.watchdog_resets,
             t.rewinds,
-            t.decisions
+            t.decisions,
+            t.callbacks,
+            t.reloads
         );
         if let Some(first_bad) = bad.first() {
             let seeds: Vec<u64> = bad.iter().map(|r| r.seed).collect();
             panic!("violations at seeds {seeds:?}; the first:\n{}", first_bad.render());
         }
         assert!(t.promotions > n, "the faults should force failovers; only {} promotions", t.promotions);
+        // Every promotion calls on_role_change; the timing changes change a parameter too.
+        assert!(t.callbacks >= t.promotions, "{} callbacks for {} promotions", t.callbacks, t.promotions);
+        if name.starts_with("timing-heavy") {
+            assert!(t.reloads > 0, "timing changes should reload the configuration");
+        }
     }
 }
 

@@ -277,7 +277,6 @@ impl Database for Postgres {
                 };
                 self.start(&how).await
             }
-            _ => Err(PortError::new(ErrorKind::Rejected, format!("unsupported task {task:?}"))),
         }
     }
 

@@ -34,9 +34,9 @@ use base64::Engine as _;
 use hyper::Method;
 use rs_consul::types::DeleteKeyRequest;
 use rs_consul::{Config, Consul, ConsulBuilder, ConsulError};
-use shield_core::cluster::{ClusterView, KvEntry, MemberData};
-use shield_core::ports::{Dcs, DcsKey, ErrorKind, PortError, Watch};
-use shield_core::{MemberName, Revision};
+use shield_core::cluster::{ClusterView, HistoryLine, KvEntry, MemberData, Status};
+use shield_core::ports::{encode, Dcs, DcsKey, ErrorKind, PortError, Watch};
+use shield_core::{MemberName, Revision, SystemId};
 use tokio::sync::Mutex;
 
 use crate::http::{min_ttl_from_error, Raw, SessionSpec};
@@ -421,12 +421,14 @@ impl Dcs for ConsulDcs {
         Ok(ClusterView::from_entries(Revision(index), &entries))
     }
 
-    async fn create_initialize(&self, value: &str) -> Result<bool, PortError> {
-        self.put("create initialize", &self.key("initialize"), value, Some(None), None).await
+    async fn create_initialize(&self, system_id: Option<SystemId>) -> Result<bool, PortError> {
+        let value = encode::initialize(system_id);
+        self.put("create initialize", &self.key("initialize"), &value, Some(None), None).await
     }
 
-    async fn write_initialize(&self, value: &str) -> Result<(), PortError> {
-        self.put("write initialize", &self.key("initialize"), value, None, None).await.map(|_| ())
+    async fn write_initialize(&self, system_id: SystemId) -> Result<(), PortError> {
+        let value = encode::initialize(Some(system_id));
+        self.put("write initialize", &self.key("initialize"), &value, None, None).await.map(|_| ())
     }
 
     async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError> {
@@ -542,12 +544,14 @@ impl Dcs for ConsulDcs {
         }
     }
 
-    async fn write_history(&self, value: &str) -> Result<(), PortError> {
-        self.put("write history", &self.key("history"), value, None, None).await.map(|_| ())
+    async fn write_history(&self, lines: &[HistoryLine]) -> Result<(), PortError> {
+        let value = encode::history(lines);
+        self.put("write history", &self.key("history"), &value, None, None).await.map(|_| ())
     }
 
-    async fn write_status(&self, value: &str) -> Result<(), PortError> {
-        self.put("write status", &self.key("status"), value, None, None).await.map(|_| ())
+    async fn write_status(&self, status: &Status) -> Result<(), PortError> {
+        let value = encode::status(status);
+        self.put("write status", &self.key("status"), &value, None, None).await.map(|_| ())
     }
 
     async fn watch(&self, after: Revision, timeout_ms: u64) -> Result<Watch, PortError> {

@@ -32,7 +32,7 @@ async fn ready(url: &str) {
     let d = dcs(url, "ready", "probe");
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if d.create_initialize("x").await.is_ok() {
+        if d.create_initialize(None).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

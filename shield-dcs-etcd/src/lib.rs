@@ -45,9 +45,9 @@ use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity, LeaseKeepAliveStream,
     LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
-use shield_core::cluster::{ClusterView, KvEntry, MemberData};
-use shield_core::ports::{Dcs, DcsKey, ErrorKind, PortError, Watch};
-use shield_core::{MemberName, Revision};
+use shield_core::cluster::{ClusterView, HistoryLine, KvEntry, MemberData, Status};
+use shield_core::ports::{encode, Dcs, DcsKey, ErrorKind, PortError, Watch};
+use shield_core::{MemberName, Revision, SystemId};
 use tokio::sync::Mutex;
 
 /// How leases are kept alive.
@@ -506,7 +506,8 @@ impl Dcs for EtcdDcs {
         Ok(ClusterView::from_entries(revision, &entries))
     }
 
-    async fn create_initialize(&self, value: &str) -> Result<bool, PortError> {
+    async fn create_initialize(&self, system_id: Option<SystemId>) -> Result<bool, PortError> {
+        let value = encode::initialize(system_id);
         let key = self.key("initialize");
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -514,8 +515,9 @@ impl Dcs for EtcdDcs {
         self.txn("create initialize", txn).await
     }
 
-    async fn write_initialize(&self, value: &str) -> Result<(), PortError> {
-        self.put("write initialize", "initialize", value).await
+    async fn write_initialize(&self, system_id: SystemId) -> Result<(), PortError> {
+        let value = encode::initialize(Some(system_id));
+        self.put("write initialize", "initialize", &value).await
     }
 
     async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError> {
@@ -639,12 +641,14 @@ impl Dcs for EtcdDcs {
         }
     }
 
-    async fn write_history(&self, value: &str) -> Result<(), PortError> {
-        self.put("write history", "history", value).await
+    async fn write_history(&self, lines: &[HistoryLine]) -> Result<(), PortError> {
+        let value = encode::history(lines);
+        self.put("write history", "history", &value).await
     }
 
-    async fn write_status(&self, value: &str) -> Result<(), PortError> {
-        self.put("write status", "status", value).await
+    async fn write_status(&self, status: &Status) -> Result<(), PortError> {
+        let value = encode::status(status);
+        self.put("write status", "status", &value).await
     }
 
     async fn watch(&self, after: Revision, timeout_ms: u64) -> Result<Watch, PortError> {

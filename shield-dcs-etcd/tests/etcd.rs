@@ -258,7 +258,9 @@ async fn patroni_formats_round_trip_through_etcd() {
     assert_eq!(member["conn_url"], "postgres://127.0.0.1:5433/postgres");
     let rev = v.failover_revision.expect("failover revision");
     d.delete_cas(DcsKey::Failover, rev).await.expect("clear failover");
-    d.write_status(&json!({"optime": 1, "slots": {}}).to_string()).await.expect("status");
+    d.write_status(&shield_core::cluster::Status { optime: shield_core::Lsn(1), ..Default::default() })
+        .await
+        .expect("status");
     let leader = raw.get(format!("{p}leader"), None).await.expect("raw get");
     assert_eq!(leader.kvs()[0].value(), b"postgresql0", "the leader key holds the plain name");
     assert_eq!(d.renew_leader(TTL_MS).await.map_err(|e| e.kind), Err(ErrorKind::LeaseLost), "not ours");
@@ -375,7 +377,7 @@ async fn watch_resumes_from_a_revision_and_reports_compaction() {
     let a = dcs(&eps, "compact", "a");
     let old = a.read().await.expect("read").revision;
     // Changes made while nobody watched are delivered when the watch resumes from `old`.
-    a.write_history("[]").await.expect("put");
+    a.write_history(&[]).await.expect("put");
     let w = a.watch(old, 5_000).await.expect("resumed watch");
     assert!(w.revision > old);
     // Nothing new: the watch times out and reports the revision it was given.
@@ -385,7 +387,8 @@ async fn watch_resumes_from_a_revision_and_reports_compaction() {
     assert!(t.elapsed() >= Duration::from_millis(250));
     // History compacted past `old`: the watch answers at once, so the caller re-reads.
     for i in 0..5 {
-        a.write_status(&format!("{{\"optime\":{i}}}")).await.expect("put");
+        let status = shield_core::cluster::Status { optime: shield_core::Lsn(i), ..Default::default() };
+        a.write_status(&status).await.expect("put");
     }
     let mut raw = etcd_client::Client::connect(&eps, None).await.expect("raw client");
     let head = a.read().await.expect("read").revision;

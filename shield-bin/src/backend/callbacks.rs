@@ -10,40 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A callback event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Event {
-    /// PostgreSQL was started.
-    OnStart,
-    /// PostgreSQL was stopped (not as part of a restart).
-    OnStop,
-    /// PostgreSQL was restarted without a role change.
-    OnRestart,
-    /// PostgreSQL reloaded its configuration.
-    OnReload,
-    /// Promotion or demotion.
-    OnRoleChange,
-}
-
-impl Event {
-    /// The action argument and config key.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::OnStart => "on_start",
-            Event::OnStop => "on_stop",
-            Event::OnRestart => "on_restart",
-            Event::OnReload => "on_reload",
-            Event::OnRoleChange => "on_role_change",
-        }
-    }
-
-    /// The event a config key names.
-    pub fn from_key(k: &str) -> Option<Event> {
-        [Event::OnStart, Event::OnStop, Event::OnRestart, Event::OnReload, Event::OnRoleChange]
-            .into_iter()
-            .find(|e| e.as_str() == k)
-    }
-}
+/// A callback event: shield-core's, which decide() names in `Action::RunCallback`.
+pub use shield_core::action::CallbackEvent as Event;
 
 /// Splits a command line into words as a POSIX shell would (quotes, backslashes, and a word
 /// starting with `#` begins a comment), without expanding anything (`shell-words`). `Err` names

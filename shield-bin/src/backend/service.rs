@@ -21,17 +21,12 @@ pub struct Registrar {
     pub tags: Vec<String>,
     /// `service_check_interval`, s.
     pub check_interval_s: u64,
-    /// The role last registered.
-    pub registered: Option<&'static str>,
 }
 
 impl Registrar {
-    /// Registers the entry with role tag `role` (`primary` or `replica`) unless it is already
-    /// registered with it; bounded by `retry`. A failure is returned and tried again later.
-    pub async fn register(&mut self, role: &'static str, retry: Duration) -> Result<(), PortError> {
-        if self.registered == Some(role) {
-            return Ok(());
-        }
+    /// Registers the entry with role tag `role` (`primary` or `replica`), bounded by `retry`.
+    /// decide() asks when the role changes; a failure is returned, and decide() asks again.
+    pub async fn register(&self, role: &'static str, retry: Duration) -> Result<(), PortError> {
         let reg = shield_dcs_consul::ServiceRegistration {
             role: role.to_owned(),
             host: self.host.clone(),
@@ -43,7 +38,6 @@ impl Registrar {
         match tokio::time::timeout(retry, self.consul.register_service(&reg)).await {
             Ok(Ok(())) => {
                 tracing::info!(role, "consul: service registered");
-                self.registered = Some(role);
                 Ok(())
             }
             Ok(Err(e)) => Err(e),

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use shield_core::action::{Action, DbTask, StopMode, WatchdogFeed};
+use shield_core::action::{Action, DbRole, DbTask, StopMode, WatchdogFeed};
 use shield_core::observation::{Observation, Outcome};
 use shield_core::ports::{DcsKey, ErrorKind, PortError};
 use shield_core::{Decision, Revision, SystemId};
 
 use super::driver::{mono, Cycle, Driver};
-use crate::backend::callbacks::Event;
 
 /// A DCS call bounded by `retry_timeout`.
 async fn bounded<T>(t: Duration, f: impl std::future::Future<Output = Result<T, PortError>>) -> Result<T, PortError> {
@@ -33,7 +32,6 @@ impl Driver {
 
     /// Runs `d`'s actions in order. Returns true when the decision says exit.
     pub(crate) async fn act(&mut self, cx: &mut Cycle, obs: &Observation, d: &Decision) -> bool {
-        self.register_service(d.next.lease.is_some()).await;
         let mut exit = false;
         // Set when a lease action of this decision failed: what needs the lease is skipped.
         let mut lease_gate_failed = false;
@@ -64,12 +62,11 @@ impl Driver {
                 }
                 Action::RaceInitialize { system_id } => self.race_initialize(cx, system_id).await,
                 Action::WriteInitialize { system_id } => {
-                    let r = bounded(self.retry(), self.dcs.write_initialize(&system_id.to_string())).await;
+                    let r = bounded(self.retry(), self.dcs.write_initialize(system_id)).await;
                     note(&mut cx.outcomes, "initialize", r);
                 }
                 Action::WriteConfig { config } => {
-                    let value = config.to_json().to_string();
-                    let r = bounded(self.retry(), self.dcs.write_cas(DcsKey::Config, &value, None)).await;
+                    let r = bounded(self.retry(), self.dcs.write_config(&config, None)).await;
                     note(&mut cx.outcomes, "config", r);
                 }
                 Action::TouchMember { mut data } => {
@@ -79,12 +76,11 @@ impl Driver {
                     note(&mut cx.outcomes, "member", r);
                 }
                 Action::WriteStatus { status } => {
-                    let r = bounded(self.retry(), self.dcs.write_status(&status.to_json().to_string())).await;
+                    let r = bounded(self.retry(), self.dcs.write_status(&status)).await;
                     note(&mut cx.outcomes, "status", r);
                 }
                 Action::WriteHistory { lines } => {
-                    let v = serde_json::Value::Array(lines.iter().map(|l| l.to_json()).collect()).to_string();
-                    let r = bounded(self.retry(), self.dcs.write_history(&v)).await;
+                    let r = bounded(self.retry(), self.dcs.write_history(&lines)).await;
                     lease_gate_failed |= r.is_err();
                     note(&mut cx.outcomes, "history", r);
                 }
@@ -97,17 +93,23 @@ impl Driver {
                     cx.outcomes.push(Outcome::PeersProbed { reports });
                 }
                 Action::ArmWatchdog => self.arm_watchdog(cx).await,
-                Action::DisarmWatchdog => self.disarm_watchdog().await,
+                Action::DisarmWatchdog => self.disarm_watchdog(cx).await,
                 Action::SyncSlots { create, drop, advance } => {
                     if let Err(e) = shield_core::ports::Database::sync_slots(&*self.db, &create, &drop, &advance).await
                     {
                         // Retried next cycle: the slots are read again.
                         tracing::warn!(error = %e, "replication slots: sync failed");
+                        cx.outcomes.push(Outcome::SlotsSyncFailed { reason: e.to_string() });
                     }
                 }
                 Action::AddVip => self.vip(cx, true, fenced).await,
                 Action::RemoveVip => self.vip(cx, false, fenced).await,
-                other => tracing::warn!(action = ?other, "action not supported by this daemon"),
+                Action::ReloadDb => {
+                    let result = self.reload_database();
+                    cx.outcomes.push(Outcome::DbReloaded { result });
+                }
+                Action::RunCallback { event, role } => self.callback(event, role),
+                Action::RegisterService { role } => self.register_service(cx, role).await,
             }
         }
         exit
@@ -125,9 +127,6 @@ impl Driver {
         }
         let db = self.db.clone();
         let result = shield_core::ports::Database::stop(&*db, StopMode::Immediate).await.map_err(|e| e.to_string());
-        if let (Ok(()), Some(r)) = (&result, self.db_role.take()) {
-            self.callback(Event::OnStop, r);
-        }
         cx.outcomes.push(Outcome::Stopped { mode: StopMode::Immediate, result });
     }
 
@@ -193,8 +192,7 @@ impl Driver {
             cx.outcomes.push(Outcome::InitializeRace { result: Err(ErrorKind::Rejected) });
             return;
         }
-        let v = system_id.map(|s| s.to_string()).unwrap_or_default();
-        let result = bounded(self.retry(), self.dcs.create_initialize(&v)).await.map_err(|e| e.kind);
+        let result = bounded(self.retry(), self.dcs.create_initialize(system_id)).await.map_err(|e| e.kind);
         cx.outcomes.push(Outcome::InitializeRace { result });
     }
 
@@ -227,11 +225,15 @@ impl Driver {
         }
     }
 
-    async fn disarm_watchdog(&mut self) {
+    /// Disarms the watchdog; a failure comes back, and decide() asks again.
+    async fn disarm_watchdog(&mut self, cx: &mut Cycle) {
         if let Some(w) = &self.watchdog {
             match w.disarm().await {
                 Ok(()) => tracing::info!("watchdog disarmed"),
-                Err(e) => tracing::warn!(error = %e, "watchdog: cannot disarm; it may reset the host"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watchdog: cannot disarm; it may reset the host");
+                    cx.outcomes.push(Outcome::WatchdogDisarmFailed { reason: e.to_string() });
+                }
             }
         }
     }
@@ -255,19 +257,21 @@ impl Driver {
         }
     }
 
-    /// Keeps the Consul service entry's role tag current: `primary` for the lock holder running
-    /// as primary, `replica` for a running replica (a failed registration is tried again next
-    /// cycle).
-    async fn register_service(&mut self, leader: bool) {
+    /// Registers the Consul service entry with role tag `role`, as decide() asks when the role
+    /// changes; a failure comes back, and decide() asks again.
+    async fn register_service(&mut self, cx: &mut Cycle, role: DbRole) {
         let retry = self.retry();
-        let role = match (leader, self.db_role) {
-            (true, Some(super::driver::Role::Primary)) => "primary",
-            (_, Some(super::driver::Role::Replica)) => "replica",
-            _ => return,
+        let tag = match role {
+            DbRole::Primary => "primary",
+            DbRole::Replica => "replica",
         };
-        let Some(r) = &mut self.registrar else { return };
-        if let Err(e) = r.register(role, retry).await {
-            tracing::warn!(error = %e, "consul: service registration failed");
+        let result = match &self.registrar {
+            Some(r) => r.register(tag, retry).await.map_err(|e| e.to_string()),
+            None => Err("no service registration is configured".to_owned()),
+        };
+        if let Err(reason) = result {
+            tracing::warn!(error = %reason, "consul: service registration failed");
+            cx.outcomes.push(Outcome::ServiceRegistrationFailed { role, reason });
         }
     }
 }

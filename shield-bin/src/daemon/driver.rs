@@ -38,31 +38,16 @@ pub struct Driver {
     pub shutdown: watch::Receiver<bool>,
     /// The node config as last loaded (a reload re-reads its file).
     pub config: crate::config::NodeConfig,
-    /// Parameters changed; rewrite postgresql.conf and signal the server when no task runs.
-    pub db_reload_pending: bool,
     /// The watchdog, when one is configured and usable.
     pub watchdog: Option<Arc<dyn shield_core::ports::Watchdog>>,
     /// User scripts on database events.
     pub callbacks: Arc<Callbacks>,
-    /// The database's role as last seen running (for callbacks).
-    pub db_role: Option<Role>,
-    /// A demotion stopped the database; its restart as a replica is the role change.
-    pub demote_pending: bool,
     /// Messages to systemd.
     pub notify: crate::backend::sdnotify::Notifier,
     /// The cluster VIP, when configured.
     pub vip: Option<Arc<dyn shield_core::ports::Vip>>,
     /// Consul service registration, when `register_service` is on.
     pub registrar: Option<Registrar>,
-}
-
-/// A running database's role, as callbacks name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Accepts writes.
-    Primary,
-    /// In recovery.
-    Replica,
 }
 
 /// What the loop carries from one cycle to the next.

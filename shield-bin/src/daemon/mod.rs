@@ -47,7 +47,6 @@ pub fn service_registrar(cfg: &NodeConfig) -> Result<Option<crate::backend::serv
         api_base: format!("{scheme}://{}", cfg.api_connect),
         tags: tags.clone(),
         check_interval_s: *interval_s,
-        registered: None,
     }))
 }
 
@@ -63,6 +62,9 @@ fn node_settings(cfg: &NodeConfig, watchdog: bool, vip: bool) -> NodeSettings {
     settings.watchdog = if watchdog { cfg.watchdog.mode } else { shield_core::WatchdogMode::Off };
     settings.watchdog_safety_margin_ms = cfg.watchdog.safety_margin_ms;
     settings.vip = vip;
+    // The same condition as `service_registrar`: Consul with `register_service`.
+    settings.register_service = matches!(cfg.dcs, DcsSettings::Consul { service: Some(_), .. });
+    settings.local_parameters = cfg.pg.parameters.clone();
     settings
 }
 
@@ -194,11 +196,8 @@ pub async fn run(cfg: NodeConfig, rest: tokio::runtime::Handle) -> Result<(), St
         state,
         shutdown: stop_rx,
         config: cfg.clone(),
-        db_reload_pending: false,
         watchdog,
         callbacks: Arc::new(crate::backend::callbacks::Callbacks::new(cfg.scripts.clone(), &cfg.scope)),
-        db_role: None,
-        demote_pending: false,
         notify: crate::backend::sdnotify::Notifier::from_env(),
         vip,
         registrar: service_registrar(&cfg)?,

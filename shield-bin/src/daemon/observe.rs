@@ -7,11 +7,10 @@ use std::time::Duration;
 use serde_json::Value;
 use shield_core::action::DbTask;
 use shield_core::cluster::ClusterView;
-use shield_core::observation::{DbProcess, DbStatus, DcsView, Observation, Outcome};
+use shield_core::observation::{DbStatus, DcsView, Observation, Outcome};
 use shield_core::ports::{Database, PortError};
 
-use super::driver::{mono, wall_ms, Cycle, Driver, Role};
-use crate::backend::callbacks::Event;
+use super::driver::{mono, wall_ms, Cycle, Driver};
 use crate::rest::state::Pending;
 
 impl Driver {
@@ -20,11 +19,6 @@ impl Driver {
         self.finished_tasks(cx);
         if self.api.reload_requested.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.reload_config();
-        }
-        // Never rewrite postgresql.conf under a running clone, rewind or restart.
-        if self.db_reload_pending && cx.running.is_none() {
-            self.db_reload_pending = false;
-            self.reload_database();
         }
         self.api.fire_due_restart(wall_ms());
         let sent = mono(cx.start);
@@ -40,14 +34,13 @@ impl Driver {
         let dcs = match read {
             Ok(Ok(view)) => {
                 cx.unreachable_since = None;
-                self.dcs_read(&view, cx.count);
+                self.dcs_read(&view);
                 DcsView::Reachable(view)
             }
             Ok(Err(_)) | Err(_) => DcsView::Unreachable { since: *cx.unreachable_since.get_or_insert(sent) },
         };
         let mut db = self.status_read(cx, status, status_wait);
         db.busy = cx.running.as_ref().map(|r| r.task.clone());
-        self.note_role(&db, cx);
         let pending = self.api.requests.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
         let obs = Observation {
             now: mono(cx.start),
@@ -70,9 +63,6 @@ impl Driver {
             if let Err(e) = &result {
                 tracing::warn!(task = ?task, error = %e, "database task failed");
             }
-            if result.is_ok() {
-                self.task_callback(&task);
-            }
             // The task changed the database: what was last read of it no longer holds.
             cx.last_status = None;
             if task == DbTask::Restart {
@@ -84,22 +74,18 @@ impl Driver {
         }
     }
 
-    /// Keeps what others read of the cluster current; parameters changed in the DCS take effect
-    /// as Patroni applies them: a reload (what needs a restart shows as pending_restart).
-    fn dcs_read(&mut self, view: &ClusterView, cycle: u64) {
+    /// Keeps what others read of the cluster current, and the parameters the next start or
+    /// reload writes (decide() asks for the reload when they change; what needs a restart shows
+    /// as pending_restart).
+    fn dcs_read(&mut self, view: &ClusterView) {
         if let Ok(mut c) = self.cluster.lock() {
             *c = view.clone();
         }
         let Some((cfg, _)) = &view.config else { return };
         let new: BTreeMap<String, String> =
             cfg.postgresql.parameters.iter().map(|(k, v)| (k.clone(), json_scalar(v))).collect();
-        let changed = self.dcs_parameters.lock().is_ok_and(|mut p| {
-            let changed = *p != new;
+        if let Ok(mut p) = self.dcs_parameters.lock() {
             *p = new;
-            changed
-        });
-        if changed && cycle > 1 {
-            self.db_reload_pending = true;
         }
     }
 
@@ -131,23 +117,6 @@ impl Driver {
                 // A dead postmaster is still seen as one (a crash, not an unknown).
                 DbStatus::unanswered(cx.last_status.as_ref(), self.db.postmaster_alive())
             }
-        }
-    }
-
-    /// The running database's role, for callbacks; on_start for a server found running when
-    /// Shield starts, as Patroni calls it when it attaches.
-    fn note_role(&mut self, db: &DbStatus, cx: &Cycle) {
-        let role = match db.process {
-            DbProcess::Running { in_recovery } => Some(if in_recovery { Role::Replica } else { Role::Primary }),
-            _ => None,
-        };
-        if let (None, Some(r), None) = (self.db_role, role, &cx.running) {
-            if cx.count == 1 {
-                self.callback(Event::OnStart, r);
-            }
-        }
-        if role.is_some() {
-            self.db_role = role;
         }
     }
 }

@@ -7,7 +7,9 @@ use serde_json::Value;
 use shield_core::cluster::MemberData;
 use shield_core::observation::{DbStatus, DcsView, Observation};
 
-use super::driver::{wall_ms, Driver, Role};
+use shield_core::action::DbRole;
+
+use super::driver::{wall_ms, Driver};
 
 impl Driver {
     /// systemd's status line (the role and the decision) and, on shutdown, STOPPING.
@@ -15,10 +17,10 @@ impl Driver {
         if obs.shutdown_requested {
             self.notify.stopping();
         }
-        let role = match (d.next.lease.is_some(), self.db_role) {
+        let role = match (d.next.lease.is_some(), d.next.db_role) {
             (true, _) => "leader",
-            (false, Some(Role::Primary)) => "primary",
-            (false, Some(Role::Replica)) => "replica",
+            (false, Some(DbRole::Primary)) => "primary",
+            (false, Some(DbRole::Replica)) => "replica",
             (false, None) => "database not running",
         };
         self.notify.cycle(&format!("{role}: {reason}"));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::driver::Driver;
-use crate::backend::callbacks::{Callbacks, Event};
+use crate::backend::callbacks::Callbacks;
 
 impl Driver {
     /// Re-reads the config file and applies what can change at run time: tags, the REST API's
@@ -46,29 +46,26 @@ impl Driver {
         if let Ok(mut c) = self.api.command_params.lock() {
             *c = new.command_params.clone();
         }
-        let params_changed = old.pg.parameters != new.pg.parameters;
         self.db.set_local_parameters(new.pg.parameters.clone());
+        // A change asks decide() for a reload.
+        self.state.settings.local_parameters = new.pg.parameters.clone();
         if old.scripts != new.scripts {
             // Scripts already running finish (or time out) on their own.
             self.callbacks = Arc::new(Callbacks::new(new.scripts.clone(), &new.scope));
         }
         self.config = new;
-        if params_changed {
-            self.db_reload_pending = true;
-        }
         tracing::info!("reload: configuration re-read");
     }
 
-    pub(crate) fn reload_database(&self) {
-        match self.db.reload() {
-            Ok(true) => {
-                tracing::info!("parameters changed: PostgreSQL configuration reloaded");
-                if let Some(r) = self.db_role {
-                    self.callback(Event::OnReload, r);
-                }
-            }
+    /// Rewrites the configuration and signals the server (decide()'s `ReloadDb`): Ok(true) when
+    /// a server was signalled.
+    pub(crate) fn reload_database(&self) -> Result<bool, String> {
+        let r = self.db.reload().map_err(|e| e.to_string());
+        match &r {
+            Ok(true) => tracing::info!("parameters changed: PostgreSQL configuration reloaded"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "PostgreSQL configuration reload failed"),
         }
+        r
     }
 }

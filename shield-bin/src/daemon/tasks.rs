@@ -1,12 +1,11 @@
 //! Long database tasks (start, stop, promote, clone, rewind, restart) run in the background and
 //! report back through a channel, so lease renewal never queues behind a pg_basebackup; and the
-//! callbacks their completion calls for.
+//! callbacks decide() asks for.
 
-use shield_core::action::{DbTask, StartAs};
+use shield_core::action::{CallbackEvent, DbRole, DbTask};
 use shield_core::ports::{Database, ErrorKind, PortError};
 
-use super::driver::{Cycle, Driver, Role};
-use crate::backend::callbacks::Event;
+use super::driver::{Cycle, Driver};
 
 /// The task running in the background.
 pub(crate) struct Running {
@@ -50,35 +49,11 @@ impl Driver {
     }
 
     /// Runs the callback script for `event`, naming the role as callbacks expect it.
-    pub(crate) fn callback(&self, event: Event, role: Role) {
+    pub(crate) fn callback(&self, event: CallbackEvent, role: DbRole) {
         let role = match role {
-            Role::Primary => self.config.callback_primary_role.as_str(),
-            Role::Replica => "replica",
+            DbRole::Primary => self.config.callback_primary_role.as_str(),
+            DbRole::Replica => "replica",
         };
         self.callbacks.fire(event, role);
-    }
-
-    /// The callback a finished database task calls for, as Patroni fires them.
-    pub(crate) fn task_callback(&mut self, task: &DbTask) {
-        match task {
-            DbTask::Promote { .. } => self.callback(Event::OnRoleChange, Role::Primary),
-            DbTask::Bootstrap | DbTask::Start(StartAs::Primary) => self.callback(Event::OnStart, Role::Primary),
-            DbTask::Start(StartAs::Replica { .. }) if std::mem::take(&mut self.demote_pending) => {
-                self.callback(Event::OnRoleChange, Role::Replica)
-            }
-            DbTask::Start(StartAs::Replica { .. }) => self.callback(Event::OnStart, Role::Replica),
-            DbTask::Restart => {
-                if let Some(r) = self.db_role {
-                    self.callback(Event::OnRestart, r);
-                }
-            }
-            DbTask::Stop(_) if self.state.demoting => self.demote_pending = true,
-            DbTask::Stop(_) => {
-                if let Some(r) = self.db_role.take() {
-                    self.callback(Event::OnStop, r);
-                }
-            }
-            _ => {}
-        }
     }
 }

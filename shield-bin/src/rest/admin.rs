@@ -361,8 +361,7 @@ async fn manual(s: Shared, body: String, failover: bool) -> Response {
         scheduled_at: scheduled.clone(),
         revision: Revision(0),
     };
-    let value = req.to_json().to_string();
-    if let Err(e) = s.dcs.write_cas(DcsKey::Failover, &value, view.failover_revision).await {
+    if let Err(e) = s.dcs.write_failover(&req, view.failover_revision).await {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("failed to write the request to the DCS: {e}"));
     }
     s.wake.notify_one();

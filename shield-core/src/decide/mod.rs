@@ -13,6 +13,7 @@
 //! someone else leads ([`follower`]), nobody leads ([`unlocked`]).
 
 mod bootstrap;
+mod effects;
 mod follower;
 mod leader;
 mod outcomes;
@@ -20,7 +21,7 @@ mod unlocked;
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::{Action, StopMode};
+use crate::action::{Action, DbRole, StopMode};
 use crate::cluster::{ClusterView, MemberData, MemberRole, Tags};
 use crate::config::{DynamicConfig, LocalPg};
 use crate::observation::{DataDir, DbProcess, DcsView, Observation};
@@ -66,6 +67,14 @@ pub struct NodeSettings {
     pub vip: bool,
     /// The version string published in the member key.
     pub version: String,
+    /// The node registers itself in service discovery with its role (Consul's
+    /// `register_service`): decide() asks for [`Action::RegisterService`] when the role changes.
+    #[serde(default)]
+    pub register_service: bool,
+    /// The node file's `postgresql.parameters` (a change, as one of the cluster's, asks for a
+    /// reload of the PostgreSQL configuration).
+    #[serde(default)]
+    pub local_parameters: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeSettings {
@@ -82,6 +91,8 @@ impl NodeSettings {
             watchdog_safety_margin_ms: None,
             vip: false,
             version: crate::PATRONI_COMPAT_VERSION.to_owned(),
+            register_service: false,
+            local_parameters: Default::default(),
         }
     }
 }
@@ -175,6 +186,33 @@ pub struct NodeState {
     /// held the leader key: what [`Ctx::optime`] counts a later `status` against.
     #[serde(default)]
     pub status_seen: Option<(Revision, Lsn)>,
+    /// decide() has run once since the daemon started: the first cycle attaches to whatever it
+    /// finds (a running database gets `on_start`; the parameters it was started with are taken
+    /// as applied).
+    #[serde(default)]
+    pub attached: bool,
+    /// A fingerprint of the PostgreSQL parameters (the cluster's and the node file's) last
+    /// applied; a change asks for a reload.
+    #[serde(default)]
+    pub applied_parameters: Option<u64>,
+    /// A reload of the PostgreSQL configuration is owed (the parameters changed, or the last
+    /// reload failed); it runs when no database task does.
+    #[serde(default)]
+    pub reload_pending: bool,
+    /// The database's role as last seen running, for the callbacks (`None` once it stopped).
+    #[serde(default)]
+    pub db_role: Option<DbRole>,
+    /// A switchover's stop finished: the start as a replica that follows is the role change
+    /// (`on_role_change`), not a plain start.
+    #[serde(default)]
+    pub demoted: bool,
+    /// The role last published to service discovery (`None`: none yet, or the last publication
+    /// failed, so it is published again).
+    #[serde(default)]
+    pub registered_role: Option<DbRole>,
+    /// The last replication slot sync failed, and why (cleared once the slots need nothing).
+    #[serde(default)]
+    pub slots_sync_failed: Option<String>,
 }
 
 impl NodeState {
@@ -202,6 +240,13 @@ impl NodeState {
             member_slots_seen: Default::default(),
             dead_leader_key: None,
             status_seen: None,
+            attached: false,
+            applied_parameters: None,
+            reload_pending: false,
+            db_role: None,
+            demoted: false,
+            registered_role: None,
+            slots_sync_failed: None,
         }
     }
 
@@ -242,6 +287,8 @@ struct Ctx<'a> {
     /// Set when the leader key is a dead one taken as expired: acquiring replaces it at this
     /// revision instead of creating it.
     replacing: Option<Revision>,
+    /// Side effects decided while folding the outcomes (callbacks), appended at the end.
+    effects: Vec<Action>,
 }
 
 impl Ctx<'_> {
@@ -395,8 +442,15 @@ pub fn decide(state: &NodeState, obs: &Observation) -> Decision {
     } else {
         obs
     };
-    let mut cx =
-        Ctx { obs, st: state.clone(), actions: Vec::new(), wake_now: false, answers: Vec::new(), replacing: None };
+    let mut cx = Ctx {
+        obs,
+        st: state.clone(),
+        actions: Vec::new(),
+        wake_now: false,
+        answers: Vec::new(),
+        replacing: None,
+        effects: Vec::new(),
+    };
     cx.st.probe_requested = false;
     // The config first: last cycle's outcomes are judged under the config in force now (a lease
     // lost while the cluster was paused, learnt after a resume, must fence).
@@ -410,6 +464,7 @@ pub fn decide(state: &NodeState, obs: &Observation) -> Decision {
         Some(r) => r,
         None => dispatch(&mut cx),
     };
+    effects::after(&mut cx);
     finish(cx, reason)
 }
 
@@ -547,6 +602,8 @@ fn sync_slots(cx: &mut Ctx<'_>, view: &ClusterView) {
         .collect();
     if !create.is_empty() || !drop.is_empty() || !advance.is_empty() {
         cx.push(Action::SyncSlots { create, drop, advance });
+    } else {
+        cx.st.slots_sync_failed = None;
     }
 }
 

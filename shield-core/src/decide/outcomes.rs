@@ -71,8 +71,13 @@ fn absorb_one(cx: &mut Ctx<'_>, outcome: &Outcome) -> Option<Reason> {
             cx.st.bootstrapping = matches!(result, Ok(true));
         }
         Outcome::PeersProbed { .. } => {}
-        Outcome::DbTaskDone { task, result } => return task_done(cx, task, result),
-        Outcome::Stopped { .. } => {}
+        Outcome::DbTaskDone { task, result } => {
+            if result.is_ok() {
+                super::effects::task_succeeded(cx, task);
+            }
+            return task_done(cx, task, result);
+        }
+        Outcome::Stopped { result, .. } => super::effects::stopped(cx, result),
         Outcome::DcsWriteFailed { .. } => {}
         // Believe the address is where it may still be: bound after a failed removal (so the
         // removal is retried), unbound after a failed add (so the add is retried).
@@ -85,6 +90,16 @@ fn absorb_one(cx: &mut Ctx<'_>, outcome: &Outcome) -> Option<Reason> {
                 cx.push(crate::action::Action::ReleaseLeader);
                 cx.st.backoff_until = Some(cx.now().plus(cx.st.config.timing.ttl_ms));
                 return Some(Reason::NotHealthiest(crate::reason::Ineligible::WatchdogRequired));
+            }
+        }
+        // It may still be armed: counted as armed, so the disarm is tried again (effects).
+        Outcome::WatchdogDisarmFailed { .. } => cx.st.watchdog_armed = true,
+        // The slots are read again next cycle, and the sync asked for again.
+        Outcome::SlotsSyncFailed { reason } => cx.st.slots_sync_failed = Some(reason.clone()),
+        Outcome::DbReloaded { result } => super::effects::reloaded(cx, result),
+        Outcome::ServiceRegistrationFailed { role, .. } => {
+            if cx.st.registered_role == Some(*role) {
+                cx.st.registered_role = None;
             }
         }
     }

@@ -2,9 +2,42 @@
 
 use async_trait::async_trait;
 
-use crate::cluster::{ClusterView, MemberData};
+use crate::cluster::{ClusterView, FailoverRequest, HistoryLine, MemberData, Status};
+use crate::config::DynamicConfig;
 use crate::ports::PortError;
-use crate::types::{MemberName, Revision};
+use crate::types::{MemberName, Revision, SystemId};
+
+/// The values the DCS port writes, serialised once for every backend in Patroni's formats.
+pub mod encode {
+    use crate::cluster::{FailoverRequest, HistoryLine, Status};
+    use crate::config::DynamicConfig;
+    use crate::types::SystemId;
+
+    /// `initialize`: the system id in decimal, or `""` for the bootstrap race.
+    pub fn initialize(system_id: Option<SystemId>) -> String {
+        system_id.map(|s| s.to_string()).unwrap_or_default()
+    }
+
+    /// `history`: a JSON array of Patroni's history lines.
+    pub fn history(lines: &[HistoryLine]) -> String {
+        serde_json::Value::Array(lines.iter().map(HistoryLine::to_json).collect()).to_string()
+    }
+
+    /// `status`.
+    pub fn status(status: &Status) -> String {
+        status.to_json().to_string()
+    }
+
+    /// `config`: Patroni's keys in seconds, and every key kept in [`DynamicConfig::other`].
+    pub fn config(config: &DynamicConfig) -> String {
+        config.to_json().to_string()
+    }
+
+    /// `failover`.
+    pub fn failover(request: &FailoverRequest) -> String {
+        request.to_json().to_string()
+    }
+}
 
 /// Keys with compare-and-set semantics on their revision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -50,11 +83,12 @@ pub trait Dcs: Send + Sync {
     /// One consistent read of the whole cluster prefix.
     async fn read(&self) -> Result<ClusterView, PortError>;
 
-    /// Creates `initialize` with `value` only if it does not exist. Ok(false): it existed.
-    async fn create_initialize(&self, value: &str) -> Result<bool, PortError>;
+    /// Creates `initialize` only if it does not exist: empty (`None`) for the bootstrap race, or
+    /// holding the system id when adopting existing data. Ok(false): it existed.
+    async fn create_initialize(&self, system_id: Option<SystemId>) -> Result<bool, PortError>;
 
-    /// Overwrites `initialize` (after the bootstrap race).
-    async fn write_initialize(&self, value: &str) -> Result<(), PortError>;
+    /// Overwrites `initialize` with the system id (after the bootstrap race).
+    async fn write_initialize(&self, system_id: SystemId) -> Result<(), PortError>;
 
     /// Creates the leader key holding our name, with our lease, only if absent. Ok(false): held.
     ///
@@ -86,18 +120,35 @@ pub trait Dcs: Send + Sync {
     /// Deletes `members/<me>` (orderly shutdown).
     async fn delete_member(&self) -> Result<(), PortError>;
 
-    /// Compare-and-set on `key`'s revision; `expected = None` means create only if absent.
+    /// Compare-and-set of `config` on its revision; `expected = None` means create only if
+    /// absent. [`crate::ports::ErrorKind::CompareFailed`] on a conflict.
+    async fn write_config(&self, config: &DynamicConfig, expected: Option<Revision>) -> Result<(), PortError> {
+        self.write_cas(DcsKey::Config, &encode::config(config), expected).await
+    }
+
+    /// Compare-and-set of `failover` on its revision, as [`Dcs::write_config`].
+    async fn write_failover(&self, request: &FailoverRequest, expected: Option<Revision>) -> Result<(), PortError> {
+        self.write_cas(DcsKey::Failover, &encode::failover(request), expected).await
+    }
+
+    /// Compare-and-set of `key` with a raw value; `expected = None` means create only if absent.
     /// [`crate::ports::ErrorKind::CompareFailed`] on a conflict.
+    ///
+    /// The typed writes above go through it. Called directly only where the value must be
+    /// written as the operator gave it: `shieldctl edit-config` and `PATCH`/`PUT /config` write
+    /// the checked JSON of the whole key, which may hold keys and spellings Shield does not model
+    /// (another tool's, a newer Patroni's) that a round trip through [`DynamicConfig`] would
+    /// reformat.
     async fn write_cas(&self, key: DcsKey, value: &str, expected: Option<Revision>) -> Result<(), PortError>;
 
     /// Compare-and-delete on `key`'s revision.
     async fn delete_cas(&self, key: DcsKey, expected: Revision) -> Result<(), PortError>;
 
-    /// Plain put of `history`.
-    async fn write_history(&self, value: &str) -> Result<(), PortError>;
+    /// Plain put of the whole `history` list.
+    async fn write_history(&self, lines: &[HistoryLine]) -> Result<(), PortError>;
 
     /// Plain put of `status`.
-    async fn write_status(&self, value: &str) -> Result<(), PortError>;
+    async fn write_status(&self, status: &Status) -> Result<(), PortError>;
 
     /// Waits until something under the prefix changes after `after`, or `timeout_ms` passes.
     /// Returns the revision seen. Backends resume from `after` after a reconnect.

@@ -12,7 +12,7 @@ mod vip;
 mod watchdog;
 
 pub use db::Database;
-pub use dcs::{Dcs, DcsKey, Watch};
+pub use dcs::{encode, Dcs, DcsKey, Watch};
 pub use error::{ErrorKind, PortError};
 pub use vip::Vip;
 pub use watchdog::Watchdog;

@@ -75,19 +75,17 @@ impl World {
         let sent_at = self.nodes[i].local(self.now);
         match action {
             Action::RaceInitialize { system_id } => {
-                let v = system_id.map(|s| s.to_string()).unwrap_or_default();
-                let (result, lat) = self.dcs_call(i, |d| ready(d.create_initialize(&v)));
+                let (result, lat) = self.dcs_call(i, |d| ready(d.create_initialize(system_id)));
                 self.nodes[i].outcomes.push(Outcome::InitializeRace { result });
                 Some(lat)
             }
             Action::WriteInitialize { system_id } => {
-                let (r, lat) = self.dcs_call(i, |d| ready(d.write_initialize(&system_id.to_string())));
+                let (r, lat) = self.dcs_call(i, |d| ready(d.write_initialize(system_id)));
                 self.note_write(i, "initialize", r);
                 Some(lat)
             }
             Action::WriteConfig { config } => {
-                let v = config.to_json().to_string();
-                let (r, lat) = self.dcs_call(i, |d| ready(d.write_cas(DcsKey::Config, &v, None)));
+                let (r, lat) = self.dcs_call(i, |d| ready(d.write_config(&config, None)));
                 self.note_write(i, "config", r);
                 Some(lat)
             }
@@ -135,14 +133,12 @@ impl World {
                 None
             }
             Action::WriteStatus { status } => {
-                let v = status.to_json().to_string();
-                let (r, _) = self.dcs_call(i, |d| ready(d.write_status(&v)));
+                let (r, _) = self.dcs_call(i, |d| ready(d.write_status(&status)));
                 self.note_write(i, "status", r);
                 None
             }
             Action::WriteHistory { lines } => {
-                let v = serde_json::Value::Array(lines.iter().map(|l| l.to_json()).collect()).to_string();
-                let (r, lat) = self.dcs_call(i, |d| ready(d.write_history(&v)));
+                let (r, lat) = self.dcs_call(i, |d| ready(d.write_history(&lines)));
                 self.nodes[i].lease_gate_failed |= r.is_err();
                 self.note_write(i, "history", r);
                 self.check(Hook::HistoryWritten);
@@ -190,6 +186,33 @@ impl World {
             }
             Action::DisarmWatchdog => {
                 self.nodes[i].watchdog_expire_ms = None;
+                None
+            }
+            // The simulated server takes the parameters in force at once; a reload needs no time.
+            Action::ReloadDb => {
+                let running = matches!(self.nodes[i].db.process, SimProcess::Running { .. });
+                self.nodes[i].reloads += 1;
+                self.report.reloads += 1;
+                self.nodes[i].outcomes.push(Outcome::DbReloaded { result: Ok(running) });
+                None
+            }
+            // The script runs in the background: recorded, and nothing comes back.
+            Action::RunCallback { event, role } => {
+                let name = self.nodes[i].name.clone();
+                self.trace.line(self.now, name.as_str(), || format!("callback {} {role:?}", event.as_str()));
+                self.nodes[i].callbacks.push((event, role));
+                self.report.callbacks += 1;
+                None
+            }
+            // Service registration talks to the local Consul agent: it fails while the node
+            // cannot reach the DCS, and decide() publishes again.
+            Action::RegisterService { role } => {
+                if self.dcs_reachable(i) {
+                    self.nodes[i].registered_role = Some(role);
+                } else {
+                    let reason = "the DCS agent is unreachable".to_owned();
+                    self.nodes[i].outcomes.push(Outcome::ServiceRegistrationFailed { role, reason });
+                }
                 None
             }
             Action::AddVip => {

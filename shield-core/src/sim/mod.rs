@@ -147,6 +147,10 @@ pub struct SimReport {
     /// Acknowledged writes that a promotion left out of the new timeline's lineage (lost at a
     /// failover, asynchronous replication).
     pub writes_lost: u64,
+    /// Callbacks run (`on_start`, `on_role_change`, ...).
+    pub callbacks: u64,
+    /// PostgreSQL configuration reloads.
+    pub reloads: u64,
     /// Set when the schedule went beyond what Shield's guarantees assume (clock drift beyond the
     /// bound the fencing deadline absorbs): a violation is then no bug, and no pass is a proof.
     pub beyond_the_model: Option<String>,
@@ -163,6 +167,8 @@ impl SimReport {
         self.fences += other.fences;
         self.writes_acked += other.writes_acked;
         self.writes_lost += other.writes_lost;
+        self.callbacks += other.callbacks;
+        self.reloads += other.reloads;
     }
 
     /// One summary line, and on a violation the seed to reproduce it and the trace.

@@ -31,6 +31,9 @@ impl World {
             None => self.cfg.config.timing,
         };
         self.op_config.timing = timing;
+        // A parameter changes with the timings, so that every node reloads its configuration.
+        let generation = which.map_or(serde_json::Value::Null, serde_json::Value::from);
+        self.op_config.postgresql.parameters.insert("shield.sim_timing".to_owned(), generation);
         self.write_config();
     }
 

@@ -124,6 +124,12 @@ pub(super) struct Node {
     pub status_stalled: u32,
     /// The last status that answered, as the daemon keeps it (lost with the daemon).
     pub last_status: Option<crate::observation::DbStatus>,
+    /// The callbacks the node ran, in order.
+    pub callbacks: Vec<(crate::action::CallbackEvent, crate::action::DbRole)>,
+    /// The role its service registration publishes, as last registered.
+    pub registered_role: Option<crate::action::DbRole>,
+    /// PostgreSQL configuration reloads.
+    pub reloads: u64,
 }
 
 impl Node {
@@ -195,6 +201,7 @@ impl World {
                 settings.bootstrap_config = cfg.config.clone();
                 settings.watchdog = if cfg.watchdog { WatchdogMode::Automatic } else { WatchdogMode::Off };
                 settings.vip = true;
+                settings.register_service = true;
                 let max = i64::try_from(cfg.max_drift_ppm).unwrap_or(i64::MAX / 2).min(500_000);
                 Node {
                     dcs: store.client("service", "sim", name.clone(), ttl),
@@ -223,6 +230,9 @@ impl World {
                     requests: Vec::new(),
                     status_stalled: 0,
                     last_status: None,
+                    callbacks: Vec::new(),
+                    registered_role: None,
+                    reloads: 0,
                 }
             })
             .collect();

@@ -6,9 +6,10 @@
 
 use async_trait::async_trait;
 
-use crate::cluster::{MemberData, MemberRole};
+use crate::cluster::{FailoverRequest, HistoryLine, MemberData, MemberRole, Status};
+use crate::config::DynamicConfig;
 use crate::ports::{Dcs, DcsKey, ErrorKind};
-use crate::types::{MemberName, SystemId};
+use crate::types::{Lsn, MemberName, Revision, SystemId, Timeline};
 
 /// What the suite needs from a backend's test.
 #[async_trait]
@@ -103,12 +104,18 @@ async fn leader_lock<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
 async fn create_only<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let a = h.client(scope, "a").await;
     let b = h.client(scope, "b").await;
-    check(a.create_initialize("").await == Ok(true), || "initialize race not won on an empty cluster".into())?;
-    check(b.create_initialize("").await == Ok(false), || "initialize created twice".into())?;
-    a.write_initialize("7277694203142172922").await.map_err(|e| e.to_string())?;
+    check(a.create_initialize(None).await == Ok(true), || "initialize race not won on an empty cluster".into())?;
+    check(b.create_initialize(None).await == Ok(false), || "initialize created twice".into())?;
+    a.write_initialize(SystemId(7277694203142172922)).await.map_err(|e| e.to_string())?;
     let v = b.read().await.map_err(|e| e.to_string())?;
     check(v.system_id() == Some(SystemId(7277694203142172922)), || format!("initialize reads {:?}", v.initialize))?;
-    a.write_cas(DcsKey::Config, r#"{"ttl":30}"#, None).await.map_err(|e| format!("create config: {e}"))?;
+    let mut config = DynamicConfig::default();
+    config.timing.ttl_ms = 30_000;
+    a.write_config(&config, None).await.map_err(|e| format!("create config: {e}"))?;
+    let v = b.read().await.map_err(|e| e.to_string())?;
+    check(v.config.as_ref().is_some_and(|(c, _)| c.timing.ttl_ms == 30_000), || {
+        format!("config reads {:?}", v.config)
+    })?;
     let again = b.write_cas(DcsKey::Config, r#"{"ttl":20}"#, None).await;
     check(matches!(&again, Err(e) if e.kind == ErrorKind::CompareFailed), || {
         format!("a second create-only config write gave {again:?}")
@@ -118,11 +125,17 @@ async fn create_only<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
 async fn compare_and_set<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let a = h.client(scope, "a").await;
     let b = h.client(scope, "b").await;
-    a.write_cas(DcsKey::Failover, r#"{"leader":"a","member":"b"}"#, None).await.map_err(|e| e.to_string())?;
+    let request = |leader: Option<&str>, member: &str| FailoverRequest {
+        leader: leader.map(name),
+        member: Some(name(member)),
+        scheduled_at: None,
+        revision: Revision(0),
+    };
+    a.write_failover(&request(Some("a"), "b"), None).await.map_err(|e| e.to_string())?;
     let v = a.read().await.map_err(|e| e.to_string())?;
     let rev = v.failover_revision.ok_or("failover key not read back")?;
     check(v.failover.as_ref().and_then(|f| f.member.clone()) == Some(name("b")), || "failover value lost".into())?;
-    a.write_cas(DcsKey::Failover, r#"{"member":"a"}"#, Some(rev)).await.map_err(|e| format!("fresh CAS: {e}"))?;
+    a.write_failover(&request(None, "a"), Some(rev)).await.map_err(|e| format!("fresh CAS: {e}"))?;
     let stale = b.write_cas(DcsKey::Failover, r#"{"member":"b"}"#, Some(rev)).await;
     check(matches!(&stale, Err(e) if e.kind == ErrorKind::CompareFailed), || format!("stale CAS gave {stale:?}"))?;
     let stale_del = b.delete_cas(DcsKey::Failover, rev).await;
@@ -143,10 +156,16 @@ async fn plain_puts_and_prefix_read<H: DcsHarness>(h: &H, scope: &str) -> CaseRe
     let mut m = MemberData::new(MemberRole::Primary, "running");
     m.conn_url = Some("postgres://127.0.0.1:5432/postgres".into());
     a.touch_member(&m).await.map_err(|e| e.to_string())?;
-    a.write_history(r#"[[1,25165984,"no recovery target specified","2024-07-02T10:00:00+00:00","a"]]"#)
-        .await
-        .map_err(|e| e.to_string())?;
-    a.write_status(r#"{"optime":67110040,"slots":{}}"#).await.map_err(|e| e.to_string())?;
+    let line = HistoryLine {
+        timeline: Timeline(1),
+        lsn: Lsn(25165984),
+        reason: "no recovery target specified".into(),
+        timestamp: Some("2024-07-02T10:00:00+00:00".into()),
+        new_leader: Some("a".into()),
+    };
+    a.write_history(&[line]).await.map_err(|e| e.to_string())?;
+    let status = Status { optime: Lsn(67110040), slots: Default::default(), retain_slots: Vec::new() };
+    a.write_status(&status).await.map_err(|e| e.to_string())?;
     let v = a.read().await.map_err(|e| e.to_string())?;
     check(v.members.len() == 1, || format!("prefix read saw members {:?}", v.members.keys().collect::<Vec<_>>()))?;
     check(v.members.get(&name("a")).map(|m| &m.data) == Some(&m), || "member value changed in transit".into())?;
@@ -244,7 +263,7 @@ async fn ttl_change<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
 
 async fn delete_cluster<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let a = h.client(scope, "a").await;
-    a.create_initialize("1").await.map_err(|e| e.to_string())?;
+    a.create_initialize(Some(SystemId(1))).await.map_err(|e| e.to_string())?;
     a.touch_member(&MemberData::new(MemberRole::Replica, "running")).await.map_err(|e| e.to_string())?;
     a.delete_cluster().await.map_err(|e| e.to_string())?;
     let v = a.read().await.map_err(|e| e.to_string())?;

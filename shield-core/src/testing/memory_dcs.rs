@@ -12,9 +12,10 @@ use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 
-use crate::cluster::{ClusterView, KvEntry, MemberData};
+use crate::cluster::{ClusterView, HistoryLine, KvEntry, MemberData, Status};
+use crate::ports::encode;
 use crate::ports::{Dcs, DcsKey, ErrorKind, PortError, Watch};
-use crate::types::{MemberName, Revision};
+use crate::types::{MemberName, Revision, SystemId};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -226,7 +227,8 @@ impl Dcs for MemoryDcs {
         Ok(ClusterView::from_entries(Revision(g.revision), &entries))
     }
 
-    async fn create_initialize(&self, value: &str) -> Result<bool, PortError> {
+    async fn create_initialize(&self, system_id: Option<SystemId>) -> Result<bool, PortError> {
+        let value = encode::initialize(system_id);
         let mut g = self.open()?;
         let key = self.key("initialize");
         if g.keys.contains_key(&key) {
@@ -236,9 +238,9 @@ impl Dcs for MemoryDcs {
         Ok(true)
     }
 
-    async fn write_initialize(&self, value: &str) -> Result<(), PortError> {
+    async fn write_initialize(&self, system_id: SystemId) -> Result<(), PortError> {
         let mut g = self.open()?;
-        g.put(&self.key("initialize"), value.as_bytes(), None);
+        g.put(&self.key("initialize"), encode::initialize(Some(system_id)).as_bytes(), None);
         Ok(())
     }
 
@@ -337,13 +339,13 @@ impl Dcs for MemoryDcs {
         Ok(())
     }
 
-    async fn write_history(&self, value: &str) -> Result<(), PortError> {
-        self.open()?.put(&self.key("history"), value.as_bytes(), None);
+    async fn write_history(&self, lines: &[HistoryLine]) -> Result<(), PortError> {
+        self.open()?.put(&self.key("history"), encode::history(lines).as_bytes(), None);
         Ok(())
     }
 
-    async fn write_status(&self, value: &str) -> Result<(), PortError> {
-        self.open()?.put(&self.key("status"), value.as_bytes(), None);
+    async fn write_status(&self, status: &Status) -> Result<(), PortError> {
+        self.open()?.put(&self.key("status"), encode::status(status).as_bytes(), None);
         Ok(())
     }
 

@@ -136,7 +136,7 @@ async fn request_switchover(
                 revision: Revision(0),
             };
             ctx.dcs(c)?
-                .write_cas(DcsKey::Failover, &req.to_json().to_string(), v.failover_revision)
+                .write_failover(&req, v.failover_revision)
                 .await
                 .map_err(|e| format!("writing the failover key failed: {e}"))?;
             println!("Switchover request written to the DCS; the leader acts on it in its next cycle");
@@ -206,7 +206,7 @@ pub(crate) async fn failover(ctx: &Ctx, cluster: Option<&str>, candidate: Option
                 revision: Revision(0),
             };
             ctx.dcs(&c)?
-                .write_cas(DcsKey::Failover, &req.to_json().to_string(), v.failover_revision)
+                .write_failover(&req, v.failover_revision)
                 .await
                 .map_err(|e| format!("writing the failover key failed: {e}"))?;
             println!("Failover request written to the DCS");
