@@ -48,7 +48,7 @@ set +e
 cargo mutants \
     --package shield-core \
     --test-package shield-core \
-    --exclude 'shield-core/src/decide/tests.rs' \
+    --exclude 'shield-core/src/decide/tests/*' \
     "${files[@]}" \
     --jobs "${MUTANTS_JOBS:-1}" \
     --timeout "${MUTANTS_TIMEOUT:-180}" \
