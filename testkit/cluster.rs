@@ -206,17 +206,27 @@ watchdog:
                 c
             }
         };
-        let child = cmd
-            .arg(self.dir.join("shield.yml"))
+        cmd.arg(self.dir.join("shield.yml"))
             .env("SHIELD_LOG", "info")
             // Patroni's log lines reach the file as they are written.
             .env("PYTHONUNBUFFERED", "1")
             .env("HOME", &self.dir)
             .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn shield");
+            .stderr(Stdio::from(log));
+        // A copy another test thread has just written can be held open for writing a moment
+        // longer by a child that thread forked (it inherits the descriptor until its exec):
+        // exec then fails with ETXTBSY. Try again briefly.
+        let mut tries = 0;
+        let child = loop {
+            match cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r.expect("spawn shield"),
+            }
+        };
         self.child = Some(child);
     }
 
