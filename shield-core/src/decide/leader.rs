@@ -234,7 +234,7 @@ fn promote(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     if cx.st.config.postgresql.use_slots {
         if let Some(existing) = &db.slots {
             // What sync_slots() will keep once this node leads.
-            let create: Vec<String> = crate::decide::slots_wanted(cx, view, Some(cx.me()))
+            let create: Vec<String> = crate::decide::slots::slots_wanted(cx, view, Some(cx.me()))
                 .into_iter()
                 .filter(|s| !existing.iter().any(|(e, _)| e == s))
                 .collect();

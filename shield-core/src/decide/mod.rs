@@ -12,249 +12,26 @@
 //! one handler per situation: DCS unreachable, no data ([`bootstrap`]), lock holder ([`leader`]),
 //! someone else leads ([`follower`]), nobody leads ([`unlocked`]).
 
-mod bootstrap;
-mod effects;
-mod follower;
-mod leader;
-mod outcomes;
-mod unlocked;
-
-use serde::{Deserialize, Serialize};
-
-use crate::action::{Action, DbRole, StopMode};
-use crate::cluster::{ClusterView, MemberData, MemberRole, Tags};
-use crate::config::{DynamicConfig, LocalPg};
+use crate::action::{Action, StopMode};
+use crate::cluster::{ClusterView, MemberData, MemberRole};
 use crate::observation::{DataDir, DbProcess, DcsView, Observation};
 use crate::reason::Reason;
-use crate::types::{Lsn, MemberName, MonoMillis, Revision, Timeline};
+use crate::types::{Lsn, MemberName, MonoMillis, Revision};
+use serde::{Deserialize, Serialize};
 
-/// How the watchdog is used (the `watchdog.mode` key).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WatchdogMode {
-    /// Never used.
-    Off,
-    /// Used when it can be armed; a failure is logged and ignored.
-    #[default]
-    Automatic,
-    /// A node without a working watchdog never becomes leader.
-    Required,
-}
+mod bootstrap;
+mod slots;
+mod state;
 
-/// The node's fixed settings (from its local config file). decide() never changes them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NodeSettings {
-    /// This member's name.
-    pub name: MemberName,
-    /// Its tags.
-    pub tags: Tags,
-    /// `postgres://host:port/postgres`, published in the member key.
-    pub conn_url: Option<String>,
-    /// `http://host:port/patroni`, published in the member key.
-    pub api_url: Option<String>,
-    /// The `bootstrap.dcs` config, written by the bootstrap winner and used until `/config` exists.
-    pub bootstrap_config: DynamicConfig,
-    /// The node file's `postgresql.use_pg_rewind` and `remove_data_directory_on_*`, which win
-    /// over the cluster config's as in Patroni (absent from older journals: none set).
-    #[serde(default)]
-    pub local_pg: LocalPg,
-    /// Watchdog mode.
-    pub watchdog: WatchdogMode,
-    /// `watchdog.safety_margin` in ms. `None` (Shield's default) derives it from the fencing
-    /// deadline: see [`NodeSettings::watchdog_timeout_ms`].
-    pub watchdog_safety_margin_ms: Option<u64>,
-    /// A VIP is configured.
-    pub vip: bool,
-    /// The version string published in the member key.
-    pub version: String,
-    /// The node registers itself in service discovery with its role (Consul's
-    /// `register_service`): decide() asks for [`Action::RegisterService`] when the role changes.
-    #[serde(default)]
-    pub register_service: bool,
-    /// The node file's `postgresql.parameters` (a change, as one of the cluster's, asks for a
-    /// reload of the PostgreSQL configuration).
-    #[serde(default)]
-    pub local_parameters: std::collections::BTreeMap<String, String>,
-}
+mod effects;
 
-impl NodeSettings {
-    /// Settings with defaults for everything but the name.
-    pub fn new(name: MemberName) -> NodeSettings {
-        NodeSettings {
-            name,
-            tags: Tags::default(),
-            conn_url: None,
-            api_url: None,
-            bootstrap_config: DynamicConfig::default(),
-            local_pg: LocalPg::default(),
-            watchdog: WatchdogMode::Automatic,
-            watchdog_safety_margin_ms: None,
-            vip: false,
-            version: crate::PATRONI_COMPAT_VERSION.to_owned(),
-            register_service: false,
-            local_parameters: Default::default(),
-        }
-    }
-}
+mod follower;
 
-impl NodeSettings {
-    /// Slack left between a renewal being sent and the watchdog being fed after it, when the
-    /// safety margin is derived.
-    pub const WATCHDOG_FEED_SLACK_MS: u64 = 500;
-    /// Time allowed for a watchdog reset to take the host down.
-    pub const WATCHDOG_RESET_MS: u64 = 100;
+mod leader;
 
-    /// The watchdog timeout: `ttl - safety_margin`, or by default `fence_after - 500 ms`, so that
-    /// a watchdog fed up to about a second after a renewal was sent fires before that renewal's lease
-    /// could expire. (Patroni's `ttl - 5 s` does not fit Shield's short ttl.)
-    pub fn watchdog_timeout_ms(&self, timing: &crate::config::Timing) -> u64 {
-        match self.watchdog_safety_margin_ms {
-            Some(m) => timing.ttl_ms.saturating_sub(m),
-            None => timing.fence_after_ms().saturating_sub(Self::WATCHDOG_FEED_SLACK_MS),
-        }
-    }
-}
+mod outcomes;
 
-/// We hold the leader lock, as of the last successful acquire or renewal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseHold {
-    /// Send time of the last successful acquire or renewal.
-    pub renewed_sent_at: MonoMillis,
-    /// Local time by which the database must be fenced unless renewed again.
-    pub fence_at: MonoMillis,
-}
-
-/// What a node remembers between cycles. Serializable, so a journal line can restore it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NodeState {
-    /// Fixed settings.
-    pub settings: NodeSettings,
-    /// The dynamic config last seen (or the bootstrap config before any was seen).
-    pub config: DynamicConfig,
-    /// Set while we hold the lock.
-    pub lease: Option<LeaseHold>,
-    /// Timeline and position we promoted from, until the history line is written.
-    pub promoted_from: Option<(Timeline, Lsn)>,
-    /// When the lock holder's database was found crashed.
-    pub crash_since: Option<MonoMillis>,
-    /// No leader race before this time.
-    pub backoff_until: Option<MonoMillis>,
-    /// Since when we have been yielding to a named failover candidate.
-    pub yielding_since: Option<MonoMillis>,
-    /// The watchdog is armed.
-    pub watchdog_armed: bool,
-    /// The VIP is bound (as far as we know).
-    pub vip_bound: bool,
-    /// We won the `initialize` race and are bootstrapping.
-    pub bootstrapping: bool,
-    /// A graceful demotion (switchover) is under way.
-    pub demoting: bool,
-    /// An orderly shutdown is under way.
-    pub shutting_down: bool,
-    /// pg_rewind failed; do not try again automatically.
-    pub rewind_failed: bool,
-    /// Since when our running replica has not been streaming from the upstream it is set to.
-    #[serde(default)]
-    pub not_streaming_since: Option<MonoMillis>,
-    /// The peer reports of this cycle's probe, if it was requested by the previous decision.
-    #[serde(default)]
-    pub probe_requested: bool,
-    /// The leader we last followed, while its member key said the cluster was paused. Until it
-    /// is seen unpaused, or seen not running as primary, we do not race for its lock: it may not
-    /// have read the resume, and a paused primary keeps running without a deadline.
-    #[serde(default)]
-    pub paused_leader: Option<MemberName>,
-    /// We handed the lock over in a switchover: the database, stopped for it, is started again
-    /// as a replica even in pause (as Patroni's graceful demotion does), once.
-    #[serde(default)]
-    pub rejoin_after_demote: bool,
-    /// The paused leader whose key we saw go while the cluster was still paused. A failover in
-    /// pause does not promote past it until it answers that it is not a primary (in pause a
-    /// primary that lost its lock is not fenced).
-    #[serde(default)]
-    pub lost_paused_leader: Option<MemberName>,
-    /// As leader: each member slot name and when its member was last seen, kept for
-    /// `member_slots_ttl` (published as `retain_slots`).
-    #[serde(default)]
-    pub member_slots_seen: std::collections::BTreeMap<String, MonoMillis>,
-    /// A leader key that names no member (its value is no member name, or no member key has
-    /// that name): its revision, and when we first saw it so at that revision. Unchanged for a
-    /// whole `ttl`, it is taken as an expired lock ([`dead_leader_key`]).
-    #[serde(default)]
-    pub dead_leader_key: Option<(Revision, MonoMillis)>,
-    /// The `status` key's revision and optime as last seen while a member with a member key
-    /// held the leader key: what [`Ctx::optime`] counts a later `status` against.
-    #[serde(default)]
-    pub status_seen: Option<(Revision, Lsn)>,
-    /// decide() has run once since the daemon started: the first cycle attaches to whatever it
-    /// finds (a running database gets `on_start`; the parameters it was started with are taken
-    /// as applied).
-    #[serde(default)]
-    pub attached: bool,
-    /// A fingerprint of the PostgreSQL parameters (the cluster's and the node file's) last
-    /// applied; a change asks for a reload.
-    #[serde(default)]
-    pub applied_parameters: Option<u64>,
-    /// A reload of the PostgreSQL configuration is owed (the parameters changed, or the last
-    /// reload failed); it runs when no database task does.
-    #[serde(default)]
-    pub reload_pending: bool,
-    /// The database's role as last seen running, for the callbacks (`None` once it stopped).
-    #[serde(default)]
-    pub db_role: Option<DbRole>,
-    /// A switchover's stop finished: the start as a replica that follows is the role change
-    /// (`on_role_change`), not a plain start.
-    #[serde(default)]
-    pub demoted: bool,
-    /// The role last published to service discovery (`None`: none yet, or the last publication
-    /// failed, so it is published again).
-    #[serde(default)]
-    pub registered_role: Option<DbRole>,
-    /// The last replication slot sync failed, and why (cleared once the slots need nothing).
-    #[serde(default)]
-    pub slots_sync_failed: Option<String>,
-}
-
-impl NodeState {
-    /// The state of a freshly started node.
-    pub fn new(settings: NodeSettings) -> NodeState {
-        NodeState {
-            config: settings.bootstrap_config.clone(),
-            settings,
-            lease: None,
-            promoted_from: None,
-            crash_since: None,
-            backoff_until: None,
-            yielding_since: None,
-            watchdog_armed: false,
-            vip_bound: false,
-            bootstrapping: false,
-            demoting: false,
-            shutting_down: false,
-            rewind_failed: false,
-            not_streaming_since: None,
-            probe_requested: false,
-            paused_leader: None,
-            rejoin_after_demote: false,
-            lost_paused_leader: None,
-            member_slots_seen: Default::default(),
-            dead_leader_key: None,
-            status_seen: None,
-            attached: false,
-            applied_parameters: None,
-            reload_pending: false,
-            db_role: None,
-            demoted: false,
-            registered_role: None,
-            slots_sync_failed: None,
-        }
-    }
-
-    /// This member's name.
-    pub fn me(&self) -> &MemberName {
-        &self.settings.name
-    }
-}
+mod unlocked;
 
 /// The output of one [`decide`] call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -546,95 +323,6 @@ fn dead_leader_key(cx: &mut Ctx<'_>, view: &ClusterView) -> Option<Revision> {
     (now.since(since) >= cx.st.config.timing.ttl_ms).then_some(key.revision)
 }
 
-/// Patroni's slot name for a member: lowercase, anything but `[a-z0-9_]` replaced by `_`.
-pub fn slot_name(member: &MemberName) -> String {
-    member
-        .as_str()
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' { c } else { '_' })
-        .collect()
-}
-
-/// Physical replication slots, as Patroni 4 keeps them (`use_slots`). With `member_slots_ttl`
-/// (the default) every node that may lead keeps a slot for every other member (not `nostream`)
-/// and for each name in `retain_slots`, so that after a failover the new leader already holds
-/// the WAL every replica still needs; a replica moves its copies forward to the positions the
-/// leader publishes in `status`. With `member_slots_ttl: 0`, as Patroni 3: on the leader one per
-/// member that streams from it, on a replica one per member that cascades from it. Other
-/// physical slots are dropped (a member that left, a demoted primary's), but never an active
-/// one. Nothing happens while a database task runs, or with `use_slots: false`.
-fn sync_slots(cx: &mut Ctx<'_>, view: &ClusterView) {
-    let db = &cx.obs.db;
-    let Some(existing) = &db.slots else { return };
-    if !cx.st.config.postgresql.use_slots {
-        // Slots are then the operator's business: none created, none dropped.
-        return;
-    }
-    if db.busy.is_some() || cx.actions.iter().any(|a| matches!(a, Action::RunDbTask { .. } | Action::StopDb { .. })) {
-        return;
-    }
-    let me = cx.me();
-    let leader = view.leader_name();
-    let am_leader = leader == Some(me) && db.is_running_primary();
-    let replica = leader.is_some_and(|l| l != me) && db.is_running_replica();
-    let want = if am_leader || replica { slots_wanted(cx, view, leader) } else { Default::default() };
-    let have: std::collections::BTreeSet<&str> = existing.iter().map(|(n, _)| n.as_str()).collect();
-    let create: Vec<String> = want.iter().filter(|w| !have.contains(w.as_str())).cloned().collect();
-    let drop: Vec<String> =
-        existing.iter().filter(|(n, active)| !*active && !want.contains(n)).map(|(n, _)| n.clone()).collect();
-    let advance: Vec<(String, Lsn)> = existing
-        .iter()
-        .filter(|(n, active)| !*active && want.contains(n))
-        .filter_map(|(n, _)| {
-            let at = *db.slot_positions.get(n)?;
-            // A replica follows the leader's published position; on any node, a member that
-            // cascades from elsewhere reports its own.
-            let published = if am_leader { None } else { view.status.as_ref().and_then(|s| s.slots.get(n).copied()) };
-            let reported = view
-                .members
-                .values()
-                .find(|m| slot_name(&m.name) == *n && m.data.tags.replicatefrom.is_some())
-                .and_then(|m| m.data.xlog_location);
-            let to = published.max(reported)?;
-            (to > at).then(|| (n.clone(), to))
-        })
-        .collect();
-    if !create.is_empty() || !drop.is_empty() || !advance.is_empty() {
-        cx.push(Action::SyncSlots { create, drop, advance });
-    } else {
-        cx.st.slots_sync_failed = None;
-    }
-}
-
-/// The slots `me` keeps when `leader` leads (see [`sync_slots`]).
-fn slots_wanted(cx: &Ctx<'_>, view: &ClusterView, leader: Option<&MemberName>) -> std::collections::BTreeSet<String> {
-    let me = cx.me();
-    let leading = leader == Some(me);
-    // Retention: every node that may lead keeps everyone's slot (a nofailover node only its
-    // cascading members', as Patroni).
-    let retain = cx.st.config.member_slots_ttl_ms > 0 && (leading || cx.st.settings.tags.can_promote());
-    let streams_from_me = |m: &crate::cluster::Member| match &m.data.tags.replicatefrom {
-        Some(r) if view.members.get(r).is_some_and(|u| u.data.state == "running") && *r != m.name => r == me,
-        _ => leading,
-    };
-    let mut want: std::collections::BTreeSet<String> = view
-        .members
-        .values()
-        .filter(|m| m.name != *me && !m.data.tags.nostream && (retain || streams_from_me(m)))
-        .map(|m| slot_name(&m.name))
-        .collect();
-    if retain {
-        if leading {
-            want.extend(cx.st.member_slots_seen.keys().cloned());
-        } else if let Some(s) = &view.status {
-            want.extend(s.retain_slots.iter().cloned());
-        }
-    }
-    want.remove(&slot_name(me));
-    want
-}
-
 /// Operator requests (REST), each answered in `cx.answers`. `None`: nothing asked; carry on.
 /// A request that would run while a database task runs, or that this cycle already gave the
 /// database something to do, is refused: one task at a time, and the HA loop's task first.
@@ -739,3 +427,7 @@ fn finish(cx: Ctx<'_>, reason: Reason) -> Decision {
 
 #[cfg(test)]
 mod tests;
+
+pub use slots::slot_name;
+use slots::sync_slots;
+pub use state::{LeaseHold, NodeSettings, NodeState, WatchdogMode};

@@ -1,12 +1,18 @@
 //! Exact-output scenario tests: for each branch, the full list of actions and the reason.
 
 use super::*;
+use crate::action::{Action, DbRole, StopMode};
 use crate::action::{CallbackEvent, DbTask, StartAs};
+use crate::cluster::{ClusterView, MemberData, MemberRole};
 use crate::cluster::{FailoverRequest, HistoryLine, Initialize, Leader, Member, Status};
+use crate::config::DynamicConfig;
+use crate::observation::{DataDir, DbProcess, DcsView, Observation};
 use crate::observation::{DbStatus, Outcome, PeerReport};
 use crate::ports::{ErrorKind, PortError};
 use crate::reason::Ineligible;
-use crate::types::{Revision, SystemId};
+use crate::reason::Reason;
+use crate::types::{Lsn, MemberName, MonoMillis};
+use crate::types::{Revision, SystemId, Timeline};
 
 const SYSID: SystemId = SystemId(7_277_694_203_142_172_922);
 const NOW: MonoMillis = MonoMillis(100_000);
