@@ -35,14 +35,14 @@ pub fn router(state: Shared) -> Router {
 }
 
 use super::access::{limits, Peer};
-use super::admin::{
-    delete_restart, delete_switchover, failover, patch_config, put_config, reinitialize, reload, restart, switchover,
-};
+use super::admin::{delete_restart, reinitialize, reload, restart};
+use super::config_edit::{patch_config, put_config};
 use super::guard::{bounded_body, guard, resolver};
 use super::health::{failsafe, failsafe_post, fallback, liveness, readiness};
 use super::metrics::metrics;
 use super::state::Shared;
 use super::status::{cluster, config, history, patroni};
+use super::switch::{delete_switchover, failover, switchover};
 
 /// The REST API as served: [`crate::rest::server::router`] behind the access check and the body limits.
 pub fn app(state: Arc<crate::rest::state::ApiState>) -> Router {

@@ -4,7 +4,7 @@
 use super::commands::{yaml, R};
 use super::prompt::confirm;
 use super::Ctx;
-use crate::rest::admin::RESUME_REFUSED;
+use crate::rest::config_edit::RESUME_REFUSED;
 use serde_json::{json, Value};
 use shield_core::ports::{DcsKey, ErrorKind};
 use shield_core::DynamicConfig;
@@ -110,7 +110,7 @@ pub(crate) async fn edit_config(
         new = read_yaml_source(src)?;
     }
     if let Some(src) = apply {
-        crate::rest::admin::merge(&mut new, &read_yaml_source(src)?);
+        crate::rest::config_edit::merge(&mut new, &read_yaml_source(src)?);
     }
     for kv in set {
         let (k, val) = kv.split_once('=').ok_or_else(|| format!("-s {kv:?}: expected KEY=VALUE"))?;

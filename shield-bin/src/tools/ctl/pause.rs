@@ -2,7 +2,7 @@
 
 use super::commands::{members_leader_first, QUICK, R};
 use super::Ctx;
-use crate::rest::admin::RESUME_REFUSED;
+use crate::rest::config_edit::RESUME_REFUSED;
 use serde_json::{json, Value};
 use shield_core::cluster::ClusterView;
 use std::time::{Duration, Instant};
