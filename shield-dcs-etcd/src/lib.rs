@@ -43,7 +43,7 @@ use shield_core::Revision;
 use tokio::sync::Mutex;
 
 mod config;
-pub(crate) mod lease;
+mod lease;
 mod port;
 #[cfg(test)]
 mod tests;
