@@ -31,8 +31,17 @@ fn dcs(url: &str, scope: &str, member: &str) -> ConsulDcs {
 async fn ready(url: &str) {
     let d = dcs(url, "ready", "probe");
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Ready for KV first, then for sessions: a freshly started agent serves KV before its
+    // serfHealth check passes, and a session (the leader lock) cannot be created until it does.
     while Instant::now() < deadline {
         if d.create_initialize(None).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while Instant::now() < deadline {
+        if d.acquire_leader(4_000).await == Ok(true) {
+            let _ = d.release_leader().await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

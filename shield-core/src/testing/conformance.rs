@@ -79,7 +79,8 @@ pub async fn run_dcs_conformance<H: DcsHarness>(h: &H) -> Result<(), Conformance
 async fn leader_lock<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let a = h.client(scope, "a").await;
     let b = h.client(scope, "b").await;
-    check(a.acquire_leader(h.ttl_ms()).await == Ok(true), || "a could not acquire a free lock".into())?;
+    let got = a.acquire_leader(h.ttl_ms()).await;
+    check(got == Ok(true), || format!("a could not acquire a free lock: {got:?}"))?;
     check(b.acquire_leader(h.ttl_ms()).await == Ok(false), || "b acquired a held lock".into())?;
     a.renew_leader(h.ttl_ms()).await.map_err(|e| format!("holder's renewal failed: {e}"))?;
     let b_renew = b.renew_leader(h.ttl_ms()).await;
@@ -276,7 +277,8 @@ async fn take_dead_leader_key<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let a = h.client(scope, "a").await;
     let b = h.client(scope, "b").await;
     let c = h.client(scope, "c").await;
-    check(a.acquire_leader(h.ttl_ms()).await == Ok(true), || "a could not acquire a free lock".into())?;
+    let got = a.acquire_leader(h.ttl_ms()).await;
+    check(got == Ok(true), || format!("a could not acquire a free lock: {got:?}"))?;
     h.put_raw(scope, "leader", b"\xffnot a member/").await;
     let renew = a.renew_leader(h.ttl_ms()).await;
     check(matches!(&renew, Err(e) if e.kind == ErrorKind::LeaseLost), || {
