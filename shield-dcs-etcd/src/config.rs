@@ -5,10 +5,13 @@ use shield_core::MemberName;
 /// How leases are kept alive.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KeepAliveMode {
-    /// A fresh keep-alive stream per renewal, one request and one answer.
-    #[default]
+    /// A fresh keep-alive stream per renewal, one request and one answer. Its answer's header is
+    /// not seen (etcd-client reads it), so a leader renewal also checks the leader key with a
+    /// transaction: two requests per renewal.
     Unary,
-    /// One keep-alive stream kept open and reused (re-opened after an error).
+    /// One keep-alive stream kept open and reused (re-opened after an error); every round is
+    /// bounded by `retry_timeout`, so a half-dead stream fails the renewal, never hangs it.
+    #[default]
     Stream,
 }
 
@@ -44,6 +47,9 @@ pub struct EtcdConfig {
     pub tls: Option<EtcdTls>,
     /// How leases are kept alive.
     pub keepalive: KeepAliveMode,
+    /// Keep the cluster view from one long-lived watch instead of reading the prefix on every
+    /// `read()` (the daemon turns it on; one-shot users such as shieldctl leave it off).
+    pub cache_view: bool,
 }
 
 impl EtcdConfig {
@@ -58,7 +64,8 @@ impl EtcdConfig {
             retry_timeout_ms: 1_500,
             auth: None,
             tls: None,
-            keepalive: KeepAliveMode::Unary,
+            keepalive: KeepAliveMode::Stream,
+            cache_view: false,
         }
     }
 

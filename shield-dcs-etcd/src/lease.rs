@@ -2,25 +2,39 @@
 //! cluster's ttl, keeping it alive, and replacing it when the ttl changes.
 
 use super::config::{EtcdConfig, KeepAliveMode};
-use crate::{port_error, Connection, EtcdDcs, LeaseState};
+use crate::cache::Cache;
+use crate::{port_error, Connection, EtcdDcs, Inner, LeaseState};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions, Txn};
 use shield_core::ports::{ErrorKind, PortError};
+use shield_core::Revision;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 impl EtcdDcs {
     /// A handle; it connects on first use, so building one never blocks or fails on the network.
     pub fn new(cfg: EtcdConfig) -> EtcdDcs {
         let prefix = cfg.prefix();
-        EtcdDcs { cfg, prefix, conn: Mutex::new(Connection::default()), lease: Mutex::new(LeaseState::default()) }
+        let cache = cfg.cache_view.then(|| Arc::new(Cache::default()));
+        let inner = Inner {
+            cfg,
+            prefix,
+            conn: Mutex::new(Connection::default()),
+            lease: Mutex::new(LeaseState::default()),
+            moved: tokio::sync::watch::Sender::new(0),
+            written: tokio::sync::watch::Sender::new(Revision::default()),
+        };
+        EtcdDcs { inner: Arc::new(inner), cache }
     }
 
     /// The key prefix of this cluster.
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        &self.inner.prefix
     }
+}
 
+impl Inner {
     pub(crate) fn key(&self, rel: &str) -> String {
         format!("{}{rel}", self.prefix)
     }
@@ -95,6 +109,7 @@ impl EtcdDcs {
         if conn.generation == generation && conn.client.is_some() {
             conn.client = None;
             conn.endpoint = conn.endpoint.wrapping_add(1);
+            self.moved.send_modify(|n| *n += 1);
         }
     }
 
@@ -143,6 +158,7 @@ impl EtcdDcs {
         }
         st.granted_ttl_s = ttl;
         st.stream = None;
+        st.renewed_at = Some(Instant::now());
         Ok(r.id())
     }
 
@@ -155,15 +171,17 @@ impl EtcdDcs {
         }
     }
 
-    /// Keeps our lease alive once. `LeaseLost` if it has expired (it is then forgotten, and the
-    /// next call grants a new one).
-    pub(crate) async fn keep_alive(&self, st: &mut LeaseState) -> Result<i64, PortError> {
+    /// Keeps our lease alive once: the lease and, when the answer showed it, the store's
+    /// revision when etcd renewed it. `LeaseLost` if it has expired (it is then forgotten, and
+    /// the next call grants a new one).
+    pub(crate) async fn keep_alive(&self, st: &mut LeaseState) -> Result<(i64, Option<Revision>), PortError> {
         let id = self.ensure_lease(st).await?;
-        let ttl = match self.cfg.keepalive {
+        let sent = Instant::now();
+        let (ttl, revision) = match self.cfg.keepalive {
             KeepAliveMode::Unary => {
                 match self.call("lease keep-alive", |mut c| async move { c.lease_keep_alive(id).await }).await {
-                    Ok(_) => 1,
-                    Err(e) if e.kind == ErrorKind::LeaseLost => 0,
+                    Ok(_) => (1, None),
+                    Err(e) if e.kind == ErrorKind::LeaseLost => (0, None),
                     Err(e) => return Err(e),
                 }
             }
@@ -173,31 +191,59 @@ impl EtcdDcs {
             st.id = None;
             st.stream = None;
             st.member_written = None;
+            st.renewed_at = None;
             return Err(PortError::new(ErrorKind::LeaseLost, format!("etcd lease {id:x} has expired")));
         }
-        Ok(id)
+        st.renewed_at = Some(sent);
+        Ok((id, revision))
     }
 
-    pub(crate) async fn keep_alive_stream(&self, st: &mut LeaseState, id: i64) -> Result<i64, PortError> {
+    /// Our lease for a member-key write: kept alive unless this handle renewed it less than a
+    /// quarter of its ttl ago (the leader's renewal earlier in the same cycle, or a cycle woken
+    /// early by a watch), so a member costs one keep-alive per cycle at most.
+    pub(crate) async fn member_lease(&self, st: &mut LeaseState) -> Result<i64, PortError> {
+        let quarter = Duration::from_millis(u64::try_from(st.granted_ttl_s).unwrap_or(0).saturating_mul(250));
+        if let (Some(id), Some(at)) = (st.id, st.renewed_at) {
+            if at.elapsed() < quarter {
+                return Ok(id);
+            }
+        }
+        match self.keep_alive(st).await {
+            Ok((id, _)) => Ok(id),
+            Err(e) if e.kind == ErrorKind::LeaseLost => self.ensure_lease(st).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One round on the kept-open keep-alive stream (opened first if needed; etcd-client reads
+    /// the first answer of a new stream itself, so that round shows no revision).
+    pub(crate) async fn keep_alive_stream(
+        &self,
+        st: &mut LeaseState,
+        id: i64,
+    ) -> Result<(i64, Option<Revision>), PortError> {
         if st.stream.is_none() {
             match self.call_on("lease keep-alive", |mut c| async move { c.lease_keep_alive(id).await }).await {
                 Ok(((keeper, stream), generation)) => {
                     st.stream = Some((keeper, stream, generation));
-                    return Ok(1);
+                    return Ok((1, None));
                 }
-                Err(e) if e.kind == ErrorKind::LeaseLost => return Ok(0),
+                Err(e) if e.kind == ErrorKind::LeaseLost => return Ok((0, None)),
                 Err(e) => return Err(e),
             }
         }
         let timeout = self.timeout();
-        let Some((keeper, stream, generation)) = st.stream.as_mut() else { return Ok(0) };
+        let Some((keeper, stream, generation)) = st.stream.as_mut() else { return Ok((0, None)) };
         let generation = *generation;
         let round = async {
             keeper.keep_alive().await?;
             stream.message().await
         };
         match tokio::time::timeout(timeout, round).await {
-            Ok(Ok(Some(resp))) => Ok(resp.ttl()),
+            Ok(Ok(Some(resp))) => {
+                let revision = resp.header().and_then(|h| Revision::from_etcd(h.revision()));
+                Ok((resp.ttl(), revision))
+            }
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
                 st.stream = None;
                 self.move_on(generation).await;
@@ -212,18 +258,34 @@ impl EtcdDcs {
         let mut st = self.lease.lock().await;
         st.want_ttl_s = Some(Self::ttl_s(ttl_ms));
         match self.keep_alive(&mut st).await {
-            Ok(lease) => Ok(lease),
+            Ok((lease, _)) => Ok(lease),
             Err(e) if e.kind == ErrorKind::LeaseLost => self.ensure_lease(&mut st).await,
             Err(e) => Err(e),
         }
     }
 
     pub(crate) async fn txn(&self, what: &str, txn: Txn) -> Result<bool, PortError> {
-        Ok(self.call(what, |mut c| async move { c.txn(txn).await }).await?.succeeded())
+        let r = self.call(what, |mut c| async move { c.txn(txn).await }).await?;
+        self.wrote(r.header());
+        Ok(r.succeeded())
     }
 
     pub(crate) async fn put(&self, what: &str, rel: &str, value: &str) -> Result<(), PortError> {
         let (key, value) = (self.key(rel), value.to_owned());
-        self.call(what, |mut c| async move { c.put(key, value, None).await }).await.map(|_| ())
+        let r = self.call(what, |mut c| async move { c.put(key, value, None).await }).await?;
+        self.wrote(r.header());
+        Ok(())
+    }
+
+    /// Notes the store's revision after one of our writes: the next `read()` from the watched
+    /// view waits until the view has it, so a handle always reads its own writes.
+    pub(crate) fn wrote(&self, header: Option<&etcd_client::ResponseHeader>) {
+        if let Some(rev) = header.and_then(|h| Revision::from_etcd(h.revision())) {
+            self.written.send_if_modified(|w| {
+                let newer = rev > *w;
+                *w = (*w).max(rev);
+                newer
+            });
+        }
     }
 }

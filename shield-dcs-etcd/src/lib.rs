@@ -40,8 +40,10 @@
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use shield_core::ports::{ErrorKind, PortError};
 use shield_core::Revision;
+use std::sync::Arc;
 use tokio::sync::Mutex;
 
+mod cache;
 mod config;
 mod lease;
 mod port;
@@ -63,6 +65,10 @@ pub(crate) struct LeaseState {
     pub(crate) stream: Option<(LeaseKeeper, LeaseKeepAliveStream, u64)>,
     /// The member value last written and the lease it was written under.
     pub(crate) member_written: Option<(String, i64)>,
+    /// When the last grant or successful keep-alive of `id` was sent.
+    pub(crate) renewed_at: Option<std::time::Instant>,
+    /// The `status` value last written.
+    pub(crate) status_written: Option<String>,
 }
 
 /// The connection to the endpoint in use.
@@ -78,10 +84,29 @@ pub(crate) struct Connection {
 
 /// One node's handle on one cluster in etcd.
 pub struct EtcdDcs {
+    pub(crate) inner: Arc<Inner>,
+    /// The view kept from the watch, when [`EtcdConfig::cache_view`] is on.
+    pub(crate) cache: Option<Arc<cache::Cache>>,
+}
+
+/// What the handle and its watch task share.
+pub(crate) struct Inner {
     pub(crate) cfg: EtcdConfig,
     pub(crate) prefix: String,
     pub(crate) conn: Mutex<Connection>,
     pub(crate) lease: Mutex<LeaseState>,
+    /// Counts connections dropped after a failure, so the watch moves with them.
+    pub(crate) moved: tokio::sync::watch::Sender<u64>,
+    /// The store's revision after this handle's latest write.
+    pub(crate) written: tokio::sync::watch::Sender<shield_core::Revision>,
+}
+
+impl Drop for EtcdDcs {
+    fn drop(&mut self) {
+        if let Some(c) = &self.cache {
+            c.stop();
+        }
+    }
 }
 
 /// Maps an etcd-client error to a port error, by cause.
@@ -133,6 +158,9 @@ pub(crate) fn compare_failed(what: &str) -> PortError {
 
 impl std::fmt::Debug for EtcdDcs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdDcs").field("endpoints", &self.cfg.endpoints).field("prefix", &self.prefix).finish()
+        f.debug_struct("EtcdDcs")
+            .field("endpoints", &self.inner.cfg.endpoints)
+            .field("prefix", &self.inner.prefix)
+            .finish()
     }
 }

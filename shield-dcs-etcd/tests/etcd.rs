@@ -44,17 +44,19 @@ async fn ready(endpoints: &[String]) {
 struct Harness {
     endpoints: Vec<String>,
     mode: KeepAliveMode,
+    cache: bool,
 }
 
 #[async_trait]
 impl DcsHarness for Harness {
     type Client = EtcdDcs;
     async fn client(&self, scope: &str, member: &str) -> EtcdDcs {
-        let scope = format!("{scope}-{:?}", self.mode).to_lowercase();
+        let scope = format!("{scope}-{:?}-{}", self.mode, self.cache).to_lowercase();
         let mut cfg = EtcdConfig::new(self.endpoints.clone(), &scope, name(member));
         cfg.ttl_ms = TTL_MS;
         cfg.retry_timeout_ms = RETRY_MS;
         cfg.keepalive = self.mode;
+        cfg.cache_view = self.cache;
         EtcdDcs::new(cfg)
     }
     async fn pass_time(&self, ms: u64) {
@@ -78,9 +80,10 @@ impl DcsHarness for Harness {
 async fn conformance_single_node() {
     let Some(etcd) = EtcdCluster::start(1) else { return };
     ready(&etcd.endpoints()).await;
-    for mode in [KeepAliveMode::Unary, KeepAliveMode::Stream] {
-        let h = Harness { endpoints: etcd.endpoints(), mode };
-        run_dcs_conformance(&h).await.unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+    for (mode, cache) in [(KeepAliveMode::Unary, false), (KeepAliveMode::Stream, false), (KeepAliveMode::Stream, true)]
+    {
+        let h = Harness { endpoints: etcd.endpoints(), mode, cache };
+        run_dcs_conformance(&h).await.unwrap_or_else(|e| panic!("{mode:?}, cache {cache}: {e}"));
     }
 }
 
@@ -88,8 +91,10 @@ async fn conformance_single_node() {
 async fn conformance_three_node_cluster() {
     let Some(etcd) = EtcdCluster::start(3) else { return };
     ready(&etcd.endpoints()).await;
-    let h = Harness { endpoints: etcd.endpoints(), mode: KeepAliveMode::Unary };
-    run_dcs_conformance(&h).await.expect("conformance on 3 members");
+    for (mode, cache) in [(KeepAliveMode::Unary, false), (KeepAliveMode::Stream, true)] {
+        let h = Harness { endpoints: etcd.endpoints(), mode, cache };
+        run_dcs_conformance(&h).await.unwrap_or_else(|e| panic!("3 members, {mode:?}, cache {cache}: {e}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,4 +448,112 @@ async fn unreachable_endpoints_fail_fast() {
     assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
     assert!(t.elapsed() <= Duration::from_millis(RETRY_MS + 300), "took {:?}", t.elapsed());
     let _ = Revision(0);
+}
+
+/// etcd's count of gRPC messages received, by method, from its `/metrics` (plain HTTP on the
+/// client port).
+async fn etcd_messages(endpoint: &str) -> std::collections::BTreeMap<String, f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics connect");
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.expect("send");
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.expect("metrics");
+    let mut out = std::collections::BTreeMap::new();
+    for l in body.lines().filter(|l| l.starts_with("grpc_server_msg_received_total{")) {
+        let method = l.split("grpc_method=\"").nth(1).and_then(|m| m.split('"').next()).unwrap_or("?");
+        let n: f64 = l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(method.to_owned()).or_insert(0.0) += n;
+    }
+    out
+}
+
+fn cached(endpoints: &[String], scope: &str, member: &str) -> EtcdDcs {
+    let mut cfg = EtcdConfig::new(endpoints.to_vec(), scope, name(member));
+    cfg.ttl_ms = TTL_MS;
+    cfg.retry_timeout_ms = RETRY_MS;
+    cfg.cache_view = true;
+    EtcdDcs::new(cfg)
+}
+
+/// Issue 18: with the watched view, a leader's cycle (renew, touch, read, unchanged status) and
+/// a member's (touch, read) cost one keep-alive each, and the watch is one stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_cycle_costs_one_request_per_member() {
+    let Some(etcd) = EtcdCluster::start(1) else { return };
+    let eps = etcd.endpoints();
+    ready(&eps).await;
+    let (a, b) = (cached(&eps, "quiet", "a"), cached(&eps, "quiet", "b"));
+    let (da, db) = (MemberData::new(MemberRole::Primary, "running"), MemberData::new(MemberRole::Replica, "streaming"));
+    let status = shield_core::cluster::Status { optime: Lsn(7), ..Default::default() };
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
+    let cycle = |first: bool| {
+        let (a, b, da, db, status) = (&a, &b, &da, &db, &status);
+        async move {
+            a.renew_leader(TTL_MS).await.expect("renew");
+            a.touch_member(da).await.expect("touch a");
+            let v = a.read().await.expect("read a");
+            if first || v.status.as_ref() != Some(status) {
+                a.write_status(status).await.expect("status");
+            }
+            b.touch_member(db).await.expect("touch b");
+            let v = b.read().await.expect("read b");
+            assert!(v.is_leader(&name("a")), "b sees a as leader");
+        }
+    };
+    for i in 0..3 {
+        cycle(i == 0).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let before = etcd_messages(&eps[0]).await;
+    let cycles = 10;
+    for _ in 0..cycles {
+        cycle(false).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let after = etcd_messages(&eps[0]).await;
+    let delta: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    let total: f64 = delta.iter().map(|(_, d)| d).sum();
+    println!("etcd messages received over {cycles} cycles of a leader and a member: {total} {delta:?}");
+    assert!(total <= f64::from(2 * cycles) + 2.0, "more than one request per member per cycle: {delta:?}");
+    assert!(delta.iter().all(|(m, _)| m == "LeaseKeepAlive" || m == "Watch"), "{delta:?}");
+}
+
+/// The watched view wakes a watcher at once when the leader key goes, resumes after the
+/// connection drops, and a leader whose key was deleted behind its back learns it at its next
+/// renewal (the view is caught up to the renewal's revision first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watched_view_follows_deletes_and_fences_a_deleted_leader() {
+    let Some(etcd) = EtcdCluster::start(1) else { return };
+    let eps = etcd.endpoints();
+    ready(&eps).await;
+    let (a, b) = (cached(&eps, "follow", "a"), cached(&eps, "follow", "b"));
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
+    a.renew_leader(TTL_MS).await.expect("renew");
+    let rev = b.read().await.expect("read").revision;
+    assert!(b.read().await.expect("read").is_leader(&name("a")));
+    let mut raw = etcd_client::Client::connect(&eps, None).await.expect("raw client");
+    let t = Instant::now();
+    let waker = tokio::spawn(async move {
+        let w = b.watch(rev, 5_000).await.expect("watch");
+        (w, b.read().await.expect("read"), t.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    raw.delete(format!("{}leader", a.prefix()), None).await.expect("delete leader");
+    let (w, v, took) = waker.await.expect("join");
+    assert!(w.revision > rev && v.leader.is_none(), "{w:?} {v:?}");
+    assert!(took < Duration::from_millis(1_000), "the watcher woke after {took:?}");
+    let r = a.renew_leader(TTL_MS).await;
+    assert_eq!(r.map_err(|e| e.kind), Err(ErrorKind::LeaseLost));
+    // A write by another client after the renewal's check: a's next read shows it.
+    raw.put(format!("{}config", a.prefix()), r#"{"ttl":30}"#, None).await.expect("put config");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while a.read().await.expect("read").config.is_none() {
+        assert!(Instant::now() < deadline, "the view never showed the new config");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

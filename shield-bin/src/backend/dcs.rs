@@ -45,13 +45,15 @@ fn read_pem(p: &std::path::PathBuf) -> Result<Vec<u8>, String> {
     std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
-/// A DCS client for cluster `scope` under `namespace`, acting as `member`.
+/// A DCS client for cluster `scope` under `namespace`, acting as `member`; `watched`: it keeps
+/// the cluster view from a long-lived watch (the daemon loop's) instead of reading every time.
 pub fn dcs_client(
     dcs: &DcsSettings,
     namespace: &str,
     scope: &str,
     member: shield_core::MemberName,
     t: &shield_core::Timing,
+    watched: bool,
 ) -> Result<Arc<dyn Dcs>, String> {
     match dcs {
         DcsSettings::Etcd3 { endpoints, auth, tls } => {
@@ -59,6 +61,7 @@ pub fn dcs_client(
             e.namespace = namespace.to_owned();
             e.ttl_ms = t.ttl_ms;
             e.retry_timeout_ms = t.retry_timeout_ms;
+            e.cache_view = watched;
             e.auth = auth.as_ref().map(|a| (a.username.clone(), a.password.clone()));
             if let Some((ca, cert, key)) = tls {
                 let ca_pem = ca.as_ref().map(read_pem).transpose()?;

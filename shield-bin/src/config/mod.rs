@@ -91,10 +91,18 @@ pub(crate) fn err(file: &Path, problem: impl Into<String>) -> ConfigFileError {
 }
 
 impl NodeConfig {
-    /// The DCS client this node's config names.
+    /// The DCS client this node's config names, reading the DCS on every `read()` (the REST
+    /// API's, `shield check`'s).
     pub fn build_dcs(&self) -> Result<std::sync::Arc<dyn shield_core::ports::Dcs>, String> {
         let t = &self.bootstrap_dcs.timing;
-        crate::backend::dcs::dcs_client(&self.dcs, &self.namespace, &self.scope, self.name.clone(), t)
+        crate::backend::dcs::dcs_client(&self.dcs, &self.namespace, &self.scope, self.name.clone(), t, false)
+    }
+
+    /// The daemon loop's DCS client: it keeps the cluster view from one long-lived watch, so a
+    /// cycle reads nothing it already knows (docs/etcd.md, docs/consul.md).
+    pub fn build_watched_dcs(&self) -> Result<std::sync::Arc<dyn shield_core::ports::Dcs>, String> {
+        let t = &self.bootstrap_dcs.timing;
+        crate::backend::dcs::dcs_client(&self.dcs, &self.namespace, &self.scope, self.name.clone(), t, true)
     }
 
     /// Reads and checks a config file, applying environment overrides from `env`.

@@ -124,11 +124,11 @@ impl Driver {
                 tracing::info!("shutdown complete");
                 return;
             }
-            let revision = match &obs.dcs {
-                DcsView::Reachable(v) => Some((v.revision, v.leader_name().cloned())),
+            let seen = match &obs.dcs {
+                DcsView::Reachable(v) => Some((v.revision, super::wake::Watched::of(v))),
                 DcsView::Unreachable { .. } => None,
             };
-            self.sleep(cx.instant(d.wake_at), revision, &cx.task_done).await;
+            self.sleep(cx.instant(d.wake_at), seen, &cx.task_done).await;
         }
     }
 

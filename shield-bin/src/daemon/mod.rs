@@ -172,7 +172,7 @@ pub async fn run(cfg: NodeConfig, rest: tokio::runtime::Handle) -> Result<(), St
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
-    let dcs = cfg.build_dcs()?;
+    let dcs = cfg.build_watched_dcs()?;
     let cluster = Arc::new(Mutex::new(ClusterView::default()));
     let params = Arc::new(Mutex::new(BTreeMap::new()));
     let db = database(&cfg, cluster.clone(), params.clone())?;

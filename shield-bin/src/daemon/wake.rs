@@ -1,26 +1,49 @@
-//! Sleep: until the decision's `wake_at`, or sooner when the leader key changes or a failover
-//! request appears (a DCS watch), a background task finishes, an API request arrives, or the
-//! daemon is asked to stop.
+//! Sleep: until the decision's `wake_at`, or sooner when the DCS shows a change the loop must act
+//! on at once (a DCS watch), a background task finishes, an API request arrives, or the daemon is
+//! asked to stop.
+//!
+//! The changes that wake the loop are the ones a decision turns on: the leader key (gone, taken,
+//! taken again), a failover or switchover request, the dynamic config, `initialize` and `sync`.
+//! Member and status keys change every cycle on a busy cluster and wake nobody. With the watched
+//! DCS handle the wait is on the handle's own view: no request is sent while sleeping.
 
 use std::time::Instant;
 
-use shield_core::MemberName;
+use shield_core::cluster::ClusterView;
+use shield_core::{MemberName, Revision};
 use tokio::sync::Notify;
 
 use super::driver::Driver;
 
+/// What a decision turns on, in a view: when it differs from what the cycle saw, the loop wakes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Watched {
+    leader: Option<(Option<MemberName>, Revision)>,
+    failover: Option<Revision>,
+    config: Option<Revision>,
+    initialize: Option<String>,
+    sync: Option<String>,
+}
+
+impl Watched {
+    pub(crate) fn of(v: &ClusterView) -> Watched {
+        Watched {
+            leader: v.leader.as_ref().map(|l| (l.name.clone(), l.revision)),
+            failover: v.failover.as_ref().map(|_| v.failover_revision.unwrap_or_default()),
+            config: v.config.as_ref().map(|(_, r)| *r),
+            initialize: v.initialize.as_ref().map(|i| format!("{i:?}")),
+            sync: v.sync.as_ref().map(|s| format!("{s:?}")),
+        }
+    }
+}
+
 impl Driver {
-    /// Sleeps until `wake`, a change of the leader key, a finished task, an API request, or
+    /// Sleeps until `wake`, a change of what `seen` holds, a finished task, an API request, or
     /// shutdown.
-    pub(crate) async fn sleep(
-        &mut self,
-        wake: Instant,
-        revision: Option<(shield_core::Revision, Option<MemberName>)>,
-        task_done: &Notify,
-    ) {
+    pub(crate) async fn sleep(&mut self, wake: Instant, seen: Option<(Revision, Watched)>, task_done: &Notify) {
         let dcs = self.dcs.clone();
-        let watch_leader = async move {
-            let Some((mut rev, leader)) = revision else { return std::future::pending::<()>().await };
+        let watch = async move {
+            let Some((mut rev, seen)) = seen else { return std::future::pending::<()>().await };
             loop {
                 let left = wake.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -29,7 +52,7 @@ impl Driver {
                 match dcs.watch(rev, left.as_millis() as u64).await {
                     Ok(w) if w.revision == rev => return std::future::pending::<()>().await,
                     Ok(w) => match dcs.read().await {
-                        Ok(v) if v.leader_name() != leader.as_ref() || v.failover.is_some() => return,
+                        Ok(v) if Watched::of(&v) != seen => return,
                         Ok(v) => rev = v.revision.max(w.revision),
                         Err(_) => return std::future::pending::<()>().await,
                     },
@@ -40,7 +63,7 @@ impl Driver {
         let mut shutdown = self.shutdown.clone();
         tokio::select! {
             _ = tokio::time::sleep_until(wake.into()) => {}
-            _ = watch_leader => {}
+            _ = watch => {}
             _ = task_done.notified() => {}
             _ = self.api.wake.notified() => {}
             _ = shutdown.changed() => {}

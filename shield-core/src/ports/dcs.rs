@@ -80,7 +80,11 @@ pub trait Dcs: Send + Sync {
     /// This handle's member name.
     fn member(&self) -> &MemberName;
 
-    /// One consistent read of the whole cluster prefix.
+    /// One consistent view of the whole cluster prefix, at one revision, holding every write
+    /// made through this handle. A backend may answer from a view it keeps from a watch (the
+    /// daemon's etcd and Consul handles do): another handle's writes then show there a moment
+    /// later. Every leader-only write is conditional on what it expects, so a late view costs
+    /// a failed compare and a retry, never two holders.
     async fn read(&self) -> Result<ClusterView, PortError>;
 
     /// Creates `initialize` only if it does not exist: empty (`None`) for the bootstrap race, or

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 
-use crate::cluster::{FailoverRequest, HistoryLine, MemberData, MemberRole, Status};
+use crate::cluster::{ClusterView, FailoverRequest, HistoryLine, MemberData, MemberRole, Status};
 use crate::config::DynamicConfig;
 use crate::ports::{Dcs, DcsKey, ErrorKind};
 use crate::types::{Lsn, MemberName, Revision, SystemId, Timeline};
@@ -54,6 +54,25 @@ fn check(cond: bool, what: impl FnOnce() -> String) -> CaseResult {
 fn name(s: &str) -> MemberName {
     // The suite only uses literal, valid names.
     MemberName::new(s).unwrap_or_else(|e| panic!("suite bug: {e}"))
+}
+
+/// Reads through `d` until the view satisfies `want`, letting 20 ms pass between tries, for up to
+/// 2 s; returns the last view. A handle reads its own writes at once; another handle's writes
+/// may reach a backend that keeps its view from a watch a moment later.
+async fn read_until<H: DcsHarness, D: Dcs>(
+    h: &H,
+    d: &D,
+    want: impl Fn(&ClusterView) -> bool,
+) -> Result<ClusterView, String> {
+    let mut v = d.read().await.map_err(|e| e.to_string())?;
+    for _ in 0..100 {
+        if want(&v) {
+            break;
+        }
+        h.pass_time(20).await;
+        v = d.read().await.map_err(|e| e.to_string())?;
+    }
+    Ok(v)
 }
 
 /// Runs every case; returns the first failure.
@@ -108,12 +127,12 @@ async fn create_only<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     check(a.create_initialize(None).await == Ok(true), || "initialize race not won on an empty cluster".into())?;
     check(b.create_initialize(None).await == Ok(false), || "initialize created twice".into())?;
     a.write_initialize(SystemId(7277694203142172922)).await.map_err(|e| e.to_string())?;
-    let v = b.read().await.map_err(|e| e.to_string())?;
+    let v = read_until(h, &b, |v| v.system_id().is_some()).await?;
     check(v.system_id() == Some(SystemId(7277694203142172922)), || format!("initialize reads {:?}", v.initialize))?;
     let mut config = DynamicConfig::default();
     config.timing.ttl_ms = 30_000;
     a.write_config(&config, None).await.map_err(|e| format!("create config: {e}"))?;
-    let v = b.read().await.map_err(|e| e.to_string())?;
+    let v = read_until(h, &b, |v| v.config.is_some()).await?;
     check(v.config.as_ref().is_some_and(|(c, _)| c.timing.ttl_ms == 30_000), || {
         format!("config reads {:?}", v.config)
     })?;
@@ -143,7 +162,7 @@ async fn compare_and_set<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     check(matches!(&stale_del, Err(e) if e.kind == ErrorKind::CompareFailed), || {
         format!("stale compare-and-delete gave {stale_del:?}")
     })?;
-    let v = b.read().await.map_err(|e| e.to_string())?;
+    let v = read_until(h, &b, |v| v.failover.as_ref().and_then(|f| f.member.clone()) == Some(name("a"))).await?;
     let rev = v.failover_revision.ok_or("failover key vanished")?;
     b.delete_cas(DcsKey::Failover, rev).await.map_err(|e| format!("fresh compare-and-delete: {e}"))?;
     let v = b.read().await.map_err(|e| e.to_string())?;
@@ -181,11 +200,11 @@ async fn watch_wakes<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let a = h.client(scope, "a").await;
     let b = h.client(scope, "b").await;
     check(a.acquire_leader(h.ttl_ms()).await == Ok(true), || "acquire failed".into())?;
-    let rev = b.read().await.map_err(|e| e.to_string())?.revision;
+    let rev = read_until(h, &b, |v| v.leader.is_some()).await?.revision;
     a.release_leader().await.map_err(|e| e.to_string())?;
     let w = b.watch(rev, 10_000).await.map_err(|e| format!("watch: {e}"))?;
     check(w.revision > rev, || format!("watch after a deletion returned revision {} <= {rev}", w.revision))?;
-    let v = b.read().await.map_err(|e| e.to_string())?;
+    let v = read_until(h, &b, |v| v.leader.is_none()).await?;
     check(v.leader.is_none(), || "leader still present after release".into())
 }
 
@@ -210,7 +229,7 @@ async fn lease_expiry<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     check(a.acquire_leader(h.ttl_ms()).await == Ok(true), || "acquire failed".into())?;
     a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.map_err(|e| e.to_string())?;
     b.touch_member(&MemberData::new(MemberRole::Replica, "running")).await.map_err(|e| e.to_string())?;
-    let rev = b.read().await.map_err(|e| e.to_string())?.revision;
+    let rev = read_until(h, &b, |v| v.leader.is_some() && v.members.contains_key(&name("a"))).await?.revision;
     // b keeps its lease alive; a goes silent.
     let half = h.ttl_ms() / 2;
     let mut waited = 0;
@@ -221,7 +240,7 @@ async fn lease_expiry<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     }
     let w = b.watch(rev, 10_000).await.map_err(|e| format!("watch: {e}"))?;
     check(w.revision > rev, || "no watch event after expiry".into())?;
-    let v = b.read().await.map_err(|e| e.to_string())?;
+    let v = read_until(h, &b, |v| v.leader.is_none() && !v.members.contains_key(&name("a"))).await?;
     check(v.leader.is_none(), || format!("leader key outlived its lease: {:?}", v.leader))?;
     check(!v.members.contains_key(&name("a")), || "member key outlived its lease".into())?;
     check(v.members.contains_key(&name("b")), || "a live member key vanished".into())?;
@@ -284,7 +303,7 @@ async fn take_dead_leader_key<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     check(matches!(&renew, Err(e) if e.kind == ErrorKind::LeaseLost), || {
         format!("the old holder renewed a leader key holding garbage: {renew:?}")
     })?;
-    let view = b.read().await.map_err(|e| format!("read: {e}"))?;
+    let view = read_until(h, &b, |v| v.leader.as_ref().is_some_and(|l| l.name.is_none())).await?;
     let key = view.leader.ok_or("the garbage leader key is not in the read")?;
     check(key.name.is_none(), || format!("garbage parsed as a name: {:?}", key.name))?;
     let wrong = crate::types::Revision(key.revision.0.saturating_add(1_000));
@@ -295,7 +314,7 @@ async fn take_dead_leader_key<H: DcsHarness>(h: &H, scope: &str) -> CaseResult {
     let rc = c.take_leader(h.ttl_ms(), key.revision).await.map_err(|e| format!("c: {e}"))?;
     check(rb && !rc, || format!("takers of one revision: b {rb}, c {rc} (want exactly b)"))?;
     let (winner, loser, wname) = (&b, &c, "b");
-    let view = a.read().await.map_err(|e| format!("read: {e}"))?;
+    let view = read_until(h, &a, |v| v.leader_name() == Some(&name(wname))).await?;
     check(view.leader_name() == Some(&name(wname)), || format!("leader after the take: {:?}", view.leader))?;
     winner.renew_leader(h.ttl_ms()).await.map_err(|e| format!("the taker's renewal failed: {e}"))?;
     let lost = loser.renew_leader(h.ttl_ms()).await;

@@ -109,7 +109,7 @@ impl Ctx {
         let mut timing = shield_core::DynamicConfig::default().timing;
         timing.retry_timeout_ms = 3_000;
         let me = MemberName::new(CTL_MEMBER).map_err(|e| e.to_string())?;
-        crate::backend::dcs::dcs_client(&self.cfg.dcs, &self.cfg.namespace, cluster, me, &timing)
+        crate::backend::dcs::dcs_client(&self.cfg.dcs, &self.cfg.namespace, cluster, me, &timing, false)
     }
 
     /// The cluster as the DCS holds it now.
