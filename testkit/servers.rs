@@ -142,6 +142,10 @@ impl Etcd {
         format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.proc_.pid()
+    }
+
     pub fn freeze(&self) {
         self.proc_.freeze();
     }

@@ -4,7 +4,11 @@
 //! each idle daemon's RSS, CPU seconds per minute and DCS requests per minute.
 //!
 //! `cargo bench -p shield-bin --bench cluster` (servers from scripts/setup.sh; as root, the nodes
-//! run as the unprivileged test user).
+//! run as the unprivileged test user). `SHIELD_BENCH_TIMINGS=patroni` runs the cluster at
+//! Patroni's default timings (ttl 30, loop_wait 10, retry_timeout 10) instead of Shield's
+//! (ttl 4, loop_wait 1, retry_timeout 1.5). etcd's requests are its own counters
+//! (`grpc_server_msg_received_total`: every message a client sent, one per unary call and one
+//! per message on a stream; `grpc_server_started_total`: calls and streams opened).
 
 #[path = "../../testkit/cluster.rs"]
 mod cluster;
@@ -84,13 +88,30 @@ fn proc_cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
 }
 
-/// etcd's count of handled gRPC requests (all clients).
-async fn etcd_requests(url: &str) -> f64 {
-    let Ok(v) = shield_bin_metrics(url).await else { return 0.0 };
-    v.lines()
-        .filter(|l| l.starts_with("grpc_server_handled_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// etcd's counter `metric` (all clients), by gRPC method.
+async fn etcd_counts(url: &str, metric: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(v) = shield_bin_metrics(url).await else { return out };
+    for l in v.lines().filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{')) {
+        let method = l.split("grpc_method=\"").nth(1).and_then(|m| m.split('"').next()).unwrap_or("?").to_owned();
+        let n: f64 = l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(method).or_insert(0.0) += n;
+    }
+    out
+}
+
+/// `after - before` per method, scaled to a minute of `secs`, and the total.
+fn per_minute(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, secs: f64) -> (f64, String) {
+    let mut parts = Vec::new();
+    let mut total = 0.0;
+    for (k, v) in after {
+        let d = (v - before.get(k).copied().unwrap_or(0.0)) * 60.0 / secs;
+        if d > 0.0 {
+            total += d;
+            parts.push(format!("{k} {d:.0}"));
+        }
+    }
+    (total, parts.join(", "))
 }
 
 async fn shield_bin_metrics(url: &str) -> Result<String, String> {
@@ -103,31 +124,114 @@ async fn shield_bin_metrics(url: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&b).into_owned())
 }
 
+/// The timings the cluster runs at: (name, ttl s, loop_wait s, retry_timeout s).
+fn timings() -> (&'static str, u64, u64, &'static str) {
+    match std::env::var("SHIELD_BENCH_TIMINGS").as_deref() {
+        Ok("patroni") => ("Patroni's defaults", 30, 10, "10"),
+        _ => ("Shield's defaults", 4, 1, "1.5"),
+    }
+}
+
+type Measures = BTreeMap<&'static str, Vec<f64>>;
+
+/// Idle resource use over `secs`: daemon CPU and RSS, etcd CPU, etcd's requests by method.
+async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64) {
+    let pids: Vec<u32> = c.nodes.iter().filter_map(|n| n.child.as_ref().map(std::process::Child::id)).collect();
+    let etcd_url = c.dcs.etcd_endpoint().expect("etcd");
+    let etcd_pid = c.dcs.etcd().and_then(|e| e.members.first()).map(|e| e.pid()).expect("etcd pid");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ticks0 = pids.iter().map(|&p| proc_cpu_ticks(p)).sum::<u64>();
+    let etcd0 = proc_cpu_ticks(etcd_pid);
+    let msgs0 = etcd_counts(&etcd_url, "grpc_server_msg_received_total").await;
+    let started0 = etcd_counts(&etcd_url, "grpc_server_started_total").await;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let ticks1 = pids.iter().map(|&p| proc_cpu_ticks(p)).sum::<u64>();
+    let etcd1 = proc_cpu_ticks(etcd_pid);
+    let msgs1 = etcd_counts(&etcd_url, "grpc_server_msg_received_total").await;
+    let started1 = etcd_counts(&etcd_url, "grpc_server_started_total").await;
+    let (hz, per_min) = (100.0, 60.0 / secs as f64);
+    m.entry("idle daemon CPU (s per minute)")
+        .or_default()
+        .push((ticks1 - ticks0) as f64 / hz / pids.len() as f64 * per_min);
+    m.entry("etcd CPU (s per minute)").or_default().push((etcd1 - etcd0) as f64 / hz * per_min);
+    let (msgs, by_method) = per_minute(&msgs0, &msgs1, secs as f64);
+    let (streams, opened) = per_minute(&started0, &started1, secs as f64);
+    m.entry("etcd requests per minute, whole cluster").or_default().push(msgs);
+    m.entry("etcd requests per minute per member").or_default().push(msgs / pids.len() as f64);
+    m.entry("etcd calls and streams opened per minute").or_default().push(streams);
+    notes.push(format!("requests/min by method: {by_method}; opened/min: {opened}"));
+    for &p in &pids {
+        m.entry("idle daemon RSS (MiB)").or_default().push(proc_rss_kib(p) as f64 / 1024.0);
+    }
+}
+
+/// Waits until the leader key is gone (polling a watched handle: no requests); returns when.
+async fn leader_key_gone(dcs: &shield_dcs_etcd::EtcdDcs, within: Duration) -> Option<Instant> {
+    use shield_core::ports::Dcs;
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if dcs.read().await.is_ok_and(|v| v.leader.is_none()) {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+fn watcher(c: &Cluster) -> shield_dcs_etcd::EtcdDcs {
+    let name = shield_core::MemberName::new("bench-watcher").expect("name");
+    let mut cfg = shield_dcs_etcd::EtcdConfig::new(vec![c.dcs.etcd_endpoint().expect("etcd")], "e2e", name);
+    cfg.cache_view = true;
+    shield_dcs_etcd::EtcdDcs::new(cfg)
+}
+
+/// Node crash: RTO, the part of it after the lease ran out, and the old primary's rejoin.
+async fn crash_and_rejoin(c: &mut Cluster, m: &mut Measures, p: usize, run: usize) -> usize {
+    let w = watcher(c);
+    let _ = shield_core::ports::Dcs::read(&w).await;
+    let t = Instant::now();
+    c.nodes[p].crash();
+    let gone = tokio::spawn(async move { leader_key_gone(&w, Duration::from_secs(90)).await });
+    let Some((at, np)) = first_commit(&c.nodes, Some(p), Instant::now() + Duration::from_secs(90)).await else {
+        panic!("run {run}: no new primary after a node crash")
+    };
+    m.entry("node-crash RTO (s)").or_default().push((at - t).as_secs_f64());
+    if let Ok(Some(g)) = gone.await {
+        m.entry("lease left at the crash (s)").or_default().push((g - t).as_secs_f64());
+        m.entry("crash RTO beyond the lease's end (s)")
+            .or_default()
+            .push(at.saturating_duration_since(g).as_secs_f64());
+    }
+    let t = Instant::now();
+    c.nodes[p].start();
+    exec(c.nodes[np].pg_port, "INSERT INTO e2e VALUES ('rejoin')").await.expect("write");
+    wait_for("the old primary to rejoin", Duration::from_secs(90), || replicas_stream_from(&c.nodes, np, "rejoin"))
+        .await;
+    m.entry("old-primary rejoin (s)").or_default().push(t.elapsed().as_secs_f64());
+    np
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let runs: usize = std::env::var("SHIELD_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let mut m: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     let mut two_writers = 0usize;
+    let mut notes = Vec::new();
     for run in 0..runs {
         let t = Instant::now();
-        let Some(mut c) = cluster().await else { return };
+        let (_, ttl, loop_wait, retry) = timings();
+        let edit = move |_: &Node, cfg: String| {
+            cfg.replace(
+                "ttl: 4\n    loop_wait: 1\n    retry_timeout: 1.5",
+                &format!("ttl: {ttl}\n    loop_wait: {loop_wait}\n    retry_timeout: {retry}"),
+            )
+        };
+        let Some(mut c) = cluster_edited(TestDcs::Etcd(servers::EtcdCluster::start(1).expect("etcd")), edit).await
+        else {
+            return;
+        };
         m.entry("bootstrap of 3 nodes (s)").or_default().push(t.elapsed().as_secs_f64());
-
-        // Idle resource use over 30 s.
-        let pids: Vec<u32> = c.nodes.iter().filter_map(|n| n.child.as_ref().map(std::process::Child::id)).collect();
-        let etcd_url = c.dcs.etcd_endpoint().expect("etcd");
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let (ticks0, req0) = (pids.iter().map(|&p| proc_cpu_ticks(p)).sum::<u64>(), etcd_requests(&etcd_url).await);
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        let (ticks1, req1) = (pids.iter().map(|&p| proc_cpu_ticks(p)).sum::<u64>(), etcd_requests(&etcd_url).await);
-        let hz = 100.0;
-        m.entry("idle daemon CPU (s per minute)")
-            .or_default()
-            .push((ticks1 - ticks0) as f64 / hz / pids.len() as f64 * 2.0);
-        m.entry("DCS requests per minute per node").or_default().push((req1 - req0) * 2.0 / pids.len() as f64);
-        for &p in &pids {
-            m.entry("idle daemon RSS (MiB)").or_default().push(proc_rss_kib(p) as f64 / 1024.0);
-        }
+        idle(&c, &mut m, &mut notes, (loop_wait * 6).max(30)).await;
 
         // Switchover write-unavailability.
         let p = c.primary;
@@ -147,19 +251,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(3)).await;
 
         // Node crash RTO and rejoin.
-        let p = cand;
-        let t = Instant::now();
-        c.nodes[p].crash();
-        let Some((at, np)) = first_commit(&c.nodes, Some(p), Instant::now() + Duration::from_secs(60)).await else {
-            panic!("run {run}: no new primary after a node crash")
-        };
-        m.entry("node-crash RTO (s)").or_default().push((at - t).as_secs_f64());
-        let t = Instant::now();
-        c.nodes[p].start();
-        exec(c.nodes[np].pg_port, "INSERT INTO e2e VALUES ('rejoin')").await.expect("write");
-        wait_for("the old primary to rejoin", Duration::from_secs(90), || replicas_stream_from(&c.nodes, np, "rejoin"))
-            .await;
-        m.entry("old-primary rejoin (s)").or_default().push(t.elapsed().as_secs_f64());
+        let np = crash_and_rejoin(&mut c, &mut m, cand, run).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
 
         // Frozen primary RTO, sampling for two writers.
@@ -185,7 +277,12 @@ async fn main() {
         }
         eprintln!("run {} of {runs} done", run + 1);
     }
+    let (name, ttl, loop_wait, retry) = timings();
+    println!("{name}: ttl {ttl}, loop_wait {loop_wait}, retry_timeout {retry}");
     println!("{runs} runs; runs in which two nodes accepted writes at once: {two_writers}");
+    for n in &notes {
+        println!("{n}");
+    }
     println!("{:<40} {:>8} {:>8} {:>8}", "measure", "min", "median", "max");
     for (k, mut v) in m {
         v.sort_by(f64::total_cmp);
