@@ -8,6 +8,8 @@
 //! itself uses (one connection pool shared by both).
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +37,8 @@ pub struct Raw {
     pub base: String,
     pub token: Option<String>,
     pub timeout: Duration,
+    /// Requests sent through this client (and its clones that share the counter).
+    pub sent: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Raw {
@@ -66,6 +70,7 @@ impl Raw {
         timeout: Option<Duration>,
     ) -> Result<Answer, PortError> {
         let uri = format!("{}{path_and_query}", self.base);
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let body: BoxBody<Bytes, Infallible> = BoxBody::new(Full::new(Bytes::from(body.unwrap_or_default())));
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = &self.token {

@@ -33,6 +33,7 @@ use tokio::sync::Mutex;
 
 pub mod http;
 
+mod cache;
 mod config;
 mod port;
 mod service;
@@ -55,6 +56,8 @@ pub(crate) struct SessionState {
     /// The agent's minimum session TTL, once learned from a refusal.
     pub(crate) min_ttl_s: Option<u64>,
     pub(crate) member_written: Option<(String, String)>,
+    /// When this handle last renewed (sent the renewal) or created `id` successfully.
+    pub(crate) renewed_at: Option<std::time::Instant>,
 }
 
 /// One node's handle on one cluster in Consul.
@@ -64,6 +67,10 @@ pub struct ConsulDcs {
     pub(crate) consul: Consul,
     pub(crate) raw: Raw,
     pub(crate) session: Mutex<SessionState>,
+    /// The cached view (`cache_view`) and this handle's writes not yet seen in it.
+    pub(crate) cache: cache::Cache,
+    /// The `status` value this handle last wrote successfully.
+    pub(crate) status_written: std::sync::Mutex<Option<String>>,
 }
 
 /// Sorts an rs-consul error by cause.
