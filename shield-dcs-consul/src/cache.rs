@@ -10,7 +10,7 @@
 use crate::http::Raw;
 use crate::ConsulDcs;
 use shield_core::cluster::KvEntry;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -149,6 +149,16 @@ impl Loop {
 }
 
 impl ConsulDcs {
+    /// HTTP requests this handle has sent, the cache loop's blocking queries included.
+    pub fn requests_sent(&self) -> u64 {
+        self.raw.sent.load(Ordering::Relaxed) + self.cache_queries_sent()
+    }
+
+    /// Of [`Self::requests_sent`], the blocking queries of the cache loop.
+    pub fn cache_queries_sent(&self) -> u64 {
+        self.cache.queries.load(Ordering::Relaxed)
+    }
+
     /// The cache's receiver, the loop started if it was not (None: `cache_view` is off).
     pub(crate) fn cache_start(&self) -> Option<watch::Receiver<CacheState>> {
         if !self.cfg.cache_view {
