@@ -73,6 +73,10 @@ struct Own {
     need_fresh: bool,
     /// The index of the last direct read: the cache is used again once it is there.
     min_index: u64,
+    /// The handle's failed requests as of the last direct read: a failure since (the agent or
+    /// the servers unreachable) makes reads direct again until one succeeds, instead of
+    /// serving a cache whose blocking query may simply not have timed out yet.
+    failures_seen: u64,
 }
 
 /// The cache's handle in [`ConsulDcs`]: the loop's task (started by the first read, aborted on
@@ -176,7 +180,8 @@ impl ConsulDcs {
             raw,
             prefix: self.prefix.clone(),
             query: format!("{}{}", self.consistency_query(), crate::dc_query(&self.cfg.dc)),
-            bound: Duration::from_secs(WAIT_S) + self.timeout(),
+            // Consul adds up to wait/16 of jitter to a blocking query's wait.
+            bound: Duration::from_secs(WAIT_S) * 17 / 16 + self.timeout(),
             backoff: (self.timeout() / 2).max(Duration::from_millis(500)),
             tx,
         };
@@ -192,9 +197,11 @@ impl ConsulDcs {
     /// The cache, if it is live and shows every write of this handle (and the last direct read).
     pub(crate) fn cache_current(&self, rx: &watch::Receiver<CacheState>) -> Option<CacheState> {
         let s = rx.borrow().clone();
+        let failures = self.raw.failed.load(Ordering::Relaxed);
         let mut own = lock(&self.cache.own);
         own.pending.retain(|e| !e.seen_in(&s));
-        (s.live && !own.need_fresh && own.pending.is_empty() && s.index >= own.min_index).then_some(s)
+        let caught_up = own.pending.is_empty() && s.index >= own.min_index && own.failures_seen == failures;
+        (s.live && !own.need_fresh && caught_up).then_some(s)
     }
 
     /// The cache for a read: current, or so within a short wait; None means read directly.
@@ -240,9 +247,11 @@ impl ConsulDcs {
 
     /// Before a direct read: what it will cover is forgotten (restored by [`Self::direct_read_failed`]).
     pub(crate) fn direct_read_begins(&self) {
+        let failures = self.raw.failed.load(Ordering::Relaxed);
         let mut own = lock(&self.cache.own);
         own.pending.clear();
         own.need_fresh = false;
+        own.failures_seen = failures;
     }
 
     pub(crate) fn direct_read_done(&self, index: u64) {

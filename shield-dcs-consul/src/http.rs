@@ -39,6 +39,8 @@ pub struct Raw {
     pub timeout: Duration,
     /// Requests sent through this client (and its clones that share the counter).
     pub sent: Arc<AtomicU64>,
+    /// Requests that got no answer, or a 5xx one (the cached view stops trusting itself).
+    pub failed: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Raw {
@@ -85,9 +87,14 @@ impl Raw {
             let body = resp.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
             Ok(Answer { status, index, body })
         };
-        tokio::time::timeout(timeout.unwrap_or(self.timeout), run)
+        let r = tokio::time::timeout(timeout.unwrap_or(self.timeout), run)
             .await
-            .map_err(|_| unreachable("no answer within retry_timeout".to_owned()))?
+            .map_err(|_| unreachable("no answer within retry_timeout".to_owned()))
+            .and_then(|r| r);
+        if r.as_ref().map_or(true, |a: &Answer| a.status.is_server_error()) {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 }
 

@@ -24,7 +24,14 @@ impl ConsulDcs {
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(conn)
         });
         let consul = ConsulBuilder::new(rc).with_https_client(client.clone()).build();
-        let raw = Raw { client, base: cfg.url.clone(), token: cfg.token.clone(), timeout, sent: Default::default() };
+        let raw = Raw {
+            client,
+            base: cfg.url.clone(),
+            token: cfg.token.clone(),
+            timeout,
+            sent: Default::default(),
+            failed: Default::default(),
+        };
         ConsulDcs {
             prefix: cfg.prefix(),
             cfg,

@@ -519,3 +519,28 @@ async fn cached_renewal_sees_a_deleted_leader_key() {
     );
     assert_eq!(r.map_err(|e| e.kind), Err(ErrorKind::LeaseLost));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_handle_on_a_frozen_agent_stops_serving_the_cache() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let a = cached(&url, "cache-freeze", "a");
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
+    warm(&a).await;
+    agent.freeze();
+    // The blocking query only times out after its wait; the failed renewal is what tells.
+    let r = a.renew_leader(TTL_MS).await.map_err(|e| e.kind);
+    assert_eq!(r, Err(ErrorKind::Unreachable), "renewal while frozen");
+    let t = Instant::now();
+    let r = a.read().await.map(|_| ()).map_err(|e| e.kind);
+    assert_eq!(r, Err(ErrorKind::Unreachable), "a read after a failed request must not come from the cache");
+    assert!(t.elapsed() <= Duration::from_millis(RETRY_MS + 300), "read took {:?}", t.elapsed());
+    agent.thaw();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.read().await.is_err() {
+        assert!(Instant::now() < deadline, "no recovery after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    warm(&a).await;
+}
