@@ -134,22 +134,26 @@ impl Loop {
 
     /// Takes one answer; returns the index for the next query.
     fn answered(&self, asked: u64, new: u64, kvs: Vec<crate::http::RawKv>) -> u64 {
-        let live = self.tx.borrow().live;
-        if new == asked && live {
-            // Returned at the end of `wait`, or early, with nothing changed.
-            return asked;
-        }
-        let entries = Arc::new(crate::session::entries(&self.prefix, kvs));
-        self.tx.send_modify(|s| {
-            // An index that went backwards: Consul's state was reset; the answer is taken as is.
-            if s.index != 0 && new < s.index {
-                s.resets += 1;
-            }
-            *s = CacheState { entries, index: new, live: true, resets: s.resets };
-        });
-        // Index 0 would make the next query return at once: block from 1 instead.
-        new.max(1)
+        publish(&self.tx, asked, new, || crate::session::entries(&self.prefix, kvs))
     }
+}
+
+/// Publishes the answer of a query sent with `index=asked` that came back with index `new`;
+/// returns the index for the next query.
+fn publish(tx: &watch::Sender<CacheState>, asked: u64, new: u64, entries: impl FnOnce() -> Vec<KvEntry>) -> u64 {
+    let live = tx.borrow().live;
+    if new == asked && live {
+        // Returned at the end of `wait`, or early, with nothing changed.
+        return asked;
+    }
+    let entries = Arc::new(entries());
+    tx.send_modify(|s| {
+        // An index that went backwards: Consul's state was reset; the answer is taken as is.
+        let resets = if s.index != 0 && new < s.index { s.resets + 1 } else { s.resets };
+        *s = CacheState { entries, index: new, live: true, resets };
+    });
+    // Index 0 would make the next query return at once: block from 1 instead.
+    new.max(1)
 }
 
 impl ConsulDcs {
@@ -260,5 +264,50 @@ impl ConsulDcs {
 
     pub(crate) fn direct_read_failed(&self) {
         lock(&self.cache.own).need_fresh = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shield_core::Revision;
+
+    fn entry(key: &str, rev: u64) -> KvEntry {
+        KvEntry { key: key.into(), value: b"v".to_vec(), revision: Revision(rev), owner: None }
+    }
+
+    #[test]
+    fn answers_replace_the_cache_and_a_backwards_index_is_a_reset() {
+        let (tx, mut rx) = watch::channel(CacheState::default());
+        // The first listing (index 0 asked), then a change.
+        assert_eq!(publish(&tx, 0, 7, || vec![entry("leader", 7)]), 7);
+        assert!(rx.borrow_and_update().live);
+        assert_eq!(publish(&tx, 7, 9, || vec![entry("leader", 9)]), 9);
+        assert_eq!(rx.borrow_and_update().entries[0].revision, Revision(9));
+        // Early return with the same index: nothing published.
+        assert_eq!(publish(&tx, 9, 9, Vec::new), 9);
+        assert!(!rx.has_changed().unwrap_or(true));
+        // Backwards: taken as is, counted as a reset.
+        assert_eq!(publish(&tx, 9, 3, Vec::new), 3);
+        let s = rx.borrow_and_update().clone();
+        assert_eq!((s.index, s.resets, s.entries.len()), (3, 1, 0));
+        // After an error (not live), the fresh listing is published even at the same index.
+        tx.send_modify(|s| s.live = false);
+        assert_eq!(publish(&tx, 0, 3, Vec::new), 3);
+        assert!(rx.borrow_and_update().live);
+        // An index of 0 is never asked again (it would not block).
+        assert_eq!(publish(&tx, 3, 0, Vec::new), 1);
+    }
+
+    #[test]
+    fn own_writes_are_seen_only_past_the_revision_before_them() {
+        let s = CacheState { entries: Arc::new(vec![entry("status", 5)]), index: 5, live: true, resets: 0 };
+        let put = |after| Expect { key: "status".into(), value: Some(b"v".to_vec()), owner: None, after };
+        assert!(!put(5).seen_in(&s), "the old revision of the same value is not our write");
+        assert!(put(4).seen_in(&s));
+        let del = Expect { key: "status".into(), value: None, owner: None, after: 0 };
+        assert!(!del.seen_in(&s));
+        let locked = Expect { key: "status".into(), value: Some(b"v".to_vec()), owner: Some("s1".into()), after: 0 };
+        assert!(!locked.seen_in(&s), "a lock shows its session");
     }
 }

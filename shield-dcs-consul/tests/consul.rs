@@ -284,13 +284,22 @@ async fn watch_on_an_empty_prefix_blocks_until_its_wait() {
     let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
     let url = agent.url();
     ready(&url).await;
-    let d = dcs(&url, "nothing-here", "a");
-    let v = d.read().await.expect("read of a missing prefix");
-    assert!(v.members.is_empty());
-    let t = Instant::now();
-    let w = d.watch(v.revision, 1_000).await.expect("watch");
-    assert!(t.elapsed() >= Duration::from_millis(900), "returned after {:?}", t.elapsed());
-    assert!(w.revision.0 >= v.revision.0);
+    for d in [dcs(&url, "nothing-here", "a"), cached(&url, "nothing-here", "b")] {
+        let v = d.read().await.expect("read of a missing prefix");
+        assert!(v.members.is_empty());
+        if d.cache_queries_sent() > 0 {
+            // The cache's blocking query on the missing prefix (a 404 with an index) blocks too.
+            warm(&d).await;
+        }
+        let v = d.read().await.expect("read of a missing prefix");
+        let (t, before) = (Instant::now(), direct(&d));
+        let w = d.watch(v.revision, 1_000).await.expect("watch");
+        assert!(t.elapsed() >= Duration::from_millis(900), "returned after {:?}", t.elapsed());
+        assert!(w.revision.0 >= v.revision.0);
+        if d.cache_queries_sent() > 0 {
+            assert_eq!(direct(&d), before, "a cached watch sent a request");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
