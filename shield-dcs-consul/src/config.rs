@@ -43,6 +43,10 @@ pub struct ConsulConfig {
     /// An HTTP client to use instead of the default (for TLS with a private CA and client
     /// certificates; see [`tls_client`]).
     pub client: Option<http::HttpsClient>,
+    /// Keep a cached view of the cluster prefix, fed by one long-running blocking query, and
+    /// serve `read`, `watch` and the leader check of `renew_leader` from it (see the crate doc).
+    /// Off by default, so one-shot users (shieldctl) read directly; the daemon turns it on.
+    pub cache_view: bool,
 }
 
 impl ConsulConfig {
@@ -60,6 +64,7 @@ impl ConsulConfig {
             consistency: Consistency::Default,
             checks: Vec::new(),
             client: None,
+            cache_view: false,
         }
     }
 

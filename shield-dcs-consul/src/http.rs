@@ -8,6 +8,8 @@
 //! itself uses (one connection pool shared by both).
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +37,10 @@ pub struct Raw {
     pub base: String,
     pub token: Option<String>,
     pub timeout: Duration,
+    /// Requests sent through this client (and its clones that share the counter).
+    pub sent: Arc<AtomicU64>,
+    /// Requests that got no answer, or a 5xx one (the cached view stops trusting itself).
+    pub failed: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Raw {
@@ -66,6 +72,7 @@ impl Raw {
         timeout: Option<Duration>,
     ) -> Result<Answer, PortError> {
         let uri = format!("{}{path_and_query}", self.base);
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let body: BoxBody<Bytes, Infallible> = BoxBody::new(Full::new(Bytes::from(body.unwrap_or_default())));
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = &self.token {
@@ -80,9 +87,14 @@ impl Raw {
             let body = resp.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
             Ok(Answer { status, index, body })
         };
-        tokio::time::timeout(timeout.unwrap_or(self.timeout), run)
+        let r = tokio::time::timeout(timeout.unwrap_or(self.timeout), run)
             .await
-            .map_err(|_| unreachable("no answer within retry_timeout".to_owned()))?
+            .map_err(|_| unreachable("no answer within retry_timeout".to_owned()))
+            .and_then(|r| r);
+        if r.as_ref().map_or(true, |a: &Answer| a.status.is_server_error()) {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 }
 

@@ -24,6 +24,38 @@
 //! the local Consul agent invalidates the session at once and drops the leader key while the
 //! primary still runs (Patroni #2070, #879); with the TTL alone, the session lives exactly as long
 //! as the node renews it.
+//!
+//! ## The cached view (`cache_view`), and the requests per cycle
+//!
+//! With [`ConsulConfig::cache_view`] (the daemon's setting; off for shieldctl and other one-shot
+//! users), the first `read` starts a background task that keeps one blocking query on the prefix
+//! outstanding (`recurse&index=<last>&wait=30s`, with the configured consistency and dc) and
+//! keeps the last answer: every key, its ModifyIndex and session, and the index. `read` builds
+//! the view from it, `watch` waits for its index to pass the caller's, and `renew_leader` checks
+//! the leader key in it after renewing the session; none of them sends a request. The task
+//! holds only the HTTP client and a channel, and is aborted when the handle is dropped.
+//!
+//! Why it is safe:
+//! - Every leader-only write stays conditional (`cas`, `acquire`, a transaction with
+//!   `check-index`): a revision taken from a stale cache makes the write fail, never overwrite.
+//! - The cache is trusted only while the loop is live (its last query was answered), while no
+//!   request of this handle has failed since the last direct read (a frozen agent can leave a
+//!   blocking query hanging until its wait), and once it shows this handle's own writes (each is
+//!   remembered until the cache has it; a read waits up to 200 ms for that, then reads directly;
+//!   a write with an unknown outcome makes the next read direct). Otherwise reads go to Consul.
+//! - `renew_leader` always renews the session with a request, and takes only a cache that shows
+//!   our name under our session as "still ours"; anything else (no key, another session, a
+//!   retired session of ours) goes through the GET that decides LeaseLost as without the cache.
+//!   The one difference is the few milliseconds an answer of the blocking query takes to arrive:
+//!   a leader key deleted by someone else within them is reported lost one renewal later.
+//!
+//! Requests, at steady state: `touch_member` skips the session renewal when this handle renewed
+//! it less than a quarter of the session TTL ago (the leader's `renew_leader` just did), and
+//! writes the member key only when its value changed; `write_status` skips a value it already
+//! wrote. With the cache, a cycle costs each node one request (the session renewal) plus its one
+//! outstanding blocking query, answered (and sent again) when a key under the prefix changes, or
+//! after 30 s. Measured over 10 cycles (`cached_cycles_cost_one_request_per_member`): leader 10,
+//! member 10 with the cache; 30 and 20 without it (5 and 2 per cycle before these changes).
 
 use crate::http::Raw;
 use base64::Engine as _;
@@ -33,6 +65,7 @@ use tokio::sync::Mutex;
 
 pub mod http;
 
+mod cache;
 mod config;
 mod port;
 mod service;
@@ -55,6 +88,8 @@ pub(crate) struct SessionState {
     /// The agent's minimum session TTL, once learned from a refusal.
     pub(crate) min_ttl_s: Option<u64>,
     pub(crate) member_written: Option<(String, String)>,
+    /// When this handle last renewed (sent the renewal) or created `id` successfully.
+    pub(crate) renewed_at: Option<std::time::Instant>,
 }
 
 /// One node's handle on one cluster in Consul.
@@ -64,6 +99,10 @@ pub struct ConsulDcs {
     pub(crate) consul: Consul,
     pub(crate) raw: Raw,
     pub(crate) session: Mutex<SessionState>,
+    /// The cached view (`cache_view`) and this handle's writes not yet seen in it.
+    pub(crate) cache: cache::Cache,
+    /// The `status` value this handle last wrote successfully.
+    pub(crate) status_written: std::sync::Mutex<Option<String>>,
 }
 
 /// Sorts an rs-consul error by cause.

@@ -16,10 +16,22 @@ impl Dcs for ConsulDcs {
     }
 
     async fn read(&self) -> Result<ClusterView, PortError> {
+        if let Some(c) = self.cache_for_read().await {
+            self.forget_member_if_missing(&c.entries).await;
+            return Ok(ClusterView::from_entries(Revision(c.index), &c.entries));
+        }
         // Through the hand-written client: rs-consul cannot read a prefix holding a value that is
         // not UTF-8, drops the index of a 404, and carries ModifyIndex as `i64`.
         let query = format!("{}{}", self.consistency_query(), dc_query(&self.cfg.dc));
-        let (index, kvs) = self.raw.kv_recurse(&self.prefix, &query, None).await?;
+        self.direct_read_begins();
+        let (index, kvs) = match self.raw.kv_recurse(&self.prefix, &query, None).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.direct_read_failed();
+                return Err(e);
+            }
+        };
+        self.direct_read_done(index);
         let entries = self.entries(kvs);
         self.forget_member_if_missing(&entries).await;
         Ok(ClusterView::from_entries(Revision(index), &entries))
@@ -37,6 +49,7 @@ impl Dcs for ConsulDcs {
 
     async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError> {
         let id = self.session_to_acquire_with(ttl_ms).await?;
+        self.forget_status();
         self.put("acquire leader", &self.key("leader"), self.cfg.member.as_str(), None, Some(&id)).await
     }
 
@@ -54,7 +67,15 @@ impl Dcs for ConsulDcs {
             {"KV": {"Verb": "delete", "Key": key}},
             {"KV": {"Verb": "lock", "Key": key, "Value": value, "Session": id}},
         ]);
-        self.raw.txn("take leader", &ops, &self.cfg.dc).await
+        self.forget_status();
+        let after = self.cached_revision(&key);
+        let r = self.raw.txn("take leader", &ops, &self.cfg.dc).await;
+        match &r {
+            Ok(true) => self.note_write(&key, after, Ok(Some(self.cfg.member.as_str().as_bytes())), Some(&id)),
+            Ok(false) => {}
+            Err(_) => self.note_write(&key, after, Err(()), None),
+        }
+        r
     }
 
     async fn renew_leader(&self, ttl_ms: u64) -> Result<(), PortError> {
@@ -63,6 +84,10 @@ impl Dcs for ConsulDcs {
         let id = self.renew_session(&mut st).await?;
         let key = self.key("leader");
         let me = self.cfg.member.as_str();
+        if self.cache_says_leader(&id) {
+            self.destroy_retired(&mut st).await;
+            return Ok(());
+        }
         match self.get_one(&key).await? {
             // Our session, and our name: a value written over the key without `acquire` keeps
             // the lock's session, so the session alone does not say the key is still ours.
@@ -106,10 +131,13 @@ impl Dcs for ConsulDcs {
     async fn touch_member(&self, data: &MemberData) -> Result<(), PortError> {
         let value = data.to_json().to_string();
         let mut st = self.session.lock().await;
-        let id = match self.renew_session(&mut st).await {
-            Ok(id) => id,
-            Err(e) if e.kind == ErrorKind::LeaseLost => self.ensure_session(&mut st).await?,
-            Err(e) => return Err(e),
+        let id = match self.recently_renewed(&st) {
+            Some(id) => id,
+            None => match self.renew_session(&mut st).await {
+                Ok(id) => id,
+                Err(e) if e.kind == ErrorKind::LeaseLost => self.ensure_session(&mut st).await?,
+                Err(e) => return Err(e),
+            },
         };
         if st.member_written.as_ref() == Some(&(value.clone(), id.clone())) {
             return Ok(());
@@ -155,10 +183,21 @@ impl Dcs for ConsulDcs {
 
     async fn write_status(&self, status: &Status) -> Result<(), PortError> {
         let value = encode::status(status);
-        self.put("write status", &self.key("status"), &value, None, None).await.map(|_| ())
+        if self.status_unchanged(&value) {
+            return Ok(());
+        }
+        self.forget_status();
+        self.put("write status", &self.key("status"), &value, None, None).await?;
+        *lock(&self.status_written) = Some(value);
+        Ok(())
     }
 
     async fn watch(&self, after: Revision, timeout_ms: u64) -> Result<Watch, PortError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+        if let Some(w) = self.watch_cache(after, deadline).await {
+            return Ok(w);
+        }
+        let timeout_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
         // A blocking query on the prefix. It is answered when anything under it changes, or after
         // `wait`; a missing prefix is a 404 that still carries the index.
         let wait_s = timeout_ms.div_ceil(1000).max(1);
@@ -173,5 +212,58 @@ impl Dcs for ConsulDcs {
 
     async fn delete_cluster(&self) -> Result<(), PortError> {
         self.delete("delete cluster", &self.prefix, None, true).await.map(|_| ())
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ConsulDcs {
+    /// Whether the live cache shows the leader key with our name under `session`.
+    fn cache_says_leader(&self, session: &str) -> bool {
+        let Some(c) = self.cache_rx().and_then(|rx| self.cache_current(&rx)) else { return false };
+        let me = self.cfg.member.as_str().as_bytes();
+        c.entries.iter().any(|e| e.key == "leader" && e.value == me && e.owner.as_deref() == Some(session))
+    }
+
+    /// Whether `value` is the status this handle last wrote, and the cache (when current) does
+    /// not show another one.
+    fn status_unchanged(&self, value: &str) -> bool {
+        if lock(&self.status_written).as_deref() != Some(value) {
+            return false;
+        }
+        let cached = self.cache_rx().and_then(|rx| self.cache_current(&rx));
+        cached.is_none_or(|c| c.entries.iter().any(|e| e.key == "status" && e.value == value.as_bytes()))
+    }
+
+    fn forget_status(&self) {
+        *lock(&self.status_written) = None;
+    }
+
+    /// A watch served by the live cache: the revision once its index passes `after` (or it was
+    /// reset), `after` at the deadline; None when the cache is off or not live (watch directly).
+    async fn watch_cache(&self, after: Revision, deadline: tokio::time::Instant) -> Option<Watch> {
+        let mut rx = self.cache_rx()?;
+        let resets = rx.borrow().resets;
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if !s.live {
+                    return None;
+                }
+                if s.index > after.0 {
+                    return Some(Watch { revision: Revision(s.index) });
+                }
+                if s.resets != resets {
+                    return Some(Watch { revision: after.next() });
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => return Some(Watch { revision: after }),
+                Ok(Err(_)) => return None,
+                Ok(Ok(())) => {}
+            }
+        }
     }
 }

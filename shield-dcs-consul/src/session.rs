@@ -1,6 +1,7 @@
 //! The session (Patroni's lock: TTL, lock-delay, checks), its renewal and replacement.
 
 use super::config::{Consistency, ConsulConfig};
+use crate::cache::Cache;
 use crate::http;
 use crate::http::{min_ttl_from_error, Raw, SessionSpec};
 use crate::{consul_error, dc_query, decode_value, ConsulDcs, SessionState};
@@ -23,8 +24,23 @@ impl ConsulDcs {
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(conn)
         });
         let consul = ConsulBuilder::new(rc).with_https_client(client.clone()).build();
-        let raw = Raw { client, base: cfg.url.clone(), token: cfg.token.clone(), timeout };
-        ConsulDcs { prefix: cfg.prefix(), cfg, consul, raw, session: Mutex::new(SessionState::default()) }
+        let raw = Raw {
+            client,
+            base: cfg.url.clone(),
+            token: cfg.token.clone(),
+            timeout,
+            sent: Default::default(),
+            failed: Default::default(),
+        };
+        ConsulDcs {
+            prefix: cfg.prefix(),
+            cfg,
+            consul,
+            raw,
+            session: Mutex::new(SessionState::default()),
+            cache: Cache::default(),
+            status_written: std::sync::Mutex::new(None),
+        }
     }
 
     /// The key prefix.
@@ -45,6 +61,7 @@ impl ConsulDcs {
         what: &str,
         f: impl std::future::Future<Output = Result<T, ConsulError>>,
     ) -> Result<T, PortError> {
+        self.raw.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match tokio::time::timeout(self.timeout(), f).await {
             Ok(r) => r.map_err(|e| consul_error(what, e)),
             Err(_) => {
@@ -101,6 +118,7 @@ impl ConsulDcs {
         }
         st.created_for_ttl_ms = ttl_ms;
         st.member_written = None;
+        st.renewed_at = Some(std::time::Instant::now());
         Ok(id)
     }
 
@@ -118,9 +136,14 @@ impl ConsulDcs {
     /// next call creates a new one.
     pub(crate) async fn renew_session(&self, st: &mut SessionState) -> Result<String, PortError> {
         let id = self.ensure_session(st).await?;
+        let sent = std::time::Instant::now();
         match self.raw.session_renew(&id, &self.cfg.dc).await {
-            Ok(()) => Ok(id),
+            Ok(()) => {
+                st.renewed_at = Some(sent);
+                Ok(id)
+            }
             Err(e) => {
+                st.renewed_at = None;
                 if e.kind == ErrorKind::LeaseLost {
                     st.id = None;
                     st.member_written = None;
@@ -144,14 +167,27 @@ impl ConsulDcs {
 
     /// The session TTL in force (after any raise), in seconds.
     pub async fn session_ttl_s(&self) -> u64 {
-        let st = self.session.lock().await;
+        self.ttl_s_of(&*self.session.lock().await)
+    }
+
+    fn ttl_s_of(&self, st: &SessionState) -> u64 {
         let wanted = Self::session_ttl_for(st.want_ttl_ms.unwrap_or(self.cfg.ttl_ms));
         st.min_ttl_s.map_or(wanted, |m| m.max(wanted))
+    }
+
+    /// Our session, if this handle renewed or created it less than a quarter of its TTL ago and
+    /// it is the one for the ttl last asked for: a second renewal in the same cycle is skipped.
+    pub(crate) fn recently_renewed(&self, st: &SessionState) -> Option<String> {
+        let ttl_ms = st.want_ttl_ms.unwrap_or(self.cfg.ttl_ms);
+        let fresh = Duration::from_millis(self.ttl_s_of(st) * 1000 / 4);
+        let id = st.id.as_ref().filter(|_| st.created_for_ttl_ms == ttl_ms)?;
+        st.renewed_at.filter(|t| t.elapsed() < fresh).map(|_| id.clone())
     }
 
     /// Destroys our session (orderly shutdown: our keys go with it).
     pub async fn destroy_session(&self) -> Result<(), PortError> {
         let mut st = self.session.lock().await;
+        st.renewed_at = None;
         if let Some(id) = st.id.take() {
             st.member_written = None;
             self.raw.session_destroy(&id, &self.cfg.dc).await?;
@@ -170,7 +206,14 @@ impl ConsulDcs {
         cas: Option<Option<u64>>,
         acquire: Option<&str>,
     ) -> Result<bool, PortError> {
-        self.raw.kv_put(what, key, value.as_bytes(), cas, acquire, &self.cfg.dc).await
+        let after = self.cached_revision(key);
+        let r = self.raw.kv_put(what, key, value.as_bytes(), cas, acquire, &self.cfg.dc).await;
+        match &r {
+            Ok(true) => self.note_write(key, after, Ok(Some(value.as_bytes())), acquire),
+            Ok(false) => {}
+            Err(_) => self.note_write(key, after, Err(()), None),
+        }
+        r
     }
 
     /// Deletes `key` (with `recurse`, the prefix); with `cas`, only if its ModifyIndex is still
@@ -183,6 +226,16 @@ impl ConsulDcs {
         cas: Option<u64>,
         recurse: bool,
     ) -> Result<bool, PortError> {
+        let r = self.delete_unnoted(what, key, cas, recurse).await;
+        match &r {
+            Ok(true) if !recurse => self.note_write(key, 0, Ok(None), None),
+            Ok(false) => {}
+            _ => self.note_write(key, 0, Err(()), None),
+        }
+        r
+    }
+
+    async fn delete_unnoted(&self, what: &str, key: &str, cas: Option<u64>, recurse: bool) -> Result<bool, PortError> {
         if let Some(cas) = cas {
             // rs-consul always sends `recurse=<bool>`, and Consul takes the mere presence of
             // `recurse` as the flag: with `cas` it answers "Conflicting flags". So a
@@ -201,17 +254,7 @@ impl ConsulDcs {
     }
 
     pub(crate) fn entries(&self, kvs: Vec<http::RawKv>) -> Vec<KvEntry> {
-        kvs.into_iter()
-            .filter_map(|kv| {
-                let key = kv.key.strip_prefix(&self.prefix)?.to_owned();
-                Some(KvEntry {
-                    key,
-                    value: decode_value(kv.value),
-                    revision: Revision(kv.modify_index),
-                    owner: kv.session,
-                })
-            })
-            .collect()
+        entries(&self.prefix, kvs)
     }
 
     /// After a read: when our member key is not in it (deleted by hand, say), forget that it was
@@ -231,4 +274,14 @@ impl ConsulDcs {
             Consistency::Stale => "&stale",
         }
     }
+}
+
+/// Consul's entries as Shield's, keys relative to `prefix` (others dropped).
+pub(crate) fn entries(prefix: &str, kvs: Vec<http::RawKv>) -> Vec<KvEntry> {
+    kvs.into_iter()
+        .filter_map(|kv| {
+            let key = kv.key.strip_prefix(prefix)?.to_owned();
+            Some(KvEntry { key, value: decode_value(kv.value), revision: Revision(kv.modify_index), owner: kv.session })
+        })
+        .collect()
 }

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use servers::ConsulAgent;
-use shield_core::cluster::{MemberData, MemberRole};
-use shield_core::ports::{Dcs, DcsKey, ErrorKind};
+use shield_core::cluster::{ClusterView, HistoryLine, MemberData, MemberRole, Status};
+use shield_core::ports::{Dcs, DcsKey, ErrorKind, PortError, Watch};
 use shield_core::testing::{run_dcs_conformance, DcsHarness};
-use shield_core::{Lsn, MemberName, SystemId};
+use shield_core::{Lsn, MemberName, Revision, SystemId};
 use shield_dcs_consul::{ConsulConfig, ConsulDcs, ServiceRegistration};
 
 const TTL_MS: u64 = 4_000;
@@ -25,6 +25,34 @@ fn dcs(url: &str, scope: &str, member: &str) -> ConsulDcs {
     cfg.ttl_ms = TTL_MS;
     cfg.retry_timeout_ms = RETRY_MS;
     ConsulDcs::new(cfg)
+}
+
+/// A handle with `cache_view` on, as the daemon makes it.
+fn cached(url: &str, scope: &str, member: &str) -> ConsulDcs {
+    let mut cfg = ConsulConfig::new(url, scope, name(member));
+    cfg.ttl_ms = TTL_MS;
+    cfg.retry_timeout_ms = RETRY_MS;
+    cfg.cache_view = true;
+    ConsulDcs::new(cfg)
+}
+
+/// Requests a handle sent other than its cache loop's blocking queries.
+fn direct(d: &ConsulDcs) -> u64 {
+    d.requests_sent() - d.cache_queries_sent()
+}
+
+/// Reads until a read is served by the live cache (no direct request), within 5 s.
+async fn warm(d: &ConsulDcs) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let before = direct(d);
+        d.read().await.expect("read");
+        if direct(d) == before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the cache never served a read");
 }
 
 /// Waits until the agent has a leader and answers KV calls.
@@ -92,6 +120,96 @@ async fn conformance() {
     let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
     ready(&agent.url()).await;
     run_dcs_conformance(&Harness { url: agent.url() }).await.expect("conformance");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_with_the_cached_view() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    ready(&agent.url()).await;
+    run_dcs_conformance(&CachedHarness(Harness { url: agent.url() })).await.expect("conformance, cache_view on");
+}
+
+/// The conformance suite with `cache_view` on. The suite reads right after another handle's
+/// write and expects to see it; a cached handle sees it once the answer of its blocking query
+/// has arrived (a few ms; `cached_read_shows_another_handles_write_without_a_request`), so the
+/// clients let 100 ms pass before each read, as the daemon's cycle does. A handle's own writes
+/// need no such wait: its reads wait for the cache to show them, or read directly.
+struct CachedHarness(Harness);
+
+#[async_trait]
+impl DcsHarness for CachedHarness {
+    type Client = Settled;
+    async fn client(&self, scope: &str, member: &str) -> Settled {
+        Settled(cached(&self.0.url, scope, member))
+    }
+    async fn pass_time(&self, ms: u64) {
+        self.0.pass_time(ms).await;
+    }
+    fn ttl_ms(&self) -> u64 {
+        self.0.ttl_ms()
+    }
+    fn expiry_slack_ms(&self) -> u64 {
+        self.0.expiry_slack_ms()
+    }
+    async fn put_raw(&self, scope: &str, key: &str, value: &[u8]) {
+        self.0.put_raw(scope, key, value).await;
+    }
+}
+
+/// A cached handle whose reads come 100 ms after the call.
+struct Settled(ConsulDcs);
+
+#[async_trait]
+impl Dcs for Settled {
+    fn member(&self) -> &MemberName {
+        self.0.member()
+    }
+    async fn read(&self) -> Result<ClusterView, PortError> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.0.read().await
+    }
+    async fn create_initialize(&self, system_id: Option<SystemId>) -> Result<bool, PortError> {
+        self.0.create_initialize(system_id).await
+    }
+    async fn write_initialize(&self, system_id: SystemId) -> Result<(), PortError> {
+        self.0.write_initialize(system_id).await
+    }
+    async fn acquire_leader(&self, ttl_ms: u64) -> Result<bool, PortError> {
+        self.0.acquire_leader(ttl_ms).await
+    }
+    async fn take_leader(&self, ttl_ms: u64, expected: Revision) -> Result<bool, PortError> {
+        self.0.take_leader(ttl_ms, expected).await
+    }
+    async fn renew_leader(&self, ttl_ms: u64) -> Result<(), PortError> {
+        self.0.renew_leader(ttl_ms).await
+    }
+    async fn release_leader(&self) -> Result<(), PortError> {
+        self.0.release_leader().await
+    }
+    async fn touch_member(&self, data: &MemberData) -> Result<(), PortError> {
+        self.0.touch_member(data).await
+    }
+    async fn delete_member(&self) -> Result<(), PortError> {
+        self.0.delete_member().await
+    }
+    async fn write_cas(&self, key: DcsKey, value: &str, expected: Option<Revision>) -> Result<(), PortError> {
+        self.0.write_cas(key, value, expected).await
+    }
+    async fn delete_cas(&self, key: DcsKey, expected: Revision) -> Result<(), PortError> {
+        self.0.delete_cas(key, expected).await
+    }
+    async fn write_history(&self, lines: &[HistoryLine]) -> Result<(), PortError> {
+        self.0.write_history(lines).await
+    }
+    async fn write_status(&self, status: &Status) -> Result<(), PortError> {
+        self.0.write_status(status).await
+    }
+    async fn watch(&self, after: Revision, timeout_ms: u64) -> Result<Watch, PortError> {
+        self.0.watch(after, timeout_ms).await
+    }
+    async fn delete_cluster(&self) -> Result<(), PortError> {
+        self.0.delete_cluster().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,13 +362,22 @@ async fn watch_on_an_empty_prefix_blocks_until_its_wait() {
     let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
     let url = agent.url();
     ready(&url).await;
-    let d = dcs(&url, "nothing-here", "a");
-    let v = d.read().await.expect("read of a missing prefix");
-    assert!(v.members.is_empty());
-    let t = Instant::now();
-    let w = d.watch(v.revision, 1_000).await.expect("watch");
-    assert!(t.elapsed() >= Duration::from_millis(900), "returned after {:?}", t.elapsed());
-    assert!(w.revision.0 >= v.revision.0);
+    for d in [dcs(&url, "nothing-here", "a"), cached(&url, "nothing-here", "b")] {
+        let v = d.read().await.expect("read of a missing prefix");
+        assert!(v.members.is_empty());
+        if d.cache_queries_sent() > 0 {
+            // The cache's blocking query on the missing prefix (a 404 with an index) blocks too.
+            warm(&d).await;
+        }
+        let v = d.read().await.expect("read of a missing prefix");
+        let (t, before) = (Instant::now(), direct(&d));
+        let w = d.watch(v.revision, 1_000).await.expect("watch");
+        assert!(t.elapsed() >= Duration::from_millis(900), "returned after {:?}", t.elapsed());
+        assert!(w.revision.0 >= v.revision.0);
+        if d.cache_queries_sent() > 0 {
+            assert_eq!(direct(&d), before, "a cached watch sent a request");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,4 +471,163 @@ async fn https_with_ca_and_client_certificate() {
     // Without a client certificate the agent refuses the connection.
     cfg.client = Some(shield_dcs_consul::tls_client(&certs.read("ca.pem"), None).expect("TLS client"));
     assert!(ConsulDcs::new(cfg).read().await.is_err(), "a client without a certificate must be refused");
+}
+
+async fn raw_delete(url: &str, key: &str) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let req = hyper::Request::delete(format!("{url}/v1/kv/{key}")).body(http_body_util::Empty::new()).expect("request");
+    let resp = client.request(req).await.expect("raw delete");
+    assert!(resp.status().is_success(), "raw delete {key}: {}", resp.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_read_shows_another_handles_write_without_a_request() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let a = cached(&url, "cache-read", "a");
+    let b = dcs(&url, "cache-read", "b");
+    warm(&a).await;
+    let before = direct(&a);
+    b.touch_member(&MemberData::new(MemberRole::Replica, "running")).await.expect("touch");
+    let t = Instant::now();
+    while !a.read().await.expect("read").members.contains_key(&name("b")) {
+        assert!(t.elapsed() < Duration::from_secs(1), "b's member key not in a's cached read after 1 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("consul cache: another handle's write showed in a cached read after {} ms", t.elapsed().as_millis());
+    assert_eq!(direct(&a), before, "a cached read sent a request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_watch_wakes_on_a_deleted_leader_key() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let a = cached(&url, "cache-watch", "a");
+    let b = dcs(&url, "cache-watch", "b");
+    assert_eq!(b.acquire_leader(TTL_MS).await, Ok(true));
+    warm(&a).await;
+    assert!(a.read().await.expect("read").is_leader(&name("b")), "a does not see b's leader key");
+    let rev = a.read().await.expect("read").revision;
+    let before = direct(&a);
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.release_leader().await.expect("release");
+        Instant::now()
+    };
+    let (w, released) = tokio::join!(a.watch(rev, 10_000), release);
+    let woke = released.elapsed();
+    let w = w.expect("watch");
+    assert!(w.revision > rev, "watch returned {} <= {rev}", w.revision);
+    println!("consul cache: a cached watch woke {} ms after the leader key was deleted", woke.as_millis());
+    assert!(woke < Duration::from_millis(500), "cached watch woke late: {woke:?}");
+    assert_eq!(direct(&a), before, "a cached watch sent a request");
+    assert!(a.read().await.expect("read").leader.is_none());
+}
+
+/// One daemon cycle: the leader renews, touches, reads and writes an unchanged status; the
+/// member touches and reads.
+async fn cycle(leader: &ConsulDcs, member: &ConsulDcs) {
+    let status = Status { optime: Lsn(1), slots: Default::default(), retain_slots: Vec::new() };
+    leader.renew_leader(TTL_MS).await.expect("renew");
+    leader.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.expect("touch leader");
+    assert!(leader.read().await.expect("read").is_leader(&name("l")));
+    leader.write_status(&status).await.expect("status");
+    member.touch_member(&MemberData::new(MemberRole::Replica, "running")).await.expect("touch member");
+    assert!(member.read().await.expect("read").is_leader(&name("l")));
+}
+
+/// Requests (total, blocking) of a leader and a member over 10 cycles 600 ms apart.
+async fn count_cycles(leader: &ConsulDcs, member: &ConsulDcs) -> [(u64, u64); 2] {
+    assert_eq!(leader.acquire_leader(TTL_MS).await, Ok(true));
+    for _ in 0..2 {
+        cycle(leader, member).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let start = [leader, member].map(|d| (d.requests_sent(), d.cache_queries_sent()));
+    for _ in 0..10 {
+        cycle(leader, member).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let end = [leader, member].map(|d| (d.requests_sent(), d.cache_queries_sent()));
+    [0, 1].map(|i| (end[i].0 - start[i].0, end[i].1 - start[i].1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_cycles_cost_one_request_per_member() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let plain = count_cycles(&dcs(&url, "count-plain", "l"), &dcs(&url, "count-plain", "m")).await;
+    let (leader, member) = (cached(&url, "count-cached", "l"), cached(&url, "count-cached", "m"));
+    let with_cache = count_cycles(&leader, &member).await;
+    for (what, [l, m]) in [("cache_view off", plain), ("cache_view on", with_cache)] {
+        println!(
+            "consul requests over 10 cycles, {what}: leader {} ({} blocking), member {} ({} blocking)",
+            l.0, l.1, m.0, m.1
+        );
+    }
+    // No key changes during the counted cycles: no blocking query is answered, so none is sent.
+    for (who, (total, blocking)) in [("leader", with_cache[0]), ("member", with_cache[1])] {
+        assert!(total - blocking <= 10, "{who} sent {} direct requests in 10 cycles", total - blocking);
+        assert!(blocking <= 1, "{who} sent {blocking} blocking queries with nothing changing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_renewal_sees_a_deleted_leader_key() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let a = cached(&url, "cache-lost", "a");
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
+    a.touch_member(&MemberData::new(MemberRole::Primary, "running")).await.expect("touch");
+    warm(&a).await;
+    a.renew_leader(TTL_MS).await.expect("renew");
+    let before = direct(&a);
+    a.renew_leader(TTL_MS).await.expect("renew");
+    assert_eq!(direct(&a) - before, 1, "a renewal with a current cache is the session renewal alone");
+    raw_delete(&url, &format!("{}leader", a.prefix())).await;
+    let t = Instant::now();
+    // The cache may lag the deletion by a few ms; the renewal must say LeaseLost promptly.
+    let mut attempts = 0;
+    let r = loop {
+        attempts += 1;
+        match a.renew_leader(TTL_MS).await {
+            Ok(()) if t.elapsed() < Duration::from_millis(500) => tokio::time::sleep(Duration::from_millis(20)).await,
+            r => break r,
+        }
+    };
+    println!(
+        "consul cache: renewal after the leader key was deleted gave {r:?} after {} ms ({attempts} attempt(s))",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(r.map_err(|e| e.kind), Err(ErrorKind::LeaseLost));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_handle_on_a_frozen_agent_stops_serving_the_cache() {
+    let Some(agent) = ConsulAgent::start("1s", &[]) else { return };
+    let url = agent.url();
+    ready(&url).await;
+    let a = cached(&url, "cache-freeze", "a");
+    assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true));
+    warm(&a).await;
+    agent.freeze();
+    // The blocking query only times out after its wait; the failed renewal is what tells.
+    let r = a.renew_leader(TTL_MS).await.map_err(|e| e.kind);
+    assert_eq!(r, Err(ErrorKind::Unreachable), "renewal while frozen");
+    let t = Instant::now();
+    let r = a.read().await.map(|_| ()).map_err(|e| e.kind);
+    assert_eq!(r, Err(ErrorKind::Unreachable), "a read after a failed request must not come from the cache");
+    assert!(t.elapsed() <= Duration::from_millis(RETRY_MS + 300), "read took {:?}", t.elapsed());
+    agent.thaw();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.read().await.is_err() {
+        assert!(Instant::now() < deadline, "no recovery after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    warm(&a).await;
 }
