@@ -74,17 +74,19 @@ pub fn dcs_client(
             }
             Ok(Arc::new(EtcdDcs::new(e)))
         }
-        DcsSettings::Consul { .. } => Ok(Arc::new(consul_client(dcs, namespace, scope, member, t)?)),
+        DcsSettings::Consul { .. } => Ok(Arc::new(consul_client(dcs, namespace, scope, member, t, watched)?)),
     }
 }
 
-/// The Consul backend for `DcsSettings::Consul` (also used on its own to register the service).
+/// The Consul backend for `DcsSettings::Consul` (also used on its own to register the service);
+/// `watched` as for [`dcs_client`].
 pub fn consul_client(
     dcs: &DcsSettings,
     namespace: &str,
     scope: &str,
     member: shield_core::MemberName,
     t: &shield_core::Timing,
+    watched: bool,
 ) -> Result<ConsulDcs, String> {
     let DcsSettings::Consul { url, token, dc, tls, consistency, checks, .. } = dcs else {
         return Err("not a Consul DCS".to_owned());
@@ -93,6 +95,7 @@ pub fn consul_client(
     c.namespace = namespace.to_owned();
     c.ttl_ms = t.ttl_ms;
     c.retry_timeout_ms = t.retry_timeout_ms;
+    c.cache_view = watched;
     c.token = token.clone();
     c.dc = dc.clone();
     c.checks = checks.clone();

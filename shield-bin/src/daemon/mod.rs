@@ -36,6 +36,7 @@ pub fn service_registrar(cfg: &NodeConfig) -> Result<Option<crate::backend::serv
         &cfg.scope,
         cfg.name.clone(),
         &cfg.bootstrap_dcs.timing,
+        false,
     )?;
     let (host, port) = shield_db_postgres::host_port(&cfg.pg.connect_address)
         .ok_or_else(|| format!("`postgresql.connect_address` {:?} is not host:port", cfg.pg.connect_address))?;
