@@ -53,7 +53,12 @@ impl Inner {
         let mut o = ConnectOptions::new()
             .with_timeout(t)
             .with_connect_timeout(t)
-            .with_keep_alive(Duration::from_secs(2), t)
+            // HTTP/2 pings while streams are open. etcd's server refuses pings sent less than
+            // 5 s apart (`--grpc-keepalive-min-time`): at the third it sends GOAWAY
+            // ("too_many_pings") and every stream on the connection breaks, the watch and the
+            // keep-alive stream with it. A dead endpoint is found sooner by the calls
+            // themselves, each bounded by retry_timeout.
+            .with_keep_alive(Duration::from_secs(10), t)
             .with_tcp_keepalive(Duration::from_secs(5));
         if let Some((user, password)) = &self.cfg.auth {
             o = o.with_user(user.clone(), password.clone());
