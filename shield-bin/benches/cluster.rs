@@ -139,6 +139,9 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
     let pids: Vec<u32> = c.nodes.iter().filter_map(|n| n.child.as_ref().map(std::process::Child::id)).collect();
     let etcd_url = c.dcs.etcd_endpoint().expect("etcd");
     let etcd_pid = c.dcs.etcd().and_then(|e| e.members.first()).map(|e| e.pid()).expect("etcd pid");
+    // Idle means no WAL: a checkpoint now writes what the bootstrap's rows left pending, so that
+    // PostgreSQL's own background records do not move the positions the members publish.
+    exec(c.nodes[c.primary].pg_port, "CHECKPOINT").await.expect("checkpoint");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let ticks0 = pids.iter().map(|&p| proc_cpu_ticks(p)).sum::<u64>();
     let etcd0 = proc_cpu_ticks(etcd_pid);

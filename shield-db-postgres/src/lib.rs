@@ -60,6 +60,9 @@ pub struct Postgres {
     branch: Mutex<Option<(u32, (Timeline, Lsn))>>,
     /// The status query failed last time (logged once per spell).
     live_failing: std::sync::atomic::AtomicBool,
+    /// The status query's connection, kept between cycles (a new one costs a backend fork and,
+    /// with SCRAM, most of a cycle's CPU); dropped after any failure or timeout.
+    status_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
 /// Facts about the running server for the REST API and `shieldctl`, from the last status query.
@@ -128,6 +131,7 @@ impl Postgres {
             replay_tl_warned: std::sync::atomic::AtomicBool::new(false),
             branch: Mutex::new(None),
             live_failing: std::sync::atomic::AtomicBool::new(false),
+            status_conn: tokio::sync::Mutex::new(None),
         }
     }
 

@@ -206,11 +206,7 @@ impl Postgres {
 
     /// Reads the running server's state into `st` (and its [`ServerInfo`]) with one status query.
     pub(crate) async fn live_status(&self, st: &mut DbStatus) -> Result<(), PortError> {
-        let c = self.status_connect().await?;
-        let row = tokio::time::timeout(STATUS_TIMEOUT, c.query_one(LIVE_STATUS_QUERY, &[]))
-            .await
-            .map_err(|_| PortError::new(ErrorKind::Unreachable, "postgres: status query timed out"))?
-            .map_err(|e| PortError::new(ErrorKind::Unreachable, format!("postgres: {e}")))?;
+        let row = self.status_row().await?;
         let in_recovery: bool = row.get(0);
         let lsn = |i: usize| row.get::<_, Option<String>>(i).as_deref().and_then(Lsn::parse_pg);
         st.process = DbProcess::Running { in_recovery };
@@ -235,6 +231,28 @@ impl Postgres {
             *i = info;
         }
         Ok(())
+    }
+}
+
+impl Postgres {
+    /// The status query's row, on the kept connection when it still works, else on a new one
+    /// (a server restarted since the last cycle closed the old one). A connection that failed or
+    /// timed out is dropped, never reused.
+    async fn status_row(&self) -> Result<tokio_postgres::Row, PortError> {
+        let mut kept = self.status_conn.lock().await;
+        if let Some(c) = kept.take().filter(|c| !c.is_closed()) {
+            if let Ok(Ok(row)) = tokio::time::timeout(STATUS_TIMEOUT, c.query_one(LIVE_STATUS_QUERY, &[])).await {
+                *kept = Some(c);
+                return Ok(row);
+            }
+        }
+        let c = self.status_connect().await?;
+        let row = tokio::time::timeout(STATUS_TIMEOUT, c.query_one(LIVE_STATUS_QUERY, &[]))
+            .await
+            .map_err(|_| PortError::new(ErrorKind::Unreachable, "postgres: status query timed out"))?
+            .map_err(|e| PortError::new(ErrorKind::Unreachable, format!("postgres: {e}")))?;
+        *kept = Some(c);
+        Ok(row)
     }
 }
 

@@ -24,18 +24,26 @@
 //! in a row cost the leader its lease. Sticking to a member that answers costs at most one
 //! timed-out call per frozen member.
 //!
-//! ## Lease renewal: unary keep-alives
+//! ## Lease renewal: one keep-alive stream
 //!
-//! etcd's only keep-alive RPC is a bidirectional stream. This backend opens a fresh stream for
-//! each renewal and reads its one answer ([`KeepAliveMode::Unary`], the default) instead of
-//! keeping one stream open for the life of the process ([`KeepAliveMode::Stream`]). The stream
-//! saves one HTTP/2 stream set-up per renewal (0.04 ms at the median on loopback, see
-//! `docs/benchmarks.md`), but a long-lived stream can be half-dead after an etcd member stops or a
-//! connection is re-balanced, and its failure then shows up only as a missing answer; the unary
-//! form fails or succeeds on every call, which is what fencing needs.
+//! The lease is kept alive over one keep-alive stream that stays open ([`KeepAliveMode::Stream`],
+//! the default), re-opened after an error; every round is bounded by `retry_timeout`, so a
+//! half-dead stream fails the renewal rather than hanging it. [`KeepAliveMode::Unary`] opens a
+//! fresh stream per renewal; etcd-client reads that answer itself, so its header (the store's
+//! revision) is not seen and a leader renewal also checks the key with a transaction.
+//!
+//! ## The watched view ([`EtcdConfig::cache_view`], the daemon's setting)
+//!
+//! One long-lived watch per handle keeps the cluster view (module `cache`): `read()` costs no
+//! request, `watch()` waits on the view, and a leader renewal checks the leader key in the view
+//! once the view is complete up to the revision the keep-alive's answer carried. A member's
+//! keep-alive is skipped when the lease was renewed less than a quarter of its ttl ago, and the
+//! member and status keys are written only when their values change: a node costs one
+//! keep-alive per cycle. Every leader-only write stays a conditional transaction, so a view that
+//! lags costs a failed compare, never a second holder.
 //!
 //! What it does not do: it does not retry a failed call itself (the daemon's next cycle is the
-//! retry), and it does not cache the cluster between reads.
+//! retry).
 
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use shield_core::ports::{ErrorKind, PortError};
