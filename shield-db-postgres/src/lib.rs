@@ -63,6 +63,8 @@ pub struct Postgres {
     /// The status query's connection, kept between cycles (a new one costs a backend fork and,
     /// with SCRAM, most of a cycle's CPU); dropped after any failure or timeout.
     status_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// `pg_controldata`'s fields, and the version of `pg_control` they were read from.
+    controldata_cache: Mutex<Option<(status::ControlKey, BTreeMap<String, String>)>>,
 }
 
 /// Facts about the running server for the REST API and `shieldctl`, from the last status query.
@@ -132,6 +134,7 @@ impl Postgres {
             branch: Mutex::new(None),
             live_failing: std::sync::atomic::AtomicBool::new(false),
             status_conn: tokio::sync::Mutex::new(None),
+            controldata_cache: Mutex::new(None),
         }
     }
 

@@ -55,7 +55,27 @@ impl Postgres {
     /// `pg_controldata` fields: `Ok(None)` when it ran and found no valid cluster, `Err` when it
     /// could not run or did not finish (no process or descriptor left, a stalled host), which
     /// says nothing about the data directory.
+    ///
+    /// Run again only when `global/pg_control` changed (its inode, size or modification time):
+    /// the server rewrites it at every checkpoint, restartpoint and state change, and a process
+    /// spawned every cycle was most of an idle daemon's CPU.
     pub(crate) async fn read_controldata(&self) -> Result<Option<BTreeMap<String, String>>, PortError> {
+        let key = control_file_key(&self.data().join("global/pg_control"));
+        if let (Some(k), Ok(cached)) = (&key, self.controldata_cache.lock()) {
+            if let Some((ck, fields)) = cached.as_ref() {
+                if ck == k {
+                    return Ok(Some(fields.clone()));
+                }
+            }
+        }
+        let fields = self.run_controldata().await?;
+        if let (Some(k), Some(f), Ok(mut cached)) = (key, &fields, self.controldata_cache.lock()) {
+            *cached = Some((k, f.clone()));
+        }
+        Ok(fields)
+    }
+
+    async fn run_controldata(&self) -> Result<Option<BTreeMap<String, String>>, PortError> {
         let path = self.bin("pg_controldata");
         let mut cmd = process::tokio_command(&path, Caps::Drop);
         cmd.arg(self.data()).kill_on_drop(true);
@@ -232,6 +252,15 @@ impl Postgres {
         }
         Ok(())
     }
+}
+
+/// What identifies one version of `pg_control`: inode, size, modification time (ns).
+pub(crate) type ControlKey = (u64, u64, i64, i64);
+
+fn control_file_key(path: &std::path::Path) -> Option<ControlKey> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 impl Postgres {
