@@ -218,9 +218,12 @@ fn init_logging() {
 
 /// Runs the node until it stops.
 fn run_daemon(cfg: NodeConfig) -> ExitCode {
-    // Two runtimes: the HA loop's, and one thread for the REST API (see daemon::run).
+    // Two runtimes: the HA loop's, and one thread for the REST API (see daemon::run). The loop
+    // itself runs on this thread (`block_on`); the HA runtime's one worker runs what it spawns
+    // (the fence guard, the DCS watch, database connections), so a loop stuck in a call still
+    // cannot hold the guard up.
     let built =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("shield-ha").enable_all().build();
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("shield-ha").enable_all().build();
     let rest = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(4)
@@ -234,7 +237,9 @@ fn run_daemon(cfg: NodeConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(shield_bin::daemon::run(cfg, rest.handle().clone()));
+    // Boxed: the daemon's future is large, and `block_on` would otherwise keep it (and the copies
+    // made while it is moved into place) on this thread's stack.
+    let result = rt.block_on(Box::pin(shield_bin::daemon::run(cfg, rest.handle().clone())));
     rest.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
