@@ -56,7 +56,9 @@ use shield_core::config::{DynamicConfig, Timing};
 use shield_core::observation::{DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport};
 use shield_core::ports::{Database, Dcs, DcsKey, ErrorKind, PortError};
 use shield_core::testing::MemoryDb;
-use shield_core::{decide, Decision, MemberName, MonoMillis, NodeSettings, NodeState, Revision, SystemId, WatchdogMode};
+use shield_core::{
+    decide, Decision, MemberName, MonoMillis, NodeSettings, NodeState, Revision, SystemId, WatchdogMode,
+};
 use shield_dcs_etcd::{EtcdConfig, EtcdDcs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -277,7 +279,9 @@ impl Member {
                     let result = self.db.stop(StopMode::Immediate).await.map_err(|e| e.to_string());
                     self.outcomes.push(Outcome::Stopped { mode: StopMode::Immediate, result });
                 }
-                Action::StopDb { mode: StopMode::Fast } => wake_now |= self.run_task(DbTask::Stop(StopMode::Fast)).await,
+                Action::StopDb { mode: StopMode::Fast } => {
+                    wake_now |= self.run_task(DbTask::Stop(StopMode::Fast)).await
+                }
                 Action::RunDbTask { task } => {
                     if task.makes_primary() && fenced && !self.state.config.pause {
                         let e = PortError::new(ErrorKind::LeaseLost, "the fencing deadline passed first");
@@ -322,8 +326,7 @@ impl Member {
                     self.outcomes.push(Outcome::LeaderRelease { result });
                 }
                 Action::RaceInitialize { system_id } => {
-                    let result =
-                        bounded(self.retry(), self.dcs.create_initialize(system_id)).await.map_err(|e| e.kind);
+                    let result = bounded(self.retry(), self.dcs.create_initialize(system_id)).await.map_err(|e| e.kind);
                     self.outcomes.push(Outcome::InitializeRace { result });
                 }
                 Action::WriteInitialize { system_id } => {
@@ -537,12 +540,9 @@ async fn main() {
         timing.retry_timeout_ms as f64 / 1e3,
     );
 
-    let mut config = DynamicConfig::default();
-    config.timing = timing;
-    let shared = Arc::new(Shared {
-        first_leader: (0..clusters).map(|_| Mutex::new(None)).collect(),
-        ..Shared::default()
-    });
+    let config = DynamicConfig { timing, ..DynamicConfig::default() };
+    let shared =
+        Arc::new(Shared { first_leader: (0..clusters).map(|_| Mutex::new(None)).collect(), ..Shared::default() });
     let mut tasks = Vec::with_capacity(members_total);
     let setup = Instant::now();
     for c in 0..clusters {
@@ -700,7 +700,7 @@ fn report(r: Report<'_>) {
             diff.insert(k.clone(), d);
         }
     }
-    let total = |metric: &str| diff.iter().filter(|((m, _), _)| m == metric).map(|(_, v)| v).sum::<f64>();
+    let total = |metric: &str| diff.iter().filter(|((m, _), _)| m == metric).map(|(_, v)| v).fold(0.0, |a, v| a + v);
     let received = total("grpc_server_msg_received_total");
     let started = total("grpc_server_started_total");
     let mut renewals = r.shared.renewals.lock().map(|v| v.clone()).unwrap_or_default();
@@ -711,7 +711,7 @@ fn report(r: Report<'_>) {
 
     println!();
     println!("== scale: {secs:.0} s measured ==");
-    println!("{:<44} {}", "clusters x members", format!("{} x {MEMBERS} = {}", r.clusters, members));
+    println!("{:<44} {} x {MEMBERS} = {members}", "clusters x members", r.clusters);
     println!(
         "{:<44} {} (ttl {} s, loop_wait {} s, retry_timeout {} s){}",
         "timings",
@@ -740,24 +740,14 @@ fn report(r: Report<'_>) {
         etcd_cpu / mins,
         100.0 * etcd_cpu / secs
     );
-    println!(
-        "{:<44} {:.0} at the end, {:.0} max",
-        "etcd RSS MiB (sum of 3)",
-        mib(r.etcd_rss.0),
-        mib(r.etcd_rss.1)
-    );
+    println!("{:<44} {:.0} at the end, {:.0} max", "etcd RSS MiB (sum of 3)", mib(r.etcd_rss.0), mib(r.etcd_rss.1));
     println!(
         "{:<44} {:.1} ({:.0}% of one core)",
         "bench process CPU s/min (all members)",
         self_cpu / mins,
         100.0 * self_cpu / secs
     );
-    println!(
-        "{:<44} {:.0} at the end, {:.0} max",
-        "bench process RSS MiB",
-        mib(r.self_rss.0),
-        mib(r.self_rss.1)
-    );
+    println!("{:<44} {:.0} at the end, {:.0} max", "bench process RSS MiB", mib(r.self_rss.0), mib(r.self_rss.1));
     println!(
         "{:<44} {} renewals: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         "renew_leader latency",
@@ -766,11 +756,7 @@ fn report(r: Report<'_>) {
         pct(&renewals, 0.99),
         pct(&renewals, 1.0)
     );
-    println!(
-        "{:<44} {}",
-        "failed renewals in the window",
-        r.shared.renew_failed.load(Ordering::Relaxed)
-    );
+    println!("{:<44} {}", "failed renewals in the window", r.shared.renew_failed.load(Ordering::Relaxed));
     println!(
         "{:<44} {} in the window ({} before it); {} leaders lost the lease",
         "false failovers (leader key taken again)",
@@ -780,9 +766,7 @@ fn report(r: Report<'_>) {
     );
     println!(
         "{:<44} {} held by another member, {} without a leader",
-        "leader keys at the end vs first leader",
-        r.moved,
-        r.leaderless
+        "leader keys at the end vs first leader", r.moved, r.leaderless
     );
     println!(
         "{:<44} {} cycles ({:.1} /min/member), {} with the DCS unreadable, {} failed DCS writes",
