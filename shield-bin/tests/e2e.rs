@@ -286,7 +286,10 @@ async fn a_primary_whose_status_does_not_answer_keeps_the_lock() {
         let leader = v["members"].as_array()?.iter().find(|m| m["role"] == "leader")?.clone();
         Some((leader["name"].as_str()?.to_owned(), leader["state"].as_str()?.to_owned()))
     };
-    signal_all(&[pid], nix::sys::signal::Signal::SIGSTOP);
+    // The whole tree: the daemon keeps its status connection open, so stopping the postmaster
+    // alone leaves that connection's backend answering (a database that answers).
+    let tree = pg_tree(pid);
+    signal_all(&tree, nix::sys::signal::Signal::SIGSTOP);
     let t = Instant::now();
     let seen = wait_for("the leader to publish an unknown status", Duration::from_secs(10), || async {
         leader_state().await.filter(|(_, state)| state == "unknown")
@@ -300,7 +303,7 @@ async fn a_primary_whose_status_does_not_answer_keeps_the_lock() {
         assert_eq!(leader, c.nodes[p].name, "the lock moved while the status was unknown");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    signal_all(&[pid], nix::sys::signal::Signal::SIGCONT);
+    signal_all(&tree, nix::sys::signal::Signal::SIGCONT);
     wait_for("the leader to be seen running again", Duration::from_secs(10), || async {
         leader_state().await.filter(|(name, state)| *name == c.nodes[p].name && state == "running")
     })
