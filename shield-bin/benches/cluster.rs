@@ -143,6 +143,15 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
     // PostgreSQL's own background records do not move the positions the members publish.
     exec(c.nodes[c.primary].pg_port, "CHECKPOINT").await.expect("checkpoint");
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // Which keys were written in the window (an etcdctl watch, opened before the counters start).
+    let ctl = servers::find_bin("SHIELD_ETCDCTL_BIN", "etcdctl").expect("etcdctl");
+    let puts = std::process::Command::new(ctl)
+        .arg(format!("--endpoints={etcd_url}"))
+        .args(["watch", "--prefix", "/service/e2e/"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("etcdctl watch");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let ticks0 = pids.iter().map(|&p| proc_cpu_ticks(p)).sum::<u64>();
     let etcd0 = proc_cpu_ticks(etcd_pid);
     let msgs0 = etcd_counts(&etcd_url, "grpc_server_msg_received_total").await;
@@ -152,6 +161,7 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
     let etcd1 = proc_cpu_ticks(etcd_pid);
     let msgs1 = etcd_counts(&etcd_url, "grpc_server_msg_received_total").await;
     let started1 = etcd_counts(&etcd_url, "grpc_server_started_total").await;
+    notes.push(format!("keys written in the idle window: {}", watched_puts(puts)));
     let (hz, per_min) = (100.0, 60.0 / secs as f64);
     m.entry("idle daemon CPU (s per minute)")
         .or_default()
@@ -166,6 +176,26 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
     for &p in &pids {
         m.entry("idle daemon RSS (MiB)").or_default().push(proc_rss_kib(p) as f64 / 1024.0);
     }
+}
+
+/// Ends an `etcdctl watch` and counts its events by key (event lines are the type, key, value).
+fn watched_puts(mut child: std::process::Child) -> String {
+    let _ = child.kill();
+    let Ok(out) = child.wait_with_output() else { return "unknown".into() };
+    let text = String::from_utf8_lossy(&out.stdout);
+    if let Ok(path) = std::env::var("SHIELD_BENCH_PUTS_LOG") {
+        let _ = std::fs::write(path, text.as_bytes());
+    }
+    let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if l == "PUT" || l == "DELETE" {
+            if let Some(k) = lines.next() {
+                *by_key.entry(format!("{l} {}", k.trim_start_matches("/service/e2e/"))).or_default() += 1;
+            }
+        }
+    }
+    by_key.iter().map(|(k, n)| format!("{k} x{n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Waits until the leader key is gone (polling a watched handle: no requests); returns when.

@@ -3,8 +3,10 @@
 //! asked to stop.
 //!
 //! The changes that wake the loop are the ones a decision turns on: the leader key (gone, taken,
-//! taken again), a failover or switchover request, the dynamic config, `initialize` and `sync`.
-//! Member and status keys change every cycle on a busy cluster and wake nobody. With the watched
+//! taken again), a failover or switchover request, the dynamic config, `initialize` and `sync`,
+//! and the set of members (a member that joins or comes back needs its replication slot on the
+//! leader before it can stream; one that leaves is no longer a candidate). The contents of member
+//! and status keys change every cycle on a busy cluster and wake nobody. With the watched
 //! DCS handle the wait is on the handle's own view: no request is sent while sleeping.
 
 use std::time::Instant;
@@ -23,6 +25,7 @@ pub(crate) struct Watched {
     config: Option<Revision>,
     initialize: Option<String>,
     sync: Option<String>,
+    members: Vec<MemberName>,
 }
 
 impl Watched {
@@ -33,6 +36,7 @@ impl Watched {
             config: v.config.as_ref().map(|(_, r)| *r),
             initialize: v.initialize.as_ref().map(|i| format!("{i:?}")),
             sync: v.sync.as_ref().map(|s| format!("{s:?}")),
+            members: v.members.keys().cloned().collect(),
         }
     }
 }
@@ -68,5 +72,34 @@ impl Driver {
             _ = self.api.wake.notified() => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shield_core::cluster::{Member, MemberData};
+
+    use super::*;
+
+    fn member(name: &str, lsn: u64) -> Member {
+        let mut data = MemberData::new(shield_core::MemberRole::Replica, "running");
+        data.xlog_location = Some(shield_core::Lsn(lsn));
+        Member { name: MemberName::new(name).expect("name"), data, revision: Revision(lsn), owner: None }
+    }
+
+    fn view(members: &[Member]) -> ClusterView {
+        let mut v = ClusterView::default();
+        for m in members {
+            v.members.insert(m.name.clone(), m.clone());
+        }
+        v
+    }
+
+    #[test]
+    fn a_member_that_joins_or_leaves_wakes_the_loop_but_its_positions_do_not() {
+        let seen = Watched::of(&view(&[member("a", 1), member("b", 1)]));
+        assert_eq!(Watched::of(&view(&[member("a", 9), member("b", 7)])), seen, "positions moved");
+        assert_ne!(Watched::of(&view(&[member("a", 1), member("b", 1), member("c", 1)])), seen, "c joined");
+        assert_ne!(Watched::of(&view(&[member("a", 1)])), seen, "b left");
     }
 }
