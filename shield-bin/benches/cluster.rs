@@ -81,6 +81,35 @@ fn proc_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Resident KiB by mapping: (the daemon's own binary, shared libraries, anonymous and stacks).
+fn proc_rss_by_mapping(pid: u32) -> (u64, u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let (mut bin, mut libs, mut anon) = (0, 0, 0);
+    let mut current = 2;
+    for l in s.lines() {
+        if let Some(kib) = l.strip_prefix("Rss:") {
+            let kib: u64 = kib.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match current {
+                0 => bin += kib,
+                1 => libs += kib,
+                _ => anon += kib,
+            }
+        } else if l.split_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            // A mapping's header: address range, perms, offset, dev, inode, then the path.
+            let path = l.split_whitespace().nth(5).unwrap_or("");
+            current = if !path.is_empty() && std::path::Path::new(path) == exe {
+                0
+            } else if path.starts_with('/') {
+                1
+            } else {
+                2
+            };
+        }
+    }
+    (bin, libs, anon)
+}
+
 fn proc_cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let f: Vec<&str> = s.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
@@ -139,10 +168,15 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
     let pids: Vec<u32> = c.nodes.iter().filter_map(|n| n.child.as_ref().map(std::process::Child::id)).collect();
     let etcd_url = c.dcs.etcd_endpoint().expect("etcd");
     let etcd_pid = c.dcs.etcd().and_then(|e| e.members.first()).map(|e| e.pid()).expect("etcd pid");
-    // Idle means no WAL: a checkpoint now writes what the bootstrap's rows left pending, so that
-    // PostgreSQL's own background records do not move the positions the members publish.
-    exec(c.nodes[c.primary].pg_port, "CHECKPOINT").await.expect("checkpoint");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Idle means no WAL, as on a cluster that has been quiet for a while: the bootstrap's rows
+    // are analysed now (not by autovacuum inside the window), a checkpoint writes what they left
+    // pending, and the wait lets the standby snapshot that follows any activity (every 15 s) pass.
+    // Otherwise PostgreSQL's own records move the positions the members publish in the window.
+    let primary = c.nodes[c.primary].pg_port;
+    exec(primary, "VACUUM ANALYZE").await.expect("vacuum");
+    exec(primary, "CHECKPOINT").await.expect("checkpoint");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let wal0 = wal_bytes(primary).await;
     // Which keys were written in the window (an etcdctl watch, opened before the counters start).
     let ctl = servers::find_bin("SHIELD_ETCDCTL_BIN", "etcdctl").expect("etcdctl");
     let puts = std::process::Command::new(ctl)
@@ -161,7 +195,11 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
     let etcd1 = proc_cpu_ticks(etcd_pid);
     let msgs1 = etcd_counts(&etcd_url, "grpc_server_msg_received_total").await;
     let started1 = etcd_counts(&etcd_url, "grpc_server_started_total").await;
-    notes.push(format!("keys written in the idle window: {}", watched_puts(puts)));
+    notes.push(format!(
+        "keys written in the idle window: {}; WAL written by the primary in it: {} bytes",
+        watched_puts(puts),
+        wal_bytes(primary).await - wal0
+    ));
     let (hz, per_min) = (100.0, 60.0 / secs as f64);
     m.entry("idle daemon CPU (s per minute)")
         .or_default()
@@ -175,7 +213,17 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
     notes.push(format!("requests/min by method: {by_method}; opened/min: {opened}"));
     for &p in &pids {
         m.entry("idle daemon RSS (MiB)").or_default().push(proc_rss_kib(p) as f64 / 1024.0);
+        let (bin, libs, anon) = proc_rss_by_mapping(p);
+        m.entry("idle daemon RSS: its binary (MiB)").or_default().push(bin as f64 / 1024.0);
+        m.entry("idle daemon RSS: shared libraries (MiB)").or_default().push(libs as f64 / 1024.0);
+        m.entry("idle daemon RSS: anonymous (MiB)").or_default().push(anon as f64 / 1024.0);
     }
+}
+
+/// The primary's current WAL position, in bytes.
+async fn wal_bytes(port: u16) -> i64 {
+    let rows = sql(port, "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint").await.expect("wal position");
+    rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or_default()
 }
 
 /// Ends an `etcdctl watch` and counts its events by key (event lines are the type, key, value).

@@ -169,6 +169,9 @@ async fn follow(me: &Inner, cache: &Cache, resume: &mut Option<Revision>) -> Por
         tokio::select! {
             m = responses.message() => match m {
                 Ok(Some(resp)) => {
+                    if !me.cfg.view_lag_for_tests.is_zero() {
+                        tokio::time::sleep(me.cfg.view_lag_for_tests).await;
+                    }
                     if let Err(e) = apply(me, cache, &resp, resume) {
                         return e;
                     }

@@ -50,6 +50,10 @@ pub struct EtcdConfig {
     /// Keep the cluster view from one long-lived watch instead of reading the prefix on every
     /// `read()` (the daemon turns it on; one-shot users such as shieldctl leave it off).
     pub cache_view: bool,
+    /// For tests only: how long the watched view waits before applying each answer of its watch,
+    /// to make it lag behind the store as a slow network would.
+    #[doc(hidden)]
+    pub view_lag_for_tests: std::time::Duration,
 }
 
 impl EtcdConfig {
@@ -66,6 +70,7 @@ impl EtcdConfig {
             tls: None,
             keepalive: KeepAliveMode::Stream,
             cache_view: false,
+            view_lag_for_tests: std::time::Duration::ZERO,
         }
     }
 

@@ -557,3 +557,34 @@ async fn the_watched_view_follows_deletes_and_fences_a_deleted_leader() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A leader's renewal checks the watched view only once the view holds everything up to the
+/// renewal. A view that lags (each watch answer applied 300 ms late, as over a slow link) must
+/// never vouch for a leader key another client deleted just before: the renewal fails. This is
+/// the fire test of that wait: without it the stale view still shows the key and renewal passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_view_never_vouches_for_a_deleted_leader_key() {
+    let Some(etcd) = EtcdCluster::start(1) else { return };
+    let eps = etcd.endpoints();
+    ready(&eps).await;
+    let mut cfg = EtcdConfig::new(eps.to_vec(), "lag", name("a"));
+    cfg.ttl_ms = TTL_MS;
+    cfg.retry_timeout_ms = RETRY_MS;
+    cfg.cache_view = true;
+    cfg.view_lag_for_tests = Duration::from_millis(300);
+    let a = EtcdDcs::new(cfg);
+    let mut raw = etcd_client::Client::connect(&eps, None).await.expect("raw client");
+    a.read().await.expect("first read (starts the view)");
+    for round in 0..3 {
+        assert_eq!(a.acquire_leader(TTL_MS).await, Ok(true), "round {round}");
+        // The view shows the key as ours: from here on, a stale view would vouch for it.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(a.read().await.expect("read").is_leader(&name("a")), "round {round}");
+        // Twice: the first renewal may open the keep-alive stream, which answers no revision.
+        a.renew_leader(TTL_MS).await.expect("renewal while the key is ours");
+        a.renew_leader(TTL_MS).await.expect("renewal while the key is ours");
+        raw.delete(format!("{}leader", a.prefix()), None).await.expect("delete leader");
+        let r = a.renew_leader(TTL_MS).await;
+        assert_eq!(r.map_err(|e| e.kind), Err(ErrorKind::LeaseLost), "round {round}: renewed a deleted key");
+    }
+}
