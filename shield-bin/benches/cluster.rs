@@ -289,6 +289,17 @@ async fn crash_and_rejoin(c: &mut Cluster, m: &mut Measures, p: usize, run: usiz
     wait_for("the old primary to rejoin", Duration::from_secs(90), || replicas_stream_from(&c.nodes, np, "rejoin"))
         .await;
     m.entry("old-primary rejoin (s)").or_default().push(t.elapsed().as_secs_f64());
+    if t.elapsed() > Duration::from_secs(3) {
+        for i in [p, np] {
+            let log = c.nodes[i].log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "run {run}: slow rejoin; {} log:\n{}",
+                c.nodes[i].name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
     np
 }
 

@@ -139,6 +139,11 @@ pub struct DbStatus {
     /// `status`, and what a replica compares before advancing its copy).
     #[serde(default)]
     pub slot_positions: std::collections::BTreeMap<String, Lsn>,
+    /// The timeline of the latest checkpoint in `pg_control`. On a primary just promoted it
+    /// is the old timeline until the first checkpoint on the new one ends, and pg_rewind
+    /// against that primary refuses until then ("same timeline").
+    #[serde(default)]
+    pub checkpoint_timeline: Option<Timeline>,
 }
 
 impl DbStatus {
@@ -157,6 +162,7 @@ impl DbStatus {
             branched_from: None,
             slots: None,
             slot_positions: Default::default(),
+            checkpoint_timeline: None,
         }
     }
 
@@ -213,6 +219,7 @@ impl DbStatus {
             branched_from: last.branched_from,
             slots: None,
             slot_positions: Default::default(),
+            checkpoint_timeline: last.checkpoint_timeline,
         }
     }
 

@@ -208,6 +208,18 @@ pub enum Reason {
         /// The leader.
         leader: MemberName,
     },
+    /// pg_rewind is due, but the leader's `pg_control` is not yet on its new timeline
+    /// (`checkpoint_after_promote: false` in its member key).
+    WaitingForCheckpoint {
+        /// The leader.
+        leader: MemberName,
+    },
+    /// pg_rewind is due, but the last attempt failed for a reason a retry may cure; it runs
+    /// again at the next timed cycle.
+    RewindRetryLater {
+        /// The leader.
+        leader: MemberName,
+    },
     /// Our timeline diverged and cannot be rewound; wiping to re-clone.
     Reinitializing,
     /// Our timeline diverged and configuration allows neither rewind nor re-clone.
@@ -346,6 +358,10 @@ impl fmt::Display for Reason {
             },
             R::ChangingUpstream { leader } => write!(f, "changing primary_conninfo to follow {leader}"),
             R::Rewinding { leader } => write!(f, "running pg_rewind from {leader}"),
+            R::WaitingForCheckpoint { leader } => write!(f, "waiting for checkpoint on {leader} before rewind"),
+            R::RewindRetryLater { leader } => {
+                write!(f, "pg_rewind from {leader} failed; trying again at the next cycle")
+            }
             R::Reinitializing => f.write_str("timeline diverged: removing the data directory to re-clone"),
             R::DivergedNeedsOperator { leader } => write!(
                 f,

@@ -69,6 +69,8 @@ fn arb_db() -> impl Strategy<Value = DbStatus> {
             branched_from: tl.zip(lsn).map(|(t, l)| (Timeline(t / 2), Lsn(l / 2))),
             slots: up.map(|u| vec![(format!("n{u}"), streaming), ("backup".to_owned(), true)]),
             slot_positions: up.map(|u| (format!("n{u}"), Lsn(lsn.unwrap_or(0) / 3))).into_iter().collect(),
+            // Behind the timeline half the time: a primary promoted and not yet checkpointed.
+            checkpoint_timeline: tl.map(|t| Timeline(t - u32::from(streaming && t > 1))),
         })
 }
 

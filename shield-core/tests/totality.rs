@@ -357,33 +357,44 @@ fn arb_db() -> BoxedStrategy<DbStatus> {
         prop::option::of(arb_tl()),
         (prop::option::of(arb_lsn()), prop::option::of(arb_lsn()), prop::option::of(arb_lsn())),
         (prop::option::of(arb_name()), any::<bool>(), prop::option::of(arb_task())),
-        prop::option::of((arb_tl(), arb_lsn())),
+        (prop::option::of((arb_tl(), arb_lsn())), prop::option::of(arb_tl())),
         prop::option::of(prop::collection::vec(
             (arb_name().prop_map(|n| shield_core::slot_name(&n)), any::<bool>()),
             0..4,
         )),
     )
-        .prop_map(|(data_dir, process, timeline, (w, r, p), (upstream, streaming, busy), branched_from, slots)| {
-            DbStatus {
+        .prop_map(
+            |(
                 data_dir,
                 process,
                 timeline,
-                write_lsn: w,
-                received_lsn: r,
-                replayed_lsn: p,
-                upstream,
-                streaming,
-                busy,
-                slot_positions: slots
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                    .map(|(i, (n, _))| (n.clone(), shield_core::Lsn(i as u64 * 1_000)))
-                    .collect(),
-                branched_from,
+                (w, r, p),
+                (upstream, streaming, busy),
+                (branched_from, checkpoint_timeline),
                 slots,
-            }
-        })
+            )| {
+                DbStatus {
+                    data_dir,
+                    process,
+                    timeline,
+                    write_lsn: w,
+                    received_lsn: r,
+                    replayed_lsn: p,
+                    upstream,
+                    streaming,
+                    busy,
+                    slot_positions: slots
+                        .iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(i, (n, _))| (n.clone(), shield_core::Lsn(i as u64 * 1_000)))
+                        .collect(),
+                    branched_from,
+                    slots,
+                    checkpoint_timeline,
+                }
+            },
+        )
         .boxed()
 }
 

@@ -223,6 +223,7 @@ impl Database for Postgres {
         let was_primary = !state.contains("recovery") && !self.was_standby_requested();
         st.data_dir = DataDir::Valid { system_id, was_primary };
         st.timeline = cd.get("Latest checkpoint's TimeLineID").and_then(|t| t.parse().ok()).map(Timeline);
+        st.checkpoint_timeline = st.timeline;
         st.write_lsn = cd
             .get("Minimum recovery ending location")
             .and_then(|l| Lsn::parse_pg(l))
@@ -267,7 +268,9 @@ impl Database for Postgres {
             DbTask::Promote { timeline } => {
                 self.skip_reserved_timelines(*timeline).await?;
                 let args = vec!["promote".into(), "-D".into(), self.data().display().to_string(), "-w".into()];
-                self.run_bin("pg_ctl", &args, Duration::from_secs(self.cfg.pg_ctl_timeout_s + 5)).await.map(|_| ())
+                self.run_bin("pg_ctl", &args, Duration::from_secs(self.cfg.pg_ctl_timeout_s + 5)).await?;
+                self.checkpoint_after_promote().await;
+                Ok(())
             }
             DbTask::Follow { upstream } => self.follow(upstream).await,
             DbTask::Rewind { source } => self.rewind(source).await,

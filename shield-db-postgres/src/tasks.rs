@@ -234,6 +234,25 @@ impl Postgres {
         Ok(())
     }
 
+    /// Asks for an immediate checkpoint after a promotion, in the background, as Patroni does:
+    /// the one PostgreSQL starts itself is spread over `checkpoint_completion_target`, and until
+    /// a checkpoint on the new timeline ends, `pg_control` names the old timeline and pg_rewind
+    /// refuses to rewind the old primary from this one. The member key says
+    /// `checkpoint_after_promote: false` until then. A failure here only means waiting for the
+    /// server's own checkpoint.
+    pub(crate) async fn checkpoint_after_promote(&self) {
+        match self.connect_with(Some("-c statement_timeout=0")).await {
+            Ok(c) => {
+                tokio::spawn(async move {
+                    if let Err(e) = c.batch_execute("CHECKPOINT").await {
+                        tracing::warn!(error = %e, "the checkpoint after promotion failed; waiting for the server's own");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot ask for a checkpoint after promotion"),
+        }
+    }
+
     pub(crate) async fn follow(&self, upstream: &MemberName) -> Result<(), PortError> {
         self.write_pgpass()?;
         self.write_config(Some(upstream))?;

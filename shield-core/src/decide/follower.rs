@@ -44,7 +44,7 @@ pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) 
         return Reason::Following { leader: leader.clone() };
     }
     if diverged(cx, view, leader) {
-        return diverged_action(cx, leader);
+        return diverged_action(cx, view, leader);
     }
     match cx.obs.db.process {
         DbProcess::Stopped | DbProcess::Crashed => {
@@ -56,7 +56,7 @@ pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) 
             cx.push(Action::RunDbTask { task: DbTask::Follow { upstream } });
             Reason::ChangingUpstream { leader: leader.clone() }
         }
-        DbProcess::Running { .. } => stalled(cx, leader),
+        DbProcess::Running { .. } => stalled(cx, view, leader),
         DbProcess::Starting | DbProcess::Unknown => Reason::Following { leader: leader.clone() },
     }
 }
@@ -66,7 +66,7 @@ pub(super) fn follow(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) 
 /// pg_rewind finds the real fork point, and is a no-op when there is none.
 const STALL_REWIND_MS: u64 = 10_000;
 
-fn stalled(cx: &mut Ctx<'_>, leader: &MemberName) -> Reason {
+fn stalled(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) -> Reason {
     if cx.obs.db.streaming {
         cx.st.not_streaming_since = None;
         return Reason::Following { leader: leader.clone() };
@@ -76,9 +76,11 @@ fn stalled(cx: &mut Ctx<'_>, leader: &MemberName) -> Reason {
     // Saturating: a limit at u64::MAX only means never rewinding on a stall.
     let limit = STALL_REWIND_MS.max(cx.st.config.timing.ttl_ms.saturating_mul(2));
     if now.since(since) > limit && rewind_policy(cx).use_pg_rewind && !cx.st.rewind_failed {
-        cx.st.not_streaming_since = None;
-        cx.push(Action::RunDbTask { task: DbTask::Rewind { source: leader.clone() } });
-        return Reason::Rewinding { leader: leader.clone() };
+        let reason = rewind(cx, view, leader);
+        if matches!(reason, Reason::Rewinding { .. }) {
+            cx.st.not_streaming_since = None;
+        }
+        return reason;
     }
     Reason::Following { leader: leader.clone() }
 }
@@ -120,11 +122,26 @@ fn rewind_policy(cx: &Ctx<'_>) -> RewindPolicy {
     cx.st.settings.local_pg.over(&cx.st.config.postgresql)
 }
 
-fn diverged_action(cx: &mut Ctx<'_>, leader: &MemberName) -> Reason {
+/// pg_rewind from `leader`, once it can work: not while the leader says its `pg_control` is
+/// still on the old timeline (pg_rewind would refuse, "same timeline"), and not before the retry
+/// time of a failed attempt.
+fn rewind(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) -> Reason {
+    let leader_data = view.members.get(leader).map(|m| &m.data);
+    if leader_data.and_then(|d| d.checkpoint_after_promote) == Some(false) {
+        return Reason::WaitingForCheckpoint { leader: leader.clone() };
+    }
+    if cx.st.rewind_retry_at.is_some_and(|at| cx.now() < at) {
+        return Reason::RewindRetryLater { leader: leader.clone() };
+    }
+    cx.st.rewind_retry_at = None;
+    cx.push(Action::RunDbTask { task: DbTask::Rewind { source: leader.clone() } });
+    Reason::Rewinding { leader: leader.clone() }
+}
+
+fn diverged_action(cx: &mut Ctx<'_>, view: &ClusterView, leader: &MemberName) -> Reason {
     let pg = rewind_policy(cx);
     if pg.use_pg_rewind && !cx.st.rewind_failed {
-        cx.push(Action::RunDbTask { task: DbTask::Rewind { source: leader.clone() } });
-        return Reason::Rewinding { leader: leader.clone() };
+        return rewind(cx, view, leader);
     }
     let wipe = pg.remove_data_directory_on_diverged_timelines
         || (cx.st.rewind_failed && pg.remove_data_directory_on_rewind_failure);

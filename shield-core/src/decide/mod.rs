@@ -196,6 +196,11 @@ impl Ctx<'_> {
         m.xlog_location = db.wal_position();
         m.timeline = db.timeline;
         m.pause = self.paused();
+        // Patroni's flag: a promoted primary whose pg_control is not yet on its new timeline
+        // says so, and replicas wait with pg_rewind until it is (see `follower::rewind`).
+        if db.is_running_primary() && db.checkpoint_timeline.is_some_and(|c| Some(c) < db.timeline) {
+            m.checkpoint_after_promote = Some(false);
+        }
         if db.is_running_replica() {
             m.replication_state = Some(if db.streaming { "streaming" } else { "in archive recovery" }.to_owned());
         }

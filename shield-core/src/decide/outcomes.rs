@@ -113,8 +113,10 @@ fn task_done(cx: &mut Ctx<'_>, task: &DbTask, result: &Result<(), PortError>) ->
             Some(Reason::TaskFailed { why: format!("bootstrap: {why}") })
         }
         (DbTask::Rewind { .. }, Err(why)) => {
-            // Not reaching the leader is no verdict on the data: try again next cycle.
+            // Not reaching the leader is no verdict on the data: try again at the next timed
+            // cycle (the failed task itself wakes the loop at once).
             cx.st.rewind_failed = !why.is_retryable();
+            cx.st.rewind_retry_at = why.is_retryable().then(|| cx.now().plus(cx.st.config.timing.loop_wait_ms));
             Some(Reason::TaskFailed { why: format!("pg_rewind: {why}") })
         }
         (DbTask::Promote { .. }, Err(why)) => {

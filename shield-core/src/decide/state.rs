@@ -132,6 +132,10 @@ pub struct NodeState {
     pub shutting_down: bool,
     /// pg_rewind failed; do not try again automatically.
     pub rewind_failed: bool,
+    /// pg_rewind failed for a reason a retry may cure: not before this time (the next timed
+    /// cycle, not at once when the failed task wakes the loop).
+    #[serde(default)]
+    pub rewind_retry_at: Option<MonoMillis>,
     /// Since when our running replica has not been streaming from the upstream it is set to.
     #[serde(default)]
     pub not_streaming_since: Option<MonoMillis>,
@@ -211,6 +215,7 @@ impl NodeState {
             demoting: false,
             shutting_down: false,
             rewind_failed: false,
+            rewind_retry_at: None,
             not_streaming_since: None,
             probe_requested: false,
             paused_leader: None,

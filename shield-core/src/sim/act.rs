@@ -337,6 +337,7 @@ impl World {
                     lsn: Lsn(0x0100_0000),
                     history: Vec::new(),
                     was_primary: true,
+                    checkpoint_timeline: crate::types::Timeline(1),
                 });
                 db.process = SimProcess::Running { in_recovery: false };
                 self.check(Hook::BecameWritable { node: i, promoted: false });
@@ -365,6 +366,13 @@ impl World {
             DbTask::Promote { timeline } => {
                 self.nodes[i].db.promote(*timeline).map_err(|e| (ErrorKind::Io, e))?;
                 self.report.promotions += 1;
+                // The first checkpoint on the new timeline ends 0-2.5 s later (the daemon asks
+                // for it at once; a busy server takes longer). Not drawn from the schedule's
+                // random stream, so that seeds keep their schedules.
+                if let Some(tl) = self.nodes[i].db.data.as_ref().map(|d| d.timeline) {
+                    let ms = (u64::from(tl.0) * 7_919 + i as u64 * 104_729) % 2_500;
+                    self.at(self.now + ms, Ev::Checkpointed { node: i, timeline: tl });
+                }
                 if let Some(d) = self.nodes[i].db.data.clone() {
                     let (parent, fork_lsn) = d.history.last().copied().unwrap_or_default();
                     // Shared with the cluster timeline the node last read: up to where the

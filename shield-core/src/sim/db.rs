@@ -18,6 +18,9 @@ pub struct SimData {
     pub history: Vec<(Timeline, Lsn)>,
     /// pg_control says "primary" (not a standby).
     pub was_primary: bool,
+    /// The timeline of pg_control's latest checkpoint: after a promotion the old one until the
+    /// first checkpoint on the new timeline ends (pg_rewind from this server refuses until then).
+    pub checkpoint_timeline: Timeline,
 }
 
 impl SimData {
@@ -143,6 +146,7 @@ impl SimDb {
             // Slots are not modelled: no slot actions in the simulation.
             slots: None,
             slot_positions: Default::default(),
+            checkpoint_timeline: d.map(|d| d.checkpoint_timeline),
         }
     }
 
@@ -186,6 +190,10 @@ impl SimDb {
     pub fn started(&mut self) {
         let in_recovery = !self.data.as_ref().is_some_and(|d| d.was_primary);
         self.process = SimProcess::Running { in_recovery };
+        if let Some(d) = self.data.as_mut().filter(|_| !in_recovery) {
+            // Crash recovery ends with a checkpoint.
+            d.checkpoint_timeline = d.timeline;
+        }
     }
 
     /// Promotion: a new timeline forks at the current position. Its id is the next one, or
@@ -211,8 +219,13 @@ impl SimDb {
         if d.system_id != source.system_id {
             return Err("source belongs to another cluster".into());
         }
+        if source.checkpoint_timeline == d.timeline {
+            // pg_rewind reads the source's timeline from its pg_control.
+            return Err("source and target cluster are on the same timeline".into());
+        }
         d.lsn = d.lsn.min(fork_point(d, source));
         d.timeline = source.timeline;
+        d.checkpoint_timeline = source.checkpoint_timeline;
         d.history = source.history.clone();
         d.was_primary = false;
         self.process = SimProcess::Stopped;

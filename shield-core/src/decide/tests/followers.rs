@@ -111,3 +111,53 @@ fn a_replica_ahead_of_the_leaders_published_timeline_is_not_rewound() {
     assert!(!acts.iter().any(|a| matches!(a, Action::RunDbTask { task: DbTask::Rewind { .. } })), "{acts:?}");
     assert_eq!(reason, Reason::Following { leader: n("l") });
 }
+
+/// pg_rewind waits while the leader says its pg_control is still on the old timeline
+/// (`checkpoint_after_promote: false`, Patroni's flag), and a failed attempt that a retry may cure
+/// runs again at the next timed cycle, not at once (the failed task wakes the loop at once: retried
+/// there, a rewind that cannot work yet spins).
+#[test]
+fn rewind_waits_for_the_leaders_checkpoint_and_retries_at_the_next_cycle() {
+    let mut cfg = DynamicConfig::default();
+    cfg.postgresql.use_pg_rewind = true;
+    let old = db_stopped(150, 1, true, DbProcess::Crashed);
+    let mut fresh = member(MemberRole::Primary, "running", 900, 2);
+    fresh.checkpoint_after_promote = Some(false);
+    let v = ViewB::new().leader("l").member("l", fresh).history(&[(1, 100)]).config(cfg.clone());
+    let (acts, reason, _) = run(&state("a"), &obs(v, old.clone()));
+    assert_eq!((acts, reason), (vec![], Reason::WaitingForCheckpoint { leader: n("l") }));
+    // Checkpointed: the flag is gone and the rewind runs.
+    let (acts, reason, _) = run(&state("a"), &obs(diverged_view(cfg.clone()), old.clone()));
+    assert_eq!((acts, reason), (vec![task(DbTask::Rewind { source: n("l") })], Reason::Rewinding { leader: n("l") }));
+    // It failed, retryably: not again in the cycle the failure wakes, but a loop_wait later.
+    let rewind = DbTask::Rewind { source: n("l") };
+    let mut failed = obs(diverged_view(cfg.clone()), old.clone());
+    failed.outcomes =
+        vec![Outcome::DbTaskDone { task: rewind.clone(), result: Err(PortError::new(ErrorKind::Io, "same timeline")) }];
+    let d = decide(&state("a"), &failed);
+    assert!(!d.next.rewind_failed);
+    let mut o = obs(diverged_view(cfg.clone()), old.clone());
+    o.now = NOW.plus(10);
+    let (acts, reason, d2) = run(&d.next, &o);
+    assert_eq!((acts, reason), (vec![], Reason::RewindRetryLater { leader: n("l") }));
+    o.now = NOW.plus(d.next.config.timing.loop_wait_ms);
+    let (acts, reason, _) = run(&d2.next, &o);
+    assert_eq!((acts, reason), (vec![task(rewind)], Reason::Rewinding { leader: n("l") }));
+}
+
+/// A promoted primary whose pg_control is still on the old timeline publishes
+/// `checkpoint_after_promote: false`, and nothing once the checkpoint is in.
+#[test]
+fn a_promoted_primary_publishes_its_pending_checkpoint() {
+    let published = |checkpoint_tl: u32| {
+        let mut db = db_primary(900, 3);
+        db.checkpoint_timeline = Some(Timeline(checkpoint_tl));
+        let d = decide(&leader_state("a"), &obs(ViewB::new().leader("a").replica("b", 5), db));
+        d.actions.iter().find_map(|a| match a {
+            Action::TouchMember { data } => Some(data.checkpoint_after_promote),
+            _ => None,
+        })
+    };
+    assert_eq!(published(2), Some(Some(false)));
+    assert_eq!(published(3), Some(None));
+}

@@ -68,6 +68,11 @@ pub(super) enum Ev {
         node: usize,
         seq: u64,
     },
+    /// The first checkpoint on `timeline` after a promotion ended.
+    Checkpointed {
+        node: usize,
+        timeline: crate::types::Timeline,
+    },
     FenceGuard {
         node: usize,
     },
@@ -369,6 +374,14 @@ impl World {
             Ev::ReadDone { node, result, sent, status_answers } => self.read_done(node, result, sent, status_answers),
             Ev::ActNext { node } => self.act_next(node),
             Ev::TaskDone { node, seq } => self.task_done(node, seq),
+            Ev::Checkpointed { node, timeline } => {
+                let db = &mut self.nodes[node].db;
+                if let Some(d) = db.data.as_mut().filter(|d| d.timeline == timeline) {
+                    if matches!(db.process, SimProcess::Running { .. }) {
+                        d.checkpoint_timeline = timeline;
+                    }
+                }
+            }
             Ev::FenceGuard { node } => self.fence_guard(node),
             Ev::Keeper { node, epoch, at } => self.keeper(node, epoch, at),
             Ev::WatchdogCheck { node } => self.watchdog_check(node),
