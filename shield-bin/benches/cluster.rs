@@ -110,6 +110,25 @@ fn proc_rss_by_mapping(pid: u32) -> (u64, u64, u64) {
     (bin, libs, anon)
 }
 
+/// The eight largest resident mappings of `pid`, as "KiB path-or-kind perms".
+fn largest_mappings(pid: u32) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut current = String::new();
+    for l in s.lines() {
+        if let Some(kib) = l.strip_prefix("Rss:") {
+            let kib: u64 = kib.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            maps.push((kib, current.clone()));
+        } else if l.split_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let path = f.get(5).map_or("[anon]", |p| p.rsplit('/').next().unwrap_or(p));
+            current = format!("{path} {}", f.get(1).unwrap_or(&""));
+        }
+    }
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+    maps.iter().take(8).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+}
+
 fn proc_cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let f: Vec<&str> = s.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
@@ -211,6 +230,10 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
     m.entry("etcd requests per minute per member").or_default().push(msgs / pids.len() as f64);
     m.entry("etcd calls and streams opened per minute").or_default().push(streams);
     notes.push(format!("requests/min by method: {by_method}; opened/min: {opened}"));
+    if let Some(&p) = pids.first() {
+        let threads = std::fs::read_dir(format!("/proc/{p}/task")).map(|d| d.count()).unwrap_or(0);
+        notes.push(format!("daemon threads: {threads}; its largest resident mappings: {}", largest_mappings(p)));
+    }
     for &p in &pids {
         m.entry("idle daemon RSS (MiB)").or_default().push(proc_rss_kib(p) as f64 / 1024.0);
         let (bin, libs, anon) = proc_rss_by_mapping(p);
