@@ -279,8 +279,14 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
 }
 
 fn situation(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
-    if view.leader_name().is_some_and(|l| view.members.contains_key(l)) {
-        if let (Some(r), Some(s)) = (view.status_revision, &view.status) {
+    // The `status` optime this node may trust from now on: one seen while a live leader held
+    // the lock, or one some member key shows a position at least as far as (see `Ctx::optime`).
+    // Remembered, so that the member key which vouched for it expiring later (its node cut off
+    // from the DCS) does not lower the lag limit's reference and make a lagging node eligible.
+    let live_leader = view.leader_name().is_some_and(|l| view.members.contains_key(l));
+    if let (Some(r), Some(s)) = (view.status_revision, &view.status) {
+        let vouched = view.members.values().filter_map(|m| m.data.xlog_location).max().is_some_and(|m| m >= s.optime);
+        if live_leader || vouched {
             cx.st.status_seen = Some((r, s.optime));
         }
     }

@@ -147,3 +147,32 @@ fn an_uncorroborated_status_optime_does_not_block_failover() {
     let (_, reason, _) = run(&d.next, &obs(v, replica()));
     assert!(lagging(&reason), "{reason:?}");
 }
+
+/// Simulator seed 61105 (pause, failovers, partitions; no watchdog): an optime that a member key
+/// vouched for stays the reference after that member's key expires. Before, the node counted the
+/// older optime it had seen under the leader, found itself within `maximum_lag_on_failover`,
+/// and promoted 1.26 MB behind the last leader's final position.
+#[test]
+fn an_optime_a_member_vouched_for_stays_the_reference_when_that_member_leaves() {
+    let with_status = |v: ViewB, optime: u64, rev: u64| {
+        let mut v = v.status(optime);
+        v.0.status_revision = Some(Revision(rev));
+        v
+    };
+    let lagging = |r: &Reason| matches!(r, Reason::NotHealthiest(Ineligible::Lagging { .. }));
+    let mine = 1_000;
+    // Under the live leader l: optime 1_000 at revision 20.
+    let live =
+        with_status(ViewB::new().leader("l").member("l", member(MemberRole::Primary, "running", mine, 1)), mine, 20);
+    let (_, _, d) = run(&state("a"), &obs(live, db_replica(mine, 1, Some("l"))));
+    // l wrote its final position on release (revision 21), 1.5 MiB on; l's member key shows it.
+    let last = mine + 3 * 524_288;
+    let vouched = with_status(ViewB::new().member("l", member(MemberRole::Replica, "running", last, 1)), last, 21);
+    let (_, reason, d) = run(&d.next, &obs(vouched, db_replica(mine, 1, Some("l"))));
+    assert!(lagging(&reason), "{reason:?}");
+    assert_eq!(d.next.status_seen, Some((Revision(21), Lsn(last))));
+    // l's key expired: still lagging against 21's optime.
+    let gone = with_status(ViewB::new().replica("b", mine), last, 21);
+    let (_, reason, _) = run(&d.next, &obs(gone, db_replica(mine, 1, Some("l"))));
+    assert!(lagging(&reason), "{reason:?}");
+}
