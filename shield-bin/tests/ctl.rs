@@ -134,6 +134,14 @@ async fn shieldctl_operates_a_live_cluster() {
 
     // ---- switchover --candidate X --force -----------------------------------------------------
     let target = (p + 1) % 3;
+    // The rejoined member's data shows in SQL before its daemon's next cycle publishes it as
+    // streaming; the switchover's precheck reads the member key, as an operator's would.
+    wait_for("the candidate's member key to show it streaming", Duration::from_secs(30), || async {
+        let out = ctl(&cfg, &["list", "-f", "json"], "").await.stdout;
+        let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
+        rows.iter().any(|r| r["Member"] == c.nodes[target].name.as_str() && r["State"] == "streaming").then_some(())
+    })
+    .await;
     let out = must(ctl(&cfg, &["switchover", "--candidate", &c.nodes[target].name, "--force"], "").await);
     assert!(out.contains(&format!("Successfully switched over to \"{}\"", c.nodes[target].name)), "{out}");
     wait_for("the candidate to be the only writable node", Duration::from_secs(30), || async {
