@@ -81,30 +81,35 @@ fn proc_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Resident KiB by mapping: (the daemon's own binary, shared libraries, anonymous and stacks).
-fn proc_rss_by_mapping(pid: u32) -> (u64, u64, u64) {
+/// Every mapping of `pid` from `/proc/PID/smaps`: (resident KiB, path or "", permissions).
+fn smaps(pid: u32) -> Vec<(u64, String, String)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-    let (mut bin, mut libs, mut anon) = (0, 0, 0);
-    let mut current = 2;
+    let mut maps = Vec::new();
+    let mut current = (String::new(), String::new());
     for l in s.lines() {
         if let Some(kib) = l.strip_prefix("Rss:") {
             let kib: u64 = kib.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            match current {
-                0 => bin += kib,
-                1 => libs += kib,
-                _ => anon += kib,
-            }
+            maps.push((kib, current.0.clone(), current.1.clone()));
         } else if l.split_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
             // A mapping's header: address range, perms, offset, dev, inode, then the path.
-            let path = l.split_whitespace().nth(5).unwrap_or("");
-            current = if !path.is_empty() && std::path::Path::new(path) == exe {
-                0
-            } else if path.starts_with('/') {
-                1
-            } else {
-                2
-            };
+            let f: Vec<&str> = l.split_whitespace().collect();
+            current = (f.get(5).copied().unwrap_or("").to_owned(), f.get(1).copied().unwrap_or("").to_owned());
+        }
+    }
+    maps
+}
+
+/// Resident KiB by mapping: (the daemon's own binary, shared libraries, anonymous and stacks).
+fn proc_rss_by_mapping(pid: u32) -> (u64, u64, u64) {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let (mut bin, mut libs, mut anon) = (0, 0, 0);
+    for (kib, path, _) in smaps(pid) {
+        if !path.is_empty() && std::path::Path::new(&path) == exe {
+            bin += kib;
+        } else if path.starts_with('/') {
+            libs += kib;
+        } else {
+            anon += kib;
         }
     }
     (bin, libs, anon)
@@ -112,21 +117,16 @@ fn proc_rss_by_mapping(pid: u32) -> (u64, u64, u64) {
 
 /// The eight largest resident mappings of `pid`, as "KiB path-or-kind perms".
 fn largest_mappings(pid: u32) -> String {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut maps: Vec<(u64, String)> = Vec::new();
-    let mut current = String::new();
-    for l in s.lines() {
-        if let Some(kib) = l.strip_prefix("Rss:") {
-            let kib: u64 = kib.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            maps.push((kib, current.clone()));
-        } else if l.split_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let path = f.get(5).map_or("[anon]", |p| p.rsplit('/').next().unwrap_or(p));
-            current = format!("{path} {}", f.get(1).unwrap_or(&""));
-        }
-    }
+    let mut maps = smaps(pid);
     maps.sort_by_key(|m| std::cmp::Reverse(m.0));
-    maps.iter().take(8).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+    maps.iter()
+        .take(8)
+        .map(|(k, path, perms)| {
+            let name = if path.is_empty() { "[anon]" } else { path.rsplit('/').next().unwrap_or(path) };
+            format!("{k} {name} {perms}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn proc_cpu_ticks(pid: u32) -> u64 {
