@@ -381,6 +381,21 @@ pub async fn writable(nodes: &[Node]) -> Vec<usize> {
     out
 }
 
+/// How long until `pid` exits (gone, or a zombie not yet reaped), polled every 10 ms; `None`
+/// if it still runs after `within`.
+pub async fn wait_for_exit(pid: i32, within: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+        if matches!(state, None | Some("Z" | "X")) {
+            return Some(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
 /// Every pid in the postmaster's process tree (for SIGSTOP of the whole database).
 pub fn pg_tree(postmaster: i32) -> Vec<i32> {
     let mut pids = vec![postmaster];
