@@ -327,12 +327,17 @@ pub async fn sql(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row>, String>
 
 /// A superuser connection to the node's database on `port`.
 async fn connect(port: u16) -> Result<tokio_postgres::Client, String> {
+    connect_to(port, "postgres").await
+}
+
+/// A superuser connection to database `db` on `port`.
+async fn connect_to(port: u16, db: &str) -> Result<tokio_postgres::Client, String> {
     let (c, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)
         .user("postgres")
         .password("su-pass")
-        .dbname("postgres")
+        .dbname(db)
         .connect_timeout(Duration::from_secs(2))
         .connect(tokio_postgres::NoTls)
         .await
@@ -351,6 +356,12 @@ pub async fn sql_unbounded(port: u16, q: &str) -> Result<Vec<tokio_postgres::Row
 
 pub async fn exec(port: u16, q: &str) -> Result<(), String> {
     tokio::time::timeout(Duration::from_secs(10), exec_unbounded(port, q)).await.map_err(|_| "no answer".to_owned())?
+}
+
+/// `exec` in database `db`.
+pub async fn exec_in(port: u16, db: &str, q: &str) -> Result<(), String> {
+    let run = async { connect_to(port, db).await?.batch_execute(q).await.map_err(db_message) };
+    tokio::time::timeout(Duration::from_secs(60), run).await.map_err(|_| "no answer".to_owned())?
 }
 
 pub async fn exec_unbounded(port: u16, q: &str) -> Result<(), String> {

@@ -187,14 +187,19 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
     let pids: Vec<u32> = c.nodes.iter().filter_map(|n| n.child.as_ref().map(std::process::Child::id)).collect();
     let etcd_url = c.dcs.etcd_endpoint().expect("etcd");
     let etcd_pid = c.dcs.etcd().and_then(|e| e.members.first()).map(|e| e.pid()).expect("etcd pid");
-    // Idle means no WAL, as on a cluster that has been quiet for a while: the bootstrap's rows
-    // are analysed now (not by autovacuum inside the window), a checkpoint writes what they left
-    // pending, and the wait lets the standby snapshot that follows any activity (every 15 s) pass.
-    // Otherwise PostgreSQL's own records move the positions the members publish in the window.
+    // Idle means no WAL, as on a cluster that has been quiet for a while: every database that
+    // takes connections is analysed now (not by autovacuum inside the window: pg_waldump showed
+    // its pg_statistic updates in template1 moving the positions), a checkpoint writes what that
+    // left pending, and the wait lets the standby snapshot that follows any activity (every
+    // 15 s) pass and the members publish the last position. Each later WAL position change
+    // costs one put per member (and the leader's status key), as with Patroni.
     let primary = c.nodes[c.primary].pg_port;
-    exec(primary, "VACUUM ANALYZE").await.expect("vacuum");
+    for db in ["template1", "postgres"] {
+        exec_in(primary, db, "VACUUM ANALYZE").await.expect("vacuum");
+    }
     exec(primary, "CHECKPOINT").await.expect("checkpoint");
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (_, _, loop_wait, _) = timings();
+    tokio::time::sleep(Duration::from_secs(30 + loop_wait)).await;
     let wal0 = wal_bytes(primary).await;
     // Which keys were written in the window (an etcdctl watch, opened before the counters start).
     let ctl = servers::find_bin("SHIELD_ETCDCTL_BIN", "etcdctl").expect("etcdctl");
@@ -214,10 +219,12 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
     let etcd1 = proc_cpu_ticks(etcd_pid);
     let msgs1 = etcd_counts(&etcd_url, "grpc_server_msg_received_total").await;
     let started1 = etcd_counts(&etcd_url, "grpc_server_started_total").await;
+    let wal1 = wal_bytes(primary).await;
     notes.push(format!(
-        "keys written in the idle window: {}; WAL written by the primary in it: {} bytes",
+        "keys written in the idle window: {}; WAL written by the primary in it: {} bytes{}",
         watched_puts(puts),
-        wal_bytes(primary).await - wal0
+        wal1 - wal0,
+        wal_records(&c.nodes[c.primary], wal0, wal1)
     ));
     let (hz, per_min) = (100.0, 60.0 / secs as f64);
     m.entry("idle daemon CPU (s per minute)")
@@ -247,6 +254,33 @@ async fn idle(c: &Cluster, m: &mut Measures, notes: &mut Vec<String>, secs: u64)
 async fn wal_bytes(port: u16) -> i64 {
     let rows = sql(port, "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint").await.expect("wal position");
     rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or_default()
+}
+
+/// What the WAL between two positions holds, by record type (pg_waldump's `--stats=record`
+/// lines with a count), so a window that was not idle says why; empty when nothing was written.
+fn wal_records(node: &Node, from: i64, to: i64) -> String {
+    if to <= from {
+        return String::new();
+    }
+    let lsn = |b: i64| format!("{:X}/{:X}", b >> 32, b & 0xffff_ffff);
+    let Some(bin) = pg_bindir() else { return String::new() };
+    let out = std::process::Command::new(bin.join("pg_waldump"))
+        .arg("--stats=record")
+        .arg("-p")
+        .arg(node.dir.join("data/pg_wal"))
+        .args(["-s", &lsn(from), "-e", &lsn(to)])
+        .output();
+    let Ok(out) = out else { return " (pg_waldump did not run)".into() };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kinds: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (kind, count) = (f.next()?, f.next()?.parse::<u64>().ok()?);
+            (kind.contains('/') && count > 0).then(|| format!("{kind} x{count}"))
+        })
+        .collect();
+    format!(" ({})", kinds.join(", "))
 }
 
 /// Ends an `etcdctl watch` and counts its events by key (event lines are the type, key, value).

@@ -282,3 +282,34 @@ fn bounded_loss_fires_when_the_lag_rule_is_ignored() {
         assert_eq!(fired_within(&cfg, 2_000), "bounded-loss", "watchdog {watchdog}");
     }
 }
+
+/// Failsafe that counts a refused round as accepted: the primary keeps running on a member's
+/// "no", or on no answer at all.
+fn failsafe_ignores_refusals(st: &NodeState, o: &Observation) -> Decision {
+    let mut o = o.clone();
+    for out in &mut o.outcomes {
+        if let shield_core::Outcome::FailsafeConfirmed { refused, .. } = out {
+            refused.clear();
+        }
+    }
+    decide(st, &o)
+}
+
+#[test]
+fn a_failsafe_rule_that_keeps_a_primary_running_without_every_member_is_caught() {
+    let cfg = SimConfig {
+        config: shield_core::DynamicConfig { failsafe_mode: true, ..SimConfig::default().config },
+        faults: vec![FaultKind::PartitionDcs, FaultKind::Isolate, FaultKind::Split],
+        watchdog: false,
+        decide: failsafe_ignores_refusals,
+        ..SimConfig::default()
+    };
+    let fired = fired_within(&cfg, 400);
+    assert!(["write-with-lease", "single-writer"].contains(&fired), "{fired}");
+    // The same schedules with the real rule hold.
+    let ok = SimConfig { decide, ..cfg };
+    for seed in 0..50 {
+        let r = run_seed(&ok, seed);
+        assert!(r.violation.is_none(), "{}", r.render());
+    }
+}

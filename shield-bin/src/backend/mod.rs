@@ -4,6 +4,7 @@
 
 pub mod callbacks;
 pub mod dcs;
+pub mod footprint;
 pub mod sdnotify;
 pub mod service;
 pub mod vip;

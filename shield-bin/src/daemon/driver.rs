@@ -76,7 +76,14 @@ pub(crate) struct Cycle {
     pub last_status: Option<DbStatus>,
     /// The deadline's enforcers.
     pub fence: Fence,
+    /// Since when the logged reason has not changed, and whether the code start-up and the last
+    /// change ran was unmapped since ([`crate::backend::footprint`]).
+    pub steady_since: Instant,
+    pub released: bool,
 }
+
+/// How long the reason stays the same before the loop unmaps the code it no longer runs.
+const STEADY_BEFORE_RELEASE: Duration = Duration::from_secs(10);
 
 /// The monotonic clock, as shield-core's time.
 pub(crate) fn mono(start: Instant) -> MonoMillis {
@@ -113,6 +120,8 @@ impl Driver {
             status_failing: false,
             last_status: None,
             fence: Fence::start(&self.data_dir, self.config.vip.as_ref()),
+            steady_since: Instant::now(),
+            released: false,
         };
         loop {
             cx.count += 1;
@@ -139,6 +148,11 @@ impl Driver {
         if reason != cx.last_reason {
             tracing::info!("{reason}");
             cx.last_reason = reason.clone();
+            (cx.steady_since, cx.released) = (Instant::now(), false);
+        } else if !cx.released && cx.steady_since.elapsed() >= STEADY_BEFORE_RELEASE {
+            cx.released = true;
+            let n = crate::backend::footprint::release_unused_code();
+            tracing::debug!("steady for {STEADY_BEFORE_RELEASE:?}: unmapped the code not run since ({n} mappings)");
         }
         if let Some(j) = self.journal.as_mut() {
             j.append(&self.state, obs, d);

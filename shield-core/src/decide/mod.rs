@@ -25,6 +25,8 @@ mod state;
 
 mod effects;
 
+mod failsafe;
+
 mod follower;
 
 mod leader;
@@ -261,7 +263,11 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
         DcsView::Unreachable { .. } => return dcs_unreachable(cx),
         DcsView::Reachable(view) => view,
     };
+    failsafe::seen(cx, view);
     let mut reason = situation(cx, view);
+    if view.is_leader(cx.me()) && cx.st.lease.is_some() {
+        failsafe::publish(cx, view);
+    }
     // Only the lock holder holds the VIP (a node restarted with the address still bound, a lock
     // lost to another node).
     if !view.is_leader(cx.me()) {
@@ -392,6 +398,11 @@ fn fence_check(cx: &mut Ctx<'_>) -> Option<Reason> {
     // fed only after renewals, would otherwise reset the whole host before that deadline. A
     // primary without a lease is stopped at once in dcs_unreachable().
     if let DcsView::Unreachable { since } = cx.obs.dcs {
+        // A failsafe round every member accepted counts as contact, as a renewal would.
+        let since = match cx.st.failsafe_confirmed_at {
+            Some(c) if cx.st.config.failsafe_mode => since.max(c),
+            _ => since,
+        };
         let for_ms = now.since(since);
         if cx.st.lease.is_some()
             && cx.st.watchdog_armed
@@ -407,9 +418,10 @@ fn fence_check(cx: &mut Ctx<'_>) -> Option<Reason> {
 
 fn dcs_unreachable(cx: &mut Ctx<'_>) -> Reason {
     if cx.st.lease.is_some() {
-        // Keep trying to renew until the fencing deadline or retry_timeout, whichever is first.
+        // Keep trying to renew until the fencing deadline or retry_timeout, whichever is first;
+        // with failsafe_mode, ask the members too (a round all accept moves the deadline).
         cx.push_renew();
-        return Reason::RenewFailedRetrying;
+        return failsafe::round(cx).unwrap_or(Reason::RenewFailedRetrying);
     }
     if cx.obs.db.is_running_primary() && !cx.paused() {
         // A primary we do not know to hold a lease for: it must not run unchecked.
@@ -439,6 +451,7 @@ fn finish(cx: Ctx<'_>, reason: Reason) -> Decision {
 #[cfg(test)]
 mod tests;
 
+pub use failsafe::failsafe_answer;
 pub use slots::slot_name;
 use slots::sync_slots;
 pub use state::{LeaseHold, NodeSettings, NodeState, WatchdogMode};
