@@ -218,6 +218,9 @@ pub enum Action {
     ConfirmFailsafe {
         /// `{member: api_url}` of the members to ask.
         members: std::collections::BTreeMap<String, String>,
+        /// The ttl this leader counts with, sent along (`shield_ttl_ms`, which Patroni ignores):
+        /// an accepting Shield member stays out of the race at least that long.
+        ttl_ms: u64,
         /// The guard's new deadline, counted from the round's send time, when all accept.
         fence_after_ms: u64,
         /// How to feed the watchdog when all accept.

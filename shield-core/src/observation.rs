@@ -34,9 +34,11 @@ pub struct Observation {
     #[serde(default)]
     pub requests: Vec<Request>,
     /// The last leader this node accepted over `POST /failsafe` (see [`crate::failsafe_answer`]),
-    /// and when, on the local clock.
+    /// when, on the local clock, and the ttl that leader said it counts its deadline with (0
+    /// when it did not say: a Patroni leader). The node stays out of the race for the longer of
+    /// that ttl and its own.
     #[serde(default)]
-    pub failsafe_vouched: Option<(MemberName, MonoMillis)>,
+    pub failsafe_vouched: Option<(MemberName, MonoMillis, u64)>,
 }
 
 /// An operator's request for this node.

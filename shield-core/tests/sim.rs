@@ -194,6 +194,35 @@ fn failsafe_schedules_hold_every_invariant() {
     }
 }
 
+/// Whole-DCS outages only (0.5-15 s each), 50 schedules per case: with failsafe mode the
+/// primary rides them out (every member answers), without it each outage past the deadline
+/// costs a failover. The measured claim in docs/failsafe.md.
+#[test]
+fn failsafe_rides_out_whole_dcs_outages() {
+    for watchdog in [true, false] {
+        let run = |failsafe_mode: bool| {
+            let cfg = SimConfig {
+                nodes: 3,
+                watchdog,
+                config: shield_core::DynamicConfig { failsafe_mode, ..SimConfig::default().config },
+                faults: vec![FaultKind::DcsOutage],
+                ..SimConfig::default()
+            };
+            let (bad, t) = soak(&cfg, 6_000_000..6_000_050);
+            assert!(bad.is_empty(), "{}", bad[0].render());
+            t
+        };
+        let (on, off) = (run(true), run(false));
+        println!(
+            "50 schedules of DCS outages, watchdog {watchdog}: failsafe on {} promotions, {} fences, {} watchdog \
+             resets; off {} promotions, {} fences, {} watchdog resets",
+            on.promotions, on.fences, on.watchdog_resets, off.promotions, off.fences, off.watchdog_resets
+        );
+        assert!(off.promotions > 200, "the outages should force failovers without failsafe: {}", off.promotions);
+        assert!(on.promotions * 20 < off.promotions, "failsafe on: {} promotions", on.promotions);
+    }
+}
+
 fn operator_heavy() -> Vec<FaultKind> {
     vec![
         FaultKind::Pause,

@@ -446,7 +446,7 @@ fn arb_obs() -> BoxedStrategy<Observation> {
         prop::collection::vec(arb_outcome(), 0..4),
         any::<bool>(),
         prop::collection::vec(prop_oneof![Just(Request::Restart), Just(Request::Reinitialize)], 0..3),
-        prop::option::of((arb_name(), ext_time())),
+        prop::option::of((arb_name(), ext_time(), ext_u64())),
     )
         .prop_map(|(now, wall_ms, dcs, db, outcomes, shutdown_requested, requests, failsafe_vouched)| Observation {
             now,

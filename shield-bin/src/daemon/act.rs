@@ -61,8 +61,8 @@ impl Driver {
                     lease_gate_failed |= r.is_err();
                     note(&mut cx.outcomes, "failsafe", r);
                 }
-                Action::ConfirmFailsafe { members, fence_after_ms, feed_watchdog } => {
-                    self.confirm_failsafe(cx, members, fence_after_ms, feed_watchdog).await;
+                Action::ConfirmFailsafe { members, ttl_ms, fence_after_ms, feed_watchdog } => {
+                    self.confirm_failsafe(cx, members, ttl_ms, fence_after_ms, feed_watchdog).await;
                 }
                 Action::ReleaseLeader => {
                     let result = bounded(self.retry(), self.dcs.release_leader()).await.map_err(|e| e.kind);
@@ -183,7 +183,7 @@ impl Driver {
         let sent_at = mono(cx.start);
         if let Ok(mut f) = self.api.failsafe.lock() {
             let observed = cx.instant(obs.now);
-            if let Some((leader, _)) = f.vouched.as_ref().filter(|(_, at)| *at >= observed) {
+            if let Some((leader, ..)) = f.vouched.as_ref().filter(|(_, at, _)| *at >= observed) {
                 tracing::info!(%leader, "not racing: accepted a failsafe leader after this cycle's observation");
                 cx.outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result: Ok(false) });
                 return false;
@@ -207,12 +207,13 @@ impl Driver {
         &mut self,
         cx: &mut Cycle,
         members: std::collections::BTreeMap<String, String>,
+        ttl_ms: u64,
         fence_after_ms: u64,
         feed: Option<WatchdogFeed>,
     ) {
         let sent_at = mono(cx.start);
         let started = std::time::Instant::now();
-        let refused = super::peers::failsafe_round(&self.api, &self.state.settings, members).await;
+        let refused = super::peers::failsafe_round(&self.api, &self.state.settings, members, ttl_ms).await;
         if refused.is_empty() {
             let took = mono(cx.start).since(sent_at);
             self.feed_watchdog(took, feed, &mut cx.outcomes).await;

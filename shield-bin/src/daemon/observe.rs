@@ -94,10 +94,10 @@ impl Driver {
     }
 
     /// The leader this node last accepted over `POST /failsafe`, on shield-core's clock.
-    fn failsafe_vouched(&self, cx: &Cycle) -> Option<(shield_core::MemberName, shield_core::MonoMillis)> {
+    fn failsafe_vouched(&self, cx: &Cycle) -> Option<(shield_core::MemberName, shield_core::MonoMillis, u64)> {
         let f = self.api.failsafe.lock().ok()?;
-        let (name, at) = f.vouched.as_ref()?;
-        Some((name.clone(), shield_core::MonoMillis(at.saturating_duration_since(cx.start).as_millis() as u64)))
+        let (name, at, ttl) = f.vouched.as_ref()?;
+        Some((name.clone(), shield_core::MonoMillis(at.saturating_duration_since(cx.start).as_millis() as u64), *ttl))
     }
 
     /// The status as read, or, when the query failed or did not answer in time, the last one

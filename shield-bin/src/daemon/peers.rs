@@ -81,16 +81,19 @@ fn failsafe_url(api_url: &str) -> Option<String> {
 /// Asks every member (`{name: api_url}`) over `POST /failsafe` whether it accepts this node as
 /// its leader; returns the members that did not, with their answer or why there was none.
 /// Patroni's body (`name`, `conn_url`, `api_url`) and bounds (2 s, one retry); the node's
-/// `restapi.authentication`, which Patroni's request also carries.
+/// `restapi.authentication`, which Patroni's request also carries. `shield_ttl_ms` (which
+/// Patroni ignores) tells a Shield member how long this leader counts its deadline with.
 pub(crate) async fn failsafe_round(
     api: &crate::rest::state::ApiState,
     me: &shield_core::NodeSettings,
     members: BTreeMap<String, String>,
+    ttl_ms: u64,
 ) -> Vec<(String, String)> {
     let body = serde_json::json!({
         "name": me.name.as_str(),
         "conn_url": me.conn_url,
         "api_url": me.api_url,
+        "shield_ttl_ms": ttl_ms,
     });
     let auth = api.auth.lock().ok().and_then(|a| a.as_ref().map(|c| (c.username.clone(), c.password.clone())));
     let mut set = tokio::task::JoinSet::new();

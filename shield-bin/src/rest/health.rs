@@ -338,10 +338,9 @@ pub(crate) async fn failsafe_post(State(s): State<Shared>, body: axum::body::Byt
     if !snap.cluster.config.as_ref().is_some_and(|(c, _)| c.failsafe_mode) {
         return text(StatusCode::BAD_GATEWAY, "failsafe mode is not enabled");
     }
-    let from = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("name").and_then(serde_json::Value::as_str).map(str::to_owned))
-        .map(|n| shield_core::MemberName::new(&n));
+    let body = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    let leader_ttl_ms = body.get("shield_ttl_ms").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let from = body.get("name").and_then(serde_json::Value::as_str).map(shield_core::MemberName::new);
     let from = match from {
         Some(Ok(n)) => n,
         Some(Err(e)) => return text(StatusCode::BAD_REQUEST, format!("failsafe: bad member name: {e}")),
@@ -357,7 +356,7 @@ pub(crate) async fn failsafe_post(State(s): State<Shared>, body: axum::body::Byt
     let racing = f.acquire_sent.is_some_and(|a| now.duration_since(a) < snap.ttl) || snap.holds_lock;
     match shield_core::failsafe_answer(f.last_leader.as_ref(), db, &from, racing) {
         Ok(lsn) => {
-            f.vouched = Some((from, now));
+            f.vouched = Some((from, now, leader_ttl_ms));
             let mut r = text(StatusCode::OK, "Accepted");
             if let Some(v) = lsn.and_then(|l| axum::http::HeaderValue::from_str(&l.0.to_string()).ok()) {
                 r.headers_mut().insert("lsn", v);

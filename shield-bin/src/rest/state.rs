@@ -143,8 +143,8 @@ pub struct ApiState {
 pub struct FailsafeState {
     /// The last leader key holder the loop saw in the DCS.
     pub last_leader: Option<MemberName>,
-    /// The leader last accepted, and when.
-    pub vouched: Option<(MemberName, std::time::Instant)>,
+    /// The leader last accepted, when, and the ttl it said it counts with (0: not said).
+    pub vouched: Option<(MemberName, std::time::Instant, u64)>,
     /// When this node last sent a leader acquire.
     pub acquire_sent: Option<std::time::Instant>,
     /// As leader: when the last failsafe round every member accepted was sent.

@@ -80,6 +80,11 @@ pub(super) fn publish(cx: &mut Ctx<'_>, view: &ClusterView) {
     }
     let want = topology(cx, view);
     if cx.st.failsafe_topology.as_ref() != Some(&want) {
+        // Until a read shows which value the DCS holds, a round asks the members of both: the
+        // write may have landed (the new members may race unless asked) or not (the old ones).
+        let mut ask = cx.st.failsafe_topology.clone().unwrap_or_default();
+        ask.extend(want.clone());
+        cx.st.failsafe_topology = Some(ask);
         cx.push(Action::WriteFailsafe { topology: want });
     }
 }
@@ -88,13 +93,10 @@ pub(super) fn publish(cx: &mut Ctx<'_>, view: &ClusterView) {
 /// it does not (mode off, paused, not a running primary, or this node missing from the
 /// topology, which Patroni also takes as a refusal).
 pub(super) fn round(cx: &mut Ctx<'_>) -> Option<Reason> {
-    if !cx.st.config.failsafe_mode || cx.paused() || !cx.obs.db.is_running_primary() {
+    if !applies(cx) {
         return None;
     }
     let topology = cx.st.failsafe_topology.as_ref()?;
-    if !topology.contains_key(cx.me().as_str()) {
-        return None;
-    }
     let members: BTreeMap<String, String> = topology
         .iter()
         .filter(|(name, _)| name.as_str() != cx.me().as_str())
@@ -103,9 +105,22 @@ pub(super) fn round(cx: &mut Ctx<'_>) -> Option<Reason> {
     let Action::RenewLeader { fence_after_ms, feed_watchdog, .. } = cx.renew_action() else {
         return None;
     };
-    cx.push(Action::ConfirmFailsafe { members, fence_after_ms, feed_watchdog });
+    let ttl_ms = cx.st.config.timing.ttl_ms;
+    cx.push(Action::ConfirmFailsafe { members, ttl_ms, fence_after_ms, feed_watchdog });
+    // The next round as soon as the next read has failed (it takes up to retry_timeout): each
+    // accepted round must come before the deadline and the watchdog the last one set.
+    cx.wake_now = true;
     let confirmed = cx.st.failsafe_confirmed_at.is_some();
     Some(Reason::FailsafeConfirming { confirmed })
+}
+
+/// Failsafe applies to this lock holder: mode on, not paused, a running primary listed in the
+/// topology it last read.
+pub(super) fn applies(cx: &Ctx<'_>) -> bool {
+    cx.st.config.failsafe_mode
+        && !cx.paused()
+        && cx.obs.db.is_running_primary()
+        && cx.st.failsafe_topology.as_ref().is_some_and(|t| t.contains_key(cx.me().as_str()))
 }
 
 /// The leader this node accepted over `POST /failsafe` less than a ttl ago, if `failsafe_mode`
@@ -114,8 +129,12 @@ pub(super) fn vouched_leader(cx: &Ctx<'_>) -> Option<MemberName> {
     if !cx.st.config.failsafe_mode {
         return None;
     }
-    let (leader, at) = cx.obs.failsafe_vouched.as_ref()?;
-    (leader != cx.me() && cx.obs.now.since(*at) < cx.st.config.timing.ttl_ms).then(|| leader.clone())
+    let (leader, at, leader_ttl_ms) = cx.obs.failsafe_vouched.as_ref()?;
+    // The leader's deadline counts from its round with its own ttl, which may still be the old
+    // one after a ttl change it could not read (it is cut off from the DCS): the promise not to
+    // race lasts the longer of the two.
+    let promise = cx.st.config.timing.ttl_ms.max(*leader_ttl_ms);
+    (leader != cx.me() && cx.obs.now.since(*at) < promise).then(|| leader.clone())
 }
 
 /// In the leader race with `failsafe_mode` on: `Some` when this node must not race.

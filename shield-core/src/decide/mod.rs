@@ -404,10 +404,13 @@ fn fence_check(cx: &mut Ctx<'_>) -> Option<Reason> {
             _ => since,
         };
         let for_ms = now.since(since);
+        // With failsafe, a round is tried first: the rule waits for one refused since then.
+        let round_pending = failsafe::applies(cx) && cx.st.failsafe_refused_at.is_none_or(|r| r < since);
         if cx.st.lease.is_some()
             && cx.st.watchdog_armed
             && for_ms > cx.st.config.timing.retry_timeout_ms
             && !cx.paused()
+            && !round_pending
         {
             cx.fence();
             return Some(Reason::DcsUnreachableFenced { for_ms });
@@ -418,10 +421,16 @@ fn fence_check(cx: &mut Ctx<'_>) -> Option<Reason> {
 
 fn dcs_unreachable(cx: &mut Ctx<'_>) -> Reason {
     if cx.st.lease.is_some() {
-        // Keep trying to renew until the fencing deadline or retry_timeout, whichever is first;
-        // with failsafe_mode, ask the members too (a round all accept moves the deadline).
+        // With failsafe_mode, ask the members instead (a round all accept moves the deadline),
+        // as Patroni does: no renewal, which would take retry_timeout to fail while the
+        // deadline and the watchdog wait for the next round; the next cycle's read finds the
+        // DCS back. Otherwise keep trying to renew until the fencing deadline or retry_timeout,
+        // whichever is first.
+        if let Some(r) = failsafe::round(cx) {
+            return r;
+        }
         cx.push_renew();
-        return failsafe::round(cx).unwrap_or(Reason::RenewFailedRetrying);
+        return Reason::RenewFailedRetrying;
     }
     if cx.obs.db.is_running_primary() && !cx.paused() {
         // A primary we do not know to hold a lease for: it must not run unchecked.

@@ -204,6 +204,10 @@ pub struct NodeState {
     /// accepted (the lease counts from it). Cleared by a renewal the DCS accepted.
     #[serde(default)]
     pub failsafe_confirmed_at: Option<MonoMillis>,
+    /// As leader with the DCS unreachable: the send time of the last failsafe round some member
+    /// refused or did not answer. Cleared by a renewal the DCS accepted.
+    #[serde(default)]
+    pub failsafe_refused_at: Option<MonoMillis>,
 }
 
 impl NodeState {
@@ -241,6 +245,7 @@ impl NodeState {
             slots_sync_failed: None,
             failsafe_topology: None,
             failsafe_confirmed_at: None,
+            failsafe_refused_at: None,
         }
     }
 

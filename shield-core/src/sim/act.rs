@@ -96,7 +96,7 @@ impl World {
                 // The driver's guard: not sent after accepting a failsafe leader since the
                 // observation this decision was made on; and no acceptance for a ttl after.
                 let n = &mut self.nodes[i];
-                if n.failsafe_vouched.as_ref().is_some_and(|(_, at)| *at >= n.observed_at) {
+                if n.failsafe_vouched.as_ref().is_some_and(|(_, at, _)| *at >= n.observed_at) {
                     n.lease_gate_failed = true;
                     n.outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result: Ok(false) });
                     return None;
@@ -125,20 +125,21 @@ impl World {
                 self.note_write(i, "failsafe", r);
                 Some(lat)
             }
-            Action::ConfirmFailsafe { ref members, fence_after_ms, feed_watchdog } => {
-                let refused = self.failsafe_round(i, members);
+            Action::ConfirmFailsafe { ref members, ttl_ms, fence_after_ms, feed_watchdog } => {
+                let refused = self.failsafe_round(i, members, ttl_ms);
                 // Peers answer in a few ms; one that does not answer costs the 2 s bound.
                 let lat =
                     if refused.iter().any(|(_, why)| why == NO_ANSWER) { 2_000 } else { self.rng.gen_range(1..10) };
                 if refused.is_empty() {
                     self.report.failsafe_accepted += 1;
+                    // Each member promised the longer of its ttl and the leader's.
                     let ttl = self
                         .nodes
                         .iter()
-                        .filter(|p| members.contains_key(p.name.as_str()) || p.name == self.nodes[i].name)
-                        .map(|p| p.state.config.timing.ttl_ms)
+                        .filter(|p| members.contains_key(p.name.as_str()))
+                        .map(|p| p.state.config.timing.ttl_ms.max(ttl_ms))
                         .min()
-                        .unwrap_or(0);
+                        .unwrap_or(ttl_ms);
                     self.nodes[i].failsafe_grant_until = Some(self.now + ttl);
                     self.renewed(i, sent_at.plus(fence_after_ms), feed_watchdog, lat);
                 } else {
@@ -296,7 +297,12 @@ impl World {
     /// `POST /failsafe` from node `i` to each member: who did not accept, and why. An accepting
     /// member records the leader at its own local time (the answer is applied now, the most
     /// pessimistic point for the asking leader).
-    fn failsafe_round(&mut self, i: usize, members: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    fn failsafe_round(
+        &mut self,
+        i: usize,
+        members: &BTreeMap<String, String>,
+        leader_ttl_ms: u64,
+    ) -> Vec<(String, String)> {
         let me = self.nodes[i].name.clone();
         let mut refused = Vec::new();
         for name in members.keys() {
@@ -316,7 +322,7 @@ impl World {
                 _ => Err(NO_ANSWER.to_owned()),
             };
             match (answer, j) {
-                (Ok(at), Some(j)) => self.nodes[j].failsafe_vouched = Some((me.clone(), at)),
+                (Ok(at), Some(j)) => self.nodes[j].failsafe_vouched = Some((me.clone(), at, leader_ttl_ms)),
                 (Err(why), _) => refused.push((name.clone(), why)),
                 (Ok(_), None) => {}
             }

@@ -23,7 +23,7 @@ fn unreachable_leader(failsafe: bool) -> (NodeState, Observation) {
 }
 
 fn confirm() -> Action {
-    Action::ConfirmFailsafe { members: topo(&["b", "c"]), fence_after_ms: 3_210, feed_watchdog: None }
+    Action::ConfirmFailsafe { members: topo(&["b", "c"]), ttl_ms: 4_000, fence_after_ms: 3_210, feed_watchdog: None }
 }
 
 #[test]
@@ -33,9 +33,18 @@ fn the_leader_publishes_the_topology_of_every_member_and_itself_when_it_changed(
     let mut b = member(MemberRole::Replica, "running", 5, 1);
     b.api_url = Some("http://b:8008/patroni".into());
     let v = || ViewB::new().leader("a").status(5).member("b", b.clone()).config(failsafe_cfg());
-    let (acts, reason, _) = run(&st, &obs(v(), db_primary(5, 1)));
+    let (acts, reason, d) = run(&st, &obs(v(), db_primary(5, 1)));
     assert_eq!(reason, Reason::LeaderHealthy);
     assert_eq!(acts, vec![renew(None), Action::WriteFailsafe { topology: topo(&["a", "b"]) }]);
+    assert_eq!(d.next.failsafe_topology, Some(topo(&["a", "b"])), "asked from now on");
+    // A member gone from the topology is still asked until a read shows the new value (sim
+    // seed 5000155: a leader that asked only the old members while a new one raced).
+    let mut st2 = st.clone();
+    st2.failsafe_topology = Some(topo(&["a", "c"]));
+    let mut old_key = v();
+    old_key.0.failsafe = Some(topo(&["a", "c"]).into_iter().map(|(k, u)| (k, serde_json::json!(u))).collect());
+    let d = decide(&st2, &obs(old_key, db_primary(5, 1)));
+    assert_eq!(d.next.failsafe_topology, Some(topo(&["a", "b", "c"])));
     // Unchanged in the DCS: not written again.
     let mut with_key = v();
     with_key.0.failsafe = Some(topo(&["a", "b"]).into_iter().map(|(k, u)| (k, serde_json::json!(u))).collect());
@@ -51,7 +60,7 @@ fn the_leader_publishes_the_topology_of_every_member_and_itself_when_it_changed(
 fn with_the_dcs_gone_the_leader_asks_the_other_members_and_keeps_its_deadline_meanwhile() {
     let (st, o) = unreachable_leader(true);
     let (acts, reason, d) = run(&st, &o);
-    assert_eq!(acts, vec![renew(None), confirm()]);
+    assert_eq!(acts, vec![confirm()]);
     assert_eq!(reason, Reason::FailsafeConfirming { confirmed: false });
     assert_eq!(d.fence_at, st.lease.map(|h| h.fence_at), "asking moves nothing");
     // Off: only the renewal, as before.
@@ -101,9 +110,13 @@ fn with_a_watchdog_an_accepted_round_counts_as_contact_for_the_retry_timeout_rul
     let (mut st, mut o) = unreachable_leader(true);
     st.watchdog_armed = true;
     o.dcs = DcsView::Unreachable { since: MonoMillis(NOW.0 - 2_000) };
-    // retry_timeout (1.5 s) has passed since the DCS went: fenced, unless a round was accepted since.
+    // retry_timeout (1.5 s) has passed since the DCS went: a round is tried first.
+    assert!(matches!(decide(&st, &o).reason, Reason::FailsafeConfirming { confirmed: false }));
+    // Refused since: fenced, as without failsafe.
+    st.failsafe_refused_at = Some(MonoMillis(NOW.0 - 300));
     assert!(matches!(decide(&st, &o).reason, Reason::DcsUnreachableFenced { .. }));
-    st.failsafe_confirmed_at = Some(MonoMillis(NOW.0 - 400));
+    // Accepted after that refusal: carries on.
+    st.failsafe_confirmed_at = Some(MonoMillis(NOW.0 - 200));
     assert!(matches!(decide(&st, &o).reason, Reason::FailsafeConfirming { confirmed: true }));
     st.config.failsafe_mode = false;
     assert!(matches!(decide(&st, &o).reason, Reason::DcsUnreachableFenced { .. }));
@@ -113,15 +126,19 @@ fn with_a_watchdog_an_accepted_round_counts_as_contact_for_the_retry_timeout_rul
 fn a_replica_that_accepted_a_leader_less_than_a_ttl_ago_does_not_race() {
     let v = || ViewB::new().status(5).replica("b", 5).config(failsafe_cfg());
     let mut o = obs(v(), db_replica(5, 1, Some("a")));
-    o.failsafe_vouched = Some((n("a"), MonoMillis(NOW.0 - 3_999)));
+    o.failsafe_vouched = Some((n("a"), MonoMillis(NOW.0 - 3_999), 0));
     let (acts, reason, _) = run(&state("b"), &o);
     assert_eq!((acts, reason), (vec![], Reason::FailsafeLeaderVouched { leader: n("a") }));
     // A ttl after the acceptance it races again.
-    o.failsafe_vouched = Some((n("a"), MonoMillis(NOW.0 - 4_000)));
+    o.failsafe_vouched = Some((n("a"), MonoMillis(NOW.0 - 4_000), 0));
     assert_ne!(run(&state("b"), &o).1, Reason::FailsafeLeaderVouched { leader: n("a") });
+    // A leader that counts with a longer ttl (one it read before a change it could not see)
+    // is promised that longer time.
+    o.failsafe_vouched = Some((n("a"), MonoMillis(NOW.0 - 9_999), 10_000));
+    assert_eq!(run(&state("b"), &o).1, Reason::FailsafeLeaderVouched { leader: n("a") });
     // failsafe_mode off: an acceptance counts for nothing.
     let mut o = obs(ViewB::new().status(5).replica("b", 5), db_replica(5, 1, Some("a")));
-    o.failsafe_vouched = Some((n("a"), NOW));
+    o.failsafe_vouched = Some((n("a"), NOW, 0));
     assert_ne!(run(&state("b"), &o).1, Reason::FailsafeLeaderVouched { leader: n("a") });
 }
 

@@ -143,7 +143,7 @@ pub(super) struct Node {
     /// The last leader key holder the node saw in the DCS (lost with the daemon).
     pub last_leader: Option<MemberName>,
     /// The leader this node last accepted over `POST /failsafe`, on its local clock.
-    pub failsafe_vouched: Option<(MemberName, MonoMillis)>,
+    pub failsafe_vouched: Option<(MemberName, MonoMillis, u64)>,
     /// When this node last sent a leader acquire, and when its current decision's observation
     /// was taken (local clock): the driver's guard between the two.
     pub acquire_sent_at: Option<MonoMillis>,
