@@ -225,6 +225,11 @@ pub enum Action {
         fence_after_ms: u64,
         /// How to feed the watchdog when all accept.
         feed_watchdog: Option<WatchdogFeed>,
+        /// Run only if the [`Action::RenewLeader`] just before it in the same decision failed
+        /// without saying the lease is lost (no answer in time): the leader's view came from a
+        /// watch that cannot tell a silent DCS, and the round must not wait a cycle.
+        #[serde(default)]
+        after_failed_renewal: bool,
     },
     /// Stop the database now. `Immediate` is synchronous (fencing); `Fast` is a background task.
     StopDb {

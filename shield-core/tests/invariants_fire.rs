@@ -283,25 +283,27 @@ fn bounded_loss_fires_when_the_lag_rule_is_ignored() {
     }
 }
 
-/// Failsafe that counts a refused round as accepted: the primary keeps running on a member's
-/// "no", or on no answer at all.
-fn failsafe_ignores_refusals(st: &NodeState, o: &Observation) -> Decision {
-    let mut o = o.clone();
-    for out in &mut o.outcomes {
-        if let shield_core::Outcome::FailsafeConfirmed { refused, .. } = out {
-            refused.clear();
+/// Failsafe that leaves one member out of its rounds: the primary keeps running although that
+/// member never confirmed it (and may race).
+fn failsafe_skips_a_member(st: &NodeState, o: &Observation) -> Decision {
+    let mut d = decide(st, o);
+    for a in &mut d.actions {
+        if let Action::ConfirmFailsafe { members, .. } = a {
+            members.pop_last();
         }
     }
-    decide(st, &o)
+    d
 }
 
 #[test]
 fn a_failsafe_rule_that_keeps_a_primary_running_without_every_member_is_caught() {
     let cfg = SimConfig {
         config: shield_core::DynamicConfig { failsafe_mode: true, ..SimConfig::default().config },
-        faults: vec![FaultKind::PartitionDcs, FaultKind::Isolate, FaultKind::Split],
+        // The leader cut from the DCS while the member it skips is cut from its peers (else
+        // that member's probe finds the primary alive and it does not race).
+        faults: vec![FaultKind::PartitionDcs, FaultKind::PartitionPeers],
         watchdog: false,
-        decide: failsafe_ignores_refusals,
+        decide: failsafe_skips_a_member,
         ..SimConfig::default()
     };
     let fired = fired_within(&cfg, 400);

@@ -35,6 +35,8 @@ impl Driver {
         let mut exit = false;
         // Set when a lease action of this decision failed: what needs the lease is skipped.
         let mut lease_gate_failed = false;
+        // This decision's renewal got no answer: its failsafe fallback round runs.
+        let mut renewal_unanswered = false;
         for action in d.actions.clone() {
             let fenced = d.fence_at.is_none_or(|f| mono(cx.start) >= f);
             if lease_gate_failed {
@@ -52,6 +54,10 @@ impl Driver {
                 Action::RunDbTask { task } => self.run_task(cx, task, fenced),
                 Action::RenewLeader { ttl_ms, fence_after_ms, feed_watchdog } => {
                     lease_gate_failed |= !self.renew(cx, ttl_ms, fence_after_ms, feed_watchdog).await;
+                    renewal_unanswered = matches!(
+                        cx.outcomes.last(),
+                        Some(Outcome::LeaderRenew { result: Err(shield_core::ports::ErrorKind::Unreachable), .. })
+                    );
                 }
                 Action::AcquireLeader { ttl_ms, fence_after_ms, replacing } => {
                     lease_gate_failed |= !self.acquire(cx, obs, ttl_ms, fence_after_ms, replacing).await;
@@ -61,8 +67,10 @@ impl Driver {
                     lease_gate_failed |= r.is_err();
                     note(&mut cx.outcomes, "failsafe", r);
                 }
-                Action::ConfirmFailsafe { members, ttl_ms, fence_after_ms, feed_watchdog } => {
-                    self.confirm_failsafe(cx, members, ttl_ms, fence_after_ms, feed_watchdog).await;
+                Action::ConfirmFailsafe { members, ttl_ms, fence_after_ms, feed_watchdog, after_failed_renewal } => {
+                    if !after_failed_renewal || renewal_unanswered {
+                        self.confirm_failsafe(cx, members, ttl_ms, fence_after_ms, feed_watchdog).await;
+                    }
                 }
                 Action::ReleaseLeader => {
                     let result = bounded(self.retry(), self.dcs.release_leader()).await.map_err(|e| e.kind);

@@ -93,6 +93,28 @@ pub(super) fn publish(cx: &mut Ctx<'_>, view: &ClusterView) {
 /// it does not (mode off, paused, not a running primary, or this node missing from the
 /// topology, which Patroni also takes as a refusal).
 pub(super) fn round(cx: &mut Ctx<'_>) -> Option<Reason> {
+    let action = round_action(cx, false)?;
+    cx.push(action);
+    // The next round as soon as the next read has failed (it takes up to retry_timeout): each
+    // accepted round must come before the deadline and the watchdog the last one set.
+    cx.wake_now = true;
+    Some(Reason::FailsafeConfirming { confirmed: cx.st.failsafe_confirmed_at.is_some() })
+}
+
+/// The lock holder with a view of the DCS (it may be a watch's, which a silent DCS leaves
+/// looking current): a round right after the renewal, run only if that renewal gets no answer,
+/// so that the first round comes within the renewal's cycle. While failsafe is active (a round
+/// was accepted and no renewal since), the next cycle starts at once.
+pub(super) fn after_renewal(cx: &mut Ctx<'_>) {
+    let Some(round) = round_action(cx, true) else { return };
+    let Some(at) = cx.actions.iter().position(|a| matches!(a, Action::RenewLeader { .. })) else { return };
+    cx.actions.insert(at + 1, round);
+    if cx.st.failsafe_confirmed_at.is_some() {
+        cx.wake_now = true;
+    }
+}
+
+fn round_action(cx: &Ctx<'_>, after_failed_renewal: bool) -> Option<Action> {
     if !applies(cx) {
         return None;
     }
@@ -106,12 +128,7 @@ pub(super) fn round(cx: &mut Ctx<'_>) -> Option<Reason> {
         return None;
     };
     let ttl_ms = cx.st.config.timing.ttl_ms;
-    cx.push(Action::ConfirmFailsafe { members, ttl_ms, fence_after_ms, feed_watchdog });
-    // The next round as soon as the next read has failed (it takes up to retry_timeout): each
-    // accepted round must come before the deadline and the watchdog the last one set.
-    cx.wake_now = true;
-    let confirmed = cx.st.failsafe_confirmed_at.is_some();
-    Some(Reason::FailsafeConfirming { confirmed })
+    Some(Action::ConfirmFailsafe { members, ttl_ms, fence_after_ms, feed_watchdog, after_failed_renewal })
 }
 
 /// Failsafe applies to this lock holder: mode on, not paused, a running primary listed in the

@@ -266,6 +266,7 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
     failsafe::seen(cx, view);
     let mut reason = situation(cx, view);
     if view.is_leader(cx.me()) && cx.st.lease.is_some() {
+        failsafe::after_renewal(cx);
         failsafe::publish(cx, view);
     }
     // Only the lock holder holds the VIP (a node restarted with the address still bound, a lock

@@ -113,6 +113,7 @@ impl World {
             Action::RenewLeader { ttl_ms, fence_after_ms, feed_watchdog } => {
                 let (result, lat) = self.dcs_call(i, |d| ready(d.renew_leader(ttl_ms)));
                 self.nodes[i].lease_gate_failed |= result.is_err();
+                self.nodes[i].renewal_unanswered = matches!(result, Err(ErrorKind::Unreachable));
                 if result.is_ok() {
                     self.renewed(i, sent_at.plus(fence_after_ms), feed_watchdog, lat);
                 }
@@ -125,7 +126,10 @@ impl World {
                 self.note_write(i, "failsafe", r);
                 Some(lat)
             }
-            Action::ConfirmFailsafe { ref members, ttl_ms, fence_after_ms, feed_watchdog } => {
+            Action::ConfirmFailsafe { ref members, ttl_ms, fence_after_ms, feed_watchdog, after_failed_renewal } => {
+                if after_failed_renewal && !self.nodes[i].renewal_unanswered {
+                    return None;
+                }
                 let refused = self.failsafe_round(i, members, ttl_ms);
                 // Peers answer in a few ms; one that does not answer costs the 2 s bound.
                 let lat =

@@ -23,7 +23,13 @@ fn unreachable_leader(failsafe: bool) -> (NodeState, Observation) {
 }
 
 fn confirm() -> Action {
-    Action::ConfirmFailsafe { members: topo(&["b", "c"]), ttl_ms: 4_000, fence_after_ms: 3_210, feed_watchdog: None }
+    Action::ConfirmFailsafe {
+        members: topo(&["b", "c"]),
+        ttl_ms: 4_000,
+        fence_after_ms: 3_210,
+        feed_watchdog: None,
+        after_failed_renewal: false,
+    }
 }
 
 #[test]
@@ -48,9 +54,23 @@ fn the_leader_publishes_the_topology_of_every_member_and_itself_when_it_changed(
     // Unchanged in the DCS: not written again.
     let mut with_key = v();
     with_key.0.failsafe = Some(topo(&["a", "b"]).into_iter().map(|(k, u)| (k, serde_json::json!(u))).collect());
-    let (acts, _, d) = run(&st, &obs(with_key, db_primary(5, 1)));
-    assert_eq!(acts, vec![renew(None)]);
+    let (acts, _, d) = run(&st, &obs(ViewB(with_key.0.clone()), db_primary(5, 1)));
+    let fallback = Action::ConfirmFailsafe {
+        members: topo(&["b"]),
+        ttl_ms: 4_000,
+        fence_after_ms: 3_210,
+        feed_watchdog: None,
+        after_failed_renewal: true,
+    };
+    // Not written again; a round right after the renewal, run only if the renewal gets no answer.
+    assert_eq!(acts, vec![renew(None), fallback.clone()]);
     assert_eq!(d.next.failsafe_topology, Some(topo(&["a", "b"])));
+    assert!(d.wake_at > NOW, "no failsafe active: the normal cycle");
+    // While failsafe is active (a round accepted, no renewal since) the next cycle starts at once.
+    let mut active = st.clone();
+    active.failsafe_confirmed_at = Some(NOW);
+    let d = decide(&active, &obs(with_key, db_primary(5, 1)));
+    assert_eq!(d.wake_at, NOW);
     // failsafe_mode off: never written.
     let off = ViewB::new().leader("a").status(5).member("b", b.clone());
     assert_eq!(run(&st, &obs(off, db_primary(5, 1))).0, vec![renew(None)]);

@@ -96,6 +96,7 @@ impl World {
         n.wake_local = d.wake_at;
         n.actions = Some(d.actions.into());
         n.lease_gate_failed = false;
+        n.renewal_unanswered = false;
         if let Some(f) = d.fence_at.filter(|_| self.cfg.fence_guard) {
             let t = self.nodes[i].global(f);
             self.at(t, Ev::FenceGuard { node: i });

@@ -151,6 +151,8 @@ pub(super) struct Node {
     /// Global time until which a failsafe round every member accepted keeps them all out of
     /// the race (the round's send time plus the shortest ttl among them).
     pub failsafe_grant_until: Option<u64>,
+    /// The current decision's renewal got no answer (its failsafe fallback round runs).
+    pub renewal_unanswered: bool,
 }
 
 impl Node {
@@ -261,6 +263,7 @@ impl World {
                     acquire_sent_at: None,
                     observed_at: MonoMillis(0),
                     failsafe_grant_until: None,
+                    renewal_unanswered: false,
                 }
             })
             .collect();
