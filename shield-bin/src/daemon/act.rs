@@ -46,6 +46,17 @@ impl Driver {
                     continue;
                 }
             }
+            // After a renewal that got no answer, the member and status writes of the same
+            // decision would each wait retry_timeout for the same silent DCS, delaying the next
+            // cycle (and with failsafe, its round) past the deadline: they are retried next cycle.
+            if renewal_unanswered && matches!(action, Action::TouchMember { .. } | Action::WriteStatus { .. }) {
+                let what = if matches!(action, Action::TouchMember { .. }) { "member" } else { "status" };
+                cx.outcomes.push(Outcome::DcsWriteFailed {
+                    what: what.to_owned(),
+                    kind: shield_core::ports::ErrorKind::Unreachable,
+                });
+                continue;
+            }
             // One arm per action; each arm is a call, so the match is the table of what runs.
             match action {
                 Action::Exit => exit = true,
