@@ -53,6 +53,7 @@ pub fn leader_cycle(members: usize) -> (NodeState, Observation) {
         outcomes: Vec::new(),
         shutdown_requested: false,
         requests: Vec::new(),
+        failsafe_vouched: None,
     };
     (st, obs)
 }
@@ -77,6 +78,7 @@ pub fn race_cycle(members: usize) -> (NodeState, Observation) {
         outcomes: Vec::new(),
         shutdown_requested: false,
         requests: Vec::new(),
+        failsafe_vouched: None,
     };
     (st, obs)
 }

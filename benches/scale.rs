@@ -230,6 +230,7 @@ impl Member {
             outcomes: std::mem::take(&mut self.outcomes),
             shutdown_requested: false,
             requests: Vec::new(),
+            failsafe_vouched: None,
         }
     }
 
@@ -358,6 +359,18 @@ impl Member {
                 Action::ProbePeers => {
                     let reports = self.probe_peers().await;
                     self.outcomes.push(Outcome::PeersProbed { reports });
+                }
+                Action::WriteFailsafe { topology } => {
+                    let r = bounded(self.retry(), self.dcs.write_failsafe(&topology)).await;
+                    lease_gate_failed |= r.is_err();
+                    self.write_failed("failsafe", r);
+                }
+                // The scale bench runs without failsafe_mode: no member is asked, none accepts.
+                Action::ConfirmFailsafe { members, fence_after_ms, .. } => {
+                    let sent_at = mono(self.start);
+                    let refused =
+                        members.into_keys().map(|m| (m, "not modelled in the scale bench".to_owned())).collect();
+                    self.outcomes.push(Outcome::FailsafeConfirmed { sent_at, fence_after_ms, refused });
                 }
                 Action::SyncSlots { create, drop, advance } => {
                     if let Err(e) = self.db.sync_slots(&create, &drop, &advance).await {

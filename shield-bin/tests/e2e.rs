@@ -436,6 +436,66 @@ async fn etcd_quorum_loss_fences_the_primary_and_recovers() {
     .await;
 }
 
+/// Failsafe mode (issue 16): every etcd member frozen for 30 s under a writer. Each member
+/// accepts the primary over `POST /failsafe`, so the primary keeps taking writes and nobody
+/// promotes; once etcd is back the primary holds the leader key again (taking it back if it
+/// expired), with the same postmaster throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failsafe_keeps_the_primary_through_an_etcd_outage() {
+    let _serial = SERIAL.lock().await;
+    let Some(etcd) = servers::EtcdCluster::start(3) else { return };
+    let Some(c) = cluster_with(TestDcs::Etcd(etcd)).await else { return };
+    let p = c.primary;
+    let (code, text) = http_patch(c.nodes[p].api_port, "/config", r#"{"failsafe_mode": true}"#).await;
+    assert_eq!(code, 200, "{text}");
+    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    wait_for("the leader to publish every member as the failsafe topology", Duration::from_secs(20), || async {
+        let (code, body) = http_get(c.nodes[p].api_port, "/failsafe").await;
+        (code == 200 && names.iter().all(|n| body.contains(&format!("\"{n}\"")))).then_some(())
+    })
+    .await;
+    let postmaster = c.nodes[p].postmaster_pid().expect("the primary's postmaster");
+    let etcd = c.dcs.etcd().expect("etcd");
+    for m in &etcd.members {
+        m.freeze();
+    }
+    let t = Instant::now();
+    let mut writes = 0u32;
+    while t.elapsed() < Duration::from_secs(30) {
+        exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('during-the-outage')")
+            .await
+            .unwrap_or_else(|e| panic!("the primary refused a write {:?} into the outage: {e}", t.elapsed()));
+        writes += 1;
+        if writes.is_multiple_of(10) {
+            assert_eq!(writable(&c.nodes).await, vec![p], "one primary, the same, {:?} into the outage", t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, status) = http_get(c.nodes[p].api_port, "/patroni").await;
+    assert!(status.contains("\"failsafe_mode_is_active\":true"), "{status}");
+    let (_, metrics) = http_get(c.nodes[p].api_port, "/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("patroni_failsafe_mode_is_active{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    println!("e2e: etcd frozen for {:?}: {writes} writes on the primary, no failover", t.elapsed());
+    for m in &etcd.members {
+        m.thaw();
+    }
+    wait_for("the primary to hold the leader key again", Duration::from_secs(30), || async {
+        (http_status(c.nodes[p].api_port, "/leader").await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(c.nodes[p].postmaster_pid(), Some(postmaster), "the primary was never restarted");
+    assert_eq!(writable(&c.nodes).await, vec![p]);
+    exec(c.nodes[p].pg_port, "INSERT INTO e2e VALUES ('after-the-outage')").await.expect("write");
+    wait_for("replicas streaming the writes", Duration::from_secs(30), || {
+        replicas_stream_from(&c.nodes, p, "after-the-outage")
+    })
+    .await;
+    assert!(c.nodes[p].log().contains("failsafe mode is enabled and all members are accessible"));
+}
+
 /// `POST /restart` restarts a member's PostgreSQL (a new postmaster) and `POST /reinitialize`
 /// re-clones a replica; the leader refuses to reinitialize itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

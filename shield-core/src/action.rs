@@ -203,6 +203,34 @@ pub enum Action {
     /// Ask every other member for its status (`GET /patroni`); answers come back as
     /// [`crate::Outcome::PeersProbed`].
     ProbePeers,
+    /// Put `failsafe` (Patroni's failsafe topology) after the renewal, as Patroni's leader does
+    /// with `failsafe_mode` on.
+    WriteFailsafe {
+        /// `{member: api_url}`, this node included.
+        topology: std::collections::BTreeMap<String, String>,
+    },
+    /// The DCS does not answer and `failsafe_mode` is on: ask every member of the failsafe
+    /// topology but this one (`POST /failsafe`, Patroni's body and 2 s bound) whether it still
+    /// accepts this node as its leader. The answers come back as
+    /// [`crate::Outcome::FailsafeConfirmed`]; when every member accepted, the round counts as a
+    /// renewal sent when the round was: the driver moves its fence guard to `sent_at +
+    /// fence_after_ms` and feeds the watchdog as for [`Action::RenewLeader`].
+    ConfirmFailsafe {
+        /// `{member: api_url}` of the members to ask.
+        members: std::collections::BTreeMap<String, String>,
+        /// The ttl this leader counts with, sent along (`shield_ttl_ms`, which Patroni ignores):
+        /// an accepting Shield member stays out of the race at least that long.
+        ttl_ms: u64,
+        /// The guard's new deadline, counted from the round's send time, when all accept.
+        fence_after_ms: u64,
+        /// How to feed the watchdog when all accept.
+        feed_watchdog: Option<WatchdogFeed>,
+        /// Run only if the [`Action::RenewLeader`] just before it in the same decision failed
+        /// without saying the lease is lost (no answer in time): the leader's view came from a
+        /// watch that cannot tell a silent DCS, and the round must not wait a cycle.
+        #[serde(default)]
+        after_failed_renewal: bool,
+    },
     /// Stop the database now. `Immediate` is synchronous (fencing); `Fast` is a background task.
     StopDb {
         /// How.
@@ -318,7 +346,7 @@ impl Action {
     pub fn needs_lease(&self) -> bool {
         match self {
             Action::RunDbTask { task } => task.makes_primary(),
-            Action::AddVip | Action::WriteHistory { .. } => true,
+            Action::AddVip | Action::WriteHistory { .. } | Action::WriteFailsafe { .. } => true,
             Action::RegisterService { role } => *role == DbRole::Primary,
             Action::RaceInitialize { .. }
             | Action::WriteInitialize { .. }
@@ -331,6 +359,7 @@ impl Action {
             | Action::SyncSlots { .. }
             | Action::ClearFailover { .. }
             | Action::ProbePeers
+            | Action::ConfirmFailsafe { .. }
             | Action::StopDb { .. }
             | Action::ArmWatchdog
             | Action::DisarmWatchdog

@@ -42,7 +42,7 @@ pub mod types;
 pub use action::{Action, CallbackEvent, DbRole, DbTask, StartAs, StopMode};
 pub use cluster::{ClusterView, KvEntry, MemberData, MemberRole, Tags};
 pub use config::{ConfigError, DynamicConfig, Timing};
-pub use decide::{decide, slot_name, Decision, LeaseHold, NodeSettings, NodeState, WatchdogMode};
+pub use decide::{decide, failsafe_answer, slot_name, Decision, LeaseHold, NodeSettings, NodeState, WatchdogMode};
 pub use observation::{DataDir, DbProcess, DbStatus, DcsView, Observation, Outcome, PeerReport, Request};
 pub use reason::{Ineligible, Reason};
 pub use types::{Lsn, MemberName, MonoMillis, Revision, SystemId, Timeline};

@@ -33,6 +33,12 @@ pub struct Observation {
     /// Operator requests for this node that arrived since the last cycle (REST).
     #[serde(default)]
     pub requests: Vec<Request>,
+    /// The last leader this node accepted over `POST /failsafe` (see [`crate::failsafe_answer`]),
+    /// when, on the local clock, and the ttl that leader said it counts its deadline with (0
+    /// when it did not say: a Patroni leader). The node stays out of the race for the longer of
+    /// that ttl and its own.
+    #[serde(default)]
+    pub failsafe_vouched: Option<(MemberName, MonoMillis, u64)>,
 }
 
 /// An operator's request for this node.
@@ -286,6 +292,16 @@ pub enum Outcome {
         /// Answers, by member. Members that did not answer are absent.
         reports: BTreeMap<MemberName, PeerReport>,
     },
+    /// `ConfirmFailsafe` ran: every member asked either accepted or is listed in `refused`.
+    FailsafeConfirmed {
+        /// Send time of the round (of its first request).
+        sent_at: MonoMillis,
+        /// The action's `fence_after_ms`.
+        fence_after_ms: u64,
+        /// The members that did not accept (as the topology names them), each with its answer
+        /// or why there was none.
+        refused: Vec<(String, String)>,
+    },
     /// A background database task finished.
     DbTaskDone {
         /// Which task.
@@ -364,6 +380,9 @@ impl Outcome {
             Action::WriteHistory { .. } => {
                 Some(Outcome::DcsWriteFailed { what: "history".to_owned(), kind: ErrorKind::LeaseLost })
             }
+            Action::WriteFailsafe { .. } => {
+                Some(Outcome::DcsWriteFailed { what: "failsafe".to_owned(), kind: ErrorKind::LeaseLost })
+            }
             Action::RegisterService { role } => {
                 Some(Outcome::ServiceRegistrationFailed { role: *role, reason: WHY.to_owned() })
             }
@@ -379,6 +398,7 @@ impl Outcome {
             | Action::SyncSlots { .. }
             | Action::ClearFailover { .. }
             | Action::ProbePeers
+            | Action::ConfirmFailsafe { .. }
             | Action::StopDb { .. }
             | Action::ArmWatchdog
             | Action::DisarmWatchdog

@@ -64,6 +64,9 @@ pub enum Ineligible {
     },
     /// The watchdog is required and could not be armed.
     WatchdogRequired,
+    /// `failsafe_mode` is on and the `failsafe` key lists members, but not this one: it was not
+    /// a member when the last leader wrote the key, so that leader never asked it (Patroni's rule).
+    NotInFailsafeTopology,
 }
 
 impl fmt::Display for Ineligible {
@@ -93,6 +96,7 @@ impl fmt::Display for Ineligible {
             Ineligible::NotSynchronous => f.write_str("I am not a synchronous standby"),
             Ineligible::NotTheCandidate { candidate } => write!(f, "the failover candidate is {candidate}"),
             Ineligible::WatchdogRequired => f.write_str("the watchdog is required and could not be activated"),
+            Ineligible::NotInFailsafeTopology => f.write_str("I am not in the failsafe topology"),
         }
     }
 }
@@ -173,6 +177,25 @@ pub enum Reason {
     },
     /// The lock holder could not renew, will retry before the fencing deadline.
     RenewFailedRetrying,
+    /// The DCS does not answer; `failsafe_mode` is on: the lock holder asks every member of the
+    /// failsafe topology whether it still accepts it, and keeps running only on a round all of
+    /// them accepted (each round moves the deadline as a renewal would).
+    FailsafeConfirming {
+        /// The last round every member accepted counts the deadline (false: none yet, or the
+        /// last round was refused, so the deadline of the last renewal or round stands).
+        confirmed: bool,
+    },
+    /// The DCS answers again without our leader key, which expired while failsafe kept this
+    /// primary running: taking the free lock back (every member that accepted us stays out of
+    /// the race for a ttl).
+    FailsafeReacquiring,
+    // ---- failsafe replica ----------------------------------------------------------------
+    /// Nobody holds the leader key, but this node accepted the named leader over
+    /// `POST /failsafe` less than a ttl ago: it stays out of the race.
+    FailsafeLeaderVouched {
+        /// The leader accepted.
+        leader: MemberName,
+    },
     // ---- race ----------------------------------------------------------------------------
     /// Asking peers before racing for the lock.
     ProbingPeers,
@@ -346,6 +369,18 @@ impl fmt::Display for Reason {
             R::FailoverRequestCleared { why } => write!(f, "cleared failover request: {why}"),
             R::SwitchoverScheduled { at } => write!(f, "awaiting switchover scheduled at {at}"),
             R::RenewFailedRetrying => f.write_str("failed to update leader lock, retrying before the fencing deadline"),
+            R::FailsafeConfirming { confirmed: true } => f.write_str(
+                "continue to run as a leader because failsafe mode is enabled and all members are accessible",
+            ),
+            R::FailsafeConfirming { confirmed: false } => f.write_str(
+                "DCS is not accessible: asking the failsafe members; running until the fencing deadline unless all accept",
+            ),
+            R::FailsafeReacquiring => {
+                f.write_str("DCS is back without our leader key (failsafe kept us running): acquiring the lock again")
+            }
+            R::FailsafeLeaderVouched { leader } => {
+                write!(f, "no leader key, but failsafe mode is active: {leader} confirmed as the leader less than a ttl ago")
+            }
             R::ProbingPeers => f.write_str("cluster is unlocked: asking peers for their WAL positions"),
             R::AcquiringLock => f.write_str("cluster is unlocked and I am the healthiest node: acquiring the leader lock"),
             R::LostRace => f.write_str("failed to acquire the leader lock: another node won"),

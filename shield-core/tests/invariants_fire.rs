@@ -282,3 +282,36 @@ fn bounded_loss_fires_when_the_lag_rule_is_ignored() {
         assert_eq!(fired_within(&cfg, 2_000), "bounded-loss", "watchdog {watchdog}");
     }
 }
+
+/// Failsafe that leaves one member out of its rounds: the primary keeps running although that
+/// member never confirmed it (and may race).
+fn failsafe_skips_a_member(st: &NodeState, o: &Observation) -> Decision {
+    let mut d = decide(st, o);
+    for a in &mut d.actions {
+        if let Action::ConfirmFailsafe { members, .. } = a {
+            members.pop_last();
+        }
+    }
+    d
+}
+
+#[test]
+fn a_failsafe_rule_that_keeps_a_primary_running_without_every_member_is_caught() {
+    let cfg = SimConfig {
+        config: shield_core::DynamicConfig { failsafe_mode: true, ..SimConfig::default().config },
+        // The leader cut from the DCS while the member it skips is cut from its peers (else
+        // that member's probe finds the primary alive and it does not race).
+        faults: vec![FaultKind::PartitionDcs, FaultKind::PartitionPeers],
+        watchdog: false,
+        decide: failsafe_skips_a_member,
+        ..SimConfig::default()
+    };
+    let fired = fired_within(&cfg, 400);
+    assert!(["write-with-lease", "single-writer"].contains(&fired), "{fired}");
+    // The same schedules with the real rule hold.
+    let ok = SimConfig { decide, ..cfg };
+    for seed in 0..50 {
+        let r = run_seed(&ok, seed);
+        assert!(r.violation.is_none(), "{}", r.render());
+    }
+}

@@ -179,6 +179,7 @@ fn arb_obs() -> impl Strategy<Value = Observation> {
             outcomes,
             shutdown_requested,
             requests: Vec::new(),
+            failsafe_vouched: None,
         })
 }
 
@@ -293,6 +294,7 @@ fn arb_promotion_case() -> impl Strategy<Value = (NodeState, Observation)> {
                 outcomes,
                 shutdown_requested: false,
                 requests: Vec::new(),
+                failsafe_vouched: None,
             };
             (st, o)
         },
@@ -352,6 +354,7 @@ fn arb_slot_case() -> impl Strategy<Value = (NodeState, Observation)> {
                 outcomes: Vec::new(),
                 shutdown_requested: false,
                 requests: Vec::new(),
+                failsafe_vouched: None,
             };
             (st, o)
         })
@@ -734,6 +737,7 @@ fn a_dead_leader_key_is_replaced_only_after_ttl_at_its_revision() {
             outcomes: vec![Outcome::PeersProbed { reports: Default::default() }],
             shutdown_requested: false,
             requests: Vec::new(),
+            failsafe_vouched: None,
         };
         let d = decide(&st, &obs);
         let took: Vec<_> = d
@@ -763,6 +767,7 @@ fn reachable(view: ClusterView, db: DbStatus, outcome: Option<Outcome>) -> Obser
         outcomes: outcome.into_iter().collect(),
         shutdown_requested: false,
         requests: Vec::new(),
+        failsafe_vouched: None,
     }
 }
 

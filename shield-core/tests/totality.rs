@@ -418,6 +418,9 @@ fn arb_outcome() -> BoxedStrategy<Outcome> {
         prop_oneof![any::<bool>().prop_map(Ok), arb_kind().prop_map(Err)]
             .prop_map(|result| Outcome::InitializeRace { result }),
         prop::collection::btree_map(arb_name(), report, 0..4).prop_map(|reports| Outcome::PeersProbed { reports }),
+        (ext_time(), ext_u64(), prop::collection::vec((".{0,8}", ".{0,8}"), 0..3)).prop_map(
+            |(sent_at, fence_after_ms, refused)| Outcome::FailsafeConfirmed { sent_at, fence_after_ms, refused }
+        ),
         (arb_task(), prop::option::of(arb_kind())).prop_map(|(task, err)| Outcome::DbTaskDone {
             task,
             result: err.map_or(Ok(()), |k| Err(PortError::new(k, "failed"))),
@@ -443,8 +446,9 @@ fn arb_obs() -> BoxedStrategy<Observation> {
         prop::collection::vec(arb_outcome(), 0..4),
         any::<bool>(),
         prop::collection::vec(prop_oneof![Just(Request::Restart), Just(Request::Reinitialize)], 0..3),
+        prop::option::of((arb_name(), ext_time(), ext_u64())),
     )
-        .prop_map(|(now, wall_ms, dcs, db, outcomes, shutdown_requested, requests)| Observation {
+        .prop_map(|(now, wall_ms, dcs, db, outcomes, shutdown_requested, requests, failsafe_vouched)| Observation {
             now,
             wall_ms,
             dcs,
@@ -452,6 +456,7 @@ fn arb_obs() -> BoxedStrategy<Observation> {
             outcomes,
             shutdown_requested,
             requests,
+            failsafe_vouched,
         })
         .boxed()
 }
@@ -688,6 +693,7 @@ fn parse_and_decide(entries: &[KvEntry], now: MonoMillis, wall_ms: i64) {
         outcomes: Vec::new(),
         shutdown_requested: false,
         requests: Vec::new(),
+        failsafe_vouched: None,
     };
     exercise(&NodeState::new(NodeSettings::new(name(0))), &o);
 }
@@ -819,6 +825,7 @@ fn leader_with_scheduled_switchover(wall_ms: i64, at_ms: i64) -> (NodeState, Obs
         outcomes: Vec::new(),
         shutdown_requested: false,
         requests: Vec::new(),
+        failsafe_vouched: None,
     };
     (st, o)
 }

@@ -181,6 +181,11 @@ impl Dcs for ConsulDcs {
         self.put("write history", &self.key("history"), &value, None, None).await.map(|_| ())
     }
 
+    async fn write_failsafe(&self, topology: &std::collections::BTreeMap<String, String>) -> Result<(), PortError> {
+        let value = encode::failsafe(topology);
+        self.put("write failsafe", &self.key("failsafe"), &value, None, None).await.map(|_| ())
+    }
+
     async fn write_status(&self, status: &Status) -> Result<(), PortError> {
         let value = encode::status(status);
         if self.status_unchanged(&value) {

@@ -255,6 +255,10 @@ impl Dcs for EtcdDcs {
         self.inner.put("write history", "history", &value).await
     }
 
+    async fn write_failsafe(&self, topology: &std::collections::BTreeMap<String, String>) -> Result<(), PortError> {
+        self.inner.put("write failsafe", "failsafe", &encode::failsafe(topology)).await
+    }
+
     async fn write_status(&self, status: &Status) -> Result<(), PortError> {
         // Written when it changed: decide() compares with the view, which may not show our
         // last write yet.

@@ -35,6 +35,8 @@ impl Driver {
         let mut exit = false;
         // Set when a lease action of this decision failed: what needs the lease is skipped.
         let mut lease_gate_failed = false;
+        // This decision's renewal got no answer: its failsafe fallback round runs.
+        let mut renewal_unanswered = false;
         for action in d.actions.clone() {
             let fenced = d.fence_at.is_none_or(|f| mono(cx.start) >= f);
             if lease_gate_failed {
@@ -44,6 +46,17 @@ impl Driver {
                     continue;
                 }
             }
+            // After a renewal that got no answer, the member and status writes of the same
+            // decision would each wait retry_timeout for the same silent DCS, delaying the next
+            // cycle (and with failsafe, its round) past the deadline: they are retried next cycle.
+            if renewal_unanswered && matches!(action, Action::TouchMember { .. } | Action::WriteStatus { .. }) {
+                let what = if matches!(action, Action::TouchMember { .. }) { "member" } else { "status" };
+                cx.outcomes.push(Outcome::DcsWriteFailed {
+                    what: what.to_owned(),
+                    kind: shield_core::ports::ErrorKind::Unreachable,
+                });
+                continue;
+            }
             // One arm per action; each arm is a call, so the match is the table of what runs.
             match action {
                 Action::Exit => exit = true,
@@ -52,9 +65,23 @@ impl Driver {
                 Action::RunDbTask { task } => self.run_task(cx, task, fenced),
                 Action::RenewLeader { ttl_ms, fence_after_ms, feed_watchdog } => {
                     lease_gate_failed |= !self.renew(cx, ttl_ms, fence_after_ms, feed_watchdog).await;
+                    renewal_unanswered = matches!(
+                        cx.outcomes.last(),
+                        Some(Outcome::LeaderRenew { result: Err(shield_core::ports::ErrorKind::Unreachable), .. })
+                    );
                 }
                 Action::AcquireLeader { ttl_ms, fence_after_ms, replacing } => {
-                    lease_gate_failed |= !self.acquire(cx, ttl_ms, fence_after_ms, replacing).await;
+                    lease_gate_failed |= !self.acquire(cx, obs, ttl_ms, fence_after_ms, replacing).await;
+                }
+                Action::WriteFailsafe { topology } => {
+                    let r = bounded(self.retry(), self.dcs.write_failsafe(&topology)).await;
+                    lease_gate_failed |= r.is_err();
+                    note(&mut cx.outcomes, "failsafe", r);
+                }
+                Action::ConfirmFailsafe { members, ttl_ms, fence_after_ms, feed_watchdog, after_failed_renewal } => {
+                    if !after_failed_renewal || renewal_unanswered {
+                        self.confirm_failsafe(cx, members, ttl_ms, fence_after_ms, feed_watchdog).await;
+                    }
                 }
                 Action::ReleaseLeader => {
                     let result = bounded(self.retry(), self.dcs.release_leader()).await.map_err(|e| e.kind);
@@ -160,8 +187,28 @@ impl Driver {
 
     /// Takes the leader key (a free one, or a dead one at its exact revision). Returns whether
     /// this node holds it now.
-    async fn acquire(&mut self, cx: &mut Cycle, ttl_ms: u64, fence_after_ms: u64, replacing: Option<Revision>) -> bool {
+    ///
+    /// Not sent when this node accepted a failsafe leader after the observation the decision
+    /// was made on (decide() did not see that acceptance); checked and recorded under the lock
+    /// `POST /failsafe` takes, so that no acceptance lands between the check and the send.
+    async fn acquire(
+        &mut self,
+        cx: &mut Cycle,
+        obs: &Observation,
+        ttl_ms: u64,
+        fence_after_ms: u64,
+        replacing: Option<Revision>,
+    ) -> bool {
         let sent_at = mono(cx.start);
+        if let Ok(mut f) = self.api.failsafe.lock() {
+            let observed = cx.instant(obs.now);
+            if let Some((leader, ..)) = f.vouched.as_ref().filter(|(_, at, _)| *at >= observed) {
+                tracing::info!(%leader, "not racing: accepted a failsafe leader after this cycle's observation");
+                cx.outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result: Ok(false) });
+                return false;
+            }
+            f.acquire_sent = Some(std::time::Instant::now());
+        }
         let result = match replacing {
             None => bounded(self.retry(), self.dcs.acquire_leader(ttl_ms)).await,
             Some(rev) => bounded(self.retry(), self.dcs.take_leader(ttl_ms, rev)).await,
@@ -170,6 +217,33 @@ impl Driver {
         let won = result == Ok(true);
         cx.outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result });
         won
+    }
+
+    /// One failsafe round: `POST /failsafe` to every member at once (2 s bound, one retry, as
+    /// Patroni). All accepted: the round counts as a renewal sent at its start (guard, keeper
+    /// and watchdog move as after one).
+    async fn confirm_failsafe(
+        &mut self,
+        cx: &mut Cycle,
+        members: std::collections::BTreeMap<String, String>,
+        ttl_ms: u64,
+        fence_after_ms: u64,
+        feed: Option<WatchdogFeed>,
+    ) {
+        let sent_at = mono(cx.start);
+        let started = std::time::Instant::now();
+        let refused = super::peers::failsafe_round(&self.api, &self.state.settings, members, ttl_ms).await;
+        if refused.is_empty() {
+            let took = mono(cx.start).since(sent_at);
+            self.feed_watchdog(took, feed, &mut cx.outcomes).await;
+            cx.fence.extend(cx.instant(sent_at.plus(fence_after_ms)));
+            if let Ok(mut f) = self.api.failsafe.lock() {
+                f.confirmed = Some(started);
+            }
+        } else {
+            tracing::warn!(?refused, "failsafe: not every member accepted this leader");
+        }
+        cx.outcomes.push(Outcome::FailsafeConfirmed { sent_at, fence_after_ms, refused });
     }
 
     /// The bootstrap race: creates `initialize`. A new cluster with a custom `bootstrap.method`

@@ -50,6 +50,7 @@ impl Driver {
             outcomes: std::mem::take(&mut cx.outcomes),
             shutdown_requested: *self.shutdown.borrow(),
             requests: pending.iter().map(|p| p.request).collect(),
+            failsafe_vouched: self.failsafe_vouched(cx),
         };
         (obs, pending)
     }
@@ -81,12 +82,22 @@ impl Driver {
         if let Ok(mut c) = self.cluster.lock() {
             *c = view.clone();
         }
+        if let (Some(l), Ok(mut f)) = (view.leader_name(), self.api.failsafe.lock()) {
+            f.last_leader = Some(l.clone());
+        }
         let Some((cfg, _)) = &view.config else { return };
         let new: BTreeMap<String, String> =
             cfg.postgresql.parameters.iter().map(|(k, v)| (k.clone(), json_scalar(v))).collect();
         if let Ok(mut p) = self.dcs_parameters.lock() {
             *p = new;
         }
+    }
+
+    /// The leader this node last accepted over `POST /failsafe`, on shield-core's clock.
+    fn failsafe_vouched(&self, cx: &Cycle) -> Option<(shield_core::MemberName, shield_core::MonoMillis, u64)> {
+        let f = self.api.failsafe.lock().ok()?;
+        let (name, at, ttl) = f.vouched.as_ref()?;
+        Some((name.clone(), shield_core::MonoMillis(at.saturating_duration_since(cx.start).as_millis() as u64), *ttl))
     }
 
     /// The status as read, or, when the query failed or did not answer in time, the last one

@@ -69,3 +69,75 @@ impl Driver {
         out
     }
 }
+
+/// `http://host:port/<anything>` → `http://host:port/failsafe`, as Patroni builds a member's
+/// endpoint from its `api_url`.
+fn failsafe_url(api_url: &str) -> Option<String> {
+    let (scheme, rest) = api_url.split_once("://")?;
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}/failsafe"))
+}
+
+/// Asks every member (`{name: api_url}`) over `POST /failsafe` whether it accepts this node as
+/// its leader; returns the members that did not, with their answer or why there was none.
+/// Patroni's body (`name`, `conn_url`, `api_url`) and bounds (2 s, one retry); the node's
+/// `restapi.authentication`, which Patroni's request also carries. `shield_ttl_ms` (which
+/// Patroni ignores) tells a Shield member how long this leader counts its deadline with.
+pub(crate) async fn failsafe_round(
+    api: &crate::rest::state::ApiState,
+    me: &shield_core::NodeSettings,
+    members: BTreeMap<String, String>,
+    ttl_ms: u64,
+) -> Vec<(String, String)> {
+    let body = serde_json::json!({
+        "name": me.name.as_str(),
+        "conn_url": me.conn_url,
+        "api_url": me.api_url,
+        "shield_ttl_ms": ttl_ms,
+    });
+    let auth = api.auth.lock().ok().and_then(|a| a.as_ref().map(|c| (c.username.clone(), c.password.clone())));
+    let mut set = tokio::task::JoinSet::new();
+    for (name, api_url) in members {
+        let (body, auth) = (body.clone(), auth.clone());
+        set.spawn(async move {
+            let Some(url) = failsafe_url(&api_url) else {
+                return Some((name, format!("bad api_url {api_url:?}")));
+            };
+            let mut last = String::new();
+            for _ in 0..2 {
+                let creds = auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+                match crate::net::http::request("POST", &url, Some(&body), creds, Duration::from_secs(2)).await {
+                    Ok(a) if a.status == 200 && a.body == "Accepted" => return None,
+                    // An answer is final; only no answer is retried.
+                    Ok(a) => return Some((name, format!("{} {}", a.status, a.body.trim()))),
+                    Err(e) => last = e,
+                }
+            }
+            Some((name, last))
+        });
+    }
+    let mut refused = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Some(x)) => refused.push(x),
+            Ok(None) => {}
+            Err(e) => refused.push(("?".to_owned(), format!("request task failed: {e}"))),
+        }
+    }
+    refused.sort();
+    refused
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_failsafe_endpoint_replaces_the_api_urls_path() {
+        assert_eq!(
+            super::failsafe_url("http://10.0.0.1:8008/patroni").as_deref(),
+            Some("http://10.0.0.1:8008/failsafe")
+        );
+        assert_eq!(super::failsafe_url("https://h:1").as_deref(), Some("https://h:1/failsafe"));
+        assert_eq!(super::failsafe_url("nonsense"), None);
+        assert_eq!(super::failsafe_url("http:///x"), None);
+    }
+}

@@ -329,8 +329,43 @@ pub(crate) async fn failsafe(State(s): State<Shared>) -> Response {
     }
 }
 
-/// `POST /failsafe`: 502, as Patroni answers with failsafe mode off. Shield does not act on
-/// `failsafe_mode`, so it never takes part in a failsafe leader's checks.
-pub(crate) async fn failsafe_post() -> Response {
-    text(StatusCode::BAD_GATEWAY, "failsafe mode is not supported by Shield")
+/// `POST /failsafe`: a leader cut off from the DCS asks whether this member still accepts it
+/// (Patroni's body: `name`, `conn_url`, `api_url`, `slots`). 200 `Accepted` with this node's WAL
+/// position in the `lsn` header, 500 with the reason it does not ([`shield_core::failsafe_answer`]),
+/// 502 with failsafe mode off, 400 for a body without a member name.
+pub(crate) async fn failsafe_post(State(s): State<Shared>, body: axum::body::Bytes) -> Response {
+    let snap = s.snapshot();
+    if !snap.cluster.config.as_ref().is_some_and(|(c, _)| c.failsafe_mode) {
+        return text(StatusCode::BAD_GATEWAY, "failsafe mode is not enabled");
+    }
+    let body = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    let leader_ttl_ms = body.get("shield_ttl_ms").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let from = body.get("name").and_then(serde_json::Value::as_str).map(shield_core::MemberName::new);
+    let from = match from {
+        Some(Ok(n)) => n,
+        Some(Err(e)) => return text(StatusCode::BAD_REQUEST, format!("failsafe: bad member name: {e}")),
+        None => return text(StatusCode::BAD_REQUEST, "failsafe: the body must be a JSON object with a \"name\""),
+    };
+    let Some(db) = snap.db.as_ref() else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "the HA loop has not run yet");
+    };
+    let Ok(mut f) = s.failsafe.lock() else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "failsafe state poisoned");
+    };
+    let now = std::time::Instant::now();
+    let racing = f.acquire_sent.is_some_and(|a| now.duration_since(a) < snap.ttl) || snap.holds_lock;
+    match shield_core::failsafe_answer(f.last_leader.as_ref(), db, &from, racing) {
+        Ok(lsn) => {
+            f.vouched = Some((from, now, leader_ttl_ms));
+            let mut r = text(StatusCode::OK, "Accepted");
+            if let Some(v) = lsn.and_then(|l| axum::http::HeaderValue::from_str(&l.0.to_string()).ok()) {
+                r.headers_mut().insert("lsn", v);
+            }
+            r
+        }
+        Err(why) => {
+            tracing::info!(leader = %from, "failsafe: not accepted: {why}");
+            text(StatusCode::INTERNAL_SERVER_ERROR, why)
+        }
+    }
 }

@@ -238,7 +238,11 @@ fn cluster_families(o: &mut Out, name: &str, snap: &Snapshot, db: &Db<'_>, dcs_f
         "Value is 1 if the cluster is unlocked, 0 if locked.",
         u8::from(!dcs_fresh || snap.cluster.leader.is_none()),
     );
-    o.gauge("patroni_failsafe_mode_is_active", "Value is 1 if failsafe mode is active, 0 if inactive.", 0);
+    o.gauge(
+        "patroni_failsafe_mode_is_active",
+        "Value is 1 if failsafe mode is active, 0 if inactive.",
+        u8::from(snap.failsafe_active),
+    );
     o.gauge(
         "patroni_failsafe_mode_enabled",
         "Value is 1 if failsafe_mode is enabled, 0 otherwise.",

@@ -52,6 +52,9 @@ pub struct Snapshot {
     pub vip_bound: bool,
     /// The role the server last answered its status query with (see [`Snapshot::set_db`]).
     pub last_role: Option<&'static str>,
+    /// Failsafe mode is active on this node (filled in by [`ApiState::snapshot`]): as leader,
+    /// a round every member accepted less than a ttl ago; as replica, a leader accepted then.
+    pub failsafe_active: bool,
 }
 
 impl Snapshot {
@@ -130,6 +133,22 @@ pub struct ApiState {
     /// Requests that call the DCS at once; more wait briefly, then get 503, so that a flood of
     /// authorised requests cannot pile work on the DCS the HA loop depends on.
     pub dcs_gate: tokio::sync::Semaphore,
+    /// Failsafe mode's shared state: `POST /failsafe` records acceptances under this lock, under
+    /// which the loop's leader acquire checks for one (see [`shield_core::failsafe_answer`]).
+    pub failsafe: Mutex<FailsafeState>,
+}
+
+/// What `POST /failsafe` and the loop share.
+#[derive(Debug, Default)]
+pub struct FailsafeState {
+    /// The last leader key holder the loop saw in the DCS.
+    pub last_leader: Option<MemberName>,
+    /// The leader last accepted, when, and the ttl it said it counts with (0: not said).
+    pub vouched: Option<(MemberName, std::time::Instant, u64)>,
+    /// When this node last sent a leader acquire.
+    pub acquire_sent: Option<std::time::Instant>,
+    /// As leader: when the last failsafe round every member accepted was sent.
+    pub confirmed: Option<std::time::Instant>,
 }
 
 /// What a request's asker hears back: `Ok` when done (a restart: PostgreSQL is back), or why not.
@@ -171,12 +190,19 @@ impl ApiState {
             throttle: Mutex::new(crate::rest::access::Throttle::default()),
             command_params: Mutex::new(crate::rest::command_params::CommandParams::default()),
             dcs_gate: tokio::sync::Semaphore::new(DCS_REQUESTS),
+            failsafe: Mutex::new(FailsafeState::default()),
         }
     }
 
     /// A copy of the last cycle's snapshot (a poisoned lock gives an empty one).
     pub(crate) fn snapshot(&self) -> Snapshot {
-        self.snap.lock().map(|g| g.clone()).unwrap_or_default()
+        let mut s = self.snap.lock().map(|g| g.clone()).unwrap_or_default();
+        if let Ok(f) = self.failsafe.lock() {
+            let recent = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < s.ttl);
+            let failsafe_on = s.cluster.config.as_ref().is_some_and(|(c, _)| c.failsafe_mode);
+            s.failsafe_active = failsafe_on && (recent(f.confirmed) || recent(f.vouched.as_ref().map(|v| v.1)));
+        }
+        s
     }
 
     /// The scheduled restart, if any.

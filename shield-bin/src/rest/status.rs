@@ -82,6 +82,9 @@ pub(crate) fn status_json(s: &ApiState, snap: &Snapshot) -> Value {
         v["pending_restart"] = json!(true);
         v["pending_restart_reason"] = json!(snap.server.pending_restart);
     }
+    if snap.failsafe_active {
+        v["failsafe_mode_is_active"] = json!(true);
+    }
     if let Some(vip) = &snap.vip {
         v["vip"] = json!({"address": vip, "bound": snap.vip_bound});
     }

@@ -85,7 +85,7 @@ pub struct ClusterView {
     #[serde(default)]
     pub status_revision: Option<Revision>,
     /// The `failsafe` key (Patroni's failsafe topology, `{member: api_url}`), when it holds a
-    /// JSON object. Shield does not write it; `GET /failsafe` shows it.
+    /// JSON object. The leader writes it with `failsafe_mode` on; `GET /failsafe` shows it.
     #[serde(default)]
     pub failsafe: Option<BTreeMap<String, Value>>,
     /// Every value that could not be parsed: `key: problem`. Shown to operators, never fatal.
@@ -93,6 +93,13 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
+    /// The `failsafe` key as `{member: api_url}`: its entries whose value is a string (Patroni
+    /// writes nothing else there). `None` when the key is absent or not a JSON object.
+    pub fn failsafe_topology(&self) -> Option<BTreeMap<String, String>> {
+        let f = self.failsafe.as_ref()?;
+        Some(f.iter().filter_map(|(k, v)| v.as_str().map(|u| (k.clone(), u.to_owned()))).collect())
+    }
+
     /// Builds a snapshot from the keys of one prefix read.
     pub fn from_entries(revision: Revision, entries: &[KvEntry]) -> ClusterView {
         let mut view = ClusterView { revision, ..ClusterView::default() };

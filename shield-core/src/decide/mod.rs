@@ -25,6 +25,8 @@ mod state;
 
 mod effects;
 
+mod failsafe;
+
 mod follower;
 
 mod leader;
@@ -261,7 +263,12 @@ fn dispatch(cx: &mut Ctx<'_>) -> Reason {
         DcsView::Unreachable { .. } => return dcs_unreachable(cx),
         DcsView::Reachable(view) => view,
     };
+    failsafe::seen(cx, view);
     let mut reason = situation(cx, view);
+    if view.is_leader(cx.me()) && cx.st.lease.is_some() {
+        failsafe::after_renewal(cx);
+        failsafe::publish(cx, view);
+    }
     // Only the lock holder holds the VIP (a node restarted with the address still bound, a lock
     // lost to another node).
     if !view.is_leader(cx.me()) {
@@ -392,11 +399,19 @@ fn fence_check(cx: &mut Ctx<'_>) -> Option<Reason> {
     // fed only after renewals, would otherwise reset the whole host before that deadline. A
     // primary without a lease is stopped at once in dcs_unreachable().
     if let DcsView::Unreachable { since } = cx.obs.dcs {
+        // A failsafe round every member accepted counts as contact, as a renewal would.
+        let since = match cx.st.failsafe_confirmed_at {
+            Some(c) if cx.st.config.failsafe_mode => since.max(c),
+            _ => since,
+        };
         let for_ms = now.since(since);
+        // With failsafe, a round is tried first: the rule waits for one refused since then.
+        let round_pending = failsafe::applies(cx) && cx.st.failsafe_refused_at.is_none_or(|r| r < since);
         if cx.st.lease.is_some()
             && cx.st.watchdog_armed
             && for_ms > cx.st.config.timing.retry_timeout_ms
             && !cx.paused()
+            && !round_pending
         {
             cx.fence();
             return Some(Reason::DcsUnreachableFenced { for_ms });
@@ -407,7 +422,14 @@ fn fence_check(cx: &mut Ctx<'_>) -> Option<Reason> {
 
 fn dcs_unreachable(cx: &mut Ctx<'_>) -> Reason {
     if cx.st.lease.is_some() {
-        // Keep trying to renew until the fencing deadline or retry_timeout, whichever is first.
+        // With failsafe_mode, ask the members instead (a round all accept moves the deadline),
+        // as Patroni does: no renewal, which would take retry_timeout to fail while the
+        // deadline and the watchdog wait for the next round; the next cycle's read finds the
+        // DCS back. Otherwise keep trying to renew until the fencing deadline or retry_timeout,
+        // whichever is first.
+        if let Some(r) = failsafe::round(cx) {
+            return r;
+        }
         cx.push_renew();
         return Reason::RenewFailedRetrying;
     }
@@ -439,6 +461,7 @@ fn finish(cx: Ctx<'_>, reason: Reason) -> Decision {
 #[cfg(test)]
 mod tests;
 
+pub use failsafe::failsafe_answer;
 pub use slots::slot_name;
 use slots::sync_slots;
 pub use state::{LeaseHold, NodeSettings, NodeState, WatchdogMode};

@@ -39,6 +39,7 @@ fn absorb_one(cx: &mut Ctx<'_>, outcome: &Outcome) -> Option<Reason> {
             }
             cx.st.backoff_until = None;
             cx.st.yielding_since = None;
+            (cx.st.failsafe_confirmed_at, cx.st.failsafe_refused_at) = (None, None);
         }
         Outcome::LeaderAcquire { .. } => {}
         Outcome::LeaderRenew { sent_at, fence_after_ms, result: Ok(()) } => {
@@ -46,6 +47,22 @@ fn absorb_one(cx: &mut Ctx<'_>, outcome: &Outcome) -> Option<Reason> {
             if let Some(h) = hold(cx, *sent_at, *fence_after_ms) {
                 if cx.st.lease.is_none_or(|old| h.renewed_sent_at >= old.renewed_sent_at) {
                     cx.st.lease = Some(h);
+                }
+            }
+            (cx.st.failsafe_confirmed_at, cx.st.failsafe_refused_at) = (None, None);
+        }
+        Outcome::FailsafeConfirmed { sent_at, fence_after_ms, refused } => {
+            // Every member accepted: a renewal granted by the members. Only for a lease still
+            // held (a round never brings back a lease given up), and only forward in time.
+            if !refused.is_empty() {
+                cx.st.failsafe_refused_at = Some(*sent_at);
+            }
+            if let (Some(old), true) = (cx.st.lease, refused.is_empty()) {
+                if let Some(h) = hold(cx, *sent_at, *fence_after_ms) {
+                    if h.renewed_sent_at >= old.renewed_sent_at {
+                        cx.st.lease = Some(h);
+                        cx.st.failsafe_confirmed_at = Some(*sent_at);
+                    }
                 }
             }
         }

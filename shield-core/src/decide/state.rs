@@ -196,6 +196,18 @@ pub struct NodeState {
     /// The last replication slot sync failed, and why (cleared once the slots need nothing).
     #[serde(default)]
     pub slots_sync_failed: Option<String>,
+    /// The `failsafe` key (`{member: api_url}`) as last read: whom a leader asks while the DCS
+    /// does not answer.
+    #[serde(default)]
+    pub failsafe_topology: Option<std::collections::BTreeMap<String, String>>,
+    /// As leader with the DCS unreachable: the send time of the last failsafe round every member
+    /// accepted (the lease counts from it). Cleared by a renewal the DCS accepted.
+    #[serde(default)]
+    pub failsafe_confirmed_at: Option<MonoMillis>,
+    /// As leader with the DCS unreachable: the send time of the last failsafe round some member
+    /// refused or did not answer. Cleared by a renewal the DCS accepted.
+    #[serde(default)]
+    pub failsafe_refused_at: Option<MonoMillis>,
 }
 
 impl NodeState {
@@ -231,6 +243,9 @@ impl NodeState {
             demoted: false,
             registered_role: None,
             slots_sync_failed: None,
+            failsafe_topology: None,
+            failsafe_confirmed_at: None,
+            failsafe_refused_at: None,
         }
     }
 

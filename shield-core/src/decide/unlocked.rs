@@ -10,6 +10,11 @@ use crate::types::{Lsn, MemberName};
 /// The cluster has no leader key.
 pub(super) fn race(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
     if cx.st.lease.is_some() && !cx.paused() {
+        if super::failsafe::may_reacquire(cx) {
+            // The key expired while every member kept accepting us: nobody else raced.
+            acquire(cx);
+            return Reason::FailsafeReacquiring;
+        }
         // We believed we held the lock, but the key is gone: expired or deleted under us.
         cx.fence();
         return Reason::LeaseLost;
@@ -28,6 +33,9 @@ pub(super) fn race(cx: &mut Ctx<'_>, view: &ClusterView) -> Reason {
         return paused(cx);
     }
     cx.st.lost_paused_leader = None;
+    if let Some(r) = super::failsafe::race_check(cx, view) {
+        return r;
+    }
     if cx.obs.db.busy.is_some() {
         return Reason::Busy;
     }

@@ -37,6 +37,11 @@ pub mod encode {
     pub fn failover(request: &FailoverRequest) -> String {
         request.to_json().to_string()
     }
+
+    /// `failsafe`: `{member: api_url}`, as Patroni writes it.
+    pub fn failsafe(topology: &std::collections::BTreeMap<String, String>) -> String {
+        serde_json::to_string(topology).unwrap_or_else(|_| "{}".to_owned())
+    }
 }
 
 /// Keys with compare-and-set semantics on their revision.
@@ -150,6 +155,9 @@ pub trait Dcs: Send + Sync {
 
     /// Plain put of the whole `history` list.
     async fn write_history(&self, lines: &[HistoryLine]) -> Result<(), PortError>;
+
+    /// Plain put of `failsafe`: Patroni's failsafe topology, `{member: api_url}` as a JSON object.
+    async fn write_failsafe(&self, topology: &std::collections::BTreeMap<String, String>) -> Result<(), PortError>;
 
     /// Plain put of `status`.
     async fn write_status(&self, status: &Status) -> Result<(), PortError>;

@@ -12,6 +12,9 @@ use crate::sim::invariants::Hook;
 use crate::sim::world::{ready, Daemon, Ev, World};
 use crate::types::{Lsn, SystemId};
 
+/// A member that did not answer a failsafe request (down, frozen, cut off, or unknown).
+const NO_ANSWER: &str = "no answer";
+
 impl World {
     /// Runs node `i`'s remaining actions until one needs the DCS (which takes time) or none are left.
     pub(super) fn act_next(&mut self, i: usize) {
@@ -90,6 +93,15 @@ impl World {
                 Some(lat)
             }
             Action::AcquireLeader { ttl_ms, fence_after_ms, replacing } => {
+                // The driver's guard: not sent after accepting a failsafe leader since the
+                // observation this decision was made on; and no acceptance for a ttl after.
+                let n = &mut self.nodes[i];
+                if n.failsafe_vouched.as_ref().is_some_and(|(_, at, _)| *at >= n.observed_at) {
+                    n.lease_gate_failed = true;
+                    n.outcomes.push(Outcome::LeaderAcquire { sent_at, fence_after_ms, result: Ok(false) });
+                    return None;
+                }
+                n.acquire_sent_at = Some(sent_at);
                 let (result, lat) = match replacing {
                     None => self.dcs_call(i, |d| ready(d.acquire_leader(ttl_ms))),
                     Some(rev) => self.dcs_call(i, |d| ready(d.take_leader(ttl_ms, rev))),
@@ -101,24 +113,43 @@ impl World {
             Action::RenewLeader { ttl_ms, fence_after_ms, feed_watchdog } => {
                 let (result, lat) = self.dcs_call(i, |d| ready(d.renew_leader(ttl_ms)));
                 self.nodes[i].lease_gate_failed |= result.is_err();
+                self.nodes[i].renewal_unanswered = matches!(result, Err(ErrorKind::Unreachable));
                 if result.is_ok() {
-                    let n = &mut self.nodes[i];
-                    let to = sent_at.plus(fence_after_ms);
-                    if n.fence_at.is_some_and(|f| f < to) {
-                        n.fence_at = Some(to);
-                        let (t, paused) = (n.global(to), n.state.config.pause);
-                        if self.cfg.fence_guard {
-                            self.at(t, Ev::FenceGuard { node: i });
-                        }
-                        if !paused {
-                            self.set_keeper(i, Some(to));
-                        }
-                    }
-                    if let Some(timeout) = feed_watchdog.and_then(|f| f.timeout_ms(lat)) {
-                        self.set_watchdog(i, self.now + lat, timeout);
-                    }
+                    self.renewed(i, sent_at.plus(fence_after_ms), feed_watchdog, lat);
                 }
                 self.nodes[i].outcomes.push(Outcome::LeaderRenew { sent_at, fence_after_ms, result });
+                Some(lat)
+            }
+            Action::WriteFailsafe { topology } => {
+                let (r, lat) = self.dcs_call(i, |d| ready(d.write_failsafe(&topology)));
+                self.nodes[i].lease_gate_failed |= r.is_err();
+                self.note_write(i, "failsafe", r);
+                Some(lat)
+            }
+            Action::ConfirmFailsafe { ref members, ttl_ms, fence_after_ms, feed_watchdog, after_failed_renewal } => {
+                if after_failed_renewal && !self.nodes[i].renewal_unanswered {
+                    return None;
+                }
+                let refused = self.failsafe_round(i, members, ttl_ms);
+                // Peers answer in a few ms; one that does not answer costs the 2 s bound.
+                let lat =
+                    if refused.iter().any(|(_, why)| why == NO_ANSWER) { 2_000 } else { self.rng.gen_range(1..10) };
+                if refused.is_empty() {
+                    self.report.failsafe_accepted += 1;
+                    // Each member promised the longer of its ttl and the leader's.
+                    let ttl = self
+                        .nodes
+                        .iter()
+                        .filter(|p| members.contains_key(p.name.as_str()))
+                        .map(|p| p.state.config.timing.ttl_ms.max(ttl_ms))
+                        .min()
+                        .unwrap_or(ttl_ms);
+                    self.nodes[i].failsafe_grant_until = Some(self.now + ttl);
+                    self.renewed(i, sent_at.plus(fence_after_ms), feed_watchdog, lat);
+                } else {
+                    self.report.failsafe_refused += 1;
+                }
+                self.nodes[i].outcomes.push(Outcome::FailsafeConfirmed { sent_at, fence_after_ms, refused });
                 Some(lat)
             }
             Action::ReleaseLeader => {
@@ -246,6 +277,61 @@ impl World {
         let exp = at + timeout_ms;
         self.nodes[i].watchdog_expire_ms = Some(exp);
         self.at(exp, Ev::WatchdogCheck { node: i });
+    }
+
+    /// A successful renewal (or failsafe round) sent at local `sent_at`: the driver moves its
+    /// guard and the keeper to `to` and feeds the watchdog `lat` later.
+    fn renewed(&mut self, i: usize, to: crate::types::MonoMillis, feed: Option<crate::action::WatchdogFeed>, lat: u64) {
+        let n = &mut self.nodes[i];
+        if n.fence_at.is_some_and(|f| f < to) {
+            n.fence_at = Some(to);
+            let (t, paused) = (n.global(to), n.state.config.pause);
+            if self.cfg.fence_guard {
+                self.at(t, Ev::FenceGuard { node: i });
+            }
+            if !paused {
+                self.set_keeper(i, Some(to));
+            }
+        }
+        if let Some(timeout) = feed.and_then(|f| f.timeout_ms(lat)) {
+            self.set_watchdog(i, self.now + lat, timeout);
+        }
+    }
+
+    /// `POST /failsafe` from node `i` to each member: who did not accept, and why. An accepting
+    /// member records the leader at its own local time (the answer is applied now, the most
+    /// pessimistic point for the asking leader).
+    fn failsafe_round(
+        &mut self,
+        i: usize,
+        members: &BTreeMap<String, String>,
+        leader_ttl_ms: u64,
+    ) -> Vec<(String, String)> {
+        let me = self.nodes[i].name.clone();
+        let mut refused = Vec::new();
+        for name in members.keys() {
+            let j = self.nodes.iter().position(|p| p.name.as_str() == name.as_str());
+            let answer = match j {
+                Some(j) if j != i && self.nodes[j].daemon == Daemon::Up && self.peers_connected(i, j) => {
+                    let p = &self.nodes[j];
+                    let ttl = p.state.config.timing.ttl_ms;
+                    let now = p.local(self.now);
+                    let racing = p.acquire_sent_at.is_some_and(|a| now.since(a) < ttl) || p.state.lease.is_some();
+                    if !p.state.config.failsafe_mode {
+                        Err("failsafe mode is not enabled (502)".to_owned())
+                    } else {
+                        crate::failsafe_answer(p.last_leader.as_ref(), &p.db.status(), &me, racing).map(|_| now)
+                    }
+                }
+                _ => Err(NO_ANSWER.to_owned()),
+            };
+            match (answer, j) {
+                (Ok(at), Some(j)) => self.nodes[j].failsafe_vouched = Some((me.clone(), at, leader_ttl_ms)),
+                (Err(why), _) => refused.push((name.clone(), why)),
+                (Ok(_), None) => {}
+            }
+        }
+        refused
     }
 
     fn probe(&mut self, i: usize) -> BTreeMap<crate::types::MemberName, PeerReport> {

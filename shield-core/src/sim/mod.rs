@@ -151,6 +151,9 @@ pub struct SimReport {
     pub callbacks: u64,
     /// PostgreSQL configuration reloads.
     pub reloads: u64,
+    /// Failsafe rounds every member accepted, and rounds some member refused or did not answer.
+    pub failsafe_accepted: u64,
+    pub failsafe_refused: u64,
     /// Set when the schedule went beyond what Shield's guarantees assume (clock drift beyond the
     /// bound the fencing deadline absorbs): a violation is then no bug, and no pass is a proof.
     pub beyond_the_model: Option<String>,
@@ -169,6 +172,8 @@ impl SimReport {
         self.writes_lost += other.writes_lost;
         self.callbacks += other.callbacks;
         self.reloads += other.reloads;
+        self.failsafe_accepted += other.failsafe_accepted;
+        self.failsafe_refused += other.failsafe_refused;
     }
 
     /// One summary line, and on a violation the seed to reproduce it and the trace.

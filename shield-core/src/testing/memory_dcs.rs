@@ -344,6 +344,11 @@ impl Dcs for MemoryDcs {
         Ok(())
     }
 
+    async fn write_failsafe(&self, topology: &std::collections::BTreeMap<String, String>) -> Result<(), PortError> {
+        self.open()?.put(&self.key("failsafe"), crate::ports::encode::failsafe(topology).as_bytes(), None);
+        Ok(())
+    }
+
     async fn write_status(&self, status: &Status) -> Result<(), PortError> {
         self.open()?.put(&self.key("status"), encode::status(status).as_bytes(), None);
         Ok(())

@@ -153,6 +153,7 @@ fn obs(view: ViewB, db: DbStatus) -> Observation {
         outcomes: Vec::new(),
         shutdown_requested: false,
         requests: Vec::new(),
+        failsafe_vouched: None,
     }
 }
 
@@ -193,6 +194,7 @@ const IMMEDIATE: Action = Action::StopDb { mode: StopMode::Immediate };
 mod bad_values;
 mod bootstrap;
 mod effects;
+mod failsafe;
 mod followers;
 mod holder;
 mod lease;

@@ -44,6 +44,9 @@ pub struct NodeSnap {
     pub paused: bool,
     /// An immediate stop of its database was sent and has not finished.
     pub stopping: bool,
+    /// Global time until which every member accepted it as failsafe leader and stays out of the
+    /// race (see `write-with-lease`).
+    pub failsafe_until: Option<u64>,
 }
 
 /// The cluster at one instant.

@@ -52,6 +52,9 @@ impl World {
         let dcs = match result {
             Ok(view) => {
                 n.unreachable_since = None;
+                if let Some(l) = view.leader_name() {
+                    n.last_leader = Some(l.clone());
+                }
                 n.seen_optime = view.optime();
                 n.seen_history = view.history.iter().map(|h| (h.timeline, h.lsn)).collect();
                 DcsView::Reachable(*view)
@@ -77,7 +80,9 @@ impl World {
             outcomes: std::mem::take(&mut n.outcomes),
             shutdown_requested: false,
             requests: std::mem::take(&mut n.requests),
+            failsafe_vouched: n.failsafe_vouched.clone(),
         };
+        n.observed_at = obs.now;
         let d = (self.cfg.decide)(&n.state, &obs);
         self.report.decisions += 1;
         let name = n.name.clone();
@@ -91,6 +96,7 @@ impl World {
         n.wake_local = d.wake_at;
         n.actions = Some(d.actions.into());
         n.lease_gate_failed = false;
+        n.renewal_unanswered = false;
         if let Some(f) = d.fence_at.filter(|_| self.cfg.fence_guard) {
             let t = self.nodes[i].global(f);
             self.at(t, Ev::FenceGuard { node: i });

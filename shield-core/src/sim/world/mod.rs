@@ -140,6 +140,19 @@ pub(super) struct Node {
     pub registered_role: Option<crate::action::DbRole>,
     /// PostgreSQL configuration reloads.
     pub reloads: u64,
+    /// The last leader key holder the node saw in the DCS (lost with the daemon).
+    pub last_leader: Option<MemberName>,
+    /// The leader this node last accepted over `POST /failsafe`, on its local clock.
+    pub failsafe_vouched: Option<(MemberName, MonoMillis, u64)>,
+    /// When this node last sent a leader acquire, and when its current decision's observation
+    /// was taken (local clock): the driver's guard between the two.
+    pub acquire_sent_at: Option<MonoMillis>,
+    pub observed_at: MonoMillis,
+    /// Global time until which a failsafe round every member accepted keeps them all out of
+    /// the race (the round's send time plus the shortest ttl among them).
+    pub failsafe_grant_until: Option<u64>,
+    /// The current decision's renewal got no answer (its failsafe fallback round runs).
+    pub renewal_unanswered: bool,
 }
 
 impl Node {
@@ -212,6 +225,8 @@ impl World {
                 settings.watchdog = if cfg.watchdog { WatchdogMode::Automatic } else { WatchdogMode::Off };
                 settings.vip = true;
                 settings.register_service = true;
+                // Members reach each other's REST API by name (failsafe rounds).
+                settings.api_url = Some(format!("http://{name}:8008/patroni"));
                 let max = i64::try_from(cfg.max_drift_ppm).unwrap_or(i64::MAX / 2).min(500_000);
                 Node {
                     dcs: store.client("service", "sim", name.clone(), ttl),
@@ -243,6 +258,12 @@ impl World {
                     callbacks: Vec::new(),
                     registered_role: None,
                     reloads: 0,
+                    last_leader: None,
+                    failsafe_vouched: None,
+                    acquire_sent_at: None,
+                    observed_at: MonoMillis(0),
+                    failsafe_grant_until: None,
+                    renewal_unanswered: false,
                 }
             })
             .collect();
@@ -478,6 +499,7 @@ impl World {
                 vip: n.vip && n.host_frozen_until.is_none(),
                 paused: n.state.config.pause,
                 stopping: n.db.stop_pending,
+                failsafe_until: n.failsafe_grant_until,
             })
             .collect();
         // What the checkers read of the DCS, parsed again only when the store changed (a check

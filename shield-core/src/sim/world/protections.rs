@@ -103,6 +103,7 @@ impl World {
         n.daemon = Daemon::Up;
         n.state = NodeState::new(n.state.settings.clone());
         n.last_status = None;
+        (n.last_leader, n.failsafe_vouched, n.acquire_sent_at) = (None, None, None);
         n.dcs = self.store.client("service", "sim", n.name.clone(), ttl);
         n.unreachable_since = None;
         self.trace.line(self.now, self.nodes[i].name.as_str(), || "daemon started".into());
