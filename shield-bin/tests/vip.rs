@@ -382,6 +382,7 @@ async fn failsafe_stops_the_primary_when_a_member_is_cut_off() {
     assert_eq!(primary_via_vip(&w.net, &w.pg_bin, &w.nodes).await, None, "no primary without the DCS");
     nix::sys::signal::kill(etcd_pid, nix::sys::signal::Signal::SIGCONT).expect("thaw etcd");
     w.net.cable(&format!("p{r}"), true);
-    let q = wait_for("one primary again", Duration::from_secs(90), || primary_via_vip(&w.net, &w.pg_bin, &w.nodes)).await;
+    let q =
+        wait_for("one primary again", Duration::from_secs(90), || primary_via_vip(&w.net, &w.pg_bin, &w.nodes)).await;
     println!("vip/failsafe: node{q} primary {:?} after the fault began", t.elapsed());
 }
